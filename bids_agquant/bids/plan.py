@@ -1,0 +1,67 @@
+"""The typed plan of what to compute for one participant (built by ``layout.py`` from pybids).
+
+These dataclasses are the contract between the input query (``bids/layout.py``), the workflow
+builders (``workflows/``), the derivatives writer and the reports. They hold paths and metadata
+only; no image data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class VFASet:
+    """One variable-flip-angle acquisition set (2+ flip angles, one TR)."""
+    files: tuple[Path, ...]            # sorted by flip angle, ascending
+    flip_angles_deg: tuple[float, ...]
+    tr_s: float
+    b1map: Path | None = None          # TB1map applying to this set (None: no B1 correction)
+    field_strength_t: float | None = None
+
+
+@dataclass(frozen=True)
+class ContrastState:
+    """One (session, contrast agent) acquisition state: pre-contrast when ``agent`` is None."""
+    session: str
+    agent: str | None                  # canonical agent name (registry), None = pre-contrast
+    agent_label: str | None            # the ce- entity value as written in the file names
+    t1w: Path | None                   # 3D T1w of this state
+    vfa: VFASet | None                 # VFA set of this state
+    pre_session: str | None = None     # for post-contrast states: session of the pre state used
+
+    @property
+    def key(self) -> str:
+        return f"{self.session}_{'pre' if self.agent is None else self.agent_label}"
+
+    @property
+    def is_post(self) -> bool:
+        return self.agent is not None
+
+
+@dataclass(frozen=True)
+class LesionMask:
+    path: Path
+    kind: str                          # "mask" (binary, connected components) or "dseg" (labels)
+    session: str                       # session whose pre-contrast T1w the mask was drawn on
+
+
+@dataclass(frozen=True)
+class ParticipantPlan:
+    participant: str                   # label without "sub-"
+    baseline_session: str
+    reference_t1w: Path                # baseline pre-contrast T1w: the reference space
+    states: tuple[ContrastState, ...]  # every state, pre states first within a session
+    lesion_mask: LesionMask | None
+    covariates: dict = field(default_factory=dict)   # from participants.tsv (floats / strings)
+    warnings: tuple[str, ...] = ()
+
+    def state(self, session: str, agent: str | None) -> ContrastState | None:
+        for s in self.states:
+            if s.session == session and s.agent == agent:
+                return s
+        return None
+
+    def pre_state_for(self, post: ContrastState) -> ContrastState | None:
+        """Pre-contrast reference: same session when it has one, else the baseline."""
+        return self.state(post.pre_session or self.baseline_session, None)
