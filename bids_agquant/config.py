@@ -1,0 +1,31 @@
+"""One frozen settings object, built once from the command line and handed down explicitly."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The ``space-`` label of every map in the reference space (each participant's baseline
+#: pre-contrast T1w; the sidecar's ``SpatialReference`` names the exact file).
+REFERENCE_SPACE = "T1w"
+
+
+@dataclass(frozen=True)
+class Config:
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str                               # "participant" | "group"
+    work_dir: Path | None = None                      # nipype cache; None -> OUTPUT_DIR/../work? see cli
+    participant_labels: tuple[str, ...] = ()          # without "sub-"; empty = all
+    session_labels: tuple[str, ...] = ()              # without "ses-"; empty = all
+    baseline_session: str | None = None
+    lesion_masks_dir: Path | None = None              # default: look under BIDS_DIR/derivatives
+    relaxivity_overrides: dict = field(default_factory=dict)   # agent label -> r1 1/(mM s)
+    b1_correction: str = "auto"                       # "auto" | "off"
+    vfa_fit: str = "nonlinear"                        # "nonlinear" | "linear"
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    plugin: str = "MultiProc"
+    plugin_args: dict = field(default_factory=dict)
+    skip_bids_validation: bool = False
+    ants_seed: int = 42                               # ANTs runs deterministic with this seed
+    verbose: int = 0
