@@ -18,6 +18,9 @@ class VFASet:
     tr_s: float
     b1map: Path | None = None          # TB1map applying to this set (None: no B1 correction)
     field_strength_t: float | None = None
+    b1_scale: float = 1.0              # multiply the stored TB1map by this to get the B1+ factor
+                                       # (0.01 when the map is stored in percent). The map may be on
+                                       # another grid than the VFA set: resample it in world space.
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class LesionMask:
     path: Path
     kind: str                          # "mask" (binary, connected components) or "dseg" (labels)
     session: str                       # session whose pre-contrast T1w the mask was drawn on
+    drawn_on: Path | None = None       # the T1w whose grid the mask shares (set by validation;
+                                       # None: the pre-contrast T1w of ``session``)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,15 @@ class ParticipantPlan:
     lesion_mask: LesionMask | None
     covariates: dict = field(default_factory=dict)   # from participants.tsv (floats / strings)
     warnings: tuple[str, ...] = ()
+
+    @property
+    def sessions(self) -> tuple[str, ...]:
+        """Session labels in processing order (baseline first, then chronological)."""
+        return tuple(dict.fromkeys(s.session for s in self.states))
+
+    @property
+    def post_states(self) -> tuple[ContrastState, ...]:
+        return tuple(s for s in self.states if s.is_post)
 
     def state(self, session: str, agent: str | None) -> ContrastState | None:
         for s in self.states:
