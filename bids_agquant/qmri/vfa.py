@@ -388,14 +388,18 @@ def _newton_vp(S, s, c, d, q0, bad_voxel):
         flat = ~(hess < 0)                                  # not concave here: fixed-size step
         if flat.any():
             step[flat] = np.where(g[flat] > 0, q[flat], -0.5 * q[flat])
-        np.clip(step, -0.875 * q, 0.5 * (1.0 - q), out=step)
+        lo = -0.875 * q
+        hi = 0.5 * (1.0 - q)
+        # a clipped or non-Newton step is never "converged" (else a boundary would look optimal)
+        newton = ~flat & (step > lo) & (step < hi)
+        np.clip(step, lo, hi, out=step)
         q_next = q + step
         rej = ~acc
         if rej.any():                                       # step lowered psi: halve it
             q_next[rej] = 0.5 * (q[rej] + q_acc[rej])
         np.copyto(q_acc, q, where=acc)
         np.copyto(psi_acc, psi, where=acc)
-        conv = acc & (np.abs(step) <= Q_RTOL * q)
+        conv = acc & newton & (np.abs(step) <= Q_RTOL * q)
         fail = ~((q_next >= Q_MIN) & (q_next <= Q_MAX))    # also catches NaN
         fail |= np.isinf(psi_acc)                           # no valid point yet (A <= 0)
         conv &= ~fail
