@@ -29,6 +29,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+_NAN_DEFAULT = float("nan")
+
 __all__ = [
     "LinearFit", "GroupSummary", "GroupTest", "SIZE_BINS_MM", "OTHER_SIZE_BIN",
     "REFERENCE_DOSE_MG_PER_KG", "linear_regression", "dose_normalised_se", "size_bin",
@@ -67,6 +69,8 @@ class LinearFit:
     intercept_ci_high: float
     residual_sd: float
     confidence: float = 0.95
+    x_mean: float = _NAN_DEFAULT
+    x_sxx: float = _NAN_DEFAULT            # sum of squared deviations of x from its mean
 
     @property
     def slope_ci(self) -> tuple[float, float]:
@@ -78,6 +82,21 @@ class LinearFit:
 
     def predict(self, x) -> np.ndarray:
         return self.slope * np.asarray(x, dtype=float) + self.intercept
+
+    def confidence_band(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise confidence band of the fitted line at ``x`` (level ``confidence``).
+
+        ``y_hat +/- t * s * sqrt(1/n + (x - mean(x))^2 / Sxx)``; NaN when the fit has no
+        residual degrees of freedom.
+        """
+        x = np.asarray(x, dtype=float)
+        y = self.predict(x)
+        if self.n < 3 or not math.isfinite(self.residual_sd) or not self.x_sxx > 0:
+            nan = np.full(x.shape, np.nan)
+            return nan, nan
+        t = float(stats.t.ppf(0.5 + self.confidence / 2.0, self.n - 2))
+        half = t * self.residual_sd * np.sqrt(1.0 / self.n + (x - self.x_mean) ** 2 / self.x_sxx)
+        return y - half, y + half
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +175,8 @@ def linear_regression(x, y, confidence: float = 0.95) -> LinearFit:
     else:
         r = _NAN                                   # y constant: correlation undefined
     r2 = r * r if math.isfinite(r) else _NAN
-    out = dict(nan_fit, slope=float(slope), intercept=float(intercept), r=r, r2=r2)
+    out = dict(nan_fit, slope=float(slope), intercept=float(intercept), r=r, r2=r2,
+               x_mean=float(xm), x_sxx=sxx)
     if n < 3:
         return LinearFit(**out)
     dof = n - 2

@@ -124,3 +124,16 @@ def test_regress_by_group_and_detection_limit():
     assert cohort.detection_limit([0.001, -0.001, 0.002]) == pytest.approx(
         3 * math.sqrt((1 + 1 + 4) / 3) * 1e-3)
     assert math.isnan(cohort.detection_limit([np.nan]))
+
+
+def test_confidence_band_matches_textbook_and_contains_line():
+    rng = np.random.default_rng(3)
+    x = np.linspace(0, 10, 12)
+    y = 2 * x + 1 + rng.normal(0, 1, x.size)
+    fit = cohort.linear_regression(x, y)
+    lo, hi = fit.confidence_band([fit.x_mean, 0.0])
+    # at mean(x) the half width is t * s / sqrt(n); at x = 0 it is the intercept's CI
+    t = stats.t.ppf(0.975, x.size - 2)
+    assert hi[0] - lo[0] == pytest.approx(2 * t * fit.residual_sd / math.sqrt(x.size))
+    assert lo[1] == pytest.approx(fit.intercept_ci_low) and hi[1] == pytest.approx(
+        fit.intercept_ci_high)

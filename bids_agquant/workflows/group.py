@@ -1,0 +1,930 @@
+"""Group level: the trial's cohort tables, regressions and figures from the participant outputs.
+
+``run_group(config)`` reads every participant lesion table
+``OUTPUT_DIR/sub-<p>/sub-<p>_desc-lesions_stats.tsv`` and the covariates of
+``BIDS_DIR/participants.tsv`` (``dose_mg_per_kg``, ``weight_kg``, ``primary_tumor``) and writes,
+under ``OUTPUT_DIR/group/`` only, TSV tables with JSON data dictionaries, figures (SVG + PNG),
+``summary.json`` and ``report.html``. It never recomputes participant work.
+
+Session roles come from the data, never from session labels:
+
+- the agent of a row is its ``contrast_agent`` (canonicalised through the relaxivity registry, so
+  ``gadoterate`` is Dotarem);
+- the sessions of a participant are put in time order from ``acq_time`` of
+  ``BIDS_DIR/sub-<p>/sub-<p>_sessions.tsv`` when every session has one; otherwise from the session
+  labels in natural order (``D0 < D1 < D8 < D28``, ``day1 < day8``, ``01 < 02``), with a warning;
+- per agent, the first session carrying it is index 1. The first AGuIX session is the **peak**
+  (the trial's D1, 2 h after injection), every later AGuIX session is **persistence** (D8: residual
+  nanoparticles, nothing injected); the first Dotarem session is the **reference** of the
+  AGuIX-versus-Dotarem comparison (D0). Later Dotarem sessions (D28) stay in the cohort table only.
+
+"Concentration cannot be quantified" (later sessions): the lesion's mean concentration is ``n/a``
+or not above the limit of detection of that participant, session and agent, which is three times
+the root mean square of the control-region mean concentrations
+(:func:`bids_agquant.qmri.cohort.detection_limit`); without control rows it is three standard
+errors of the lesion's own mean (``3 * conc_sd_mM / sqrt(n_voxels)``). There the concentration is
+bounded from SE with the participant's peak SE-versus-concentration slope: ``C_upper = SE / slope``
+(paper), and more conservatively with the lower 95 % confidence limit of that slope.
+
+Missing covariates skip only the statistics that need them, with a warning in the log, in
+``summary.json`` and in the report.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from bids_agquant.qmri import cohort
+from bids_agquant.qmri.relaxivity import canonical_agent
+from bids_agquant.reports._io import software_versions, write_text_atomic
+
+__all__ = ["run_group", "analyse_cohort", "GroupAnalysis", "Table", "GroupInputError",
+           "GroupDataError", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
+           "CONTROL_CONC_THRESHOLD_MM", "LESION_TABLE_COLUMNS"]
+
+LOG = logging.getLogger("bids_agquant.group")
+
+#: The agent under study (dose escalation, peak and persistence sessions).
+STUDY_AGENT = "AGuIX"
+#: The clinical agent it is compared with (first session carrying it).
+REFERENCE_AGENT = "Dotarem"
+#: A healthy-tissue control is flagged when |mean SE| or |mean concentration| exceeds these.
+#: 10 % is well above the SE noise of a control ROI and well below the 25 % mean SE of the lowest
+#: dose; 0.01 mM (about 10 mg/L of AGuIX) is a third of the paper's lowest per-patient lesion mean
+#: at 100 mg/kg and twice the pipeline's accuracy target on phantoms (0.005 mM).
+CONTROL_SE_THRESHOLD_PERCENT = 10.0
+CONTROL_CONC_THRESHOLD_MM = 0.01
+
+#: Columns every participant lesion table must have (interface.md).
+LESION_TABLE_COLUMNS = (
+    "participant_id", "session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
+    "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent", "t1_pre_mean_s",
+    "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM", "conc_sd_mM", "conc_mean_mg_per_L",
+    "n_voxels")
+_FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd_percent",
+                  "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM",
+                  "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
+_MISSING = {"", "n/a", "na", "nan", "none", "null"}
+_NAN = float("nan")
+
+
+class GroupInputError(FileNotFoundError):
+    """No participant output to analyse (CLI exit code 66)."""
+
+
+class GroupDataError(ValueError):
+    """A participant table or participants.tsv cannot be read (CLI exit code 65)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Data dictionary: one description (and unit) per output column
+# --------------------------------------------------------------------------------------------
+_COLUMNS: dict[str, tuple[str, str | None]] = {
+    "participant_id": ("Participant label (sub-<label>).", None),
+    "session_id": ("Session label (ses-<label>).", None),
+    "contrast_agent": ("Contrast agent of the post-contrast state (registry name).", None),
+    "lesion_id": ("Lesion label; healthy-tissue control regions are control-<k>.", None),
+    "is_control": ("True for a healthy-tissue control region.", None),
+    "longest_diameter_mm": ("Longest axial (RECIST) diameter of the lesion.", "mm"),
+    "measurable": ("Longest diameter >= 10 mm (RECIST 1.1 / RANO).", None),
+    "volume_mm3": ("Lesion volume.", "mm^3"),
+    "se_mean_percent": ("Mean signal enhancement 100*(post-pre)/pre over the ROI.", "%"),
+    "se_sd_percent": ("SD of the signal enhancement over the ROI voxels.", "%"),
+    "t1_pre_mean_s": ("Mean pre-contrast T1 over the ROI.", "s"),
+    "t1_post_mean_s": ("Mean post-contrast T1 over the ROI.", "s"),
+    "delta_r1_mean_per_s": ("Mean R1 change (post - pre) over the ROI.", "1/s"),
+    "conc_mean_mM": ("Mean Gd concentration over the ROI.", "mM"),
+    "conc_sd_mM": ("SD of the Gd concentration over the ROI voxels.", "mM"),
+    "conc_mean_mg_per_L": ("Mean agent mass concentration over the ROI.", "mg/L"),
+    "n_voxels": ("Voxels in the ROI.", None),
+    "dose_mg_per_kg": ("Injected AGuIX dose (participants.tsv).", "mg/kg"),
+    "weight_kg": ("Body weight (participants.tsv).", "kg"),
+    "primary_tumor": ("Primary tumour type (participants.tsv).", None),
+    "session_order": ("Rank of the session in time within the participant (1 = first).", None),
+    "session_order_source": ("How sessions were ordered: sessions.tsv acq_time, or the session "
+                             "labels in natural order when acq_time is missing.", None),
+    "agent_session_index": ("Rank of the session among the participant's sessions carrying the "
+                            "same agent (1 = first).", None),
+    "session_role": ("peak: first AGuIX session (trial D1, 2 h); persistence: later AGuIX "
+                     "session (D8); reference: first Dotarem session (D0); other: anything else.",
+                     None),
+    "size_bin": ("Bin of the longest diameter: 10-20 mm, 20-50 mm (50 included), other.", None),
+    "se_dose_normalised_percent": ("SE * 100 / dose (AGuIX rows): SE scaled to 100 mg/kg.", "%"),
+    "percent_id_per_g": ("Percent of the injected AGuIX dose per gram of tissue "
+                         "(density 1 kg/L).", "%ID/g"),
+    "detection_limit_mM": ("Limit of detection of the concentration for this participant, "
+                           "session and agent: 3 x RMS of the control-region means (or 3 standard "
+                           "errors of the lesion mean without controls).", "mM"),
+    "conc_quantified": ("Mean concentration is finite and above the limit of detection.", None),
+    "conc_upper_mg_per_L": ("Upper bound SE / slope with the participant's peak SE-versus-"
+                            "concentration slope, where the concentration is not quantified.",
+                            "mg/L"),
+    "conc_upper_conservative_mg_per_L": ("Upper bound SE / (lower 95 % limit of the slope), "
+                                         "where that limit is positive.", "mg/L"),
+    "dose_or_scope": ("Dose group (mg/kg) or 'all'.", None),
+    "n_participants": ("Participants contributing.", None),
+    "n_lesions": ("Measurable lesions contributing.", None),
+    "se_mean_percent_mean": ("Mean over lesions of the lesion mean SE.", "%"),
+    "model": ("What was regressed on what.", None),
+    "x": ("Regressor (with unit).", None),
+    "y": ("Response (with unit).", None),
+    "n": ("Points in the regression / group / test.", None),
+    "slope": ("Least-squares slope (unit: y per x).", None),
+    "slope_ci_low": ("Lower 95 % confidence limit of the slope (t distribution, n-2 dof).", None),
+    "slope_ci_high": ("Upper 95 % confidence limit of the slope.", None),
+    "intercept": ("Least-squares intercept (unit of y).", None),
+    "intercept_ci_low": ("Lower 95 % confidence limit of the intercept.", None),
+    "intercept_ci_high": ("Upper 95 % confidence limit of the intercept.", None),
+    "r2": ("Coefficient of determination.", None),
+    "p_value": ("Two-sided p-value (regression: slope = 0).", None),
+    "factor": ("Grouping factor.", None),
+    "group": ("Group label.", None),
+    "mean": ("Mean.", None),
+    "sd": ("Standard deviation (ddof = 1).", None),
+    "median": ("Median.", None),
+    "min": ("Minimum.", None),
+    "max": ("Maximum.", None),
+    "test": ("Statistical test used.", None),
+    "statistic": ("Test statistic (Kruskal-Wallis H or ANOVA F).", None),
+    "n_groups": ("Groups with data in the test.", None),
+    "groups": ("Groups in the test.", None),
+    "note": ("Why a statistic is missing, when it is.", None),
+    "se_aguix_mean_percent": ("Mean AGuIX peak SE over the paired measurable lesions.", "%"),
+    "se_dotarem_mean_percent": ("Mean Dotarem reference SE over the same lesions.", "%"),
+    "sensitivity_percent": ("AGuIX sensitivity relative to Dotarem: 100 * mean AGuIX SE / mean "
+                            "Dotarem SE over the same lesions.", "%"),
+    "sensitivity_median_lesion_percent": ("Median over lesions of 100 * SE_AGuIX / SE_Dotarem.",
+                                          "%"),
+    "conc_mean_mg_per_L_mean": ("Mean over lesions of the lesion mean concentration.", "mg/L"),
+    "conc_mean_mg_per_L_sd": ("SD over lesions of the lesion mean concentration.", "mg/L"),
+    "peak_session": ("Peak AGuIX session (ses-<label>).", None),
+    "later_session": ("Later AGuIX session (ses-<label>).", None),
+    "se_peak_percent": ("Lesion mean SE at the peak session.", "%"),
+    "se_later_percent": ("Lesion mean SE at the later session.", "%"),
+    "persistence_percent": ("100 * SE later / SE peak.", "%"),
+    "conc_peak_mg_per_L": ("Lesion mean concentration at the peak session.", "mg/L"),
+    "conc_later_mg_per_L": ("Lesion mean concentration at the later session (n/a when not "
+                            "quantified).", "mg/L"),
+    "se_peak_mean_percent": ("Mean over lesions of the peak SE.", "%"),
+    "se_peak_sd_percent": ("SD over lesions of the peak SE.", "%"),
+    "se_later_mean_percent": ("Mean over lesions of the later SE.", "%"),
+    "se_later_sd_percent": ("SD over lesions of the later SE.", "%"),
+    "n_quantified": ("Lesions whose later concentration was quantified.", None),
+    "slope_percent_per_mg_per_L": ("Peak SE-versus-concentration slope used for the bound.",
+                                   "%/(mg/L)"),
+    "n_controls": ("Control regions.", None),
+    "se_control_mean_percent": ("Mean SE over the control regions.", "%"),
+    "se_control_max_abs_percent": ("Largest |mean SE| of a control region.", "%"),
+    "conc_control_mean_mM": ("Mean concentration over the control regions.", "mM"),
+    "conc_control_max_abs_mM": ("Largest |mean concentration| of a control region.", "mM"),
+    "delta_r1_control_mean_per_s": ("Mean R1 change over the control regions.", "1/s"),
+    "flag": ("ok, or what exceeded its threshold (|SE| > 10 %, |conc| > 0.01 mM).", None),
+}
+
+
+@dataclass
+class Table:
+    """One output table: ``name`` is the file stem under ``group/``."""
+    name: str
+    title: str
+    description: str
+    columns: list[str]
+    rows: list[dict] = field(default_factory=list)
+
+    def column(self, name: str) -> list:
+        return [r.get(name) for r in self.rows]
+
+
+@dataclass
+class GroupAnalysis:
+    """Everything the group level computed (tables, fits for the figures, warnings)."""
+    tables: dict[str, Table]
+    warnings: list[str]
+    session_roles: dict[str, dict]          # participant -> {"order": [...], "source": ..., ...}
+    fits: dict[str, object]                 # name -> LinearFit / dict of LinearFit
+    tests: dict[str, cohort.GroupTest]
+    n_participants: int
+    summary: dict
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+def _strip(label: str | None, prefix: str) -> str:
+    label = "" if label is None else str(label).strip()
+    return label[len(prefix):] if label.startswith(prefix) else label
+
+
+def _to_float(text) -> float:
+    if text is None:
+        return _NAN
+    s = str(text).strip()
+    if s.lower() in _MISSING:
+        return _NAN
+    return float(s)
+
+
+def _to_bool(text) -> bool | None:
+    s = "" if text is None else str(text).strip().lower()
+    if s in ("true", "1", "yes", "y", "t", "1.0"):
+        return True
+    if s in ("false", "0", "no", "n", "f", "0.0"):
+        return False
+    return None
+
+
+def _read_tsv(path: Path) -> tuple[list[str], list[dict]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            rows = [dict(r) for r in reader]
+            return list(reader.fieldnames or []), rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise GroupDataError(f"cannot read {path}: {exc}") from exc
+
+
+def find_lesion_tables(output_dir: Path, participants: Iterable[str] = ()) -> list[Path]:
+    """Participant lesion tables under ``output_dir`` (restricted to ``participants`` if given)."""
+    wanted = {_strip(p, "sub-") for p in participants}
+    found = sorted(Path(output_dir).glob("sub-*/sub-*_desc-lesions_stats.tsv"))
+    return [p for p in found if not wanted or _strip(p.parent.name, "sub-") in wanted]
+
+
+def read_lesion_table(path: Path) -> list[dict]:
+    """Parse one participant lesion table into typed rows (floats, bools, canonical agents)."""
+    columns, raw = _read_tsv(path)
+    missing = [c for c in LESION_TABLE_COLUMNS if c not in columns]
+    if missing:
+        raise GroupDataError(f"{path}: missing column(s) {', '.join(missing)}; the lesion table "
+                             f"must have the columns of interface.md (rerun the participant level)")
+    folder_participant = _strip(path.parent.name, "sub-")
+    rows = []
+    for i, r in enumerate(raw, start=2):
+        row = {"participant": _strip(r["participant_id"], "sub-") or folder_participant,
+               "session": _strip(r["session_id"], "ses-"),
+               "agent_label": (r["contrast_agent"] or "").strip(),
+               "lesion_id": (r["lesion_id"] or "").strip()}
+        label = row["agent_label"]
+        row["agent"] = None if label.lower() in _MISSING else (canonical_agent(label) or label)
+        row["is_control"] = row["lesion_id"].startswith("control")
+        row["measurable"] = bool(_to_bool(r["measurable"])) and not row["is_control"]
+        for c in _FLOAT_COLUMNS:
+            try:
+                row[c] = _to_float(r[c])
+            except ValueError:
+                raise GroupDataError(f"{path}, line {i}: column {c} holds {r[c]!r}, not a "
+                                     f"number or n/a") from None
+        rows.append(row)
+    return rows
+
+
+def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, dict]:
+    """Covariates per participant label: dose_mg_per_kg, weight_kg (floats), primary_tumor."""
+    path = Path(bids_dir) / "participants.tsv" if bids_dir else None
+    if path is None or not path.is_file():
+        _warn(warnings, f"no participants.tsv in {bids_dir}: dose, weight and primary tumour are "
+                        f"unknown, so every statistic that needs them is skipped")
+        return {}
+    columns, raw = _read_tsv(path)
+    if "participant_id" not in columns:
+        raise GroupDataError(f"{path}: no participant_id column (BIDS requires it)")
+    for c in ("dose_mg_per_kg", "weight_kg", "primary_tumor"):
+        if c not in columns:
+            _warn(warnings, f"participants.tsv has no {c} column: statistics that need it are "
+                            f"skipped")
+    out = {}
+    for r in raw:
+        p = _strip(r.get("participant_id"), "sub-")
+        cov = {}
+        for c in ("dose_mg_per_kg", "weight_kg"):
+            try:
+                cov[c] = _to_float(r.get(c))
+            except ValueError:
+                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
+                                f"number; treated as missing")
+                cov[c] = _NAN
+        tumor = (r.get("primary_tumor") or "").strip()
+        cov["primary_tumor"] = None if tumor.lower() in _MISSING else tumor
+        out[p] = cov
+    return out
+
+
+def _natural_key(label: str):
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
+            for t in re.findall(r"\d+|\D+", label)]
+
+
+def _parse_time(text) -> datetime | None:
+    s = "" if text is None else str(text).strip()
+    if not s or s.lower() in _MISSING:
+        return None
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    return t.replace(tzinfo=None)
+
+
+def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | None
+                   ) -> tuple[list[str], str]:
+    """Sessions in time order and how it was decided (``acq_time`` or natural label order)."""
+    sessions = sorted(set(sessions), key=_natural_key)
+    path = (Path(bids_dir) / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
+            if bids_dir else None)
+    if path is not None and path.is_file():
+        try:
+            _, raw = _read_tsv(path)
+        except GroupDataError:
+            raw = []
+        times = {_strip(r.get("session_id"), "ses-"): _parse_time(r.get("acq_time"))
+                 for r in raw}
+        if sessions and all(times.get(s) is not None for s in sessions):
+            return sorted(sessions, key=lambda s: (times[s], _natural_key(s))), \
+                "sessions.tsv acq_time"
+    return sessions, "session labels (natural order)"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def _warn(warnings: list[str], message: str) -> None:
+    if message not in warnings:
+        warnings.append(message)
+        LOG.warning(message)
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _fit_row(fit: cohort.LinearFit) -> dict:
+    return {k: getattr(fit, k) for k in ("n", "slope", "slope_ci_low", "slope_ci_high",
+                                         "intercept", "intercept_ci_low", "intercept_ci_high",
+                                         "r2", "p_value")}
+
+
+_FIT_COLUMNS = ["n", "slope", "slope_ci_low", "slope_ci_high", "intercept", "intercept_ci_low",
+                "intercept_ci_high", "r2", "p_value"]
+
+
+def _sub(p: str) -> str:
+    return f"sub-{p}"
+
+
+def _ses(s: str) -> str:
+    return f"ses-{s}"
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    s = cohort.summarise(values)
+    return s.mean, s.sd
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------------------------
+def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path | None = None,
+                   warnings: list[str] | None = None) -> GroupAnalysis:
+    """All group statistics from typed lesion rows (see :func:`read_lesion_table`)."""
+    from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
+                                                 se_upper_bound_concentration)
+    warnings = [] if warnings is None else warnings
+    participants = sorted({r["participant"] for r in rows}, key=_natural_key)
+    missing_cov = [p for p in participants if p not in covariates]
+    if covariates and missing_cov:
+        _warn(warnings, f"participants.tsv has no row for {', '.join(map(_sub, missing_cov))}: "
+                        f"their covariate statistics are skipped")
+
+    # -- covariates and session roles on every row --------------------------------------------
+    roles: dict[str, dict] = {}
+    for p in participants:
+        mine = [r for r in rows if r["participant"] == p]
+        order, source = order_sessions(p, (r["session"] for r in mine), bids_dir)
+        if source != "sessions.tsv acq_time" and len(order) > 1:
+            _warn(warnings, f"{_sub(p)}: no acq_time for every session in sessions.tsv; sessions "
+                            f"ordered by label ({' < '.join(order)})")
+        by_agent: dict[str, list[str]] = {}
+        for s in order:
+            for agent in sorted({r["agent"] for r in mine if r["session"] == s and r["agent"]}):
+                by_agent.setdefault(agent, []).append(s)
+        roles[p] = {"order": order, "source": source, "sessions_by_agent": by_agent}
+        cov = covariates.get(p, {})
+        for r in mine:
+            r["dose_mg_per_kg"] = cov.get("dose_mg_per_kg", _NAN)
+            r["weight_kg"] = cov.get("weight_kg", _NAN)
+            r["primary_tumor"] = cov.get("primary_tumor")
+            r["session_order"] = order.index(r["session"]) + 1
+            r["session_order_source"] = source
+            idx = by_agent.get(r["agent"], []).index(r["session"]) + 1 if r["agent"] else None
+            r["agent_session_index"] = idx
+            if r["agent"] == STUDY_AGENT:
+                r["session_role"] = "peak" if idx == 1 else "persistence"
+            elif r["agent"] == REFERENCE_AGENT and idx == 1:
+                r["session_role"] = "reference"
+            else:
+                r["session_role"] = "other"
+            r["size_bin"] = cohort.size_bin(r["longest_diameter_mm"])
+
+    dose_known = any(_finite(r["dose_mg_per_kg"]) for r in rows)
+    weight_known = any(_finite(r["weight_kg"]) for r in rows)
+    tumor_known = any(r["primary_tumor"] for r in rows)
+    study_rows = [r for r in rows if r["agent"] == STUDY_AGENT]
+    if not study_rows:
+        _warn(warnings, f"no {STUDY_AGENT} rows in the lesion tables: dose response, "
+                        f"concentration and persistence statistics are skipped")
+    if not dose_known:
+        _warn(warnings, "dose_mg_per_kg unknown for every participant: dose response, dose "
+                        "normalisation, sensitivity per dose and %ID/g are skipped")
+    elif any(not _finite(r["dose_mg_per_kg"]) for r in study_rows):
+        miss = sorted({r["participant"] for r in study_rows if not _finite(r["dose_mg_per_kg"])})
+        _warn(warnings, f"dose_mg_per_kg missing for {', '.join(map(_sub, miss))}: left out of "
+                        f"the dose statistics")
+    if not weight_known:
+        _warn(warnings, "weight_kg unknown for every participant: %ID/g is skipped")
+    if not tumor_known:
+        _warn(warnings, "primary_tumor unknown for every participant: statistics by primary "
+                        "tumour are skipped")
+
+    # dose normalisation and %ID/g (study agent only)
+    for r in rows:
+        is_study = r["agent"] == STUDY_AGENT
+        r["se_dose_normalised_percent"] = (
+            float(cohort.dose_normalised_se(r["se_mean_percent"], r["dose_mg_per_kg"]))
+            if is_study else _NAN)
+        r["percent_id_per_g"] = (
+            float(percent_injected_dose_per_gram(r["conc_mean_mg_per_L"], r["dose_mg_per_kg"],
+                                                 r["weight_kg"]))
+            if is_study and not r["is_control"] and _finite(r["conc_mean_mg_per_L"])
+            and _finite(r["dose_mg_per_kg"]) and _finite(r["weight_kg"]) else _NAN)
+
+    # detection limits per participant x session x agent
+    for key in {(r["participant"], r["session"], r["agent"]) for r in rows if r["agent"]}:
+        group = [r for r in rows if (r["participant"], r["session"], r["agent"]) == key]
+        controls = [r["conc_mean_mM"] for r in group if r["is_control"]]
+        lod_controls = cohort.detection_limit(controls)
+        for r in group:
+            lod = lod_controls
+            if (not _finite(lod) and not r["is_control"] and _finite(r["conc_sd_mM"])
+                    and r["n_voxels"] > 0):
+                lod = cohort.DETECTION_LIMIT_K * r["conc_sd_mM"] / math.sqrt(r["n_voxels"])
+            r["detection_limit_mM"] = lod
+            r["conc_quantified"] = bool(_finite(r["conc_mean_mM"]) and _finite(lod)
+                                        and r["conc_mean_mM"] > lod)
+
+    lesions = [r for r in rows if not r["is_control"]]
+    measurable = [r for r in lesions if r["measurable"]]
+    peak = [r for r in measurable if r["session_role"] == "peak"
+            and _finite(r["se_mean_percent"])]
+    if study_rows and not peak:
+        _warn(warnings, f"no measurable lesion (>= 10 mm) with a {STUDY_AGENT} SE: cohort "
+                        f"statistics on lesions are empty")
+
+    tables: dict[str, Table] = {}
+    fits: dict[str, object] = {}
+    tests: dict[str, cohort.GroupTest] = {}
+
+    # -- dose response ----------------------------------------------------------------------
+    dosed = [r for r in peak if _finite(r["dose_mg_per_kg"])]
+    doses = sorted({r["dose_mg_per_kg"] for r in dosed})
+    by_dose_rows = []
+    for d in doses:
+        sel = [r for r in dosed if r["dose_mg_per_kg"] == d]
+        s = cohort.summarise([r["se_mean_percent"] for r in sel])
+        by_dose_rows.append({"dose_mg_per_kg": d,
+                             "n_participants": len({r["participant"] for r in sel}),
+                             "n_lesions": s.n, "mean": s.mean, "sd": s.sd, "median": s.median,
+                             "min": s.minimum, "max": s.maximum})
+    tables["dose_response_by_dose"] = Table(
+        "dose_response_by_dose", "Signal enhancement per AGuIX dose",
+        "Mean and SD of the peak-session SE over measurable lesions (>= 10 mm), per dose "
+        "(paper Fig. 2A).",
+        ["dose_mg_per_kg", "n_participants", "n_lesions", "mean", "sd", "median", "min", "max"],
+        by_dose_rows)
+    reg_rows = []
+    if len(doses) >= 2:
+        fit_means = cohort.linear_regression([r["dose_mg_per_kg"] for r in by_dose_rows],
+                                             [r["mean"] for r in by_dose_rows])
+        fit_all = cohort.linear_regression([r["dose_mg_per_kg"] for r in dosed],
+                                           [r["se_mean_percent"] for r in dosed])
+        fits["dose_means"], fits["dose_all"] = fit_means, fit_all
+        reg_rows = [dict(model="mean SE per dose on dose", x="dose (mg/kg)", y="mean SE (%)",
+                         **_fit_row(fit_means)),
+                    dict(model="lesion SE on dose", x="dose (mg/kg)", y="SE (%)",
+                         **_fit_row(fit_all))]
+    elif dose_known and study_rows:
+        _warn(warnings, "fewer than two AGuIX doses with measurable lesions: no dose-response "
+                        "regression")
+    tables["dose_response_regression"] = Table(
+        "dose_response_regression", "Dose response: regressions of SE on dose",
+        "Ordinary least squares with 95 % confidence intervals (t distribution, n-2 dof); "
+        "slope in % per mg/kg.", ["model", "x", "y"] + _FIT_COLUMNS, reg_rows)
+
+    # -- dose-normalised SE by primary tumour and size bin ------------------------------------
+    norm = [r for r in peak if _finite(r["se_dose_normalised_percent"])]
+    grp_rows, test_rows = [], []
+    factors = []
+    if tumor_known:
+        factors.append(("primary_tumor", None))
+    if norm:
+        factors.append(("size_bin", [cohort.size_bin(lo) for lo, _ in cohort.SIZE_BINS_MM]
+                        + [cohort.OTHER_SIZE_BIN]))
+    for factor, order in factors:
+        sel = [r for r in norm if r[factor]]
+        values = [r["se_dose_normalised_percent"] for r in sel]
+        labels = [r[factor] for r in sel]
+        summaries = cohort.summarise_groups(values, labels, order)
+        for s in summaries:
+            if s.n or factor != "size_bin" or s.group != cohort.OTHER_SIZE_BIN:
+                grp_rows.append({"factor": factor, "group": s.group, "n": s.n, "mean": s.mean,
+                                 "sd": s.sd, "median": s.median, "min": s.minimum,
+                                 "max": s.maximum})
+        tested = [(v, lab) for v, lab in zip(values, labels) if lab != cohort.OTHER_SIZE_BIN]
+        t = cohort.group_difference_test(values=[v for v, _ in tested],
+                                         labels=[lab for _, lab in tested], test="kruskal")
+        tests[factor] = t
+        test_rows.append(dict(factor=factor, **t.as_dict()))
+    if peak and tumor_known and not norm:
+        _warn(warnings, "no dose-normalised SE (dose missing): primary tumour and size "
+                        "statistics skipped")
+    tables["se_normalised_by_group"] = Table(
+        "se_normalised_by_group", "Dose-normalised SE by primary tumour and size",
+        "SE * 100 / dose over measurable lesions at the peak AGuIX session (paper Fig. 2B/C).",
+        ["factor", "group", "n", "mean", "sd", "median", "min", "max"], grp_rows)
+    tables["group_tests"] = Table(
+        "group_tests", "Tests for differences between groups",
+        "Kruskal-Wallis H test on the dose-normalised SE (small, skewed groups; no normality "
+        "assumption). Size bins outside 10-50 mm are not tested.",
+        ["factor", "test", "statistic", "p_value", "n_groups", "n", "groups", "note"], test_rows)
+
+    # -- AGuIX versus Dotarem --------------------------------------------------------------
+    ref_by_lesion = {(r["participant"], r["lesion_id"]): r for r in measurable
+                     if r["session_role"] == "reference" and _finite(r["se_mean_percent"])}
+    pairs = [(r, ref_by_lesion[(r["participant"], r["lesion_id"])]) for r in peak
+             if (r["participant"], r["lesion_id"]) in ref_by_lesion]
+    if study_rows and not ref_by_lesion:
+        _warn(warnings, f"no {REFERENCE_AGENT} session with measurable lesions: AGuIX versus "
+                        f"Dotarem statistics are skipped")
+    cmp_rows = []
+    cmp_fits: dict[str, cohort.LinearFit] = {}
+    if pairs:
+        paired_doses = sorted({a["dose_mg_per_kg"] for a, _ in pairs
+                               if _finite(a["dose_mg_per_kg"])})
+        if paired_doses:
+            scope_dose = paired_doses[-1]
+            scoped = [(a, d) for a, d in pairs if a["dose_mg_per_kg"] == scope_dose]
+            scope_label = f"{scope_dose:g}"
+        else:
+            scoped, scope_label = pairs, "all"
+        groups = {"all": scoped}
+        for a, d in scoped:
+            if a["primary_tumor"]:
+                groups.setdefault(a["primary_tumor"], []).append((a, d))
+        for name in ["all"] + sorted(g for g in groups if g != "all"):
+            g = groups[name]
+            fit = cohort.linear_regression([d["se_mean_percent"] for _, d in g],
+                                           [a["se_mean_percent"] for a, _ in g])
+            cmp_fits[name] = fit
+            cmp_rows.append(dict(dose_or_scope=scope_label, primary_tumor=name,
+                                 x="Dotarem SE (%)", y="AGuIX SE (%)", **_fit_row(fit)))
+        fits["aguix_vs_dotarem"] = cmp_fits
+        fits["aguix_vs_dotarem_scope"] = scope_label
+    tables["aguix_vs_dotarem"] = Table(
+        "aguix_vs_dotarem", "AGuIX versus Dotarem, lesion by lesion",
+        "Regression of the peak AGuIX SE on the reference Dotarem SE of the same measurable "
+        "lesions, per primary tumour, at the highest dose (paper Fig. 3A: 100 mg/kg, the same Gd "
+        "quantity as one Dotarem dose).",
+        ["dose_or_scope", "primary_tumor", "x", "y"] + _FIT_COLUMNS, cmp_rows)
+    sens_rows = []
+    for d in sorted({a["dose_mg_per_kg"] for a, _ in pairs if _finite(a["dose_mg_per_kg"])}):
+        sel = [(a, b) for a, b in pairs if a["dose_mg_per_kg"] == d]
+        ma = float(np.mean([a["se_mean_percent"] for a, _ in sel]))
+        md = float(np.mean([b["se_mean_percent"] for _, b in sel]))
+        per = cohort.sensitivity_percent([a["se_mean_percent"] for a, _ in sel],
+                                         [b["se_mean_percent"] for _, b in sel])
+        sens_rows.append({"dose_mg_per_kg": d, "n_lesions": len(sel),
+                          "se_aguix_mean_percent": ma, "se_dotarem_mean_percent": md,
+                          "sensitivity_percent": float(cohort.sensitivity_percent(ma, md)),
+                          "sensitivity_median_lesion_percent":
+                              float(np.nanmedian(per)) if np.isfinite(per).any() else _NAN})
+    tables["sensitivity_by_dose"] = Table(
+        "sensitivity_by_dose", "Sensitivity of AGuIX relative to Dotarem",
+        "100 x mean AGuIX SE / mean Dotarem SE over the measurable lesions seen in both, per dose.",
+        ["dose_mg_per_kg", "n_lesions", "se_aguix_mean_percent", "se_dotarem_mean_percent",
+         "sensitivity_percent", "sensitivity_median_lesion_percent"], sens_rows)
+
+    # -- SE versus concentration per participant --------------------------------------------
+    conc_rows = []
+    conc_fits: dict[str, cohort.LinearFit] = {}
+    for p in participants:
+        sel = [r for r in peak if r["participant"] == p and _finite(r["conc_mean_mg_per_L"])]
+        if not sel:
+            continue
+        fit = cohort.linear_regression([r["conc_mean_mg_per_L"] for r in sel],
+                                       [r["se_mean_percent"] for r in sel])
+        conc_fits[p] = fit
+        m, sd = _mean_sd([r["conc_mean_mg_per_L"] for r in sel])
+        conc_rows.append(dict(participant_id=_sub(p), session_id=_ses(sel[0]["session"]),
+                              dose_mg_per_kg=sel[0]["dose_mg_per_kg"],
+                              primary_tumor=sel[0]["primary_tumor"],
+                              conc_mean_mg_per_L_mean=m, conc_mean_mg_per_L_sd=sd,
+                              **_fit_row(fit)))
+    fits["se_vs_concentration"] = conc_fits
+    tables["se_vs_concentration"] = Table(
+        "se_vs_concentration", "SE versus concentration, per participant",
+        "Regression of the lesion SE (%) on the lesion AGuIX concentration (mg/L) over the "
+        "measurable lesions of the peak session (paper Fig. 3B); slope in % per mg/L.",
+        ["participant_id", "session_id", "dose_mg_per_kg", "primary_tumor",
+         "conc_mean_mg_per_L_mean", "conc_mean_mg_per_L_sd"] + _FIT_COLUMNS, conc_rows)
+
+    # -- upper bound where the concentration is not quantified -------------------------------
+    for r in rows:
+        r["conc_upper_mg_per_L"] = _NAN
+        r["conc_upper_conservative_mg_per_L"] = _NAN
+        fit = conc_fits.get(r["participant"])
+        if (r["session_role"] == "persistence" and not r["is_control"]
+                and not r["conc_quantified"] and fit is not None
+                and _finite(r["se_mean_percent"])):
+            if _finite(fit.slope) and fit.slope > 0:
+                r["conc_upper_mg_per_L"] = float(
+                    se_upper_bound_concentration(r["se_mean_percent"], fit.slope))
+            if _finite(fit.slope_ci_low) and fit.slope_ci_low > 0:
+                r["conc_upper_conservative_mg_per_L"] = float(
+                    se_upper_bound_concentration(r["se_mean_percent"], fit.slope_ci_low))
+
+    # -- %ID/g ----------------------------------------------------------------------------
+    idg_rows = [dict(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
+                     lesion_id=r["lesion_id"], session_role=r["session_role"],
+                     measurable=r["measurable"], dose_mg_per_kg=r["dose_mg_per_kg"],
+                     weight_kg=r["weight_kg"], conc_mean_mg_per_L=r["conc_mean_mg_per_L"],
+                     conc_quantified=r["conc_quantified"],
+                     percent_id_per_g=r["percent_id_per_g"])
+                for r in lesions if r["agent"] == STUDY_AGENT and _finite(r["percent_id_per_g"])]
+    tables["percent_id_per_g"] = Table(
+        "percent_id_per_g", "Uptake: percent of injected dose per gram",
+        "%ID/g = 100 * (C mg/L / 1000) / (dose mg/kg * weight kg), tissue density 1 kg/L, for "
+        "every AGuIX lesion row with a concentration.",
+        ["participant_id", "session_id", "lesion_id", "session_role", "measurable",
+         "dose_mg_per_kg", "weight_kg", "conc_mean_mg_per_L", "conc_quantified",
+         "percent_id_per_g"], idg_rows)
+
+    # -- persistence ------------------------------------------------------------------------
+    peak_by_lesion = {(r["participant"], r["lesion_id"]): r for r in peak}
+    pers_rows = []
+    for r in measurable:
+        if r["session_role"] != "persistence" or not _finite(r["se_mean_percent"]):
+            continue
+        pk = peak_by_lesion.get((r["participant"], r["lesion_id"]))
+        if pk is None:
+            continue
+        pers_rows.append(dict(
+            participant_id=_sub(r["participant"]), lesion_id=r["lesion_id"],
+            peak_session=_ses(pk["session"]), later_session=_ses(r["session"]),
+            dose_mg_per_kg=r["dose_mg_per_kg"], se_peak_percent=pk["se_mean_percent"],
+            se_later_percent=r["se_mean_percent"],
+            persistence_percent=float(cohort.persistence_percent(r["se_mean_percent"],
+                                                                 pk["se_mean_percent"])),
+            conc_peak_mg_per_L=pk["conc_mean_mg_per_L"],
+            conc_later_mg_per_L=r["conc_mean_mg_per_L"] if r["conc_quantified"] else _NAN,
+            detection_limit_mM=r["detection_limit_mM"], conc_quantified=r["conc_quantified"],
+            conc_upper_mg_per_L=r["conc_upper_mg_per_L"],
+            conc_upper_conservative_mg_per_L=r["conc_upper_conservative_mg_per_L"]))
+    tables["persistence"] = Table(
+        "persistence", "Persistence at later AGuIX sessions, per lesion",
+        "SE at each later AGuIX session (trial D8) against the peak session (D1), and the "
+        "concentration or, where it cannot be quantified, its SE-based upper bound.",
+        ["participant_id", "lesion_id", "peak_session", "later_session", "dose_mg_per_kg",
+         "se_peak_percent", "se_later_percent", "persistence_percent", "conc_peak_mg_per_L",
+         "conc_later_mg_per_L", "detection_limit_mM", "conc_quantified", "conc_upper_mg_per_L",
+         "conc_upper_conservative_mg_per_L"], pers_rows)
+    pp_rows = []
+    for key in sorted({(r["participant_id"], r["later_session"]) for r in pers_rows},
+                      key=lambda k: (_natural_key(k[0]), _natural_key(k[1]))):
+        sel = [r for r in pers_rows if (r["participant_id"], r["later_session"]) == key]
+        pm, psd = _mean_sd([r["se_peak_percent"] for r in sel])
+        lm, lsd = _mean_sd([r["se_later_percent"] for r in sel])
+        fit = conc_fits.get(_strip(key[0], "sub-"))
+        slope = fit.slope if fit is not None else _NAN
+        upper = (float(se_upper_bound_concentration(lm, slope))
+                 if _finite(slope) and slope > 0 and _finite(lm) else _NAN)
+        pp_rows.append(dict(participant_id=key[0], peak_session=sel[0]["peak_session"],
+                            later_session=key[1], n_lesions=len(sel), se_peak_mean_percent=pm,
+                            se_peak_sd_percent=psd, se_later_mean_percent=lm,
+                            se_later_sd_percent=lsd,
+                            persistence_percent=float(cohort.persistence_percent(lm, pm)),
+                            n_quantified=sum(bool(r["conc_quantified"]) for r in sel),
+                            slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper))
+    tables["persistence_by_participant"] = Table(
+        "persistence_by_participant", "Persistence per participant",
+        "Mean lesion SE at the peak and later AGuIX sessions; the upper bound of the later "
+        "concentration is the mean later SE over the participant's SE-versus-concentration slope "
+        "(paper: about 10 uM at D8).",
+        ["participant_id", "peak_session", "later_session", "n_lesions", "se_peak_mean_percent",
+         "se_peak_sd_percent", "se_later_mean_percent", "se_later_sd_percent",
+         "persistence_percent", "n_quantified", "slope_percent_per_mg_per_L",
+         "conc_upper_mg_per_L"], pp_rows)
+
+    # -- healthy controls -------------------------------------------------------------------
+    ctl_rows = []
+    keys = sorted({(r["participant"], r["session"], r["agent"]) for r in rows
+                   if r["is_control"] and r["agent"]},
+                  key=lambda k: (_natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
+    for p, s, a in keys:
+        sel = [r for r in rows if r["is_control"] and (r["participant"], r["session"], r["agent"])
+               == (p, s, a)]
+        se = np.array([r["se_mean_percent"] for r in sel], float)
+        cc = np.array([r["conc_mean_mM"] for r in sel], float)
+        dr = np.array([r["delta_r1_mean_per_s"] for r in sel], float)
+        se_max = float(np.nanmax(np.abs(se))) if np.isfinite(se).any() else _NAN
+        cc_max = float(np.nanmax(np.abs(cc))) if np.isfinite(cc).any() else _NAN
+        flags = []
+        if _finite(se_max) and se_max > CONTROL_SE_THRESHOLD_PERCENT:
+            flags.append(f"|SE| > {CONTROL_SE_THRESHOLD_PERCENT:g} %")
+        if _finite(cc_max) and cc_max > CONTROL_CONC_THRESHOLD_MM:
+            flags.append(f"|conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM")
+        flag = "; ".join(flags) or "ok"
+        if flags:
+            _warn(warnings, f"{_sub(p)} {_ses(s)} {a}: healthy-tissue control regions show "
+                            f"{flag} (max |SE| {se_max:.1f} %, max |conc| {cc_max:.4f} mM): check "
+                            f"registration and the lesion mask")
+        ctl_rows.append(dict(
+            participant_id=_sub(p), session_id=_ses(s), contrast_agent=a,
+            session_role=sel[0]["session_role"], n_controls=len(sel),
+            se_control_mean_percent=float(np.nanmean(se)) if np.isfinite(se).any() else _NAN,
+            se_control_max_abs_percent=se_max,
+            conc_control_mean_mM=float(np.nanmean(cc)) if np.isfinite(cc).any() else _NAN,
+            conc_control_max_abs_mM=cc_max,
+            delta_r1_control_mean_per_s=float(np.nanmean(dr)) if np.isfinite(dr).any() else _NAN,
+            detection_limit_mM=sel[0]["detection_limit_mM"], flag=flag))
+    if rows and not ctl_rows:
+        _warn(warnings, "no healthy-tissue control rows (control-<k>) in the lesion tables")
+    tables["controls"] = Table(
+        "controls", "Healthy-tissue controls",
+        f"Control regions should show no SE and no concentration; flagged when |SE| > "
+        f"{CONTROL_SE_THRESHOLD_PERCENT:g} % or |conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM.",
+        ["participant_id", "session_id", "contrast_agent", "session_role", "n_controls",
+         "se_control_mean_percent", "se_control_max_abs_percent", "conc_control_mean_mM",
+         "conc_control_max_abs_mM", "delta_r1_control_mean_per_s", "detection_limit_mM", "flag"],
+        ctl_rows)
+
+    # -- the cohort table (first, for readers) ---------------------------------------------
+    cohort_cols = ["participant_id", "session_id", "contrast_agent", "lesion_id", "is_control",
+                   "longest_diameter_mm", "measurable", "volume_mm3", "se_mean_percent",
+                   "se_sd_percent", "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
+                   "conc_mean_mM", "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels",
+                   "dose_mg_per_kg", "weight_kg", "primary_tumor", "session_order",
+                   "session_order_source", "agent_session_index", "session_role", "size_bin",
+                   "se_dose_normalised_percent", "percent_id_per_g", "detection_limit_mM",
+                   "conc_quantified", "conc_upper_mg_per_L", "conc_upper_conservative_mg_per_L"]
+    ordered = sorted(rows, key=lambda r: (_natural_key(r["participant"]), r["session_order"],
+                                          r["agent"] or "", r["is_control"],
+                                          _natural_key(r["lesion_id"])))
+    cohort_rows = []
+    for r in ordered:
+        out = {c: r.get(c) for c in cohort_cols}
+        out.update(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
+                   contrast_agent=r["agent"] or r["agent_label"])
+        cohort_rows.append(out)
+    cohort_table = Table(
+        "cohort_lesions", "Cohort lesion table",
+        "Every row of every participant lesion table, with covariates, session roles and the "
+        "derived quantities of the group level.", cohort_cols, cohort_rows)
+    tables = {"cohort_lesions": cohort_table, **tables}
+
+    summary = _summary(tables, fits, tests, roles, warnings, participants)
+    return GroupAnalysis(tables=tables, warnings=warnings, session_roles=roles, fits=fits,
+                         tests=tests, n_participants=len(participants), summary=summary)
+
+
+def _clean(v):
+    """JSON-safe value (NaN -> None, numpy scalars -> Python)."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _summary(tables, fits, tests, roles, warnings, participants) -> dict:
+    out = {
+        "participants": [_sub(p) for p in participants],
+        "n_participants": len(participants),
+        "n_measurable_lesions_peak": int(sum(
+            1 for r in tables["cohort_lesions"].rows if r["session_role"] == "peak"
+            and r["measurable"] and not r["is_control"])),
+        "session_roles": {_sub(p): {"order": [_ses(s) for s in v["order"]],
+                                    "ordered_by": v["source"],
+                                    "sessions_by_agent": {a: [_ses(s) for s in ss] for a, ss
+                                                          in v["sessions_by_agent"].items()}}
+                          for p, v in roles.items()},
+        "dose_response": {k: fits[f].as_dict() for k, f in
+                          (("mean_se_on_dose", "dose_means"), ("lesion_se_on_dose", "dose_all"))
+                          if f in fits},
+        "group_tests": {k: t.as_dict() for k, t in tests.items()},
+        "thresholds": {"control_se_percent": CONTROL_SE_THRESHOLD_PERCENT,
+                       "control_conc_mM": CONTROL_CONC_THRESHOLD_MM,
+                       "detection_limit_k": cohort.DETECTION_LIMIT_K,
+                       "measurable_diameter_mm": 10.0,
+                       "size_bins_mm": [list(b) for b in cohort.SIZE_BINS_MM]},
+        "agents": {"study": STUDY_AGENT, "reference": REFERENCE_AGENT},
+        "warnings": list(warnings),
+        "software": software_versions(),
+    }
+    return _clean(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "n/a"
+        if float(v).is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return format(float(v), ".6g")
+    s = str(v)
+    return s.replace("\t", " ").replace("\n", " ") if s else "n/a"
+
+
+def table_tsv(table: Table) -> str:
+    lines = ["\t".join(table.columns)]
+    lines += ["\t".join(_fmt(r.get(c)) for c in table.columns) for r in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def table_dictionary(table: Table) -> dict:
+    out = {}
+    for c in table.columns:
+        desc, unit = _COLUMNS.get(c, (c.replace("_", " ").capitalize() + ".", None))
+        entry = {"Description": desc}
+        if unit:
+            entry["Units"] = unit
+        out[c] = entry
+    return out
+
+
+def write_tables(analysis: GroupAnalysis, group_dir: Path) -> list[Path]:
+    """Write every table as TSV plus a JSON data dictionary; returns the paths written."""
+    written = []
+    for t in analysis.tables.values():
+        written.append(write_text_atomic(group_dir / f"{t.name}.tsv", table_tsv(t)))
+        written.append(write_text_atomic(group_dir / f"{t.name}.json",
+                                         json.dumps(table_dictionary(t), indent=2) + "\n"))
+    return written
+
+
+def run_group(config) -> None:
+    """Group level of the BIDS-App (see module docstring). Writes only under OUTPUT_DIR/group/.
+
+    Raises :class:`GroupInputError` when no participant lesion table exists and
+    :class:`GroupDataError` when one cannot be read.
+    """
+    output_dir = Path(config.output_dir)
+    bids_dir = Path(config.bids_dir) if getattr(config, "bids_dir", None) else None
+    labels = tuple(getattr(config, "participant_labels", ()) or ())
+    tables = find_lesion_tables(output_dir, labels)
+    if not tables:
+        which = f" for {', '.join(map(_sub, (_strip(p, 'sub-') for p in labels)))}" if labels \
+            else ""
+        raise GroupInputError(
+            f"no participant lesion table (sub-*/sub-*_desc-lesions_stats.tsv) in {output_dir}"
+            f"{which}: run the participant level first")
+    LOG.info("group level: %d participant lesion table(s) in %s", len(tables), output_dir)
+    warnings: list[str] = []
+    rows = [row for path in tables for row in read_lesion_table(path)]
+    covariates = read_participants(bids_dir, warnings)
+    analysis = analyse_cohort(rows, covariates, bids_dir, warnings)
+
+    group_dir = output_dir / "group"
+    group_dir.mkdir(parents=True, exist_ok=True)
+    write_tables(analysis, group_dir)
+    from bids_agquant.reports.figures import write_group_figures
+    figures = write_group_figures(analysis, group_dir)
+    analysis.summary["figures"] = {k: [p.name for p in v] for k, v in figures.items()}
+    write_text_atomic(group_dir / "summary.json",
+                      json.dumps(_clean(analysis.summary), indent=2) + "\n")
+    from bids_agquant.reports.group import build_group_report
+    report = build_group_report(analysis, group_dir, figures)
+    LOG.info("group level: %d table(s), %d figure(s), report %s", len(analysis.tables),
+             len(figures), report)
