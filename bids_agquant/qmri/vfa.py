@@ -21,7 +21,7 @@ Methods
     linear amplitude can be profiled out). For fixed ``q`` the best ``k`` is ``(h.S)/(h.h)``, so
     the fit is a 1-D maximisation of ``psi(q) = log((h.S)^2 / (h.h))`` per voxel, solved by
     safeguarded Newton steps with analytic first and second derivatives (step limits keep ``q``
-    in (0, 1), a step that lowers ``psi`` is halved), started from the DESPOT1 solution (or a
+    in (0, 1): at most 7/8 of the way to either end; a step that lowers ``psi`` is halved), started from the DESPOT1 solution (or a
     coarse grid where DESPOT1 fails). ``psi`` does not change with the signal scale except by a
     constant, and every voxel is also divided by its largest signal, so the fit is invariant to
     signal scale (1e1 to 1e7 and beyond).
@@ -316,28 +316,30 @@ def _per_voxel(a, idx):
 def _psi_derivs(q, S, s, c, d):
     """psi(q) = log((h.S)^2/(h.h)) and its first two derivatives in q, per voxel.
 
-    h_i = s_i u_i with u_i = 1/(d_i + q c_i); dh/dq = -h c u, d2h/dq2 = 2 h (c u)^2.
+    h_i = s_i u_i with u_i = 1/(d_i + q c_i) and v_i = c_i u_i: dh/dq = -h v, d2h/dq2 = 2 h v^2.
+    With A = h.S and B = h.h: A' = -sum(hSv), A'' = 2 sum(hSv^2), B' = -2 sum(h^2 v),
+    B'' = 2 (sum((h v)^2) + sum(h 2 h v^2)) = 6 sum(h^2 v^2).
     """
     u = c * q
     u += d
     np.reciprocal(u, out=u)
     h = s * u
-    u *= c               # v = c u
-    hp = h * u           # -dh/dq
-    hpp = hp * u         # d2h/dq2 / 2
-    ein = np.einsum
-    A = ein("ij,ij->j", h, S)
-    Ap = ein("ij,ij->j", hp, S)      # -A'
-    App = ein("ij,ij->j", hpp, S)    # A''/2
-    B = ein("ij,ij->j", h, h)
-    Bp = ein("ij,ij->j", h, hp)      # -B'/2
-    C1 = ein("ij,ij->j", hp, hp)
-    C2 = ein("ij,ij->j", h, hpp)     # B'' = 2 (C1 + 2 C2)
-    psi = 2.0 * np.log(A) - np.log(B)
+    v = c * u
+    hs = h * S
+    h *= h                                  # h^2
+    A = hs.sum(axis=0)
+    hs *= v
+    Ap = hs.sum(axis=0)                     # -A'
+    App = np.einsum("ij,ij->j", hs, v)      # A''/2
+    B = h.sum(axis=0)
+    h *= v
+    Bp = h.sum(axis=0)                      # -B'/2
+    C = np.einsum("ij,ij->j", h, v)         # B''/6
+    psi = 2.0 * np.log(A) - np.log(B)        # NaN where A <= 0 (negative amplitude)
     a1 = Ap / A
     b1 = Bp / B
     g = 2.0 * (b1 - a1)                                   # 2A'/A - B'/B
-    hess = 2.0 * (2.0 * App / A - a1 * a1) - (2.0 * (C1 + 2.0 * C2) / B - 4.0 * b1 * b1)
+    hess = 4.0 * App / A - 2.0 * a1 * a1 - 6.0 * C / B + 4.0 * b1 * b1
     return psi, g, hess
 
 
@@ -389,7 +391,7 @@ def _newton_vp(S, s, c, d, q0, bad_voxel):
         if flat.any():
             step[flat] = np.where(g[flat] > 0, q[flat], -0.5 * q[flat])
         lo = -0.875 * q
-        hi = 0.5 * (1.0 - q)
+        hi = 0.875 * (1.0 - q)
         # a clipped or non-Newton step is never "converged" (else a boundary would look optimal)
         newton = ~flat & (step > lo) & (step < hi)
         np.clip(step, lo, hi, out=step)
