@@ -174,13 +174,16 @@ class VFAModel:
                                  f"{spatial}")
             fit_mask = m.astype(bool)
         b1_out = None
-        b1_flat = None
+        b1_flat = None       # per-voxel B1 factors (flattened), or None
+        b1_scalar = None     # one valid B1 factor for every voxel, or None
         if b1 is not None:
             b = np.asarray(b1, dtype=np.float64)
             if b.ndim == 0:
                 b1_out = float(b)
-                b1_flat = np.full(n, float(b)) if not (np.isfinite(b) and b > 0) else None
-                b1_scalar = float(b)
+                if np.isfinite(b) and b > 0:
+                    b1_scalar = float(b)
+                else:        # invalid everywhere: the per-voxel path marks every voxel failed
+                    b1_flat = np.full(n, float(b))
             else:
                 try:
                     b = np.broadcast_to(b, spatial)
@@ -189,9 +192,6 @@ class VFAModel:
                                      f"spatial shape {spatial}") from None
                 b1_out = np.array(b)
                 b1_flat = b1_out.reshape(n)
-                b1_scalar = None
-        else:
-            b1_scalar = None
 
         q = np.full(n, np.nan)
         k = np.full(n, np.nan)
@@ -240,15 +240,20 @@ def _fit_block(block, fa_deg, alpha_const, b, nonlinear):
     if b is None:
         theta = alpha_const[:, None]                      # (nf, 1), shared by all voxels
         bad_voxel = np.zeros(m, dtype=bool)
+        in_range = bool(np.all((theta > 0) & (theta < np.pi)))
     else:
         theta = np.ascontiguousarray(effective_flip_rad(fa_deg, b).T)  # (nf, m)
         bad_voxel = ~(np.isfinite(b) & (b > 0))
-    s, c, d = _sin_cos_versin(theta)
+        # every actual angle in (0, pi)? (min/max are NaN if any b is NaN -> False)
+        in_range = bool(m == 0 or (b.min() > 0 and b.max() * alpha_const.max() < np.pi))
+    s, c, d = _sin_cos_versin(theta, in_range)
     ok = np.isfinite(S)
     weighted = not ok.all()
-    angle_ok = (s > 0) & np.isfinite(s)  # actual angle within (0, 180) degrees
-    if not angle_ok.all():
+    if not in_range:
+        angle_ok = (s > 0) & np.isfinite(s)  # actual angle within (0, 180) degrees
         weighted = True
+    else:
+        angle_ok = True
     if weighted:
         ok = ok & angle_ok
         S = np.where(ok, S, 0.0)
@@ -287,7 +292,7 @@ def _fit_block(block, fa_deg, alpha_const, b, nonlinear):
     return q, k, rss, sst, n_ok, scale, iters
 
 
-def _sin_cos_versin(theta):
+def _sin_cos_versin(theta, in_range=False):
     """sin, cos and 1 - cos of the actual flip angles with one transcendental call.
 
     From t = sin(theta/2): 1 - cos = 2 t^2 (no cancellation at small angles), cos = 1 - 2 t^2,
@@ -302,6 +307,8 @@ def _sin_cos_versin(theta):
     s = t * half_cos
     s *= 2.0
     # outside [0, pi] the half-angle cosine is negative: recover the true sign of sin
+    if in_range:
+        return s, c, d
     outside = ~((theta >= 0) & (theta <= np.pi))
     if outside.any():
         s = np.where(outside, np.sin(theta), s)
