@@ -14,7 +14,8 @@ class Config:
     bids_dir: Path
     output_dir: Path
     analysis_level: str                               # "participant" | "group"
-    work_dir: Path | None = None                      # nipype cache; None -> OUTPUT_DIR/../work? see cli
+    work_dir: Path | None = None                      # nipype cache; the CLI defaults it to
+                                                      # OUTPUT_DIR/.work (see docs/cli.md)
     participant_labels: tuple[str, ...] = ()          # without "sub-"; empty = all
     session_labels: tuple[str, ...] = ()              # without "ses-"; empty = all
     baseline_session: str | None = None
@@ -26,6 +27,18 @@ class Config:
     omp_nthreads: int = 1
     plugin: str = "MultiProc"
     plugin_args: dict = field(default_factory=dict)
+    plugin_file: Path | None = None                   # --use-plugin YAML (None: MultiProc)
     skip_bids_validation: bool = False
     ants_seed: int = 42                               # ANTs runs deterministic with this seed
     verbose: int = 0
+    print_plan: bool = False                          # validate, print the plans, compute nothing
+
+    @property
+    def log_dir(self) -> Path:
+        """Per-run log files: ``OUTPUT_DIR/logs/sub-<p>_<timestamp>.log`` (listed in .bidsignore)."""
+        return Path(self.output_dir) / "logs"
+
+    @property
+    def crashdump_dir(self) -> Path:
+        """Where nipype writes crash files (text): inside the work dir, never in BIDS_DIR."""
+        return Path(self.work_dir or Path(self.output_dir) / ".work") / "crash"

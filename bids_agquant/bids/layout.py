@@ -1,0 +1,697 @@
+"""From a raw BIDS dataset to one typed :class:`ParticipantPlan` per participant (pybids queries).
+
+What is read, and how it is decided (interface.md, science.md):
+
+- Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map`` files (+ sidecars, sessions.tsv) are
+  indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never looked at. pybids runs
+  database-less (in memory): nothing is ever written into BIDS_DIR.
+- A state is one (session, contrast agent): pre-contrast when the file has no ``ce-`` entity and
+  its sidecar names no agent. The agent is the ``ce-`` label, recognised through the relaxivity
+  registry's synonyms (``qmri.relaxivity.canonical_agent``) or the sidecar's ``ContrastBolusAgent``;
+  an agent the registry does not know needs ``--relaxivity AGENT=VALUE``.
+- VFA sets: files of a state differing only in ``flip-``; flip angles (deg) and TR (s) from the
+  sidecars (``FlipAngle``; ``RepetitionTimeExcitation``, else ``RepetitionTime``).
+- Baseline: the session holding a pre-contrast T1w (``--baseline-session``, else the earliest by
+  ``sessions.tsv`` ``acq_time``, else the first in natural label order, with a warning).
+- Pre/post pairs: a post-contrast state uses the pre-contrast state of its own session when that
+  one has what the post state has (T1w and/or VFA), else the baseline pre-contrast state.
+- B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files.
+- Lesion masks: ``--lesion-masks DIR`` or every derivatives dataset under BIDS_DIR/derivatives:
+  ``*_label-metastasis_mask.nii[.gz]`` (binary) or ``*_desc-metastases_dseg.nii[.gz]`` (labels).
+- Covariates (allow-list) from participants.tsv: ``dose_mg_per_kg``, ``weight_kg``, ``age``
+  (numbers), ``primary_tumor``, ``sex`` (text). Missing or non-numeric values are warnings.
+
+Errors raise :mod:`bids_agquant.cli.errors` classes (exit codes 64/65/66) with one line naming
+the file or option and the fix.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from bids_agquant.bids import validate as V
+from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
+from bids_agquant.cli.errors import BadDataError, MissingInputError, UsageError
+
+__all__ = ["open_layout", "select_participants", "build_plan", "build_plans", "format_plan",
+           "LABEL_RE", "normalise_label", "NUMERIC_COVARIATES", "TEXT_COVARIATES"]
+
+LOGGER = logging.getLogger("bids_agquant.layout")
+
+#: BIDS labels are alphanumeric: anything else (``../``, ``/``, ``_``) is refused before any query.
+LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+NUMERIC_COVARIATES = ("dose_mg_per_kg", "weight_kg", "age")
+TEXT_COVARIATES = ("primary_tumor", "sex")
+NIFTI = [".nii.gz", ".nii"]
+MASK_PATTERNS = {"mask": "_label-metastasis_mask.nii", "dseg": "_desc-metastases_dseg.nii"}
+_NO_AGENT = {"", "none", "n/a", "na", "no", "null"}
+
+
+def normalise_label(value: str, prefix: str, option: str) -> str:
+    """``sub-01`` / ``01`` -> ``01``; anything but letters and digits -> UsageError (64)."""
+    label = str(value).strip()
+    if label.startswith(prefix + "-"):
+        label = label[len(prefix) + 1:]
+    if not LABEL_RE.match(label):
+        raise UsageError(f"{option} {value!r}: BIDS labels hold letters and digits only",
+                         fix=f"pass e.g. {option} 01 (or {prefix}-01)")
+    return label
+
+
+# ---------------------------------------------------------------------------------------------
+# pybids
+
+
+def _ignore_patterns(participants: Sequence[str] | None) -> list:
+    pats = [
+        re.compile(r"^/(code|models|sourcedata|stimuli|derivatives|phenotype)(/|$)"),
+        # datatypes other than anat and fmap
+        re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?(?!(anat|fmap)$)[a-z]+$"),
+        # inside anat: only T1w and VFA; inside fmap: only TB1map
+        re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?anat/(?![^/]*_(T1w|VFA)\.[^/]+$)[^/]+$"),
+        re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?fmap/(?![^/]*_TB1map\.[^/]+$)[^/]+$"),
+    ]
+    if participants:
+        keep = "|".join(re.escape(p) for p in participants)
+        pats.append(re.compile(rf"^/sub-(?!({keep})$)[^/]+$"))
+    return pats
+
+
+def open_layout(bids_dir: Path, participants: Sequence[str] | None = None, *,
+                validate: bool = True):
+    """A database-less pybids layout of the files bids_agquant reads (nothing written to disk).
+
+    ``validate=True`` (the default, i.e. without --skip-bids-validation) requires a proper
+    dataset_description.json and indexes only BIDS-valid file names.
+    """
+    import warnings
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+
+    bids_dir = Path(bids_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # pybids' FutureWarnings are not the user's business
+        indexer = BIDSLayoutIndexer(validate=validate, ignore=_ignore_patterns(participants),
+                                    index_metadata=True)
+        try:
+            return BIDSLayout(str(bids_dir), validate=validate, derivatives=False,
+                              database_path=None, indexer=indexer)
+        except Exception as exc:
+            text = " ".join(str(exc).split("Example")[0].split())
+            raise BadDataError(f"{bids_dir}: pybids cannot index the dataset ({text})",
+                               fix="fix dataset_description.json (it needs Name and BIDSVersion) "
+                                   "or pass --skip-bids-validation") from exc
+
+
+def select_participants(layout, requested: Sequence[str], bids_dir: Path) -> list[str]:
+    """The participants to process: all, or the requested ones (each must exist, else 66)."""
+    available = sorted(layout.get_subjects())
+    on_disk = sorted(d.name[4:] for d in Path(bids_dir).glob("sub-*") if d.is_dir())
+    if not requested:
+        if not available:
+            raise MissingInputError(f"{bids_dir}: no sub-<label> folders with T1w/VFA images",
+                                    fix="point BIDS_DIR at the dataset root")
+        return available
+    missing = [p for p in requested if p not in on_disk]
+    if missing:
+        shown = ", ".join(on_disk[:10]) + (" ..." if len(on_disk) > 10 else "")
+        raise MissingInputError(
+            f"--participant-label {' '.join(missing)}: no such participant in {bids_dir} "
+            f"(available: {shown or 'none'})", fix="check the label (without or with sub-)")
+    return list(dict.fromkeys(requested))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _natural_key(label: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", label)]
+
+
+def _rel(path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                for row in csv.DictReader(fh, delimiter="\t")]
+
+
+def _acq_times(bids_dir: Path, participant: str, warn) -> dict[str, datetime]:
+    path = bids_dir / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
+    if not path.exists():
+        return {}
+    try:
+        rows = _read_tsv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        warn(f"{_rel(path, bids_dir)}: cannot be read ({exc}); session order by label")
+        return {}
+    out = {}
+    for row in rows:
+        ses = row.get("session_id", "")
+        ses = ses[4:] if ses.startswith("ses-") else ses
+        text = row.get("acq_time", "")
+        if not ses or not text or text.lower() == "n/a":
+            continue
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            warn(f"{_rel(path, bids_dir)}: acq_time {text!r} of ses-{ses} is not an ISO date-time; "
+                 f"ignored")
+            continue
+        out[ses] = t.replace(tzinfo=None)
+    return out
+
+
+@dataclass
+class _Image:
+    path: Path
+    entities: dict
+    meta: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+ANY_SESSION = object()
+
+
+def _images(layout, participant, session, datatype, suffix) -> list[_Image]:
+    query = dict(subject=participant, datatype=datatype, suffix=suffix, extension=NIFTI)
+    if session is not ANY_SESSION:
+        query["session"] = session
+    files = layout.get(**query)
+    out = []
+    for f in files:
+        out.append(_Image(Path(f.path), dict(f.get_entities()), dict(f.get_metadata() or {})))
+    return sorted(out, key=lambda i: i.name)
+
+
+def _agent_of(img: _Image, overrides: dict, root: Path) -> tuple[str | None, str | None]:
+    """(agent, label for output names) of one image; (None, None) = pre-contrast.
+
+    The agent is the registry's canonical name (``ce-gadoterate`` -> Dotarem), or the
+    ``--relaxivity`` label for an agent the registry does not know. The label is the ``ce-`` value
+    as written (or the agent's name when only the sidecar names it).
+    """
+    from bids_agquant.qmri.relaxivity import canonical_agent, known_agents
+
+    def norm(x):
+        return re.sub(r"[\s_\-]+", "", str(x)).lower()
+
+    override_by_norm = {norm(k): k for k in overrides}
+
+    def recognise(name):
+        if not name:
+            return None
+        return canonical_agent(name) or override_by_norm.get(norm(name))
+
+    ce = img.entities.get("ceagent")
+    meta_agent = str(img.meta.get("ContrastBolusAgent") or "").strip()
+    if meta_agent.lower() in _NO_AGENT:
+        meta_agent = ""
+    if not ce:
+        agent = recognise(meta_agent)
+        if agent is None:
+            if meta_agent:
+                LOGGER.warning("%s: the sidecar names contrast agent %r but the file name has no "
+                               "ce-; treated as pre-contrast", _rel(img.path, root), meta_agent)
+            return None, None
+        return agent, re.sub(r"[^A-Za-z0-9]", "", agent) or "agent"
+    agent = recognise(ce)
+    meta = recognise(meta_agent)
+    if agent is not None:
+        if meta is not None and meta != agent:
+            LOGGER.warning("%s: ce-%s but the sidecar's ContrastBolusAgent says %r; using ce-%s",
+                           _rel(img.path, root), ce, meta_agent, ce)
+        return agent, ce
+    if meta is not None:
+        return meta, ce
+    raise BadDataError(f"{_rel(img.path, root)}: unknown contrast agent {ce!r} "
+                       f"(known: {', '.join(known_agents())}, and their synonyms)",
+                       fix=f"pass --relaxivity {ce}=<r1 in 1/(mM s)>, or name a known agent "
+                           f"(ce-<agent> or the sidecar's ContrastBolusAgent)")
+
+
+def _pick_one(images: list[_Image], what: str, root: Path, warn,
+              ignore: Iterable[str] = ()) -> list[_Image]:
+    """Group images by their entities (minus ``ignore``); keep one group: the highest run."""
+    groups: dict[tuple, list[_Image]] = defaultdict(list)
+    skip = {"run", "extension", "ceagent", *ignore}
+    for img in images:
+        if img.entities.get("part") not in (None, "mag"):
+            continue   # phase / real / imaginary parts are not magnitude images
+        key = tuple(sorted((k, str(v)) for k, v in img.entities.items() if k not in skip))
+        groups[key].append(img)
+    if not groups:
+        return []
+    if len(groups) > 1:
+        names = ", ".join(sorted(g[0].name for g in groups.values()))
+        raise BadDataError(f"{what}: several candidate acquisitions ({names})",
+                           fix="keep one of them in the dataset (move the others to sourcedata/)")
+    group = next(iter(groups.values()))
+    runs = sorted({img.entities.get("run") for img in group}, key=lambda r: (r is not None, r or 0))
+    if len(runs) > 1:
+        chosen = runs[-1]
+        dropped = sorted(i.name for i in group if i.entities.get("run") != chosen)
+        warn(f"{what}: several runs; using run-{chosen}, ignoring {', '.join(dropped)}")
+        group = [i for i in group if i.entities.get("run") == chosen]
+    return group
+
+
+def _field_strength(images: Iterable[_Image]) -> float | None:
+    for img in images:
+        value = img.meta.get("MagneticFieldStrength")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return None
+
+
+def _intended_for(meta: dict, participant: str) -> set[str]:
+    """IntendedFor entries as paths relative to the subject folder."""
+    items = meta.get("IntendedFor") or []
+    if isinstance(items, str):
+        items = [items]
+    out = set()
+    for item in items:
+        item = str(item)
+        if item.startswith("bids:"):
+            item = item.split(":", 2)[-1]          # bids::sub-01/ses-1/anat/x -> sub-01/...
+        item = item.lstrip("/")
+        prefix = f"sub-{participant}/"
+        if item.startswith(prefix):
+            item = item[len(prefix):]
+        out.add(item)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class _StateFiles:
+    t1w: list[_Image] = field(default_factory=list)
+    vfa: list[_Image] = field(default_factory=list)
+    agent: str | None = None
+    agent_label: str | None = None
+
+
+def build_plan(layout, participant: str, config, *, bids_dir: Path | None = None) -> ParticipantPlan:
+    """The plan of one participant (metadata checked; images are checked by validate_plan)."""
+    root = Path(bids_dir or config.bids_dir)
+    warnings: list[str] = []
+
+    def warn(msg):
+        LOGGER.warning("sub-%s: %s", participant, msg)
+        warnings.append(msg)
+
+    sub = f"sub-{participant}"
+    all_sessions = sorted(layout.get_sessions(subject=participant), key=_natural_key)
+    if not all_sessions:
+        if layout.get(subject=participant, suffix=["T1w", "VFA"], extension=NIFTI):
+            raise MissingInputError(f"{sub}: images are not inside ses-<label> folders",
+                                    fix="put each visit under sub-<p>/ses-<label>/ (bids_agquant "
+                                        "needs sessions)")
+        raise MissingInputError(f"{sub}: no T1w or VFA image in any session",
+                                fix="check the dataset, or leave this participant out")
+    overrides = dict(config.relaxivity_overrides or {})
+
+    # -- collect states per session -----------------------------------------------------------
+    states: dict[str, dict] = {}   # session -> {agent(None=pre): _StateFiles}
+    b1maps: dict[str, list[_Image]] = {}
+    for ses in all_sessions:
+        per_agent: dict[str | None, _StateFiles] = {}
+        for suffix in ("T1w", "VFA"):
+            for img in _images(layout, participant, ses, "anat", suffix):
+                agent, label = _agent_of(img, overrides, root)
+                st = per_agent.setdefault(agent, _StateFiles(agent=agent, agent_label=label))
+                (st.t1w if suffix == "T1w" else st.vfa).append(img)
+        if per_agent:
+            states[ses] = per_agent
+        else:
+            warn(f"ses-{ses} has no T1w or VFA image; skipped")
+        if config.b1_correction != "off":
+            b1maps[ses] = _images(layout, participant, ses, "fmap", "TB1map")
+
+    all_b1 = ([m for maps in b1maps.values() for m in maps]
+              if config.b1_correction != "off" else [])
+    acq = _acq_times(root, participant, warn)
+    listed = set(acq)
+    for ses in sorted(listed - set(all_sessions), key=_natural_key):
+        warn(f"ses-{ses} is listed in {sub}_sessions.tsv but has no folder; skipped")
+
+    # -- baseline ------------------------------------------------------------------------------
+    def has_pre_t1w(ses):
+        st = states.get(ses, {}).get(None)
+        return st is not None and bool(st.t1w)
+
+    candidates = [s for s in states if has_pre_t1w(s)]
+    if config.baseline_session:
+        b = config.baseline_session
+        if b not in all_sessions:
+            raise MissingInputError(f"--baseline-session {b}: {sub} has no ses-{b} "
+                                    f"(sessions: {', '.join(all_sessions)})",
+                                    fix="pass one of the listed sessions")
+        if not has_pre_t1w(b):
+            raise MissingInputError(f"--baseline-session {b}: {sub}/ses-{b} has no pre-contrast "
+                                    f"T1w (a *_T1w.nii.gz without ce-)",
+                                    fix=f"choose a session holding one "
+                                        f"({', '.join(candidates) or 'none has'})")
+        baseline, why = b, "--baseline-session"
+    elif not candidates:
+        any_pre = any(None in st for st in states.values())
+        posts = [f"ses-{s}" for s, st in states.items() if any(a is not None for a in st)]
+        if posts and not any_pre:
+            raise MissingInputError(f"{sub}: post-contrast images ({', '.join(posts)}) but no "
+                                    f"pre-contrast T1w or VFA in any session",
+                                    fix="add the pre-contrast acquisitions (files without ce-) "
+                                        "or leave this participant out")
+        raise MissingInputError(f"{sub}: no baseline pre-contrast T1w (a *_T1w.nii.gz without "
+                                f"ce-) in any session", fix="add the pre-contrast T1w; it is the "
+                                "reference space of every map")
+    elif len(candidates) == 1:
+        baseline, why = candidates[0], "the only session with a pre-contrast T1w"
+    else:
+        timed = [s for s in candidates if s in acq]
+        if timed:
+            baseline = min(timed, key=lambda s: acq[s])
+            why = "earliest acq_time in sessions.tsv"
+            if len(timed) < len(candidates):
+                warn(f"sessions.tsv gives no acq_time for "
+                     f"{', '.join('ses-' + s for s in candidates if s not in acq)}; baseline chosen "
+                     f"among the others")
+        else:
+            baseline = sorted(candidates, key=_natural_key)[0]
+            why = "first session label (no acq_time in sessions.tsv)"
+            warn(f"several sessions hold a pre-contrast T1w ({', '.join(candidates)}) and "
+                 f"sessions.tsv gives no acq_time: baseline ses-{baseline}; pass "
+                 f"--baseline-session to choose")
+
+    # -- session selection and order --------------------------------------------------------------
+    selected = list(states)
+    if config.session_labels:
+        wanted = list(dict.fromkeys(config.session_labels))
+        for s in wanted:
+            if s not in all_sessions:
+                warn(f"--session-label {s}: {sub} has no ses-{s}; skipped")
+        selected = [s for s in selected if s in wanted or s == baseline]
+        if not any(s in wanted and s in states for s in selected):
+            raise MissingInputError(f"--session-label {' '.join(wanted)}: none of these sessions "
+                                    f"has T1w/VFA images for {sub} (sessions: "
+                                    f"{', '.join(all_sessions)})", fix="pass existing sessions")
+
+    def order_key(s):
+        return (s != baseline, acq.get(s, datetime.max) if all(x in acq for x in selected)
+                else datetime.max, _natural_key(s))
+
+    selected.sort(key=order_key)
+
+    # -- build states ----------------------------------------------------------------------------
+    built: list[ContrastState] = []
+    for ses in selected:
+        per_agent = states[ses]
+        if ses == baseline and config.session_labels and ses not in config.session_labels:
+            per_agent = {None: per_agent[None]}           # only the reference, not quantified
+        sess_b1 = b1maps.get(ses, [])
+        for agent in sorted(per_agent, key=lambda a: (a is not None, str(a))):
+            sf = per_agent[agent]
+            desc = f"{sub}/ses-{ses} {'pre-contrast' if agent is None else sf.agent_label}"
+            t1w = _pick_one(sf.t1w, f"{desc} T1w", root, warn)
+            vfa_imgs = _pick_one(sf.vfa, f"{desc} VFA", root, warn, ignore=("flip",))
+            vfa = (_vfa_set(vfa_imgs, desc, root, sess_b1, all_b1, participant, config, warn)
+                   if vfa_imgs else None)
+            if len(t1w) > 1:
+                raise BadDataError(f"{desc}: several T1w ({', '.join(i.name for i in t1w)})",
+                                   fix="keep one")
+            built.append(ContrastState(session=ses, agent=agent, agent_label=sf.agent_label,
+                                       t1w=t1w[0].path if t1w else None, vfa=vfa))
+
+    # -- pre/post pairing ------------------------------------------------------------------------
+    by_key = {(s.session, s.agent): s for s in built}
+    base_pre = by_key[(baseline, None)]
+    final: list[ContrastState] = []
+    for st in built:
+        if st.is_post:
+            same = by_key.get((st.session, None))
+
+            def provides(pre):
+                return (pre is not None and (st.vfa is None or pre.vfa is not None)
+                        and (st.t1w is None or pre.t1w is not None))
+
+            if provides(same):
+                pre_ses = st.session
+            elif provides(base_pre) or same is None:
+                pre_ses = baseline
+            else:
+                pre_ses = st.session
+            pre = by_key[(pre_ses, None)]
+            if st.vfa is not None and pre.vfa is None:
+                warn(f"ses-{st.session} {st.agent_label}: no pre-contrast VFA (same session or "
+                     f"baseline); T1 is mapped but delta R1 and concentration are not computed")
+            if st.t1w is not None and pre.t1w is None:
+                warn(f"ses-{st.session} {st.agent_label}: no pre-contrast T1w; no signal "
+                     f"enhancement map")
+            st = ContrastState(st.session, st.agent, st.agent_label, st.t1w, st.vfa, pre_ses)
+            _check_relaxivity(st, overrides, root)
+        final.append(st)
+    for ses in selected:
+        if not any(s.session == ses and s.t1w is not None for s in final):
+            warn(f"ses-{ses} has no T1w; its VFA sets are registered without a session T1w")
+
+    lesion = _find_lesion_mask(participant, config, root, baseline, all_sessions, warn)
+    covariates = _covariates(root, participant, warn)
+    plan = ParticipantPlan(participant=participant, baseline_session=baseline,
+                           reference_t1w=base_pre.t1w, states=tuple(final),
+                           lesion_mask=lesion, covariates=covariates,
+                           warnings=tuple(warnings))
+    LOGGER.debug("sub-%s: baseline ses-%s (%s)", participant, baseline, why)
+    return plan
+
+
+def _check_relaxivity(st: ContrastState, overrides: dict, root: Path) -> None:
+    from bids_agquant.qmri.relaxivity import UnknownAgentError, get_relaxivity
+    field_t = st.vfa.field_strength_t if st.vfa else None
+    try:
+        get_relaxivity(st.agent, field_t, overrides)
+    except UnknownAgentError as exc:
+        f = st.t1w or (st.vfa.files[0] if st.vfa else None)
+        raise BadDataError(f"{_rel(f, root)}: {exc}") from exc
+
+
+def _vfa_set(images: list[_Image], desc: str, root: Path, b1maps: list[_Image],
+             all_b1: list[_Image], participant: str, config, warn) -> VFASet:
+    fas, trs = [], []
+    for img in images:
+        where = _rel(img.path, root)
+        fas.append(V.flip_angle_deg(img.meta, where))
+        trs.append(V.repetition_time_s(img.meta, where))
+    files, fas, tr = V.check_vfa_set([i.path for i in images], fas, trs, f"{desc} VFA")
+    b1 = (_b1_for(images, b1maps, all_b1, participant, root, warn, desc)
+          if config.b1_correction != "off" else None)
+    field_t = _field_strength(images)
+    if field_t is None:
+        warn(f"{desc} VFA: MagneticFieldStrength missing from the sidecars; relaxivity at 3 T "
+             f"assumed")
+    return VFASet(files=files, flip_angles_deg=fas, tr_s=tr, b1map=b1, field_strength_t=field_t)
+
+
+def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image],
+            participant: str, root: Path, warn, desc: str) -> Path | None:
+    """The TB1map of a VFA set: one whose IntendedFor lists it, else the session's map(s)."""
+    sub_dir = root / f"sub-{participant}"
+    targets = {_rel(i.path, sub_dir) for i in vfa}
+    intended = [m for m in session_maps if _intended_for(m.meta, participant) & targets]
+    if not intended:   # a map of another session may point here
+        intended = [m for m in all_maps if _intended_for(m.meta, participant) & targets]
+    if intended:
+        pool = intended
+    else:
+        pool = [m for m in session_maps if not m.meta.get("IntendedFor")]
+    if not pool:
+        return None
+    if len(pool) > 1:
+        warn(f"{desc}: several TB1maps ({', '.join(m.name for m in pool)}); using {pool[0].name}")
+    return pool[0].path
+
+
+def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
+                      sessions: Sequence[str], warn) -> LesionMask | None:
+    sub = f"sub-{participant}"
+    if config.lesion_masks_dir is not None:
+        dirs = [Path(config.lesion_masks_dir)]
+    else:
+        deriv = root / "derivatives"
+        dirs = sorted(d for d in deriv.iterdir() if d.is_dir()) if deriv.is_dir() else []
+        out = Path(config.output_dir).resolve() if config.output_dir else None
+        work = Path(config.work_dir).resolve() if config.work_dir else None
+        dirs = [d for d in dirs if d.resolve() not in (out, work) and not _is_ours(d)]
+    found = []
+    for d in dirs:
+        if not (d / sub).is_dir():
+            continue
+        for kind, pattern in MASK_PATTERNS.items():
+            for f in sorted((d / sub).rglob(f"{sub}_*{pattern}*")):
+                if "_space-" in f.name or not f.name.endswith((".nii", ".nii.gz")):
+                    continue
+                m = re.search(r"_ses-([A-Za-z0-9]+)_", f.name)
+                found.append(LesionMask(path=f, kind=kind, session=m.group(1) if m else baseline))
+    if not found:
+        where = (str(config.lesion_masks_dir) if config.lesion_masks_dir
+                 else f"{_rel(root / 'derivatives', root)}/*")
+        warn(f"no lesion mask in {where} (*_label-metastasis_mask or *_desc-metastases_dseg); "
+             f"maps only, no lesion table")
+        return None
+    found.sort(key=lambda m: (m.session != baseline, m.kind != "dseg", str(m.path)))
+    if len(found) > 1:
+        warn(f"several lesion masks; using {_rel(found[0].path, root)}, ignoring "
+             f"{', '.join(f.path.name for f in found[1:])}")
+    return found[0]
+
+
+def _is_ours(deriv_dir: Path) -> bool:
+    """A derivatives dataset written by bids_agquant (never read back as input)."""
+    try:
+        desc = json.loads((deriv_dir / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    gen = desc.get("GeneratedBy") or []
+    names = [str(g.get("Name", "")).lower().replace("-", "_") for g in gen if isinstance(g, dict)]
+    return "bids_agquant" in names
+
+
+def _covariates(root: Path, participant: str, warn) -> dict:
+    path = root / "participants.tsv"
+    if not path.exists():
+        warn("participants.tsv is missing: no dose or weight (dose-normalised and %ID/g values "
+             "are skipped)")
+        return {}
+    try:
+        rows = _read_tsv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        warn(f"participants.tsv cannot be read ({exc}); no covariates")
+        return {}
+    row = next((r for r in rows if r.get("participant_id") in (f"sub-{participant}", participant)),
+               None)
+    if row is None:
+        warn(f"participants.tsv has no row for sub-{participant}; no covariates")
+        return {}
+    out: dict = {}
+    for key in NUMERIC_COVARIATES:
+        text = row.get(key)
+        if text is None:
+            if key != "age":
+                warn(f"participants.tsv has no {key} column")
+            continue
+        if text.lower() in ("", "n/a"):
+            if key != "age":
+                warn(f"participants.tsv: {key} is n/a for sub-{participant}")
+            out[key] = None
+            continue
+        try:
+            out[key] = float(text)
+        except ValueError:
+            warn(f"participants.tsv: {key} {text!r} of sub-{participant} is not a number; ignored")
+            out[key] = None
+    for key in TEXT_COVARIATES:
+        text = row.get(key)
+        if text is not None:
+            out[key] = None if text.lower() in ("", "n/a") else text
+    return out
+
+
+def build_plans(config) -> list[ParticipantPlan]:
+    """Index the dataset, build and validate the plan of every selected participant.
+
+    Everything is checked before anything is computed: the first fatal problem raises.
+    """
+    root = Path(config.bids_dir)
+    layout = open_layout(root, config.participant_labels or None,
+                         validate=not config.skip_bids_validation)
+    participants = select_participants(layout, config.participant_labels, root)
+    if not config.skip_bids_validation:
+        _warn_unindexed(layout, root, participants)
+    plans = []
+    for p in participants:
+        plan = build_plan(layout, p, config, bids_dir=root)
+        plan, _ = V.validate_plan(plan, root)
+        plans.append(plan)
+    return plans
+
+
+def _warn_unindexed(layout, root: Path, participants: Sequence[str]) -> None:
+    """Warn about image files in anat/fmap that pybids skipped as non-BIDS names."""
+    indexed = {Path(f.path) for f in layout.get(extension=NIFTI)}
+    for p in participants:
+        for f in sorted((root / f"sub-{p}").glob("**/*.nii*")):
+            if f.parent.name not in ("anat", "fmap") or f in indexed:
+                continue
+            if f.parent.name == "anat" and not re.search(r"_(T1w|VFA)\.nii", f.name):
+                continue
+            if f.parent.name == "fmap" and "_TB1map.nii" not in f.name:
+                continue
+            LOGGER.warning("%s: not a valid BIDS file name, ignored (fix the name, or pass "
+                           "--skip-bids-validation)", _rel(f, root))
+
+
+# ---------------------------------------------------------------------------------------------
+# printing
+
+
+def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
+    """A human-readable plan (what ``--print-plan`` and ``-v`` show)."""
+    root = Path(root) if root else None
+
+    def r(p):
+        return _rel(p, root) if (root and p) else str(p)
+
+    lines = [f"sub-{plan.participant}: baseline ses-{plan.baseline_session}, reference "
+             f"{r(plan.reference_t1w)}"]
+    for st in plan.states:
+        what = "pre-contrast" if not st.is_post else f"{st.agent_label}"
+        head = f"  ses-{st.session} {what}"
+        if st.is_post:
+            head += f" (agent {st.agent}; pre: ses-{st.pre_session})"
+        lines.append(head)
+        lines.append(f"    T1w: {r(st.t1w) if st.t1w else '-'}")
+        if st.vfa:
+            v = st.vfa
+            fas = ", ".join(f"{a:g}" for a in v.flip_angles_deg)
+            b1 = r(v.b1map) if v.b1map else "none"
+            if v.b1map and v.b1_scale != 1.0:
+                b1 += f" (x{v.b1_scale:g})"
+            field_t = f"{v.field_strength_t:g} T" if v.field_strength_t else "field unknown"
+            lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), TR {v.tr_s * 1000:g} ms, "
+                         f"{field_t}, B1: {b1}")
+            for f in v.files:
+                lines.append(f"         {r(f)}")
+        else:
+            lines.append("    VFA: -")
+    if plan.lesion_mask:
+        m = plan.lesion_mask
+        lines.append(f"  lesions: {r(m.path)} ({m.kind}, on ses-{m.session})")
+    else:
+        lines.append("  lesions: none")
+    if plan.covariates:
+        cov = ", ".join(f"{k}={'n/a' if v is None else (f'{v:g}' if isinstance(v, float) else v)}"
+                        for k, v in plan.covariates.items())
+        lines.append(f"  covariates: {cov}")
+    for w in plan.warnings:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)

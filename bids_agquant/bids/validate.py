@@ -1,0 +1,420 @@
+"""Validation of the inputs before any computation: one clear line per problem, with an exit code.
+
+Two layers:
+
+- metadata (called by ``layout.py`` while it builds the plan): :func:`flip_angle_deg`,
+  :func:`repetition_time_s`, :func:`check_vfa_set`;
+- images (called on a finished plan by :func:`validate_plan`): every file is opened with nibabel
+  and its data read once (that is the only way to find a truncated ``.nii.gz``), then checked for
+  dimensionality, affine, qform/sform agreement, emptiness and non-finite voxels; VFA sets must
+  share one grid; a TB1map must cover its VFA field of view (another grid is fine: it is resampled
+  in world coordinates) and is converted when stored in percent; a lesion mask must sit on the grid
+  of one of the participant's T1w images and hold at least one lesion.
+
+Fatal problems raise :class:`~bids_agquant.cli.errors.BadDataError` (65) or
+:class:`~bids_agquant.cli.errors.MissingInputError` (66). Per-voxel problems are not fatal:
+NaN/Inf voxels are counted and reported as a warning (they become NaN in the maps).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from bids_agquant.bids.plan import LesionMask, ParticipantPlan, VFASet
+from bids_agquant.cli.errors import BadDataError, MissingInputError
+
+__all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
+           "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "validate_plan",
+           "MAX_TR_S", "B1_PERCENT_MEDIAN"]
+
+LOGGER = logging.getLogger("bids_agquant.validate")
+
+#: A TR above this (in seconds) in a VFA sidecar is taken for milliseconds and refused.
+MAX_TR_S = 1.0
+#: A TB1map whose median (inside its support) exceeds this is taken to be in percent.
+B1_PERCENT_MEDIAN = 10.0
+#: Plausible range of a B1+ factor map's median (after a percent conversion).
+B1_FACTOR_RANGE = (0.2, 5.0)
+#: Two grids (or a qform and an sform) agree when voxel corners move less than this fraction
+#: of the smallest voxel size.
+GRID_TOLERANCE_VOXELS = 0.1
+
+
+def _show(path: Path | str, root: Path | None = None) -> str:
+    path = Path(path)
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _sidecar_of(path: Path) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)] + ".json"
+    return name + ".json"
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata
+
+
+def _number(meta: dict, key: str, where: str):
+    """A finite real number from a sidecar field, or BadDataError naming file and field."""
+    if key not in meta or meta[key] is None:
+        return None
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadDataError(f"{where}: {key} = {value!r} is not a number",
+                           fix=f"write {key} as a single number in its JSON sidecar")
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadDataError(f"{where}: {key} = {value!r} is not a number",
+                           fix=f"write {key} as a single number in its JSON sidecar") from None
+    if not math.isfinite(number):
+        raise BadDataError(f"{where}: {key} = {value!r} is not finite",
+                           fix=f"write the real {key} in its JSON sidecar")
+    return number
+
+
+def flip_angle_deg(meta: dict, where: str) -> float:
+    """Nominal flip angle in degrees from a VFA sidecar (``FlipAngle``)."""
+    fa = _number(meta, "FlipAngle", where)
+    if fa is None:
+        raise BadDataError(f"{where}: FlipAngle is missing from the JSON sidecar "
+                           f"({_sidecar_of(Path(where))})",
+                           fix="add the nominal flip angle in degrees (e.g. \"FlipAngle\": 10)")
+    if not 0.0 < fa < 180.0:
+        raise BadDataError(f"{where}: FlipAngle = {fa:g} is outside (0, 180) degrees",
+                           fix="write the nominal flip angle in degrees")
+    return fa
+
+
+def repetition_time_s(meta: dict, where: str) -> float:
+    """Excitation repetition time in seconds: ``RepetitionTimeExcitation``, else ``RepetitionTime``.
+
+    BIDS stores times in seconds. A value above :data:`MAX_TR_S` is refused rather than guessed
+    (a VFA spoiled gradient echo has TR of a few ms; 15 means someone wrote milliseconds).
+    """
+    key = "RepetitionTimeExcitation"
+    tr = _number(meta, key, where)
+    if tr is None:
+        key = "RepetitionTime"
+        tr = _number(meta, key, where)
+    if tr is None:
+        raise BadDataError(f"{where}: neither RepetitionTimeExcitation nor RepetitionTime is in "
+                           f"the JSON sidecar ({_sidecar_of(Path(where))})",
+                           fix="add \"RepetitionTimeExcitation\" in seconds (e.g. 0.015)")
+    if tr <= 0:
+        raise BadDataError(f"{where}: {key} = {tr:g} s is not positive",
+                           fix="write the repetition time in seconds")
+    if tr > MAX_TR_S:
+        raise BadDataError(f"{where}: {key} = {tr:g} looks like milliseconds (BIDS uses seconds)",
+                           fix=f"write it in seconds ({tr / 1000:g}) in the JSON sidecar")
+    return tr
+
+
+def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
+                  trs_s: Sequence[float], where: str) -> tuple[tuple[Path, ...], tuple[float, ...], float]:
+    """Sort a VFA set by flip angle and check it: 2+ distinct angles, one TR.
+
+    Returns (files, flip_angles_deg, tr_s) sorted by ascending flip angle.
+    """
+    if len(files) < 2:
+        only = f" ({Path(files[0]).name})" if files else ""
+        raise BadDataError(f"{where}: the VFA set has {len(files)} flip angle{only}; "
+                           f"a T1 fit needs two or more",
+                           fix="add the other flip angles (..._flip-<i>_VFA.nii.gz) or remove the set")
+    order = np.argsort(np.asarray(flip_angles_deg, float), kind="stable")
+    files = tuple(Path(files[i]) for i in order)
+    fas = tuple(float(flip_angles_deg[i]) for i in order)
+    trs = [float(trs_s[i]) for i in order]
+    for a, b, fa, fb in zip(files, files[1:], fas, fas[1:]):
+        if abs(fb - fa) < 1e-3:
+            raise BadDataError(f"{where}: duplicate flip angle {fa:g} deg in {a.name} and {b.name}",
+                               fix="remove the repeated acquisition or correct FlipAngle in its sidecar")
+    tr0 = trs[0]
+    for f, tr in zip(files, trs):
+        if abs(tr - tr0) > max(1e-7, 1e-4 * tr0):
+            raise BadDataError(f"{where}: mixed repetition times in one VFA set "
+                               f"({files[0].name}: {tr0:g} s, {f.name}: {tr:g} s)",
+                               fix="all flip angles of a VFA set must share one TR; "
+                                   "fix the sidecars or split the set (acq-<label>)")
+    return files, fas, tr0
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    zooms: tuple[float, ...]
+    n_nonfinite: int
+    median_positive: float | None = None     # median of finite values > 0 (B1 maps)
+    n_positive: int | None = None            # number of voxels > 0 (lesion masks)
+    is_integer_valued: bool | None = None    # all finite values are integers (dseg)
+    max_value: float | None = None
+
+
+def _corners(shape) -> np.ndarray:
+    """Homogeneous voxel coordinates (4 x 8) of the corner voxel centres of a 3D grid."""
+    n = [max(int(s) - 1, 0) for s in shape[:3]]
+    pts = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
+    return pts.T
+
+
+def grid_mismatch_mm(shape, affine_a, affine_b) -> float:
+    """Largest distance (mm) between the corner voxel centres of one grid under two affines."""
+    c = _corners(shape)
+    return float(np.max(np.linalg.norm((np.asarray(affine_a) @ c - np.asarray(affine_b) @ c)[:3], axis=0)))
+
+
+def same_grid(info_a: ImageInfo, info_b: ImageInfo) -> bool:
+    if tuple(info_a.shape[:3]) != tuple(info_b.shape[:3]):
+        return False
+    tol = GRID_TOLERANCE_VOXELS * min(min(info_a.zooms[:3]), min(info_b.zooms[:3]))
+    return grid_mismatch_mm(info_a.shape, info_a.affine, info_b.affine) <= tol
+
+
+def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
+                  stats: str = "") -> ImageInfo:
+    """Open a NIfTI image, read its data once, and check what every input image must satisfy.
+
+    ``stats`` may contain "b1" (median of positive values) and/or "mask" (positive count,
+    integer-valued). Raises BadDataError / MissingInputError with the file named; logs a warning
+    for non-finite voxels.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    show = _show(path, root)
+    if not path.exists():
+        if path.is_symlink():
+            raise MissingInputError(f"{show} is a broken symbolic link (annexed content not "
+                                    f"retrieved?)", fix="fetch the file (e.g. datalad get) and rerun")
+        raise MissingInputError(f"{show} does not exist", fix="restore the file and rerun")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for bad headers
+        raise BadDataError(f"{show}: cannot read the NIfTI header ({_why(exc)})",
+                           fix="re-export or re-convert the file") from exc
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) != 3:
+        kind = f"{len(shape)}D" if len(shape) != 4 else "4D"
+        raise BadDataError(f"{show} is {kind} (shape {shape}) where a 3D {what} is expected",
+                           fix="store one 3D volume per file (one file per flip angle for VFA)")
+    if min(shape) < 1:
+        raise BadDataError(f"{show} has an empty dimension (shape {shape})",
+                           fix="re-export or re-convert the file")
+    affine = np.asarray(img.affine, dtype=float)
+    lin = affine[:3, :3]
+    det = float(np.linalg.det(lin)) if np.all(np.isfinite(lin)) else float("nan")
+    if not np.all(np.isfinite(affine)) or not math.isfinite(det) or abs(det) < 1e-9:
+        raise BadDataError(f"{show}: the voxel-to-world affine is not invertible "
+                           f"(determinant {det:g})",
+                           fix="fix the header (pixdim and qform/sform) of the file")
+    zooms = tuple(float(z) for z in np.sqrt(np.sum(lin ** 2, axis=0)))
+    header = img.header
+    if hasattr(header, "get_qform") and hasattr(header, "get_sform"):
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        if qcode and scode and qform is not None and sform is not None:
+            mismatch = grid_mismatch_mm(shape, qform, sform)
+            if mismatch > GRID_TOLERANCE_VOXELS * min(zooms):
+                raise BadDataError(f"{show}: qform and sform disagree (voxels {mismatch:.1f} mm "
+                                   f"apart), so tools would place the image differently",
+                                   fix="rewrite the header with one orientation (e.g. set the qform "
+                                       "from the sform) after checking which is right")
+        elif not qcode and not scode:
+            LOGGER.warning("%s: neither qform nor sform is set; the image has no scanner "
+                           "orientation, so its position relative to other images is a guess", show)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip: EOFError, zlib.error, OSError, ValueError...
+        raise BadDataError(f"{show}: the image data cannot be read; the file is truncated or "
+                           f"corrupt ({_why(exc)})", fix="copy or convert the file again") from exc
+    if data.dtype.kind == "c":
+        raise BadDataError(f"{show} holds complex values", fix="store the magnitude image")
+    n_nonfinite = 0
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        n_nonfinite = int(data.size - np.count_nonzero(finite))
+        if n_nonfinite == data.size:
+            raise BadDataError(f"{show}: every voxel is NaN or Inf", fix="convert the file again")
+        values = data[finite] if n_nonfinite else data
+    else:
+        values = data
+    vmin, vmax = float(np.min(values)), float(np.max(values))
+    if vmax == 0.0 and vmin == 0.0:
+        if "mask" in stats:
+            raise BadDataError(f"{show}: the lesion mask holds no lesion (all voxels are 0)",
+                               fix="draw the lesions, or remove the mask to get the maps "
+                                   "without lesion statistics")
+        raise BadDataError(f"{show}: every voxel is 0 (empty image)", fix="convert the file again")
+    if vmax == vmin and not stats:     # a constant B1 map or all-lesion mask is plausible
+        raise BadDataError(f"{show}: every voxel has the same value ({vmin:g})",
+                           fix="convert the file again")
+    if n_nonfinite:
+        LOGGER.warning("%s: %d non-finite voxels (NaN/Inf) of %d; they become NaN in the maps",
+                       show, n_nonfinite, data.size)
+    extra = {}
+    if "b1" in stats:
+        pos = values[values > 0]
+        extra["median_positive"] = float(np.median(pos)) if pos.size else None
+    if "mask" in stats:
+        extra["n_positive"] = int(np.count_nonzero(values > 0))
+        extra["is_integer_valued"] = bool(np.all(np.mod(values, 1) == 0))
+        extra["max_value"] = vmax
+    del data, values
+    return ImageInfo(path, shape, affine, zooms, n_nonfinite, **extra)
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def b1_scale(info: ImageInfo, root: Path | None = None) -> float:
+    """Factor turning the stored TB1map into a multiplicative B1+ factor (1.0, or 0.01 for percent)."""
+    show = _show(info.path, root)
+    median = info.median_positive
+    if median is None:
+        raise BadDataError(f"{show}: the TB1map has no positive value", fix="convert it again or "
+                           "run with --b1-correction off")
+    scale = 1.0
+    if median > B1_PERCENT_MEDIAN:
+        scale = 0.01
+        LOGGER.warning("%s: TB1map values look like percent (median %.3g); dividing by 100",
+                       show, median)
+    lo, hi = B1_FACTOR_RANGE
+    if not lo <= median * scale <= hi:
+        raise BadDataError(f"{show}: TB1map median {median:.3g} is neither a B1+ factor (about 1) "
+                           f"nor percent (about 100)",
+                           fix="store the map as a multiplicative factor, or run with "
+                               "--b1-correction off")
+    return scale
+
+
+def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -> bool:
+    """Raise unless the TB1map's field of view covers the VFA grid; True when grids differ."""
+    if same_grid(b1, vfa):
+        return False
+    corners = np.linalg.inv(b1.affine) @ (vfa.affine @ _corners(vfa.shape))
+    ijk = corners[:3]
+    tol = 0.5 + 1e-3   # half a B1 voxel beyond its outer voxel centres (the FOV edge), a bit more
+    upper = np.asarray(b1.shape[:3], float)[:, None] - 1 + tol
+    if np.any(ijk < -tol) or np.any(ijk > upper):
+        raise BadDataError(f"{_show(b1.path, root)}: the TB1map field of view does not cover the "
+                           f"VFA images ({_show(vfa.path, root)})",
+                           fix="acquire a B1 map covering the VFA volume, or run with "
+                               "--b1-correction off")
+    return True
+
+
+def _t1w_images(plan: ParticipantPlan) -> list[tuple[str, str | None, Path]]:
+    out = []
+    for st in plan.states:
+        if st.t1w is not None:
+            out.append((st.session, st.agent_label, st.t1w))
+    return out
+
+
+def validate_plan(plan: ParticipantPlan, root: Path | None = None) -> tuple[ParticipantPlan, list[str]]:
+    """Check every image of a plan; return the plan (B1 scale and mask grid filled in) and warnings.
+
+    Raises BadDataError / MissingInputError at the first fatal problem, naming the file.
+    """
+    warnings: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    LOGGER.addHandler(handler)
+    try:
+        infos: dict[Path, ImageInfo] = {}
+
+        def info(path, what, stats=""):
+            if path not in infos:
+                infos[path] = inspect_image(path, root, what=what, stats=stats)
+            return infos[path]
+
+        for _, _, t1w in _t1w_images(plan):
+            info(t1w, "T1w image")
+        b1_scales: dict[Path, float] = {}
+        new_states = []
+        for st in plan.states:
+            vfa = st.vfa
+            if vfa is not None:
+                first = info(vfa.files[0], "VFA image")
+                for f in vfa.files[1:]:
+                    other = info(f, "VFA image")
+                    if not same_grid(first, other):
+                        raise BadDataError(
+                            f"{_show(f, root)}: not on the grid of {vfa.files[0].name} "
+                            f"(shapes {first.shape} and {other.shape})",
+                            fix="every flip angle of a VFA set must share one grid")
+                if vfa.b1map is not None:
+                    b1 = info(vfa.b1map, "TB1map", stats="b1")
+                    if vfa.b1map not in b1_scales:
+                        b1_scales[vfa.b1map] = b1_scale(b1, root)
+                    if check_b1_coverage(b1, first, root):
+                        LOGGER.info("%s: on another grid than %s; it will be resampled",
+                                    _show(vfa.b1map, root), vfa.files[0].name)
+                    vfa = dataclasses.replace(vfa, b1_scale=b1_scales[vfa.b1map])
+                st = dataclasses.replace(st, vfa=vfa)
+            new_states.append(st)
+        mask = plan.lesion_mask
+        if mask is not None:
+            mask = _check_mask(plan, mask, info, root)
+        plan = dataclasses.replace(plan, states=tuple(new_states), lesion_mask=mask,
+                                   warnings=tuple(plan.warnings) + tuple(warnings))
+    finally:
+        LOGGER.removeHandler(handler)
+    return plan, warnings
+
+
+def _check_mask(plan: ParticipantPlan, mask: LesionMask, info, root) -> LesionMask:
+    m = info(mask.path, "lesion mask", stats="mask")
+    show = _show(mask.path, root)
+    if mask.kind == "dseg" and not m.is_integer_valued:
+        raise BadDataError(f"{show}: a dseg must hold integer lesion labels",
+                           fix="save it with integer labels (0 = background)")
+    if mask.kind == "mask" and m.max_value is not None and m.max_value != 1:
+        LOGGER.warning("%s: mask values go up to %g; every voxel > 0 counts as lesion", show,
+                       m.max_value)
+    candidates = []   # (priority, session, t1w): pre-contrast T1w of the named session first
+    for st in plan.states:
+        if st.t1w is None:
+            continue
+        prio = (st.session != mask.session, st.is_post)
+        candidates.append((prio, st.session, st.t1w))
+    candidates.sort(key=lambda c: c[0])
+    for _, session, t1w in candidates:
+        if same_grid(m, info(t1w, "T1w image")):
+            if session != mask.session:
+                LOGGER.warning("%s: named for ses-%s but on the grid of %s; using that image",
+                               show, mask.session, Path(t1w).name)
+            return dataclasses.replace(mask, session=session, drawn_on=t1w)
+    raise BadDataError(f"{show}: its grid (shape {m.shape}, voxel {_fmt_zooms(m.zooms)} mm) matches "
+                       f"no T1w image of sub-{plan.participant}",
+                       fix="draw or resample the mask on the pre-contrast T1w of one session")
+
+
+def _fmt_zooms(zooms: Iterable[float]) -> str:
+    return "x".join(f"{z:.3g}" for z in list(zooms)[:3])

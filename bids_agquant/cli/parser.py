@@ -1,0 +1,163 @@
+"""The BIDS-Apps command line (fMRIPrep-style option groups).
+
+``bids-agquant BIDS_DIR OUTPUT_DIR {participant,group} [options]``. A wrong command line raises
+:class:`~bids_agquant.cli.errors.UsageError` (exit 64) with one line naming the option; ``--help``
+and ``--version`` exit 0. Every option is documented in ``docs/cli.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+
+from bids_agquant.cli.errors import UsageError
+
+__all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR"]
+
+#: Default work directory, relative to OUTPUT_DIR (hidden: BIDS tools and pybids skip it).
+DEFAULT_WORK_SUBDIR = ".work"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 64) instead of printing usage and exit 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        message = " ".join(str(message).split())
+        raise UsageError(message, fix=f"see '{self.prog} --help'")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _relaxivity(text: str) -> tuple[str, float]:
+    """``AGENT=VALUE`` with VALUE a positive r1 in 1/(mM s)."""
+    agent, sep, value = str(text).partition("=")
+    agent = agent.strip()
+    if not sep or not agent:
+        raise argparse.ArgumentTypeError(f"{text!r} is not AGENT=VALUE (e.g. AGuIX=8.9)")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9 _\-+]*$", agent):
+        raise argparse.ArgumentTypeError(f"agent {agent!r} must start with a letter or digit "
+                                         f"(e.g. AGuIX=8.9)")
+    try:
+        r1 = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} in {text!r} is not a number "
+                                         f"(r1 in 1/(mM s), e.g. {agent}=8.9)") from None
+    if not math.isfinite(r1) or r1 <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} in {text!r} must be a positive r1 in "
+                                         f"1/(mM s)")
+    return agent, r1
+
+
+def _version() -> str:
+    from bids_agquant import __version__
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bids-agquant",
+        description="Quantitative MRI of gadolinium nanoparticles (AGuIX) in brain metastases: "
+                    "signal enhancement, VFA T1 maps and concentration per lesion, as a BIDS-App.",
+        epilog="Exit codes: 0 ok, 64 usage, 65 bad data, 66 missing input, 73 cannot create "
+               "output, 1 unexpected (e.g. a failing pipeline node). Details: docs/cli.md.",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path,
+                        help="the raw BIDS dataset (the folder holding dataset_description.json); "
+                             "opened read-only")
+    parser.add_argument("output_dir", type=Path,
+                        help="where the BIDS-Derivatives go; not BIDS_DIR, nor inside it except "
+                             "under BIDS_DIR/derivatives/")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="'participant': maps and lesion tables per participant; 'group': "
+                             "cohort tables and figures from the participant outputs")
+
+    g = parser.add_argument_group("Options for filtering BIDS queries")
+    g.add_argument("--participant-label", "--participant_label", dest="participant_label",
+                   nargs="+", action="extend", metavar="LABEL", default=[],
+                   help="participants to process, with or without 'sub-' (default: all)")
+    g.add_argument("--session-label", "--session_label", dest="session_label", nargs="+",
+                   action="extend", metavar="LABEL", default=[],
+                   help="sessions to quantify, with or without 'ses-' (default: all); the "
+                        "baseline pre-contrast T1w is always read as the reference")
+    g.add_argument("--baseline-session", metavar="LABEL", default=None,
+                   help="session whose pre-contrast T1w is the reference space (default: the one "
+                        "holding a pre-contrast T1w; the earliest by sessions.tsv acq_time if "
+                        "several do)")
+    g.add_argument("--lesion-masks", metavar="DIR", type=Path, default=None,
+                   help="BIDS-derivatives dataset with *_label-metastasis_mask or "
+                        "*_desc-metastases_dseg images (default: search BIDS_DIR/derivatives/)")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="index every file whatever its name, and accept a dataset without a "
+                        "valid dataset_description.json")
+
+    g = parser.add_argument_group("Options for the quantification")
+    g.add_argument("--relaxivity", metavar="AGENT=VALUE", type=_relaxivity, action="append",
+                   default=[],
+                   help="r1 per Gd in 1/(mM s) for an agent (repeatable); overrides the built-in "
+                        "table (AGuIX, Dotarem) and is required for an agent it does not know")
+    g.add_argument("--b1-correction", choices=["auto", "off"], default="auto",
+                   help="'auto': correct VFA flip angles with the session's TB1map when there is "
+                        "one; 'off': never")
+    g.add_argument("--vfa-fit", choices=["nonlinear", "linear"], default="nonlinear",
+                   help="VFA T1 fit: nonlinear least squares, or the linear DESPOT1 fit")
+
+    g = parser.add_argument_group("Options to handle performance")
+    g.add_argument("--nprocs", "--nthreads", "--n-cpus", dest="nprocs", type=_positive_int,
+                   metavar="N", default=None,
+                   help="CPUs for the whole run (default: the CPUs available to this process)")
+    g.add_argument("--omp-nthreads", type=_positive_int, metavar="N", default=1,
+                   help="threads per process (numpy/ITK); ANTs registration runs single-threaded "
+                        "regardless, for reproducible results")
+    g.add_argument("--use-plugin", metavar="FILE", type=Path, default=None,
+                   help="nipype plugin settings (YAML with 'plugin' and 'plugin_args', e.g. "
+                        "SLURM); default: MultiProc with --nprocs")
+
+    g = parser.add_argument_group("Other options")
+    g.add_argument("-w", "--work-dir", metavar="DIR", type=Path, default=None,
+                   help=f"nipype work directory; a rerun with the same one resumes (default: "
+                        f"OUTPUT_DIR/{DEFAULT_WORK_SUBDIR})")
+    g.add_argument("--print-plan", action="store_true",
+                   help="validate the inputs, print what would be computed per participant, and "
+                        "exit without computing or writing anything")
+    g.add_argument("--version", action="version", version=f"bids-agquant {_version()}")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more output (repeatable): -v prints the plan, tracebacks and pipeline "
+                        "warnings; -vv nipype's progress; -vvv debugging")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse and normalise the command line; UsageError (64) on anything wrong."""
+    from bids_agquant.bids.layout import normalise_label
+
+    args = build_parser().parse_args(argv)
+    args.participant_label = [normalise_label(v, "sub", "--participant-label")
+                              for v in args.participant_label]
+    args.session_label = [normalise_label(v, "ses", "--session-label") for v in args.session_label]
+    if args.baseline_session is not None:
+        args.baseline_session = normalise_label(args.baseline_session, "ses", "--baseline-session")
+    if args.nprocs is None:
+        try:
+            args.nprocs = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            args.nprocs = os.cpu_count() or 1
+    relax = {}
+    for agent, r1 in args.relaxivity:
+        if agent in relax and relax[agent] != r1:
+            raise UsageError(f"--relaxivity {agent} given twice with different values "
+                             f"({relax[agent]:g} and {r1:g})", fix="pass it once")
+        relax[agent] = r1
+    args.relaxivity = relax
+    return args

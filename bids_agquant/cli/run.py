@@ -1,0 +1,531 @@
+"""``bids-agquant`` / ``python -m bids_agquant``: parse, check, plan, run; map every failure to an exit code.
+
+Order of work (nothing is computed before every input is checked):
+
+1. parse the command line (64 on a bad one) and build the frozen :class:`~bids_agquant.config.Config`;
+2. check the paths: BIDS_DIR is a dataset (66), OUTPUT_DIR / work dir are not the input nor inside
+   it except under ``BIDS_DIR/derivatives/`` (64), and can be created and written (73);
+3. participant level: index the dataset, build and validate every participant's plan (65/66),
+   print it (``-v`` / ``--print-plan``), then per participant build
+   ``workflows.participant.init_participant_wf(plan, config)`` and run it with the configured
+   nipype plugin, printing one line per finished node; a failing node exits 1 naming the node and
+   its crash file;
+4. group level: ``workflows.group.run_group(config)``.
+
+Every non-zero exit prints one line first on stderr, ``bids-agquant: error: <what>; <fix>``;
+the traceback follows only with ``-v``. Logs go to stdout and, per participant, to
+``OUTPUT_DIR/logs/sub-<p>_<timestamp>.log``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from bids_agquant.cli.errors import (EX_FAILURE, EX_OK, AgquantError, BadDataError,
+                                     MissingInputError, NodeFailedError, OutputError, UsageError)
+from bids_agquant.config import Config
+
+__all__ = ["main", "build_config", "check_paths", "NodeProgress"]
+
+PROG = "bids-agquant"
+LOGGER = logging.getLogger("bids_agquant")
+_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+_DATE_FORMAT = "%H:%M:%S"
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and paths
+
+
+def build_config(args) -> Config:
+    """The frozen Config from parsed arguments (paths absolute, defaults filled in)."""
+    from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR
+
+    def absolute(p):
+        return Path(os.path.abspath(Path(p).expanduser())) if p is not None else None
+
+    output_dir = absolute(args.output_dir)
+    work_dir = absolute(args.work_dir) if args.work_dir else output_dir / DEFAULT_WORK_SUBDIR
+    return Config(
+        bids_dir=absolute(args.bids_dir),
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        work_dir=work_dir,
+        participant_labels=tuple(args.participant_label),
+        session_labels=tuple(args.session_label),
+        baseline_session=args.baseline_session,
+        lesion_masks_dir=absolute(args.lesion_masks),
+        relaxivity_overrides=dict(args.relaxivity),
+        b1_correction=args.b1_correction,
+        vfa_fit=args.vfa_fit,
+        nprocs=args.nprocs,
+        omp_nthreads=args.omp_nthreads,
+        plugin_file=absolute(args.use_plugin),
+        skip_bids_validation=args.skip_bids_validation,
+        verbose=args.verbose,
+        print_plan=args.print_plan,
+    )
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    """True when ``child`` is ``parent`` or below it (symlinks resolved)."""
+    child, parent = Path(child).resolve(), Path(parent).resolve()
+    return child == parent or parent in child.parents
+
+
+def _check_not_in_input(path: Path, bids_dir: Path, option: str) -> None:
+    deriv = bids_dir / "derivatives"
+    if _inside(path, bids_dir) and not (_inside(path, deriv) and path.resolve() != deriv.resolve()):
+        what = "is BIDS_DIR itself" if path.resolve() == bids_dir.resolve() else "is inside BIDS_DIR"
+        raise UsageError(f"{option} {path} {what}; nothing may be written into the input dataset",
+                         fix=f"choose a folder outside it, or under {deriv}/<name>")
+    if _inside(bids_dir, path):
+        raise UsageError(f"{option} {path} contains BIDS_DIR {bids_dir}",
+                         fix="choose a folder that is not a parent of the input dataset")
+
+
+def check_paths(config: Config) -> None:
+    """Input exists and is a dataset (66/65); outputs are not the input nor inside it (64)."""
+    import json
+
+    bids = config.bids_dir
+    if not bids.exists():
+        raise MissingInputError(f"BIDS_DIR {bids} does not exist", fix="give the path of the "
+                                "dataset (the folder holding dataset_description.json)")
+    if not bids.is_dir():
+        raise MissingInputError(f"BIDS_DIR {bids} is not a folder", fix="give the dataset folder")
+    desc = bids / "dataset_description.json"
+    if not desc.is_file():
+        if not config.skip_bids_validation:
+            raise MissingInputError(
+                f"BIDS_DIR {bids} is not a BIDS dataset (no dataset_description.json)",
+                fix="point BIDS_DIR at the dataset root, or pass --skip-bids-validation")
+        LOGGER.warning("BIDS_DIR has no dataset_description.json (--skip-bids-validation)")
+    elif not config.skip_bids_validation:
+        try:
+            content = json.loads(desc.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BadDataError(f"{desc} is not valid JSON ({' '.join(str(exc).split())})",
+                               fix="fix the file, or pass --skip-bids-validation") from exc
+        missing = [k for k in ("Name", "BIDSVersion") if not isinstance(content, dict) or k not in content]
+        if missing:
+            raise BadDataError(f"{desc} lacks {' and '.join(missing)}",
+                               fix="add them (e.g. \"BIDSVersion\": \"1.9.0\"), or pass "
+                                   "--skip-bids-validation")
+    if config.lesion_masks_dir is not None and not config.lesion_masks_dir.is_dir():
+        raise MissingInputError(f"--lesion-masks {config.lesion_masks_dir} is not a folder",
+                                fix="give the lesion-mask derivatives dataset folder")
+    if config.plugin_file is not None and not config.plugin_file.is_file():
+        raise MissingInputError(f"--use-plugin {config.plugin_file}: no such file",
+                                fix="give a YAML file with 'plugin:' and 'plugin_args:'")
+
+    _check_not_in_input(config.output_dir, bids, "OUTPUT_DIR")
+    _check_not_in_input(config.work_dir, bids, "--work-dir")
+    if config.work_dir.resolve() == config.output_dir.resolve():
+        raise UsageError(f"--work-dir {config.work_dir} is OUTPUT_DIR",
+                         fix="use another folder (default: OUTPUT_DIR/.work)")
+
+
+def prepare_outputs(config: Config) -> None:
+    """Create OUTPUT_DIR, its logs/ and the work dir, and prove they are writable (else 73)."""
+    for path, option in ((config.output_dir, "OUTPUT_DIR"), (config.log_dir, "OUTPUT_DIR"),
+                         (config.work_dir, "--work-dir")):
+        _ensure_writable_dir(path, option)
+
+
+def _ensure_writable_dir(path: Path, option: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bids_agquant_write_test_"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"{option} {path} cannot be created or written ({reason})",
+                          fix="choose a writable location or fix its permissions") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# logging
+
+
+class _MaxLevel(logging.Filter):
+    def __init__(self, level):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record):
+        return record.levelno < self.level
+
+
+@contextlib.contextmanager
+def _console_logging(verbose: int):
+    """Our log lines on stdout; nipype's only with -vv (they also go to the log files)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT, _DATE_FORMAT))
+    handler.setLevel(logging.DEBUG if verbose >= 3 else logging.INFO)
+    ours = logging.getLogger("bids_agquant")
+    old_level, old_propagate = ours.level, ours.propagate
+    ours.setLevel(logging.DEBUG)
+    ours.propagate = False
+    ours.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(old_level)
+        ours.propagate = old_propagate
+
+
+def _quiet_third_party(verbose: int) -> None:
+    """Library chatter (pybids, bidsschematools, deprecations) stays out of the user's console.
+
+    Call inside ``warnings.catch_warnings()``: the filters are undone when it exits.
+    """
+    import warnings
+    for name in ("bidsschematools", "bids", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else logging.ERROR)
+    if verbose < 3:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(bids|nipype)\.")
+
+
+def _setup_nipype_logging(verbose: int, file_handler: logging.Handler | None):
+    """Route nipype's loggers: file always (INFO), console with -vv; returns a cleanup callable."""
+    from nipype import config as ncfg, logging as nlogging
+
+    level = "DEBUG" if verbose >= 3 else "INFO"
+    ncfg.update_config({"logging": {"workflow_level": level, "interface_level": level,
+                                    "utils_level": "WARNING" if verbose < 3 else "DEBUG",
+                                    "log_to_file": False}})
+    nlogging.update_logging(ncfg)
+    root = logging.getLogger("nipype")
+    saved = list(root.handlers)
+    for h in saved:
+        root.removeHandler(h)
+    added = []
+    if file_handler is not None:
+        root.addHandler(file_handler)
+        added.append(file_handler)
+    if verbose >= 2:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter(_LOG_FORMAT, _DATE_FORMAT))
+        root.addHandler(console)
+        added.append(console)
+    elif verbose == 1:
+        console = logging.StreamHandler(sys.stdout)
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter(_LOG_FORMAT, _DATE_FORMAT))
+        root.addHandler(console)
+        added.append(console)
+    root.propagate = False
+
+    def cleanup():
+        for h in added:
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
+
+    return cleanup
+
+
+@contextlib.contextmanager
+def _log_file(config: Config, name: str):
+    """A log file ``OUTPUT_DIR/logs/<name>_<timestamp>.log`` receiving our and nipype's records."""
+    config.log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    path = config.log_dir / f"{name}_{stamp}.log"
+    n = 1
+    while True:
+        try:
+            fh = open(path, "x", encoding="utf-8")
+            break
+        except FileExistsError:
+            n += 1
+            path = config.log_dir / f"{name}_{stamp}-{n}.log"
+    handler = logging.StreamHandler(fh)
+    handler.setLevel(logging.DEBUG if config.verbose >= 3 else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    ours = logging.getLogger("bids_agquant")
+    ours.addHandler(handler)
+    try:
+        yield path, handler
+    finally:
+        ours.removeHandler(handler)
+        handler.close()
+        fh.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# nipype
+
+
+def configure_nipype(config: Config) -> None:
+    """Global nipype settings; must run before any workflow is built (nodes copy them)."""
+    os.environ["NIPYPE_NO_ET"] = "1"
+    from nipype import config as ncfg
+
+    ncfg.update_config({
+        "execution": {
+            "crashdump_dir": str(config.crashdump_dir),
+            "crashfile_format": "txt",
+            # content hashes: a rerun resumes even after the inputs were copied (new mtimes),
+            # e.g. staged to a node's scratch disk for each job
+            "hash_method": "content",
+            "stop_on_first_crash": "true",
+            "check_version": "false",
+            "remove_unnecessary_outputs": "true",
+            "write_provenance": "false",
+            "parameterize_dirs": "true",
+        },
+        "monitoring": {"enabled": "false"},
+    })
+
+
+class NodeProgress:
+    """nipype ``status_callback``: one log line per finished node (name, seconds, count)."""
+
+    def __init__(self, logger: logging.Logger, total: int | None = None, prefix: str = ""):
+        self.logger = logger
+        self.total = total
+        self.prefix = prefix
+        self.started: dict[str, float] = {}
+        self.done = 0
+        self.failed: list[str] = []
+
+    def _name(self, node) -> str:
+        name = getattr(node, "fullname", None) or str(node)
+        if self.prefix and name.startswith(self.prefix + "."):
+            name = name[len(self.prefix) + 1:]
+        return name
+
+    def __call__(self, node, status: str) -> None:
+        name = self._name(node)
+        if status == "start":
+            self.started[name] = time.monotonic()
+            return
+        t0 = self.started.pop(name, None)
+        if status == "end":
+            self.done += 1
+            count = f"{self.done}/{self.total}" if self.total and self.done <= self.total else str(self.done)
+            if t0 is None:
+                self.logger.info("[%s] %s: cached", count, name)
+            else:
+                self.logger.info("[%s] %s: done in %.1f s", count, name, time.monotonic() - t0)
+        elif status == "exception":
+            self.failed.append(getattr(node, "fullname", name))
+            took = f" after {time.monotonic() - t0:.1f} s" if t0 is not None else ""
+            self.logger.error("%s: FAILED%s", name, took)
+
+
+def _count_nodes(wf) -> int | None:
+    try:
+        return len(list(wf._get_all_nodes()))
+    except Exception:
+        return None
+
+
+def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[str | None, str]:
+    """(crash file, one-line reason) of the first failed node, from nipype's text crash files."""
+    files = sorted((p for p in crash_dir.glob("crash-*") if p.stat().st_mtime >= since - 1),
+                   key=lambda p: p.stat().st_mtime) if crash_dir.is_dir() else []
+    chosen = None
+    for name in failed:
+        short = name.rsplit(".", 1)[-1]
+        chosen = next((f for f in files if f"-{short}-" in f.name), None)
+        if chosen:
+            break
+    chosen = chosen or (files[0] if files else None)
+    reason = ""
+    if chosen is not None and chosen.suffix == ".txt":
+        try:
+            lines = [ln.strip() for ln in chosen.read_text(errors="replace").splitlines() if ln.strip()]
+            tb = [ln for ln in lines if not ln.startswith(("File ", "^", "~"))]
+            reason = tb[-1] if tb else ""
+        except OSError:
+            pass
+    return (str(chosen) if chosen else None), reason
+
+
+def _run_one(plan, config: Config) -> None:
+    """Build and run one participant's workflow; NodeFailedError (1) when a node fails."""
+    try:
+        from bids_agquant.workflows.participant import init_participant_wf
+    except ImportError as exc:
+        raise AgquantError("the participant workflow (bids_agquant.workflows.participant) is not "
+                           f"available in this installation ({exc})",
+                           fix="reinstall bids_agquant") from exc
+    from bids_agquant.cli import plugin as plugin_mod
+
+    name, plugin_args = plugin_mod.load_plugin_settings(config.plugin_file, config.nprocs,
+                                                       config.work_dir)
+    wf = init_participant_wf(plan, config)
+    if wf.base_dir is None:
+        wf.base_dir = str(config.work_dir)
+    progress = NodeProgress(LOGGER, _count_nodes(wf), prefix=wf.name)
+    if not name.endswith("Graph"):
+        plugin_args = {**plugin_args, "status_callback": progress}
+    LOGGER.info("sub-%s: running %s with %s (work dir %s)", plan.participant, wf.name, name,
+                config.work_dir)
+    t0 = time.time()
+    try:
+        plugin_mod.run_workflow(wf, name, plugin_args, config.work_dir, config.crashdump_dir)
+    except Exception as exc:
+        crash, reason = _crash_summary(config.crashdump_dir, t0, progress.failed)
+        node = progress.failed[0] if progress.failed else "a pipeline node"
+        reason = reason or " ".join(str(exc).split())[-200:]
+        where = f"; crash file {crash}" if crash else f"; crash files in {config.crashdump_dir}"
+        raise NodeFailedError(f"sub-{plan.participant}: {node} failed: {reason}{where}",
+                              fix="rerun with -v for details; after a fix, the same command "
+                                  "(same -w) resumes") from exc
+    LOGGER.info("sub-%s: finished in %.0f s (%d nodes)", plan.participant, time.time() - t0,
+                progress.done)
+
+
+# ---------------------------------------------------------------------------------------------
+# levels
+
+
+def run_participant_level(config: Config) -> int:
+    from bids_agquant.bids.layout import build_plans, format_plan
+
+    check_paths(config)
+    LOGGER.info("bids-agquant %s: participant level, BIDS_DIR %s", _version(), config.bids_dir)
+    plans = build_plans(config)
+    if not config.print_plan:
+        prepare_outputs(config)
+    for plan in plans:
+        n_post = len(plan.post_states)
+        LOGGER.info("sub-%s: %d session(s), %d post-contrast state(s), baseline ses-%s%s",
+                    plan.participant, len(plan.sessions), n_post, plan.baseline_session,
+                    f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
+    if config.print_plan:
+        for plan in plans:
+            print(format_plan(plan, config.bids_dir))
+        return EX_OK
+    configure_nipype(config)
+    for plan in plans:
+        with _log_file(config, f"sub-{plan.participant}") as (log_path, handler):
+            cleanup = _setup_nipype_logging(config.verbose, handler)
+            try:
+                LOGGER.info("sub-%s: log file %s", plan.participant, log_path)
+                text = format_plan(plan, config.bids_dir)
+                if config.verbose:
+                    LOGGER.info("plan:\n%s", text)
+                else:
+                    LOGGER.debug("plan:\n%s", text)
+                _plan_to_file(handler, text)
+                _run_one(plan, config)
+            finally:
+                cleanup()
+    LOGGER.info("done: outputs in %s (work dir %s can be deleted once you are satisfied)",
+                config.output_dir, config.work_dir)
+    return EX_OK
+
+
+def _plan_to_file(handler: logging.Handler, text: str) -> None:
+    record = logging.LogRecord("bids_agquant.plan", logging.INFO, __file__, 0, "plan:\n%s",
+                               (text,), None)
+    handler.handle(record)
+
+
+def run_group_level(config: Config) -> int:
+    check_paths(config)
+    if config.print_plan:
+        print(f"group level: reads {config.output_dir}/sub-*/sub-*_desc-lesions_stats.tsv and "
+              f"{config.bids_dir}/participants.tsv, writes {config.output_dir}/group/")
+        return EX_OK
+    try:
+        from bids_agquant.workflows.group import run_group
+    except ImportError as exc:
+        raise AgquantError(f"the group level (bids_agquant.workflows.group) is not available "
+                           f"({exc})", fix="reinstall bids_agquant") from exc
+    if not config.output_dir.is_dir():
+        raise MissingInputError(f"OUTPUT_DIR {config.output_dir} does not exist",
+                                fix="run the participant level first")
+    _ensure_writable_dir(config.output_dir / "group", "OUTPUT_DIR")
+    _ensure_writable_dir(config.log_dir, "OUTPUT_DIR")
+    with _log_file(config, "group") as (log_path, _):
+        LOGGER.info("bids-agquant %s: group level, log file %s", _version(), log_path)
+        run_group(config)
+    LOGGER.info("done: group outputs in %s", config.output_dir / "group")
+    return EX_OK
+
+
+def _version() -> str:
+    from bids_agquant import __version__
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def _exit_code_of(exc: BaseException) -> int | None:
+    """Exit code for errors raised by other parts of the package (plugin, group level)."""
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    name = type(exc).__name__
+    return {"GroupInputError": 66, "GroupDataError": 65, "UnknownAgentError": 65}.get(name)
+
+
+def _report(exc: BaseException, code: int, verbose: int, message: str | None = None) -> int:
+    text = message or " ".join(str(exc).split()) or type(exc).__name__
+    print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    return code
+
+
+def _peek_verbose(argv) -> int:
+    n = 0
+    for a in argv:
+        if a == "--verbose":
+            n += 1
+        elif a.startswith("-") and not a.startswith("--") and set(a[1:]) == {"v"}:
+            n += len(a) - 1
+    return n
+
+
+def main(argv=None) -> int:
+    """Run the BIDS-App; returns the exit code (interface.md)."""
+    os.environ["NIPYPE_NO_ET"] = "1"              # no network version check, no telemetry
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = _peek_verbose(argv)
+    from bids_agquant.cli.parser import parse_args
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:                     # --help, --version
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 0
+    except AgquantError as exc:
+        return _report(exc, exc.exit_code, verbose)
+    import warnings
+    with _console_logging(args.verbose), warnings.catch_warnings():
+        _quiet_third_party(args.verbose)
+        try:
+            config = build_config(args)
+            if config.analysis_level == "participant":
+                return run_participant_level(config)
+            return run_group_level(config)
+        except AgquantError as exc:
+            LOGGER.debug("exit %d: %s", exc.exit_code, exc)
+            return _report(exc, exc.exit_code, args.verbose)
+        except KeyboardInterrupt as exc:
+            return _report(exc, 130, args.verbose, "interrupted; rerun the same command (same -w) "
+                                                    "to resume")
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            code = _exit_code_of(exc)
+            if code is not None:
+                return _report(exc, code, args.verbose)
+            text = " ".join(str(exc).split())[:300]
+            return _report(exc, EX_FAILURE, args.verbose,
+                           f"unexpected {type(exc).__name__}: {text}; rerun with -v for the "
+                           f"traceback and report it (with the log in OUTPUT_DIR/logs/)")
