@@ -306,9 +306,9 @@ def _sin_cos_versin(theta, in_range=False):
     c = 1.0 - d
     s = t * half_cos
     s *= 2.0
-    # outside [0, pi] the half-angle cosine is negative: recover the true sign of sin
     if in_range:
         return s, c, d
+    # outside [0, pi] the half-angle cosine is negative: recover the true sign of sin
     outside = ~((theta >= 0) & (theta <= np.pi))
     if outside.any():
         s = np.where(outside, np.sin(theta), s)
