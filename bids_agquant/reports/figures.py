@@ -343,7 +343,7 @@ def fig_controls(analysis) -> Figure | None:
     order = ["reference", "peak", "persistence", "other"]
     roles = [o for o in order if any(r["session_role"] == o for r in rows)]
     names = {"reference": "Dotarem\nreference", "peak": "AGuIX\npeak",
-             "persistence": "AGuIX\nlater", "other": "other"}
+             "persistence": "AGuIX\nlater", "other": "other\nsessions"}
     with plt.rc_context(STYLE):
         fig = Figure(figsize=(8.4, 3.6), layout="constrained")
         axes = fig.subplots(1, 2)
