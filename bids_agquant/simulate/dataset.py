@@ -1,0 +1,548 @@
+"""``simulate_dataset``: a raw BIDS dataset of the trial protocol plus its ground truth.
+
+For each participant: a random head (anatomy, texture), lesions of the requested diameters with
+per-state Gd concentrations, and for each session a rigid head pose (baseline = identity), an
+oblique acquisition grid, a B1+ field, a receiver gain; then T1w, VFA and TB1map images with Rician
+noise, sidecars, tables, a lesion-mask derivatives dataset drawn on the baseline pre-contrast T1w,
+and the truth (maps on that grid, lesion and motion tables). Deterministic for a seed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..qmri.relaxivity import get_relaxivity
+from ..qmri.spgr import spgr_signal
+from . import bidsio
+from .acquire import (StateSpec, add_rician_noise, evaluate_on_grid, render, resample_to_grid,
+                      sample_properties)
+from .anatomy import TISSUES, HeadModel
+from .config import PHANTOM_MODEL_VERSION, PhantomConfig, SessionSpec, make_config
+from .fields import B1Field
+from .geometry import Grid, euler_xyz_deg, random_rotation, rigid, rotation_angle_deg
+from .lesions import Lesion, axial_diameter_mm, place_lesions
+from .truth import LESION_COLUMNS, MOTION_COLUMNS, Truth, load_truth, map_filename
+
+__all__ = ["simulate_dataset", "GENERATOR_NAME"]
+
+GENERATOR_NAME = "bids_agquant-phantom"
+MEASURABLE_DIAMETER_MM = 10.0
+
+# random streams (spawn keys) per participant
+_ANATOMY, _LESIONS, _CONC, _DEMOGRAPHICS, _MOTION, _B1, _NOISE = range(7)
+
+_IDENTIFYING = {
+    "PatientName": "DOE^JANE", "PatientID": "NANORAD-{sub}", "PatientBirthDate": "19580312",
+    "PatientSex": "F", "PatientWeight": 63.0, "AcquisitionDateTime": "{date}T09:12:31.000000",
+    "InstitutionName": "Hopital Fictif", "InstitutionAddress": "1 Rue Imaginaire, 38000 Grenoble, FR",
+    "StationName": "MRC35012", "DeviceSerialNumber": "35012", "ReferringPhysicianName": "DR^WHO",
+    "OperatorsName": "TECH^ONE", "AccessionNumber": "A{sub}7731",
+}
+
+
+def _rng(cfg: PhantomConfig, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(int(cfg.seed), spawn_key=tuple(int(k) for k in key)))
+
+
+@dataclass
+class _Acq:
+    """One session of one participant (pose, grids, fields)."""
+    spec: SessionSpec
+    index: int
+    pose: np.ndarray
+    rotation_deg: float
+    translation_mm: np.ndarray
+    gain: float
+    t1w_grid: Grid
+    vfa_grid: Grid
+    b1_grid: Grid
+    b1: B1Field
+    files: dict = field(default_factory=dict)
+    vfa_conc: dict = field(default_factory=dict)
+
+    def key(self, agent: str | None) -> str:
+        return f"{self.spec.label}_{agent or 'pre'}"
+
+
+def _prepare_out(path: Path, marker: str, overwrite: bool) -> None:
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{path} is not empty: choose an empty directory or pass "
+                                  f"overwrite=True (--overwrite)")
+        if not (path / marker).is_file():
+            raise FileExistsError(f"{path} is not empty and was not written by the phantom "
+                                  f"(no {marker}): refusing to overwrite it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
+                     config: PhantomConfig | None = None, overwrite: bool = False,
+                     **settings) -> Truth:
+    """Write a simulated BIDS dataset to ``out_dir`` and its truth to ``truth_dir``.
+
+    ``truth_dir`` defaults to ``<out_dir>_truth`` beside the dataset (never inside it).
+    ``preset``: "small" (tests), "sample" (data/sample_bids), "clinical" (1 mm, benchmark).
+    ``settings``: any :class:`~bids_agquant.simulate.config.PhantomConfig` field, e.g.
+    ``n_participants``, ``doses``, ``primary_tumors``, ``sessions`` (labels), ``session_days``,
+    ``t1w_voxel_mm``, ``vfa_voxel_mm``, ``fov_mm``, ``snr`` (None = noiseless), ``motion_deg``,
+    ``motion_mm``, ``b1_range``, ``lesion_diameters_mm``, ``seed``. Returns the loaded truth.
+    """
+    cfg = config if config is not None else make_config(preset, **settings)
+    out = Path(out_dir).absolute()
+    truth_root = Path(truth_dir).absolute() if truth_dir else out.parent / f"{out.name}_truth"
+    if truth_root == out or out in truth_root.parents:
+        raise ValueError(f"truth directory {truth_root} must not be inside the BIDS dataset {out}")
+    _prepare_out(out, "dataset_description.json", overwrite)
+    _prepare_out(truth_root, "truth.json", overwrite)
+
+    meta = {"phantom_model_version": PHANTOM_MODEL_VERSION, "generator": GENERATOR_NAME,
+            "bids_dir": _relpath(out, truth_root), "config": cfg.to_dict(),
+            "protocol": _protocol(cfg), "participants": {}}
+    lesion_rows, motion_rows, part_rows = [], [], []
+    for pi, sub in enumerate(cfg.labels):
+        pmeta, lrows, mrows, prow = _simulate_participant(cfg, pi, sub, out, truth_root)
+        meta["participants"][sub] = pmeta
+        lesion_rows += lrows
+        motion_rows += mrows
+        part_rows.append(prow)
+    _write_dataset_files(cfg, out, part_rows)
+    bidsio.write_json(truth_root / "truth.json", meta)
+    bidsio.write_tsv(truth_root / "lesions.tsv", lesion_rows, LESION_COLUMNS)
+    bidsio.write_tsv(truth_root / "motion.tsv", motion_rows, MOTION_COLUMNS)
+    (truth_root / "README.md").write_text(_truth_readme(cfg))
+    return load_truth(truth_root)
+
+
+def _relpath(target: Path, start: Path) -> str:
+    import os
+    return os.path.relpath(target, start)
+
+
+def _protocol(cfg: PhantomConfig) -> dict:
+    return {
+        "field_strength_t": cfg.field_strength_t,
+        "t1w": {"tr_s": cfg.t1w_tr_s, "te_s": cfg.t1w_te_s, "flip_angle_deg": cfg.t1w_flip_deg,
+                "voxel_mm": list(cfg.t1w_voxel_mm), "fov_mm": list(cfg.fov_mm)},
+        "vfa": {"tr_s": cfg.vfa_tr_s, "te_s": cfg.vfa_te_s,
+                "flip_angles_deg": list(cfg.vfa_flip_angles_deg), "voxel_mm": list(cfg.vfa_voxel_mm)},
+        "b1": {"range": list(cfg.b1_range), "units": cfg.b1_units,
+               "voxel_mm": list(cfg.b1_voxel_mm or cfg.vfa_voxel_mm)},
+        "snr": cfg.snr, "vfa_snr": cfg.vfa_snr_value, "signal_wm_counts": cfg.signal_wm_counts,
+        "relaxivity_r1_per_mM_s": {a: get_relaxivity(a, cfg.field_strength_t).r1_per_mM_s
+                                   for a in sorted({s.agent for s in cfg.sessions if s.agent})},
+        "tissues": {k: {"t1_s": v[0], "m0": v[1]} for k, v in TISSUES.items()},
+        "notes": ("Signals: bids_agquant.qmri.spgr.spgr_signal with the session B1+ factor; "
+                  "R1 = 1/T1_pre + r1*[Gd]; partial volume averaged in the signal domain over "
+                  "sub-voxel points; Rician noise sigma = signal_wm_counts / snr; gain multiplies "
+                  "stored counts. SE truth uses the lesion's uniform values and the B1 at its centre."),
+    }
+
+
+def _draw_concentrations(cfg: PhantomConfig, rng: np.random.Generator, lesions: list[Lesion],
+                         sessions: tuple[SessionSpec, ...], dose: float) -> None:
+    """Per lesion and post-contrast state: uniform Gd concentration (mM). Leakier lesions take up
+    more of both agents; AGuIX scales with the dose (range given at 100 mg/kg)."""
+    for les in lesions:
+        k = les.leakiness
+        u = rng.uniform(0, 1, 4)
+        k_dot = 0.8 * k + 0.2 * u[0]
+        k_agu = float(np.clip(k + 0.15 * (u[1] - 0.5), 0, 1))
+        dot0 = cfg.dotarem_conc_mM[0] + (cfg.dotarem_conc_mM[1] - cfg.dotarem_conc_mM[0]) * k_dot
+        a_lo, a_hi = cfg.aguix_conc_mM_per_100mg_kg
+        peak = (a_lo + (a_hi - a_lo) * k_agu) * dose / 100.0
+        resid = peak * (cfg.aguix_residual_fraction[0]
+                        + (cfg.aguix_residual_fraction[1] - cfg.aguix_residual_fraction[0]) * u[2])
+        follow = dot0 * (cfg.dotarem_followup_ratio[0]
+                         + (cfg.dotarem_followup_ratio[1] - cfg.dotarem_followup_ratio[0]) * u[3])
+        values = {"dotarem_baseline": dot0, "aguix_peak": peak, "aguix_residual": resid,
+                  "dotarem_followup": follow}
+        for s in sessions:
+            if s.agent:
+                les.conc_mM[f"{s.label}_{s.agent}"] = float(values[s.conc_model])
+
+
+def _session_geometry(cfg, pi, head: HeadModel, sessions, b1_points) -> list[_Acq]:
+    rng = _rng(cfg, pi, _MOTION)
+    rng_b1 = _rng(cfg, pi, _B1)
+    base_b1 = B1Field.random(rng_b1, b1_points, cfg.b1_range)
+    acqs = []
+    for si, spec in enumerate(cfg.sessions):
+        # draw everything for every configured session so dropping one changes nothing else
+        rot = random_rotation(rng, cfg.motion_deg)
+        direction = rng.standard_normal(3)
+        trans = direction / np.linalg.norm(direction) * rng.uniform(0.3, 1.0) * cfg.motion_mm
+        oblique = random_rotation(rng, cfg.oblique_deg, min_frac=0.0)
+        offset = rng.uniform(-1, 1, 3) * cfg.fov_offset_mm
+        gain = float(rng.uniform(*cfg.gain_range))
+        b1 = B1Field.random(rng_b1, b1_points, cfg.b1_range, base=base_b1,
+                            variation=cfg.b1_session_variation)
+        if si == 0:
+            rot, trans = np.eye(3), np.zeros(3)
+        if spec not in sessions:
+            continue
+        pose = rigid(rot, trans, head.centre)
+        centre_world = pose[:3, :3] @ head.centre + pose[:3, 3] + offset
+        t1w = Grid.oblique(cfg.fov_mm, cfg.t1w_voxel_mm, oblique, centre_world, cfg.axis_codes)
+        vfa = Grid.oblique(cfg.fov_mm, cfg.vfa_voxel_mm, oblique, centre_world, cfg.axis_codes)
+        b1g = vfa if cfg.b1_voxel_mm is None else Grid.oblique(cfg.fov_mm, cfg.b1_voxel_mm, oblique,
+                                                               centre_world, cfg.axis_codes)
+        acqs.append(_Acq(spec, si, pose, rotation_angle_deg(pose), trans, gain, t1w, vfa, b1g, b1))
+    return acqs
+
+
+def _sidecar_common(cfg: PhantomConfig, sub: str, date: str) -> dict:
+    sc = {
+        "Modality": "MR",
+        "MagneticFieldStrength": cfg.field_strength_t,
+        "ImagingFrequency": round(42.577478 * cfg.field_strength_t, 4),
+        "Manufacturer": "bids_agquant digital phantom",
+        "ManufacturersModelName": "SPGR simulator",
+        "SoftwareVersions": f"phantom model {PHANTOM_MODEL_VERSION}",
+        "MRAcquisitionType": "3D",
+        "ScanningSequence": "GR",
+        "SequenceVariant": "SP",
+        "SequenceName": "fl3d",
+        "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"],
+        "PulseSequenceType": "SPGR",
+        "SpoilingState": True,
+        "ConversionSoftware": GENERATOR_NAME,
+        "ConversionSoftwareVersion": PHANTOM_MODEL_VERSION,
+    }
+    if cfg.identifying_fields:
+        sc.update({k: (v.format(sub=sub, date=date) if isinstance(v, str) else v)
+                   for k, v in _IDENTIFYING.items()})
+    return sc
+
+
+def _contrast_fields(agent: str | None) -> dict:
+    if not agent:
+        return {}
+    return {"ContrastBolusIngredient": "GADOLINIUM", "ContrastBolusAgent": agent}
+
+
+def _store(cfg: PhantomConfig, counts: np.ndarray, noisy: bool):
+    """Storage of an image in counts: int16 when noisy (as a scanner), float32 when noiseless."""
+    if noisy:
+        return dict(dtype=np.int16)
+    return dict(dtype=np.float32)
+
+
+def _session_date(pi: int, spec: SessionSpec) -> _dt.datetime:
+    """Date-shifted acquisition time: 09:00 on the session's day; the AGuIX peak scan 2 h after
+    an injection at 09:00."""
+    when = _dt.datetime(2021, 3, 1, 9, 0, 0) + _dt.timedelta(days=7 * pi + float(spec.day))
+    return when + _dt.timedelta(hours=2) if spec.conc_model == "aguix_peak" else when
+
+
+def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, truth_root: Path):
+    head = HeadModel.random(_rng(cfg, pi, _ANATOMY))
+    ref_voxel = float(min(cfg.t1w_voxel_mm))
+    lesions = place_lesions(_rng(cfg, pi, _LESIONS), head, cfg.lesion_diameters_mm,
+                            shape=cfg.lesion_shape, max_aspect=cfg.ellipsoid_max_aspect,
+                            t1_range=cfg.lesion_t1_s, min_gap_mm=max(6.0, 3 * ref_voxel))
+    dose = float(cfg.doses[pi % len(cfg.doses)])
+    tumor = str(cfg.primary_tumors[pi % len(cfg.primary_tumors)])
+    _draw_concentrations(cfg, _rng(cfg, pi, _CONC), lesions, cfg.sessions, dose)
+    rng_demo = _rng(cfg, pi, _DEMOGRAPHICS)
+    prow = {"participant_id": f"sub-{sub}", "age": int(rng_demo.integers(38, 78)),
+            "sex": str(rng_demo.choice(["F", "M"])), "weight_kg": round(float(rng_demo.uniform(50, 95)), 1),
+            "dose_mg_per_kg": dose, "primary_tumor": tumor}
+
+    dropped = set(cfg.drop_sessions.get(sub, ()))
+    if cfg.sessions[0].label in dropped:
+        raise ValueError(f"drop_sessions: cannot drop the baseline session {cfg.sessions[0].label} "
+                         f"of participant {sub}")
+    sessions = tuple(s for s in cfg.sessions if s.label not in dropped)
+    # B1 is scaled to span b1_range over points of the head (a fixed 6 mm lattice)
+    lat = np.stack(np.meshgrid(*[np.arange(-1, 1.0001, 6.0 / r) for r in head.radii], indexing="ij"), -1)
+    lat = lat.reshape(-1, 3)
+    lat = (lat[(lat ** 2).sum(1) <= 1.0] * head.radii + head.centre).T
+    acqs = _session_geometry(cfg, pi, head, sessions, lat)
+    relax = {a: get_relaxivity(a, cfg.field_strength_t) for a in {s.agent for s in sessions if s.agent}}
+
+    wm_t1, wm_m0 = TISSUES["wm"]
+    k_t1w = cfg.signal_wm_counts / float(spgr_signal(wm_m0, wm_t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s)[0])
+    k_vfa = cfg.signal_wm_counts / float(spgr_signal(wm_m0, wm_t1, cfg.vfa_flip_angles_deg, cfg.vfa_tr_s).max())
+    sigma_t1w = cfg.signal_wm_counts / cfg.snr if cfg.snr else 0.0
+    sigma_vfa = cfg.signal_wm_counts / cfg.vfa_snr_value if cfg.vfa_snr_value else 0.0
+
+    series = 0
+    sessions_rows, motion_rows, pmeta_sessions = [], [], {}
+    for acq in acqs:
+        spec = acq.spec
+        date = _session_date(pi, spec)
+        common = _sidecar_common(cfg, sub, date.strftime("%Y%m%d"))
+        states = [StateSpec(acq.key(a), relax[a].r1_per_mM_s if a else 0.0) for a in spec.states()]
+        vfa_files_all = []
+        # --- T1w -------------------------------------------------------------------------
+        sig, _ = render(head, lesions, acq.pose, acq.b1, acq.t1w_grid, states, [cfg.t1w_flip_deg],
+                        cfg.t1w_tr_s, pv_step_mm=cfg.pv_step_mm, chunk_points=cfg.chunk_points)
+        for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
+            series += 1
+            counts = sig.pop(st.key)[..., 0].astype(np.float64) * k_t1w
+            if sigma_t1w:
+                counts = add_rician_noise(counts, sigma_t1w, _rng(cfg, pi, _NOISE, acq.index, st_i, 99))
+            counts *= acq.gain
+            rel = bidsio.t1w_name(sub, spec.label, agent)
+            bidsio.write_nifti(out / rel, counts, acq.t1w_grid.affine, compresslevel=cfg.compresslevel,
+                               **_store(cfg, counts, bool(sigma_t1w)))
+            sc = dict(common, SeriesDescription=f"t1_fl3d{'_' + agent if agent else ''}",
+                      ProtocolName="t1_fl3d_iso", SeriesNumber=series,
+                      SliceThickness=float(cfg.t1w_voxel_mm[2]), EchoTime=cfg.t1w_te_s,
+                      RepetitionTime=cfg.t1w_tr_s, RepetitionTimeExcitation=cfg.t1w_tr_s,
+                      FlipAngle=cfg.t1w_flip_deg, **_contrast_fields(agent))
+            bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+            acq.files[f"t1w:{st.key}"] = rel
+        del sig
+        # --- VFA -------------------------------------------------------------------------
+        sig, conc = render(head, lesions, acq.pose, acq.b1, acq.vfa_grid, states,
+                           cfg.vfa_flip_angles_deg, cfg.vfa_tr_s, pv_step_mm=cfg.pv_step_mm,
+                           chunk_points=cfg.chunk_points, with_conc=True)
+        acq.vfa_conc = conc
+        for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
+            stack = sig.pop(st.key)
+            for fi, fa in enumerate(cfg.vfa_flip_angles_deg):
+                series += 1
+                counts = stack[..., fi].astype(np.float64) * k_vfa
+                if sigma_vfa:
+                    counts = add_rician_noise(counts, sigma_vfa, _rng(cfg, pi, _NOISE, acq.index, st_i, fi))
+                counts *= acq.gain
+                rel = bidsio.vfa_name(sub, spec.label, agent, fi + 1)
+                bidsio.write_nifti(out / rel, counts, acq.vfa_grid.affine,
+                                   compresslevel=cfg.compresslevel, **_store(cfg, counts, bool(sigma_vfa)))
+                sc = dict(common, SeriesDescription=f"vfa_fa{fa:g}{'_' + agent if agent else ''}",
+                          ProtocolName="vfa_fl3d", SeriesNumber=series,
+                          SliceThickness=float(cfg.vfa_voxel_mm[2]), EchoTime=cfg.vfa_te_s,
+                          RepetitionTime=cfg.vfa_tr_s, RepetitionTimeExcitation=cfg.vfa_tr_s,
+                          FlipAngle=float(fa), **_contrast_fields(agent))
+                bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+                acq.files[f"vfa:{st.key}:{fi + 1}"] = rel
+                vfa_files_all.append(rel)
+        del sig
+        # --- TB1map ----------------------------------------------------------------------
+        series += 1
+        b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
+        percent = cfg.b1_units == "percent"
+        rel = bidsio.b1_name(sub, spec.label)
+        bidsio.write_nifti(out / rel, b1_vals * (100.0 if percent else 1.0), acq.b1_grid.affine,
+                           dtype=np.int16, slope=0.1 if percent else 0.001,
+                           compresslevel=cfg.compresslevel)
+        sc = {k: common[k] for k in ("Modality", "MagneticFieldStrength", "ImagingFrequency",
+                                     "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
+                                     "ConversionSoftware", "ConversionSoftwareVersion")}
+        sc.update({k: common[k] for k in _IDENTIFYING if k in common})
+        sc.update(SeriesDescription="b1map", SeriesNumber=series, MRAcquisitionType="3D",
+                  SliceThickness=float(acq.b1_grid.voxel_mm[2]),
+                  IntendedFor=[f"bids::{f}" for f in vfa_files_all])
+        bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+        acq.files["b1"] = rel
+
+        sessions_rows.append({"session_id": f"ses-{spec.label}",
+                              "acq_time": date.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "days_from_baseline": float(spec.day - cfg.sessions[0].day),
+                              "contrast_agent": spec.agent or "n/a"})
+        ex, ey, ez = euler_xyz_deg(acq.pose)
+        motion_rows.append({"participant_id": f"sub-{sub}", "session_id": f"ses-{spec.label}",
+                            "rotation_deg": acq.rotation_deg, "rot_x_deg": ex, "rot_y_deg": ey,
+                            "rot_z_deg": ez, "translation_mm": float(np.linalg.norm(acq.translation_mm)),
+                            "trans_x_mm": float(acq.translation_mm[0]),
+                            "trans_y_mm": float(acq.translation_mm[1]),
+                            "trans_z_mm": float(acq.translation_mm[2]), "gain": acq.gain,
+                            "matrix": ",".join(repr(round(float(v), 10)) for v in acq.pose.ravel())})
+        pmeta_sessions[spec.label] = {
+            "day": spec.day, "states": [acq.key(a) for a in spec.states()],
+            "agent": spec.agent, "has_pre": spec.pre, "pose": acq.pose.tolist(),
+            "rotation_deg": acq.rotation_deg, "translation_mm": acq.translation_mm.tolist(),
+            "rotation_centre_mm": head.centre.tolist(), "gain": acq.gain,
+            "grids": {name: {"shape": list(g.shape), "affine": g.affine.tolist()}
+                      for name, g in (("t1w", acq.t1w_grid), ("vfa", acq.vfa_grid), ("b1", acq.b1_grid))},
+            "b1_field": {"centre": acq.b1.centre.tolist(), "width_mm": acq.b1.width_mm,
+                         "gradient": acq.b1.gradient.tolist(), "curvature": acq.b1.curvature,
+                         "offset": acq.b1.offset, "scale": acq.b1.scale},
+            "files": acq.files,
+        }
+    bidsio.write_tsv(out / f"sub-{sub}" / f"sub-{sub}_sessions.tsv", sessions_rows,
+                     ["session_id", "acq_time", "days_from_baseline", "contrast_agent"])
+
+    lesion_rows, ref_meta = _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out,
+                                                   truth_root, dose, tumor)
+    pmeta = {"covariates": {k: v for k, v in prow.items() if k != "participant_id"},
+             "head_centre_mm": head.centre.tolist(), "head_radii_mm": head.radii.tolist(),
+             "baseline_session": acqs[0].spec.label, "reference": ref_meta,
+             "sessions": pmeta_sessions}
+    return pmeta, lesion_rows, motion_rows, prow
+
+
+def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root, dose, tumor):
+    base = acqs[0]
+    ref = base.t1w_grid
+    ident = np.eye(4)
+    soft = float(np.mean(ref.voxel_mm))
+    props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points)
+    # lesion labels: connected components of the mask, in scipy's (raster) order
+    mask = props["lesion_index"] >= 0
+    comp, ncomp = ndimage.label(mask)
+    label_of = {}
+    for k, les in enumerate(lesions):
+        labs = np.unique(comp[props["lesion_index"] == k])
+        if labs.size != 1 or labs[0] == 0:
+            raise ValueError(f"lesion of {les.diameter_mm} mm does not form one component on the "
+                             f"{ref.voxel_mm} mm grid: use larger lesions or a finer T1w grid")
+        label_of[k] = int(labs[0])
+    if ncomp != len(lesions) or len(set(label_of.values())) != len(lesions):
+        raise ValueError("lesion masks touch each other: use fewer or smaller lesions")
+
+    def tw(name, data, **kw):
+        bidsio.write_nifti(truth_root / map_filename(sub, name), data, ref.affine,
+                           compresslevel=cfg.compresslevel, **kw)
+
+    tw("T1", props["t1_s"], dtype=np.int16, slope=0.001)
+    tw("M0", props["m0"], dtype=np.int16, slope=0.0001)
+    tw("lesions", comp, dtype=np.int16)
+    b1_at = {}
+    for acq in acqs:
+        tw(f"B1:{acq.spec.label}", evaluate_on_grid(acq.b1, ident, ref, cfg.chunk_points),
+           dtype=np.int16, slope=0.0001)
+        b1_at[acq.spec.label] = {k: float(acq.b1(les.centre[:, None])[0]) for k, les in enumerate(lesions)}
+
+    # lesion-mask derivatives, drawn on the baseline pre-contrast T1w grid
+    _write_lesion_derivatives(cfg, out, sub, base.spec.label, comp)
+
+    by_label = {acq.spec.label: acq for acq in acqs}
+    rows = []
+    frac = props["lesion_fraction"]
+    near = props["lesion_nearest"]
+    for acq in acqs:
+        agent = acq.spec.agent
+        if not agent:
+            continue
+        key = acq.key(agent)
+        les_c = np.array([les.conc_mM.get(key, 0.0) for les in lesions])
+        conc_true = np.where(near >= 0, frac * les_c[np.maximum(near, 0)], 0.0)
+        conc_vfa = resample_to_grid(acq.vfa_conc[key], acq.vfa_grid, acq.pose, ref, ident,
+                                    cfg.chunk_points)
+        tw(f"conc:{key}", conc_true, dtype=np.float32)
+        tw(f"conc_vfa:{key}", conc_vfa, dtype=np.float32)
+        pre_label = acq.spec.label if acq.spec.pre else base.spec.label
+        r1 = relax[agent].r1_per_mM_s
+        for k, les in enumerate(lesions):
+            lab = label_of[k]
+            vox = comp == lab
+            ijk = np.argwhere(vox).mean(axis=0)
+            c = float(les.conc_mM.get(key, 0.0))
+            t1_post = 1.0 / (1.0 / les.t1_pre_s + r1 * c)
+            b1_pre, b1_post = b1_at[pre_label][k], b1_at[acq.spec.label][k]
+            s = lambda t1, b: float(spgr_signal(1.0, t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s, b)[0])
+            rows.append({
+                "participant_id": f"sub-{sub}", "session_id": f"ses-{acq.spec.label}",
+                "contrast_agent": agent, "lesion_id": lab,
+                "centroid_x_mm": les.centre[0], "centroid_y_mm": les.centre[1],
+                "centroid_z_mm": les.centre[2],
+                "centroid_i": ijk[0], "centroid_j": ijk[1], "centroid_k": ijk[2],
+                "longest_diameter_mm": les.diameter_mm,
+                "axial_diameter_mm": axial_diameter_mm(les, ref.affine[:3, 2]),
+                "measurable": les.diameter_mm >= MEASURABLE_DIAMETER_MM,
+                "volume_mm3": les.volume_mm3, "n_voxels": int(vox.sum()),
+                "t1_pre_s": les.t1_pre_s, "t1_post_s": t1_post, "delta_r1_per_s": r1 * c,
+                "r1_per_mM_s": r1, "conc_mM": c,
+                "conc_vfa_mM": float(conc_vfa[vox].mean()), "conc_pv_mM": float(conc_true[vox].mean()),
+                "conc_mg_per_L": c * relax[agent].mg_per_L_per_mM_gd,
+                "se_percent": 100.0 * (s(t1_post, b1_post) / s(les.t1_pre_s, b1_pre) - 1.0),
+                "se_nominal_percent": 100.0 * (s(t1_post, 1.0) / s(les.t1_pre_s, 1.0) - 1.0),
+                "pre_session_id": f"ses-{pre_label}", "b1_pre": b1_pre, "b1_post": b1_post,
+                "dose_mg_per_kg": dose, "primary_tumor": tumor,
+            })
+    rows.sort(key=lambda r: (list(by_label).index(r["session_id"][4:]), r["lesion_id"]))
+    ref_meta = {"session": base.spec.label, "file": base.files[f"t1w:{base.key(None)}"],
+                "shape": list(ref.shape), "affine": ref.affine.tolist(),
+                "maps": {n: map_filename(sub, n) for n in
+                         ["T1", "M0", "lesions"] + [f"B1:{a.spec.label}" for a in acqs]
+                         + [p for a in acqs if a.spec.agent
+                            for p in (f"conc:{a.key(a.spec.agent)}", f"conc_vfa:{a.key(a.spec.agent)}")]}}
+    return rows, ref_meta
+
+
+def _write_lesion_derivatives(cfg, out, sub, ses, comp):
+    root = out / "derivatives" / "lesions"
+    anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
+    affine = None
+    ref_rel = bidsio.t1w_name(sub, ses, None)
+    import nibabel as nib
+    affine = nib.load(out / ref_rel).affine
+    space = f"_space-{cfg.mask_space}" if cfg.mask_space else ""
+    sources = [f"bids:raw:{ref_rel}"]
+    if cfg.lesion_derivative in ("mask", "both"):
+        p = anat / f"sub-{sub}_ses-{ses}{space}_label-metastasis_mask.nii.gz"
+        bidsio.write_nifti(p, comp > 0, affine, dtype=np.uint8, compresslevel=cfg.compresslevel)
+        bidsio.write_json(p.with_name(p.name.replace(".nii.gz", ".json")),
+                          {"Description": "Brain metastases (binary; connected components are lesions)",
+                           "Type": "Lesion", "Sources": sources})
+    if cfg.lesion_derivative in ("dseg", "both"):
+        p = anat / f"sub-{sub}_ses-{ses}{space}_desc-metastases_dseg.nii.gz"
+        bidsio.write_nifti(p, comp, affine, dtype=np.int16, compresslevel=cfg.compresslevel)
+        bidsio.write_json(p.with_name(p.name.replace(".nii.gz", ".json")),
+                          {"Description": "Brain metastases, one integer label per lesion",
+                           "Sources": sources})
+        labels = sorted(int(v) for v in np.unique(comp) if v)
+        bidsio.write_tsv(p.with_name(p.name.replace(".nii.gz", ".tsv")),
+                         [{"index": v, "name": f"metastasis-{v}"} for v in labels], ["index", "name"])
+    if not (root / "dataset_description.json").exists():
+        bidsio.write_json(root / "dataset_description.json", {
+            "Name": "Metastasis masks of the bids_agquant digital phantom",
+            "BIDSVersion": bidsio.BIDS_VERSION, "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": GENERATOR_NAME, "Version": PHANTOM_MODEL_VERSION,
+                             "Description": "Lesion masks drawn from the phantom's true geometry "
+                                            "on the baseline pre-contrast T1w grid"}],
+            "DatasetLinks": {"raw": "../../"},
+        })
+
+
+def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -> None:
+    bidsio.write_json(out / "dataset_description.json", {
+        "Name": "bids_agquant digital phantom of the NanoRad AGuIX protocol",
+        "BIDSVersion": bidsio.BIDS_VERSION, "DatasetType": "raw", "License": "CC0",
+        "Authors": ["bids_agquant contributors"],
+        "GeneratedBy": [{"Name": GENERATOR_NAME, "Version": PHANTOM_MODEL_VERSION,
+                         "Description": f"bids_agquant.simulate, seed {cfg.seed}"}],
+    })
+    bidsio.write_tsv(out / "participants.tsv", part_rows,
+                     ["participant_id", "age", "sex", "weight_kg", "dose_mg_per_kg", "primary_tumor"])
+    bidsio.write_json(out / "participants.json", {
+        "age": {"Description": "age at inclusion", "Units": "year"},
+        "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
+        "weight_kg": {"Description": "body weight", "Units": "kg"},
+        "dose_mg_per_kg": {"Description": "injected AGuIX dose", "Units": "mg/kg"},
+        "primary_tumor": {"Description": "primary cancer",
+                          "Levels": {"NSCLC": "non-small-cell lung cancer", "breast": "breast cancer",
+                                     "melanoma": "melanoma", "colon": "colorectal cancer"}},
+    })
+    bidsio.write_json(out / "sessions.json", {
+        "acq_time": {"Description": "acquisition date and time of the session (date-shifted)"},
+        "days_from_baseline": {"Description": "days since the baseline session", "Units": "day"},
+        "contrast_agent": {"Description": "contrast agent of the post-contrast acquisition"},
+    })
+    sessions = ", ".join(f"ses-{s.label} (day {s.day:g}: {'pre + ' if s.pre else ''}"
+                         f"{s.agent or 'none'})" for s in cfg.sessions)
+    (out / "README").write_text(
+        "bids_agquant digital phantom\n============================\n\n"
+        "Simulated brain MRI of patients with brain metastases following the NanoRad AGuIX trial\n"
+        "protocol (3D SPGR T1w, variable-flip-angle SPGR for T1 mapping, B1+ maps).\n"
+        f"Sessions: {sessions}.\n"
+        "Images are synthetic (no patient data). The ground truth is stored outside this\n"
+        "dataset (see the generator's truth directory). Lesion masks: derivatives/lesions/.\n"
+        f"Generated by {GENERATOR_NAME} model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}.\n")
+
+
+def _truth_readme(cfg: PhantomConfig) -> str:
+    from . import truth as _t
+    return ("# Ground truth of a bids_agquant phantom dataset\n\n"
+            f"Phantom model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}. Load with\n"
+            "`bids_agquant.simulate.truth.load_truth(<this directory>)`.\n\n```\n"
+            + (_t.__doc__ or "") + "```\n")
