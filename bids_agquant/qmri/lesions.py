@@ -1,0 +1,495 @@
+"""Lesions: labelling, RECIST diameters in millimetres, ROI statistics, healthy control regions.
+
+Pure numpy/scipy, no I/O.  Images are 3-D arrays in voxel index order ``(i, j, k)``; ``affine`` is
+the 4x4 voxel-to-world matrix (NIfTI, RAS+ millimetres).  "Axial" means a plane of constant world
+``z`` (superior-inferior), whatever the orientation of the voxel grid.
+
+Diameter convention (what a voxelised lesion's boundary is)
+-----------------------------------------------------------
+A mask samples a continuous lesion at the voxel centres; its boundary lies somewhere between the
+last voxel inside and the first outside.  We place it half-way, at the centres of the voxel faces
+between an inside and an outside voxel: the vertices marching cubes puts on a binary mask, and the
+convention of pyradiomics' ``Maximum3DDiameter`` / ``Maximum2DDiameterSlice``.  Geometrically every
+voxel is the octahedron spanned by its six face centres (``centre +/- a_i / 2`` for the affine's
+columns ``a_i``), and the lesion is the union of those octahedra:
+
+* ``longest_3d_mm``: the largest distance between two points of the lesion = the largest distance
+  between boundary face centres (computed on their convex hull, not all pairs);
+* ``longest_axial_mm`` (RECIST): the largest diameter of the lesion's cross-section with any
+  world-axial plane ``z = c``.  Each octahedron's cross-section is a polygon whose corners are
+  where its 12 edges cross the plane; the cross-section diameter is taken on their 2-D convex
+  hull.  On a grid whose slices are axial the maximum is exact (the candidate planes are the
+  finitely many levels where a vertex lies; between two such levels the diameter is convex in
+  ``c``, so its maximum is at one of them).  On an oblique grid those levels are too many: planes
+  are sampled every 1/8 of the voxel's z half-extent and refined 16-fold around the three best,
+  which agrees with the exact search to a few hundredths of a millimetre (tested).
+  Only voxels with a missing 26-neighbour take part (the cross-section of an octahedron of a voxel
+  with all 26 neighbours inside lies in the hull of theirs: checked numerically over 3e4 random
+  planes, and the filtered and unfiltered answers are compared in the tests).
+
+Why this convention.  Measured on voxelised spheres (voxels whose centre lies inside a sphere of
+known diameter, 6-40 mm, random sub-voxel position, 30 per grid) and random prolate ellipsoids
+(major axis 10-40 mm, random orientation), mean [min, max] error in mm on a 1 mm grid:
+
+- voxel centres:  sphere 3D -0.06 [-0.18, -0.02], axial -0.18 [-0.34, -0.07];
+  ellipsoid 3D -0.43 [-1.02, -0.15], axial -0.52 [-1.05, -0.15]; box diagonal -1.57;
+- face centres:   sphere 3D +0.86 [+0.48, +0.96], axial +0.76 [+0.31, +0.92];
+  ellipsoid 3D +0.38 [-0.15, +0.75], axial +0.38 [-0.12, +0.78]; box diagonal -0.86;
+- voxel corners:  sphere 3D +1.62 [+1.40, +1.69]; box exact.
+
+Voxel centres recover a sphere best (the "-1 voxel" of measuring centre to centre is nearly
+cancelled by taking the maximum over many directions), but lose up to 1.7 voxels on elongated or
+box-like lesions and give a one-voxel lesion a diameter of 0; corners (the voxel solid drawn on
+screen) overestimate every rounded lesion by ~1.6 voxels.  Face centres, the IBSI mesh-vertex
+definition, keep every shape within about one voxel: spheres +0.3 to +1.0 mm at 1 mm (axial +0.2
+to +0.9 mm at 0.9 x 0.9 x 3 mm and on oblique grids; 3-D up to +2.9 mm at 3 mm slices, where the
+face half-way to the next slice is 1.5 mm away).  Intermediate offsets (a quarter voxel) were
+closer on spheres but the union of smaller octahedra is no longer connected, which makes axial
+sections noisy and breaks the surface-voxel shortcut below.
+
+Connectivity: a binary mask is split into lesions with 26-connectivity by default (voxels touching
+by a face, an edge or a corner belong to one lesion), so that a lesion drawn on thick slices whose
+outline shifts diagonally from slice to slice is not cut in pieces; 6 and 18 are available.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+__all__ = [
+    "MEASURABLE_DIAMETER_MM",
+    "LesionLabels",
+    "LesionSize",
+    "RoiStats",
+    "ControlRegionError",
+    "label_lesions",
+    "lesion_diameters",
+    "lesion_volumes_mm3",
+    "is_measurable",
+    "roi_stats",
+    "control_regions",
+]
+
+#: RECIST 1.1 / RANO: a lesion is measurable when its longest (axial) diameter is at least 10 mm.
+MEASURABLE_DIAMETER_MM = 10.0
+
+_STRUCTURES = {6: 1, 18: 2, 26: 3}   # connectivity -> scipy's rank-connectivity
+
+
+# --------------------------------------------------------------------------- labelling
+
+class LesionLabels(NamedTuple):
+    """Consecutive lesion labels ``1..n`` (0 = background) and the id each had in the input.
+
+    ``original_ids[k - 1]`` is the input's id of label ``k`` (the dseg label; for a binary mask the
+    component number, i.e. ``k`` itself).  Unpacks as ``labels, original_ids = label_lesions(...)``.
+    """
+    labels: np.ndarray
+    original_ids: tuple
+
+    @property
+    def n(self) -> int:
+        return len(self.original_ids)
+
+
+def _check_3d(image, what="image"):
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"{what} must be a 3-D volume, got shape {image.shape}")
+    return image
+
+
+def label_lesions(image, kind, *, connectivity=26, mask_threshold=0.5) -> LesionLabels:
+    """Label the lesions of a metastasis mask or segmentation.
+
+    Parameters
+    ----------
+    image : 3-D array.
+    kind : ``"mask"`` (binary; voxels ``> mask_threshold`` are lesion; connected components, in
+        the raster order of their first voxel, become lesions 1..n) or ``"dseg"`` (one
+        non-negative integer label per lesion, 0 = background; relabelled 1..n in increasing order
+        of the input id, which ``original_ids`` keeps; a label is one lesion even if it is split).
+    connectivity : 6, 18 or 26 (mask only; default 26, see the module docstring).
+    mask_threshold : threshold of a mask (0.5 suits 0/1, 0/255 and 50 % of a resampled mask).
+    """
+    image = _check_3d(image, "lesion image")
+    if kind == "mask":
+        if connectivity not in _STRUCTURES:
+            raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
+        with np.errstate(invalid="ignore"):
+            binary = np.nan_to_num(image.astype(np.float64), nan=0.0) > mask_threshold
+        structure = ndimage.generate_binary_structure(3, _STRUCTURES[connectivity])
+        labels, n = ndimage.label(binary, structure=structure)
+        return LesionLabels(labels.astype(np.int32), tuple(range(1, n + 1)))
+    if kind == "dseg":
+        values = image.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("lesion segmentation (dseg) holds NaN or infinite values: it must be "
+                             "an integer label image (0 = background)")
+        if (values < 0).any() or (values != np.round(values)).any():
+            raise ValueError("lesion segmentation (dseg) must hold non-negative integer labels; "
+                             "for a probability or binary mask use kind='mask'")
+        ints = values.astype(np.int64)
+        ids = np.unique(ints[ints > 0])
+        labels = np.zeros(ints.shape, dtype=np.int32)
+        inside = ints > 0
+        labels[inside] = np.searchsorted(ids, ints[inside]) + 1
+        return LesionLabels(labels, tuple(int(i) for i in ids))
+    raise ValueError(f"kind must be 'mask' or 'dseg', got {kind!r}")
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+def _check_affine(affine):
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ValueError(f"affine must be a finite 4x4 matrix, got shape {affine.shape}")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError("affine is singular (a zero voxel size?): check the image header")
+    return affine
+
+
+def _voxel_volume_mm3(affine) -> float:
+    return float(abs(np.linalg.det(affine[:3, :3])))
+
+
+def _hull_vertices(points):
+    """Indices of the convex-hull vertices of ``points`` (m, d); all indices if degenerate."""
+    m, d = points.shape
+    if m <= d + 1:
+        return np.arange(m)
+    for options in (None, "QJ"):
+        try:
+            return ConvexHull(points, qhull_options=options).vertices
+        except (QhullError, ValueError):
+            continue
+    return np.arange(m)
+
+
+def _max_pairwise_distance(points) -> float:
+    """Diameter of a point set (mm): largest distance between two points, on the hull only."""
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) < 2:
+        return 0.0
+    p = points[_hull_vertices(points)]
+    if len(p) > 20000:   # degenerate fallback on a huge set: dedup first
+        p = np.unique(np.round(p, 9), axis=0)
+    best = 0.0
+    step = max(1, 4_000_000 // max(len(p), 1))
+    for start in range(0, len(p), step):
+        diff = p[start:start + step, None, :] - p[None, :, :]
+        best = max(best, float(np.einsum("ijk,ijk->ij", diff, diff).max()))
+    return float(np.sqrt(best))
+
+
+def _padded(mask):
+    return np.pad(mask, 1, mode="constant", constant_values=False)
+
+
+def _boundary_face_points(mask, offset, affine):
+    """World coordinates of the centres of faces between an inside and an outside voxel."""
+    pad = _padded(mask)
+    a = affine[:3, :3]
+    pts = []
+    for axis in range(3):
+        for sign in (1, -1):
+            neighbour = np.roll(pad, -sign, axis=axis)
+            faces = pad & ~neighbour
+            idx = np.argwhere(faces) - 1 + offset
+            if len(idx):
+                centres = idx @ a.T + affine[:3, 3]
+                pts.append(centres + sign * a[:, axis] / 2.0)
+    return np.concatenate(pts) if pts else np.empty((0, 3))
+
+
+def _surface_voxel_centres(mask, offset, affine):
+    """World centres of the voxels with at least one of their 26 neighbours outside."""
+    pad = _padded(mask)
+    interior = ndimage.binary_erosion(pad, structure=np.ones((3, 3, 3), bool), border_value=0)
+    idx = np.argwhere(pad & ~interior) - 1 + offset
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+# Octahedron of a voxel: vertices centre +/- a_i/2 (order +a0,-a0,+a1,-a1,+a2,-a2) and its 12
+# edges (each vertex joined to the four vertices of the other two axes).
+_EDGES = np.array([(a, b) for a in range(6) for b in range(a + 1, 6) if a // 2 != b // 2])
+
+
+class _AxialSections:
+    """Diameter of the cross-section of a union of voxel octahedra with planes ``z = level``."""
+
+    _EPS = 1e-7   # mm: a vertex this close to the plane lies on it
+
+    def __init__(self, centres, affine):
+        a = affine[:3, :3]
+        self.offsets = np.stack([s * a[:, i] / 2.0 for i in range(3) for s in (1, -1)])  # (6, 3)
+        order = np.argsort(centres[:, 2], kind="stable")
+        self.centres = centres[order]
+        self.cz = self.centres[:, 2]
+        self.hz = float(np.abs(self.offsets[:, 2]).max())
+
+    def breakpoints(self):
+        levels = (self.cz[:, None] + self.offsets[None, :, 2]).ravel()
+        return np.unique(np.round(levels, 6))
+
+    def points(self, level):
+        eps = self._EPS
+        lo = np.searchsorted(self.cz, level - self.hz - eps, side="left")
+        hi = np.searchsorted(self.cz, level + self.hz + eps, side="right")
+        if hi <= lo:
+            return np.empty((0, 2))
+        verts = self.centres[lo:hi, None, :] + self.offsets[None]        # (m, 6, 3)
+        h = verts[..., 2] - level
+        on_plane = verts[np.abs(h) <= eps][:, :2]
+        ha, hb = h[:, _EDGES[:, 0]], h[:, _EDGES[:, 1]]                  # (m, 12)
+        cross = ((ha < -eps) & (hb > eps)) | ((ha > eps) & (hb < -eps))
+        if not cross.any():
+            return on_plane
+        ea = verts[:, _EDGES[:, 0], :2][cross]
+        eb = verts[:, _EDGES[:, 1], :2][cross]
+        t = (ha[cross] / (ha[cross] - hb[cross]))[:, None]
+        return np.concatenate([on_plane, ea + t * (eb - ea)])
+
+    def diameter(self, level) -> float:
+        return _max_pairwise_distance(self.points(level))
+
+    def longest(self, max_exact_levels=512, n_refine=3) -> float:
+        levels = self.breakpoints()
+        if len(levels) <= max_exact_levels:
+            return max((self.diameter(c) for c in levels), default=0.0)
+        step = self.hz / 8.0
+        coarse = np.arange(levels[0], levels[-1] + step, step)
+        values = np.array([self.diameter(c) for c in coarse])
+        best = float(values.max())
+        for i in np.argsort(values)[::-1][:n_refine]:
+            fine = np.linspace(coarse[i] - step, coarse[i] + step, 33)
+            best = max(best, max(self.diameter(c) for c in fine))
+        return best
+
+
+# --------------------------------------------------------------------------- diameters
+
+@dataclass(frozen=True)
+class LesionSize:
+    """Size of one lesion: longest diameters (mm), volume (mm^3) and voxel count."""
+    label: int
+    longest_axial_mm: float   # RECIST: longest diameter in any world-axial plane
+    longest_3d_mm: float      # largest distance between two points of the lesion
+    volume_mm3: float
+    n_voxels: int
+
+    @property
+    def measurable(self) -> bool:
+        return bool(is_measurable(self.longest_axial_mm))
+
+
+def is_measurable(diameter_mm, threshold_mm=MEASURABLE_DIAMETER_MM):
+    """``diameter_mm >= threshold_mm`` (1e-6 mm slack for rounding); NaN is not measurable."""
+    d = np.asarray(diameter_mm, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        out = np.isfinite(d) & (d >= threshold_mm - 1e-6)
+    return bool(out) if out.ndim == 0 else out
+
+
+def lesion_volumes_mm3(labels, affine) -> dict:
+    """Volume (mm^3) of every non-zero label: voxel count times the voxel volume."""
+    labels = _check_3d(labels, "lesion labels")
+    affine = _check_affine(affine)
+    ids, counts = np.unique(labels[labels != 0], return_counts=True)
+    vox = _voxel_volume_mm3(affine)
+    return {int(i): float(c) * vox for i, c in zip(ids, counts)}
+
+
+def lesion_diameters(labels, affine, *, max_exact_levels=512) -> dict:
+    """Longest diameters of every labelled lesion, in millimetres, through the affine.
+
+    Parameters
+    ----------
+    labels : 3-D integer array (0 = background), e.g. ``label_lesions(...).labels``.
+    affine : 4x4 voxel-to-world matrix (any orientation, anisotropic or oblique voxels).
+    max_exact_levels : above this many candidate axial planes (oblique grids) the planes are
+        sampled and refined instead of all tried (see the module docstring).
+
+    Returns
+    -------
+    dict ``{label: LesionSize}`` in increasing label order.
+    """
+    labels = _check_3d(labels, "lesion labels")
+    affine = _check_affine(affine)
+    if labels.dtype.kind not in "iub":
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError("lesion labels must be integers: label the mask with label_lesions")
+    labels = labels.astype(np.int64)
+    if (labels < 0).any():
+        raise ValueError("lesion labels must be non-negative")
+    vox = _voxel_volume_mm3(affine)
+    out = {}
+    for k, slc in enumerate(ndimage.find_objects(labels), start=1):
+        if slc is None:
+            continue
+        mask = labels[slc] == k
+        offset = np.array([s.start for s in slc])
+        n = int(mask.sum())
+        faces = _boundary_face_points(mask, offset, affine)
+        d3 = _max_pairwise_distance(faces)
+        axial = _AxialSections(_surface_voxel_centres(mask, offset, affine), affine)
+        dax = axial.longest(max_exact_levels=max_exact_levels)
+        out[k] = LesionSize(k, float(dax), float(d3), n * vox, n)
+    return out
+
+
+# --------------------------------------------------------------------------- ROI statistics
+
+class RoiStats(NamedTuple):
+    """Statistics of the finite values in a region: mean, SD (ddof=1), median and count."""
+    mean: float
+    sd: float
+    median: float
+    n: int
+
+
+def roi_stats(values, roi=None) -> RoiStats:
+    """Mean, sample SD (ddof=1, as "mean +/- SD" in the paper), median and count in a region.
+
+    NaN and infinite values are ignored (a failed fit is not a zero); real zeros count.  ``n`` is
+    the number of finite values; ``n == 0`` gives NaN statistics, ``n == 1`` a NaN SD.
+    ``roi`` is a boolean array of the values' shape (non-zero = inside) or None (all values).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if roi is not None:
+        roi = np.asarray(roi)
+        if roi.shape != values.shape:
+            raise ValueError(f"ROI of shape {roi.shape} does not match the map of shape "
+                             f"{values.shape}: resample the ROI into the map's space")
+        values = values[roi != 0]
+    values = values[np.isfinite(values)]
+    n = int(values.size)
+    if n == 0:
+        return RoiStats(float("nan"), float("nan"), float("nan"), 0)
+    sd = float(values.std(ddof=1)) if n > 1 else float("nan")
+    return RoiStats(float(values.mean()), sd, float(np.median(values)), n)
+
+
+# --------------------------------------------------------------------------- control regions
+
+class ControlRegionError(ValueError):
+    """Not even one healthy-tissue control region fits in the brain mask."""
+
+
+def _sphere_volume_mm3(diameter_mm):
+    return np.pi / 6.0 * diameter_mm ** 3
+
+
+#: Bounds on the default control-region volume: spheres of 10 mm (the measurable threshold) to
+#: 25 mm diameter.
+CONTROL_DIAMETER_BOUNDS_MM = (10.0, 25.0)
+
+
+def _default_control_volume(lesion_labels, affine):
+    lo, hi = (_sphere_volume_mm3(d) for d in CONTROL_DIAMETER_BOUNDS_MM)
+    sizes = lesion_diameters(lesion_labels, affine) if lesion_labels.any() else {}
+    measurable = [s.volume_mm3 for s in sizes.values() if s.measurable]
+    volumes = measurable or [s.volume_mm3 for s in sizes.values()]
+    volume = float(np.median(volumes)) if volumes else lo
+    return float(np.clip(volume, lo, hi))
+
+
+def control_regions(brain_mask, lesion_labels, affine, n=3, volume_mm3=None, margin_mm=10.0,
+                    seed=0):
+    """Healthy-tissue control regions: ``n`` spheres in metastasis-free brain.
+
+    Each region is the set of voxels whose centre lies within radius ``r`` (mm, from
+    ``volume_mm3``) of a centre chosen so that the whole sphere lies inside the brain mask (the
+    mask eroded by ``r``), at least ``margin_mm`` from every lesion voxel and from every other
+    region.  Centres are drawn at random among the admissible voxels with
+    ``numpy.random.default_rng(seed)``: the same inputs and seed give the same regions.
+
+    Parameters
+    ----------
+    brain_mask : 3-D boolean array.
+    lesion_labels : 3-D array, non-zero = lesion (labels or binary), same shape.
+    affine : 4x4 voxel-to-world matrix.  Distances use the voxel sizes (exact for rotated,
+        unsheared grids).
+    n : number of regions.
+    volume_mm3 : region volume; default the median volume of the measurable lesions (of all
+        lesions when none is measurable; of a 10 mm sphere without lesions), clamped to spheres
+        of 10 to 25 mm diameter.
+    margin_mm : minimum distance (mm) between a region and any lesion or other region.
+    seed : random seed.
+
+    Returns
+    -------
+    int16 label image, 0 = none, 1..n = control regions.  Fewer than ``n`` regions (with a
+    warning) when the brain has no room for more; :class:`ControlRegionError` when none fits.
+    """
+    brain = _check_3d(brain_mask, "brain mask") != 0
+    lesions = _check_3d(lesion_labels, "lesion labels")
+    if lesions.shape != brain.shape:
+        raise ValueError(f"lesion labels of shape {lesions.shape} and brain mask of shape "
+                         f"{brain.shape} differ: resample both into the reference space")
+    affine = _check_affine(affine)
+    if int(n) < 1:
+        raise ValueError(f"n must be at least 1, got {n!r}")
+    if not (np.isfinite(margin_mm) and margin_mm >= 0):
+        raise ValueError(f"margin_mm must be >= 0, got {margin_mm!r}")
+    if volume_mm3 is None:
+        volume_mm3 = _default_control_volume(lesions, affine)
+    if not (np.isfinite(volume_mm3) and volume_mm3 > 0):
+        raise ValueError(f"volume_mm3 must be positive, got {volume_mm3!r}")
+    radius = float(np.cbrt(3.0 * volume_mm3 / (4.0 * np.pi)))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    lesion_mask = lesions != 0
+
+    # Distance (mm) from each voxel centre to the nearest non-brain voxel centre; the sphere fits
+    # when that exceeds the radius plus half a voxel (a voxel whose centre is outside the mask
+    # still covers half a voxel).
+    inside_room = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=spacing)[1:-1, 1:-1,
+                                                                                     1:-1]
+    ok = brain & (inside_room >= radius + 0.5 * spacing.max())
+    if lesion_mask.any():
+        lesion_dist = ndimage.distance_transform_edt(~lesion_mask, sampling=spacing)
+        ok &= lesion_dist > radius + margin_mm
+    candidates = np.argwhere(ok)
+    rng = np.random.default_rng(seed)
+    centres_mm = candidates @ affine[:3, :3].T + affine[:3, 3]
+    order = rng.permutation(len(candidates))
+    chosen = []
+    alive = np.ones(len(candidates), dtype=bool)
+    pos = 0
+    while len(chosen) < int(n):
+        remaining = np.flatnonzero(alive[order[pos:]])
+        if remaining.size == 0:
+            break
+        pos += int(remaining[0])
+        idx = int(order[pos])
+        chosen.append(idx)
+        d = np.linalg.norm(centres_mm - centres_mm[idx], axis=1)
+        alive &= d > 2.0 * radius + margin_mm
+    if not chosen:
+        raise ControlRegionError(
+            f"no room for a control region of {volume_mm3:.0f} mm^3 (radius {radius:.1f} mm) in "
+            f"the brain mask at {margin_mm:g} mm from the lesions: pass a smaller volume_mm3 or "
+            f"margin_mm, or check that the brain mask and lesion mask are in one space")
+    if len(chosen) < int(n):
+        warnings.warn(f"only {len(chosen)} of {n} control regions of {volume_mm3:.0f} mm^3 fit in "
+                      f"the brain mask at {margin_mm:g} mm from the lesions and each other",
+                      stacklevel=2)
+
+    out = np.zeros(brain.shape, dtype=np.int16)
+    for k, idx in enumerate(chosen, start=1):
+        centre_idx = candidates[idx]
+        reach = np.ceil(radius / spacing).astype(int) + 1
+        lo = np.maximum(centre_idx - reach, 0)
+        hi = np.minimum(centre_idx + reach + 1, brain.shape)
+        grid = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij"),
+                        axis=-1)
+        world = grid @ affine[:3, :3].T + affine[:3, 3]
+        inside = np.linalg.norm(world - centres_mm[idx], axis=-1) <= radius
+        block = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        block[inside & brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]] = k
+    return out
