@@ -1,0 +1,415 @@
+"""Every bad input of docs/cli.md: the exit code, the one line the user sees, and no traceback.
+
+Each test builds a small trial dataset (nibabel), breaks one thing, runs the real CLI in-process
+(``main(argv)``, pybids and nibabel for real) and checks: exit code, that the first stderr line
+names the file/option and says what to do, that no traceback is printed without ``-v``, and that
+nothing in BIDS_DIR changed. ``--print-plan`` stops before any computation.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import tinybids as tb
+
+SUB = "sub-01"
+
+
+def anat(ds, ses="D0"):
+    return ds / SUB / f"ses-{ses}" / "anat"
+
+
+def run_checked(run_cli, ds, *args, out=None, expect=0):
+    """Run the CLI on ``ds``; check exit code, no traceback, input untouched; return the result."""
+    before = tb.tree_digest(ds)
+    out = out if out is not None else ds.parent / "out"
+    res = run_cli(ds, out, "participant", *args)
+    assert res.code == expect, (res.code, res.err, res.out[-2000:])
+    assert "Traceback" not in res.err + res.out
+    assert tb.tree_digest(ds) == before, "BIDS_DIR was modified"
+    if expect:
+        assert res.first_err_line.startswith("bids-agquant: error: ")
+        assert "; " in res.first_err_line, "the line must say what to do"
+    return res
+
+
+def err(run_cli, ds, *args, expect, out=None):
+    return run_checked(run_cli, ds, "--print-plan", *args, out=out, expect=expect).first_err_line
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+def test_missing_flip_angle(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.json", FlipAngle=None)
+    line = err(run_cli, short_ds, expect=65)
+    assert f"{SUB}_ses-D0_flip-2_VFA.nii.gz" in line and "FlipAngle is missing" in line
+    assert "degrees" in line
+
+
+@pytest.mark.parametrize("value", ["ten", [3, 10], True, "NaN"])
+def test_non_numeric_flip_angle(run_cli, short_ds, value):
+    tb.edit_json(anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_flip-3_VFA.json", FlipAngle=value)
+    line = err(run_cli, short_ds, expect=65)
+    assert f"{SUB}_ses-D1_ce-AGuIX_flip-3_VFA.nii.gz" in line and "FlipAngle" in line
+
+
+def test_flip_angle_out_of_range(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-1_VFA.json", FlipAngle=0)
+    assert "outside (0, 180)" in err(run_cli, short_ds, expect=65)
+
+
+def test_mixed_tr_in_one_vfa_set(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_ce-Dotarem_flip-2_VFA.json",
+                 RepetitionTimeExcitation=0.02)
+    line = err(run_cli, short_ds, expect=65)
+    assert "mixed repetition times" in line and "ce-Dotarem_flip-2_VFA" in line
+
+
+def test_tr_in_milliseconds_is_refused_not_guessed(run_cli, short_ds):
+    for i in (1, 2, 3):
+        tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json", RepetitionTimeExcitation=15)
+    line = err(run_cli, short_ds, expect=65)
+    assert "looks like milliseconds" in line and "0.015" in line
+
+
+def test_missing_tr(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-1_VFA.json", RepetitionTimeExcitation=None)
+    line = err(run_cli, short_ds, expect=65)
+    assert "RepetitionTimeExcitation nor RepetitionTime" in line and "flip-1_VFA" in line
+
+
+def test_repetition_time_is_the_fallback(run_cli, short_ds):
+    for i in (1, 2, 3):
+        f = anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json"
+        tb.edit_json(f, RepetitionTimeExcitation=None, RepetitionTime=0.012)
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "TR 12 ms" in res.out and "TR 15 ms" in res.out
+
+
+def test_fewer_than_two_flip_angles(run_cli, short_ds):
+    for i in (2, 3):
+        for ext in (".nii.gz", ".json"):
+            (anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_flip-{i}_VFA{ext}").unlink()
+    line = err(run_cli, short_ds, expect=65)
+    assert "1 flip angle" in line and "two or more" in line and "ses-D1" in line
+
+
+def test_duplicate_flip_angles(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.json", FlipAngle=10.0)
+    line = err(run_cli, short_ds, expect=65)
+    assert "duplicate flip angle 10 deg" in line
+    assert f"{SUB}_ses-D0_flip-2_VFA.nii.gz" in line and f"{SUB}_ses-D0_flip-3_VFA.nii.gz" in line
+
+
+# --- image files ----------------------------------------------------------------------------
+
+def test_truncated_nii_gz(run_cli, short_ds):
+    f = anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_T1w.nii.gz"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) * 2 // 3])
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "truncated or corrupt" in line
+
+
+def test_corrupt_nii_gz(run_cli, short_ds):
+    f = anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.nii.gz"
+    f.write_bytes(gzip.compress(b"this is not a NIfTI file" * 20))
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "cannot read the NIfTI header" in line
+
+
+def test_4d_where_3d_expected(run_cli, short_ds):
+    f = anat(short_ds) / f"{SUB}_ses-D0_ce-Dotarem_flip-1_VFA.nii.gz"
+    tb.write_nifti(f, np.stack([tb.textured(tb.VFA_SHAPE, 1)] * 3, axis=-1), tb.vfa_affine())
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "is 4D" in line and "3D" in line
+
+
+def test_nan_and_inf_voxels_are_counted_not_fatal(run_cli, short_ds):
+    f = anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.nii.gz"
+    data = tb.textured(tb.VFA_SHAPE, 2)
+    data[0, 0, :3] = np.nan
+    data[1, 1, 0] = np.inf
+    tb.write_nifti(f, data, tb.vfa_affine())
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert f"{f.name}: 4 non-finite voxels (NaN/Inf) of {data.size}" in res.out
+
+
+def test_all_zero_image(run_cli, short_ds):
+    f = anat(short_ds) / f"{SUB}_ses-D0_T1w.nii.gz"
+    tb.write_nifti(f, np.zeros(tb.T1W_SHAPE, np.float32))
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "every voxel is 0" in line
+
+
+def test_qform_sform_disagreement(run_cli, short_ds):
+    f = anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_T1w.nii.gz"
+    shifted = tb.t1w_affine()
+    shifted[:3, 3] += [0.0, 5.0, 0.0]
+    tb.write_nifti(f, tb.textured(tb.T1W_SHAPE, 3), tb.t1w_affine(), qform_affine=shifted)
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "qform and sform disagree" in line and "5.0 mm" in line
+
+
+def test_non_invertible_affine(run_cli, short_ds):
+    f = anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.nii.gz"
+    img = nib.Nifti1Image(tb.textured(tb.VFA_SHAPE, 4), tb.vfa_affine())
+    singular = tb.vfa_affine()
+    singular[2, 2] = 0.0
+    img.set_sform(singular, code=1)
+    img.set_qform(None, code=0)
+    nib.save(img, str(f))
+    line = err(run_cli, short_ds, expect=65)
+    assert f.name in line and "not invertible" in line
+
+
+def test_broken_symlink_is_missing_input(run_cli, short_ds):
+    f = anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_flip-1_VFA.nii.gz"
+    f.unlink()
+    f.symlink_to(short_ds / ".git" / "annex" / "objects" / "missing")
+    line = err(run_cli, short_ds, expect=66)
+    assert f.name in line and "broken symbolic link" in line
+
+
+# --- B1 maps --------------------------------------------------------------------------------
+
+def b1_path(ds, ses="D0"):
+    return ds / SUB / f"ses-{ses}" / "fmap" / f"{SUB}_ses-{ses}_TB1map.nii.gz"
+
+
+def test_tb1map_in_percent_is_converted_with_a_warning(run_cli, short_ds):
+    tb.write_nifti(b1_path(short_ds), np.full(tb.VFA_SHAPE, 95.0, np.float32), tb.vfa_affine())
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "TB1map values look like percent (median 95); dividing by 100" in res.out
+    assert "B1: sub-01/ses-D0/fmap/sub-01_ses-D0_TB1map.nii.gz (x0.01)" in res.out
+
+
+def test_tb1map_on_another_grid_covering_the_vfa_is_fine(run_cli, short_ds):
+    aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    aff[:3, 3] = [-10.0, -10.0, -8.0]          # 4 mm voxels, a larger field of view
+    tb.write_nifti(b1_path(short_ds), np.full((6, 6, 5), 1.02, np.float32), aff)
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "(x0.01)" not in res.out
+
+
+def test_tb1map_not_covering_the_vfa_field_of_view(run_cli, short_ds):
+    aff = tb.vfa_affine()
+    aff[:3, 3] += [0.0, 0.0, 6.0]              # shifted 6 mm up: the lower VFA slices are outside
+    tb.write_nifti(b1_path(short_ds, "D1"), np.full(tb.VFA_SHAPE, 1.0, np.float32), aff)
+    line = err(run_cli, short_ds, expect=65)
+    assert "sub-01_ses-D1_TB1map.nii.gz" in line and "does not cover" in line
+    assert "--b1-correction off" in line
+    run_checked(run_cli, short_ds, "--print-plan", "--b1-correction", "off")
+
+
+def test_implausible_tb1map(run_cli, short_ds):
+    tb.write_nifti(b1_path(short_ds), np.full(tb.VFA_SHAPE, 0.01, np.float32), tb.vfa_affine())
+    assert "neither a B1+ factor" in err(run_cli, short_ds, expect=65)
+
+
+# --- lesion masks ---------------------------------------------------------------------------
+
+MASK = Path("derivatives/masks/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastasis_mask.nii.gz")
+
+
+def test_lesion_mask_on_a_grid_matching_no_session(run_cli, short_ds):
+    data = np.zeros((20, 20, 12), np.uint8)
+    data[5:9, 5:9, 4:7] = 1
+    tb.write_nifti(short_ds / MASK, data, tb.t1w_affine())
+    line = err(run_cli, short_ds, expect=65)
+    assert MASK.name in line and "matches no T1w image of sub-01" in line
+
+
+def test_mask_with_no_lesion(run_cli, short_ds):
+    tb.write_nifti(short_ds / MASK, np.zeros(tb.T1W_SHAPE, np.uint8))
+    line = err(run_cli, short_ds, expect=65)
+    assert MASK.name in line and "no lesion" in line
+
+
+def test_lesion_masks_option_pointing_nowhere(run_cli, short_ds, tmp_path):
+    line = err(run_cli, short_ds, "--lesion-masks", tmp_path / "nope", expect=66)
+    assert "--lesion-masks" in line and "nope" in line
+
+
+# --- participants, sessions, agents ---------------------------------------------------------
+
+def test_participant_label_that_does_not_exist(run_cli, short_ds):
+    line = err(run_cli, short_ds, "--participant-label", "sub-07", expect=66)
+    assert "--participant-label 07: no such participant" in line and "available: 01" in line
+
+
+@pytest.mark.parametrize("label", ["../01", "sub-01/..", "/tmp", "01;rm"])
+def test_participant_label_with_path_characters(run_cli, short_ds, label):
+    line = err(run_cli, short_ds, "--participant-label", label, expect=64)
+    assert "--participant-label" in line and "letters and digits" in line
+
+
+def test_no_baseline_pre_contrast_t1w(run_cli, short_ds):
+    for f in anat(short_ds).glob(f"{SUB}_ses-D0_T1w.*"):
+        f.unlink()
+    line = err(run_cli, short_ds, expect=66)
+    assert "no baseline pre-contrast T1w" in line and "sub-01" in line
+
+
+def test_post_contrast_without_any_pre(run_cli, short_ds):
+    for f in anat(short_ds).iterdir():
+        if "_ce-" not in f.name:
+            f.unlink()
+    line = err(run_cli, short_ds, expect=66)
+    assert "post-contrast images" in line and "no pre-contrast T1w or VFA" in line
+
+
+def rename_agent(ds, old, new, ses="D1", sidecar_agent=None):
+    for f in list(anat(ds, ses).iterdir()):
+        if f"_ce-{old}_" in f.name:
+            target = f.with_name(f.name.replace(f"_ce-{old}_", f"_ce-{new}_"))
+            f.rename(target)
+            if target.suffix == ".json":
+                tb.edit_json(target, ContrastBolusAgent=sidecar_agent)
+
+
+def test_unknown_contrast_agent_needs_relaxivity(run_cli, short_ds):
+    rename_agent(short_ds, "AGuIX", "Gadovist")
+    line = err(run_cli, short_ds, expect=65)
+    assert "unknown contrast agent 'Gadovist'" in line and "--relaxivity Gadovist=" in line
+    res = run_checked(run_cli, short_ds, "--print-plan", "--relaxivity", "Gadovist=4.5")
+    assert "ses-D1 Gadovist (agent Gadovist; pre: ses-D0)" in res.out
+
+
+def test_baseline_session_that_does_not_exist(run_cli, short_ds):
+    line = err(run_cli, short_ds, "--baseline-session", "D5", expect=66)
+    assert "--baseline-session D5" in line and "D0, D1" in line
+
+
+def test_baseline_session_without_pre_contrast_t1w(run_cli, short_ds):
+    line = err(run_cli, short_ds, "--baseline-session", "D1", expect=66)
+    assert "--baseline-session D1" in line and "no pre-contrast T1w" in line
+
+
+def test_session_labels_that_match_nothing(run_cli, short_ds):
+    line = err(run_cli, short_ds, "--session-label", "D99", expect=66)
+    assert "--session-label D99" in line
+
+
+def test_participants_tsv_missing_or_non_numeric_is_a_warning(run_cli, short_ds):
+    (short_ds / "participants.tsv").write_text(
+        "participant_id\tdose_mg_per_kg\tweight_kg\tprimary_tumor\nsub-01\tfifty\tn/a\tNSCLC\n")
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "dose_mg_per_kg 'fifty' of sub-01 is not a number; ignored" in res.out
+    assert "weight_kg is n/a for sub-01" in res.out
+    assert "covariates: dose_mg_per_kg=n/a, weight_kg=n/a, primary_tumor=NSCLC" in res.out
+    (short_ds / "participants.tsv").unlink()
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "participants.tsv is missing" in res.out
+
+
+# --- BIDS_DIR, OUTPUT_DIR, work dir ---------------------------------------------------------
+
+def test_bids_dir_that_is_not_a_dataset(run_cli, tmp_path):
+    (tmp_path / "notbids" / "sub-01").mkdir(parents=True)
+    line = err(run_cli, tmp_path / "notbids", expect=66)
+    assert "is not a BIDS dataset (no dataset_description.json)" in line
+
+
+def test_bids_dir_that_does_not_exist(run_cli, tmp_path):
+    res = run_cli(tmp_path / "nothing", tmp_path / "out", "participant")
+    assert res.code == 66 and "does not exist" in res.first_err_line
+
+
+def test_dataset_description_not_json(run_cli, short_ds):
+    (short_ds / "dataset_description.json").write_text("{'Name': broken")
+    line = err(run_cli, short_ds, expect=65)
+    assert "dataset_description.json is not valid JSON" in line
+    assert "--skip-bids-validation" in line
+
+
+def test_dataset_description_without_bids_version(run_cli, short_ds):
+    tb.write_json(short_ds / "dataset_description.json", {"Name": "x"})
+    assert "lacks BIDSVersion" in err(run_cli, short_ds, expect=65)
+    run_checked(run_cli, short_ds, "--print-plan", "--skip-bids-validation")
+
+
+@pytest.mark.parametrize("where", ["", "sub-01", "sub-01/ses-D0", "derivatives"])
+def test_output_dir_equal_to_or_inside_the_input(run_cli, short_ds, where):
+    out = short_ds / where if where else short_ds
+    line = err(run_cli, short_ds, out=out, expect=64)
+    assert line.startswith(f"bids-agquant: error: OUTPUT_DIR {out} ")
+    assert "derivatives/<name>" in line
+
+
+def test_output_dir_containing_the_input(run_cli, short_ds):
+    line = err(run_cli, short_ds, out=short_ds.parent, expect=64)
+    assert "contains BIDS_DIR" in line
+
+
+def test_output_under_bids_derivatives_is_allowed(run_cli, short_ds):
+    res = run_checked(run_cli, short_ds, "--print-plan", out=short_ds / "derivatives" / "agquant")
+    assert "sub-01: baseline ses-D0" in res.out
+
+
+def test_work_dir_inside_the_input(run_cli, short_ds):
+    line = err(run_cli, short_ds, "-w", short_ds / "work", expect=64)
+    assert "--work-dir" in line and "inside BIDS_DIR" in line
+
+
+def test_output_dir_not_writable(run_cli, short_ds, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    res = run_checked(run_cli, short_ds, out=blocker / "out", expect=73)
+    assert res.first_err_line.startswith(f"bids-agquant: error: OUTPUT_DIR {blocker / 'out'} "
+                                         "cannot be created or written")
+    assert "writable location" in res.first_err_line
+
+
+def test_work_dir_not_writable(run_cli, short_ds, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    res = run_checked(run_cli, short_ds, "-w", blocker / "work", expect=73)
+    assert "--work-dir" in res.first_err_line and "cannot be created" in res.first_err_line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="/proc is unwritable for everyone; check as root")
+def test_output_dir_not_writable_even_for_root(run_cli, short_ds):
+    res = run_checked(run_cli, short_ds, out=Path("/proc/bids_agquant_out"), expect=73)
+    assert "cannot be created or written" in res.first_err_line
+
+
+def test_use_plugin_file_missing(run_cli, short_ds, tmp_path):
+    line = err(run_cli, short_ds, "--use-plugin", tmp_path / "none.yml", expect=66)
+    assert "--use-plugin" in line and "no such file" in line
+
+
+def test_errors_show_a_traceback_only_with_verbose(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.json", FlipAngle=None)
+    res = run_cli(short_ds, short_ds.parent / "out", "participant", "--print-plan", "-v")
+    assert res.code == 65
+    assert res.first_err_line.startswith("bids-agquant: error: sub-01/ses-D0/anat/")
+    assert "Traceback" in res.err
+
+
+def test_print_plan_creates_nothing(run_cli, short_ds):
+    out = short_ds.parent / "never_created"
+    res = run_checked(run_cli, short_ds, "--print-plan", out=out)
+    assert not out.exists()
+    assert "ses-D1 AGuIX (agent AGuIX; pre: ses-D0)" in res.out
+
+
+def test_read_only_input_copy(run_cli, short_ds, tmp_path):
+    """The input may be read-only (a mounted archive): planning works and changes nothing."""
+    ro = tmp_path / "ro"
+    shutil.copytree(short_ds, ro)
+    for p in sorted(ro.rglob("*"), reverse=True) + [ro]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        res = run_checked(run_cli, ro, "--print-plan")
+        assert "sub-01: baseline ses-D0" in res.out
+    finally:
+        for p in [ro] + sorted(ro.rglob("*")):
+            p.chmod(0o755 if p.is_dir() else 0o644)
