@@ -7,6 +7,7 @@ match case-insensitively, ignoring spaces, dashes and underscores, and through s
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,7 +75,14 @@ def get_relaxivity(agent: str, field_strength_t: float | None = 3.0,
     entry = _table().get(canon, {}) if canon else {}
     for label, value in (overrides or {}).items():
         if _normalise(label) == _normalise(agent) or (canon and canonical_agent(label) == canon):
-            return Relaxivity(canon or str(agent), None, float(value),
+            try:
+                r1 = float(value)
+            except (TypeError, ValueError):
+                r1 = float("nan")
+            if not (math.isfinite(r1) and r1 > 0):
+                raise ValueError(f"relaxivity override {label}={value!r} is not a positive number: "
+                                 f"pass --relaxivity {label}=<r1 in 1/(mM s)>")
+            return Relaxivity(canon or str(agent), None, r1,
                               float(entry.get("gd_per_particle", 1)),
                               float(entry.get("molar_mass_g_per_mol", float("nan"))), "user override")
     if not canon:
