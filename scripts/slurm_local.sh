@@ -4,6 +4,7 @@
 # no systemd, no cgroups. Everything lives in one state directory; daemons are stopped by PID.
 #
 #   eval "$(scripts/slurm_local.sh start)"   # prints: export SLURM_CONF=...; export LOGNAME=...
+#   eval "$(sudo scripts/slurm_local.sh start)"   # as a normal user (jobs then run as that user)
 #   scripts/slurm_local.sh status            # uses $SLURM_CONF (or pass the state dir)
 #   scripts/slurm_local.sh stop              # kills slurmd, slurmctld, munged by their PID files
 #
@@ -116,7 +117,8 @@ CONF
         || die "node not idle after 60 s: $(sinfo 2>&1 | tail -1); logs in $D/log"
     log "cluster up: $(sinfo -h -o '%P %a %D %t %N' 2>&1)  (state dir $D)"
     echo "export SLURM_CONF=$D/slurm.conf"
-    echo "export LOGNAME=${LOGNAME:-$(id -un)}"
+    # evaluated by the caller's shell (start may run under sudo): nipype's SLURM plugin needs it
+    echo 'export LOGNAME=${LOGNAME:-$(id -un)}'
 }
 
 stop() {

@@ -289,7 +289,7 @@ def _node_done(node) -> bool:
 
 def slurm_jobs_with_comment(token: str) -> list[str]:
     """IDs of this user's queued or running jobs whose comment is ``token``."""
-    out = subprocess.run(["squeue", "-h", "-u", ensure_logname(), "-o", "%i|%k"],
+    out = subprocess.run(["squeue", "-h", "-u", str(os.getuid()), "-o", "%i|%k"],
                          capture_output=True, text=True, check=True).stdout
     return [line.split("|", 1)[0] for line in out.splitlines()
             if line.split("|", 1)[-1].strip() == token]
