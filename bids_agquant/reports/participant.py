@@ -1,0 +1,579 @@
+"""Per-participant report ``OUTPUT_DIR/sub-<p>.html``: one self-contained page a radiologist can
+check at a glance.
+
+Sections: the plan that was run; registration checks (contours of the reference T1w over every
+session's T1w resampled into the reference space); T1, signal-enhancement (SE) and concentration
+maps over the reference anatomy with lesion outlines, on axial slices through the largest
+lesions; the lesion table; warnings; software versions.
+
+Everything is read from the participant's derivatives in OUTPUT_DIR (so the report can be
+rebuilt at any time), found by their BIDS entities (see :func:`find_maps`); missing pieces give a
+note in the report, never an error. Call it at the end of a participant run::
+
+    from bids_agquant.reports.participant import build_participant_report
+    build_participant_report(config.output_dir, plan.participant, plan=plan,
+                             bids_dir=config.bids_dir, warnings=run_warnings)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from bids_agquant.reports import html as H  # noqa: E402
+from bids_agquant.reports._io import software_versions, write_text_atomic  # noqa: E402
+from bids_agquant.reports.figures import STYLE  # noqa: E402
+
+__all__ = ["build_participant_report", "find_maps", "MapFile"]
+
+LOG = logging.getLogger("bids_agquant.reports")
+
+_ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
+
+
+@dataclass(frozen=True)
+class MapFile:
+    """One NIfTI output of the participant with its entities and what it holds (``kind``)."""
+    path: Path
+    kind: str                 # T1w, T1map, R1map, M0map, deltaR1, SE, conc, lesions, controls
+    session: str | None
+    agent: str | None         # ce- label, None for pre-contrast
+    space: str | None
+    entities: dict
+
+
+def _entities(name: str) -> tuple[dict, str]:
+    stem = re.sub(r"\.nii(\.gz)?$", "", name)
+    parts = stem.split("_")
+    ents = {}
+    for p in parts[:-1]:
+        m = _ENTITY.match(p)
+        if m:
+            ents[m.group(1)] = m.group(2)
+    return ents, parts[-1]
+
+
+def _kind(ents: dict, suffix: str) -> str | None:
+    """What a derivative holds, from its suffix and desc/label entities (case-insensitive)."""
+    s = suffix.lower()
+    tags = " ".join(str(ents.get(k, "")).lower() for k in ("desc", "label"))
+    words = f"{s} {tags}"
+    if s in ("dseg", "mask", "probseg"):
+        if "control" in words:
+            return "controls"
+        if "lesion" in words or "metasta" in words:
+            return "lesions"
+        if "brain" in words:
+            return "brainmask"
+        return None
+    if s == "t1w":
+        return "T1w"
+    if re.search(r"delta.?r1|\bdr1", words):
+        return "deltaR1"
+    if s == "t1map":
+        return "T1map"
+    if s == "r1map":
+        return "R1map"
+    if s == "m0map":
+        return "M0map"
+    if re.search(r"conc|concentration|\bgd\b", words):
+        return "conc"
+    if re.search(r"enhanc|\bse\b|semap|sigenh|percent", words):
+        return "SE"
+    return None
+
+
+def find_maps(output_dir: Path | str, participant: str) -> list[MapFile]:
+    """Every NIfTI of ``sub-<participant>`` in OUTPUT_DIR that the report knows how to show."""
+    root = Path(output_dir) / f"sub-{participant}"
+    out = []
+    for f in sorted(root.rglob("*.nii*")):
+        if not f.name.endswith((".nii", ".nii.gz")) or "/log/" in f.as_posix():
+            continue
+        ents, suffix = _entities(f.name)
+        kind = _kind(ents, suffix)
+        if kind is None:
+            continue
+        out.append(MapFile(f, kind, ents.get("ses"), ents.get("ce"), ents.get("space"), ents))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Image helpers (display only: nothing here changes a number)
+# ------------------------------------------------------------------------------------------
+def _load(path: Path) -> nib.Nifti1Image:
+    img = nib.load(str(path))
+    return nib.as_closest_canonical(img)
+
+
+def _on_grid(img: nib.Nifti1Image, ref: nib.Nifti1Image, order: int = 1) -> np.ndarray:
+    """Data of ``img`` on the grid of ``ref`` (resampled for display when the grids differ)."""
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    if data.ndim > 3:
+        data = data[..., 0]
+    if data.shape == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3):
+        return data
+    from nibabel.processing import resample_from_to
+    res = resample_from_to(nib.Nifti1Image(data, img.affine), (ref.shape[:3], ref.affine),
+                           order=order, mode="constant", cval=np.nan if order else 0)
+    return np.asarray(res.dataobj, dtype=np.float32)
+
+
+def _robust_range(a: np.ndarray, lo=1.0, hi=99.5) -> tuple[float, float]:
+    v = a[np.isfinite(a)]
+    v = v[v != 0] if (v != 0).any() else v
+    if v.size == 0:
+        return 0.0, 1.0
+    a0, a1 = np.percentile(v, [lo, hi])
+    return float(a0), float(a1 if a1 > a0 else a0 + 1.0)
+
+
+def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[int]:
+    """Axial slices through the largest lesions (or evenly through the head without lesions)."""
+    if lesions is not None and (lesions > 0).any():
+        labels = [int(v) for v in np.unique(lesions) if v > 0]
+        sizes = ndimage.sum(lesions > 0, lesions, labels)
+        chosen = []
+        for lab in [labels[i] for i in np.argsort(sizes)[::-1]]:
+            zs = np.nonzero((lesions == lab).any(axis=(0, 1)))[0]
+            area = [(lesions[:, :, z] == lab).sum() for z in zs]
+            z = int(zs[int(np.argmax(area))])
+            if all(abs(z - c) > 2 for c in chosen):
+                chosen.append(z)
+            if len(chosen) == n:
+                break
+        return sorted(chosen)
+    nz = ref_shape[2]
+    return [int(nz * f) for f in (0.35, 0.5, 0.65)][:n]
+
+
+def _slice(a: np.ndarray, z: int) -> np.ndarray:
+    return a[:, :, z].T                          # RAS: rows = A->P flipped by origin="lower"
+
+
+def _aspect(img: nib.Nifti1Image) -> float:
+    zooms = img.header.get_zooms()[:3]
+    return float(zooms[1] / zooms[0])
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, facecolor=fig.get_facecolor())
+    return buf.getvalue()
+
+
+def _outline(ax, lesions2d: np.ndarray | None, controls2d: np.ndarray | None = None):
+    if lesions2d is not None and (lesions2d > 0).any():
+        ax.contour(lesions2d > 0, levels=[0.5], colors=["#00e5ff"], linewidths=0.9,
+                   origin="lower")
+    if controls2d is not None and (controls2d > 0).any():
+        ax.contour(controls2d > 0, levels=[0.5], colors=["#a3e635"], linewidths=0.8,
+                   linestyles="dashed", origin="lower")
+
+
+def _blank(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.grid(False)
+
+
+def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]) -> bytes:
+    """Each session's T1w (grey) with contours of the reference T1w (yellow), 3 orientations."""
+    smooth = ndimage.gaussian_filter(np.nan_to_num(ref_data), 1.0)
+    lo, hi = _robust_range(smooth, 30, 99)
+    levels = [lo + 0.35 * (hi - lo), lo + 0.7 * (hi - lo)]
+    cx, cy, cz = (s // 2 for s in ref_data.shape[:3])
+    zooms = ref_img.header.get_zooms()[:3]
+    views = [("axial", lambda a: a[:, :, cz].T, zooms[1] / zooms[0]),
+             ("coronal", lambda a: a[:, cy, :].T, zooms[2] / zooms[0]),
+             ("sagittal", lambda a: a[cx, :, :].T, zooms[2] / zooms[1])]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(9.6, 3.0 * len(moving) + 0.2), facecolor="#0b0f17",
+                     layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(moving), 3))
+        for row, (label, data) in enumerate(moving):
+            vmin, vmax = _robust_range(data)
+            for col, (vname, cut, asp) in enumerate(views):
+                ax = axes[row, col]
+                ax.set_facecolor("black")
+                ax.imshow(cut(np.nan_to_num(data)), cmap="gray", vmin=vmin, vmax=vmax,
+                          origin="lower", aspect=asp, interpolation="bilinear")
+                ax.contour(cut(smooth), levels=levels, colors=["#ffd400", "#ff7a00"],
+                           linewidths=0.7, origin="lower")
+                _blank(ax)
+                if col == 0:
+                    ax.set_ylabel(label, color="white", fontsize=10)
+                if row == 0:
+                    ax.set_title(vname, color="white", fontsize=10, fontweight="normal")
+    return _png(fig)
+
+
+def _maps_figure(rows: list[tuple[str, list[tuple[str, np.ndarray | None, dict]]]],
+                 anat: np.ndarray, lesions: np.ndarray | None, controls: np.ndarray | None,
+                 slices: list[int], aspect: float) -> bytes:
+    """Rows = states; columns = maps (overlaid on the anatomy) x slices."""
+    ncol = sum(1 for _ in rows[0][1]) * len(slices)
+    avmin, avmax = _robust_range(anat)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(2.2 * ncol + 0.6, 2.45 * len(rows) + 0.5), facecolor="white",
+                     layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(rows), ncol))
+        for r, (state, maps) in enumerate(rows):
+            c = 0
+            for title, data, style in maps:
+                im = None
+                for z in slices:
+                    ax = axes[r, c]
+                    c += 1
+                    if style.get("hide"):
+                        ax.axis("off")
+                        continue
+                    ax.set_facecolor("black")
+                    ax.imshow(_slice(np.nan_to_num(anat), z), cmap="gray", vmin=avmin,
+                              vmax=avmax, origin="lower", aspect=aspect)
+                    if data is not None:
+                        d = _slice(data, z).astype(float)
+                        if style.get("mask_small") is not None:      # overlay: show uptake only
+                            d = np.where(d >= style["mask_small"], d, np.nan)
+                        if style.get("mask_nonpositive"):                 # T1: background black
+                            d = np.where(d > 0, d, np.nan)
+                        im = ax.imshow(d, cmap=style["cmap"], vmin=style["vmin"],
+                                       vmax=style["vmax"], origin="lower", aspect=aspect,
+                                       alpha=style.get("alpha", 0.85), interpolation="nearest")
+                    else:
+                        ax.text(0.5, 0.5, "not available", color="white", ha="center",
+                                va="center", transform=ax.transAxes, fontsize=8)
+                    _outline(ax, None if lesions is None else _slice(lesions, z),
+                             None if controls is None else _slice(controls, z))
+                    _blank(ax)
+                    if r == 0:
+                        ax.set_title(f"{title}\nz = {z}", fontsize=9, fontweight="normal")
+                    if c == 1:
+                        ax.set_ylabel(state, fontsize=9)
+                if im is not None:
+                    cb = fig.colorbar(im, ax=axes[r, c - len(slices):c], shrink=0.8,
+                                      aspect=15, pad=0.01)
+                    cb.set_label(style["unit"], fontsize=8)
+                    cb.ax.tick_params(labelsize=7)
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# Pieces of the page
+# ------------------------------------------------------------------------------------------
+def _plan_html(plan, bids_dir: Path | None) -> str:
+    if plan is None:
+        return '<p class="note">The plan object was not passed to the report builder; the ' \
+               "states below are those found in the outputs.</p>"
+
+    def rel(p):
+        if p is None:
+            return "-"
+        p = Path(p)
+        try:
+            return str(p.relative_to(bids_dir)) if bids_dir else p.name
+        except ValueError:
+            return p.name
+    head = (f'<dl class="plan"><dt>baseline session</dt><dd>ses-{H.esc(plan.baseline_session)}'
+            f'</dd><dt>reference space</dt><dd><code>{H.esc(rel(plan.reference_t1w))}</code></dd>')
+    lm = getattr(plan, "lesion_mask", None)
+    head += (f"<dt>lesion mask</dt><dd><code>{H.esc(rel(lm.path))}</code> ({H.esc(lm.kind)}, "
+             f"drawn on ses-{H.esc(lm.session)})</dd>" if lm else
+             "<dt>lesion mask</dt><dd>none</dd>")
+    cov = getattr(plan, "covariates", {}) or {}
+    if cov:
+        head += "<dt>covariates</dt><dd>" + ", ".join(
+            f"{H.esc(k)} = {H.esc(H.fmt(v))}" for k, v in cov.items()) + "</dd>"
+    head += "</dl>"
+    rows = []
+    for st in plan.states:
+        v = st.vfa
+        rows.append({
+            "session": f"ses-{st.session}",
+            "state": st.agent_label or "pre-contrast" if st.is_post else "pre-contrast",
+            "agent": st.agent or "-",
+            "pre-contrast reference": f"ses-{st.pre_session or plan.baseline_session}"
+            if st.is_post else "-",
+            "T1w": rel(st.t1w),
+            "VFA flip angles (deg)": ", ".join(f"{a:g}" for a in v.flip_angles_deg) if v else "-",
+            "TR (ms)": f"{v.tr_s * 1000:g}" if v else "-",
+            "B1 map": rel(v.b1map) if v and v.b1map else "none",
+        })
+    cols = ["session", "state", "agent", "pre-contrast reference", "T1w",
+            "VFA flip angles (deg)", "TR (ms)", "B1 map"]
+    return head + H.table_html(cols, rows)
+
+
+def _read_lesion_table(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _lesion_table_html(path: Path) -> str:
+    if not path.is_file():
+        return f'<p class="empty">No lesion table ({H.esc(path.name)}) yet.</p>'
+    cols, rows = _read_lesion_table(path)
+    show = [c for c in ("session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
+                        "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent",
+                        "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
+                        "conc_mean_mM", "conc_mean_mg_per_L", "n_voxels") if c in cols]
+    typed = []
+    for r in rows:
+        t = {}
+        for c in show:
+            v = r.get(c, "n/a")
+            try:
+                t[c] = float(v) if c not in ("session_id", "contrast_agent", "lesion_id",
+                                             "measurable") and v != "n/a" else v
+            except ValueError:
+                t[c] = v
+        typed.append(t)
+    heads = {"session_id": "session", "contrast_agent": "agent", "lesion_id": "lesion",
+             "longest_diameter_mm": "diameter (mm)", "volume_mm3": "volume (mm\u00b3)",
+             "se_mean_percent": "SE (%)", "se_sd_percent": "SE SD (%)",
+             "t1_pre_mean_s": "T1 pre (s)", "t1_post_mean_s": "T1 post (s)",
+             "delta_r1_mean_per_s": "\u0394R1 (1/s)", "conc_mean_mM": "conc (mM)",
+             "conc_mean_mg_per_L": "conc (mg/L)", "n_voxels": "voxels"}
+
+    def hl(r):
+        if str(r.get("lesion_id", "")).startswith("control"):
+            return "muted"
+        return None
+    return (H.table_html(show, typed, heads, highlight=hl)
+            + '<p class="note">Measurable = longest axial diameter \u2265 10 mm (RECIST 1.1); '
+              "grey rows are healthy-tissue control regions, which should show no SE and no "
+              f"concentration. File: <code>{H.esc(path.name)}</code>.</p>")
+
+
+def _versions(output_dir: Path) -> dict:
+    v = software_versions()
+    desc = Path(output_dir) / "dataset_description.json"
+    try:
+        gen = json.loads(desc.read_text()).get("GeneratedBy", [])
+        for g in gen if isinstance(gen, list) else [gen]:
+            if g.get("Container"):
+                c = g["Container"]
+                v["container"] = c.get("URI") or c.get("Tag") or c.get("Type", "")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return v
+
+
+def _log_warnings(output_dir: Path, participant: str) -> list[str]:
+    """WARNING lines of the participant's log files, when there are any."""
+    out = []
+    root = Path(output_dir) / f"sub-{participant}"
+    for log in sorted(root.rglob("*.log")):
+        try:
+            for line in log.read_text(errors="replace").splitlines():
+                if "WARNING" in line:
+                    msg = line.split("WARNING", 1)[1].lstrip(" :-|]")
+                    if msg and msg not in out:
+                        out.append(msg)
+        except OSError:
+            continue
+    return out
+
+
+_STYLES = {
+    "SE": dict(cmap="inferno", vmin=0.0, vmax=None, unit="SE (%)", mask_small=None, alpha=0.85),
+    "conc": dict(cmap="viridis", vmin=0.0, vmax=None, unit="Gd (mM)", mask_small=None,
+                 alpha=0.85),
+    "T1map": dict(cmap="magma_r", vmin=0.0, vmax=None, unit="T1 (s)", alpha=1.0,
+                  mask_nonpositive=True),
+}
+
+
+def _state_label(session: str | None, agent: str | None) -> str:
+    return f"ses-{session} {agent or 'pre'}"
+
+
+def _natural_key(label: str):
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
+            for t in re.findall(r"\d+|\D+", label or "")]
+
+
+def _data3d(img: nib.Nifti1Image) -> np.ndarray:
+    d = np.asanyarray(img.dataobj, dtype=np.float32)
+    return d[..., 0] if d.ndim > 3 else d
+
+
+def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan) -> str:
+    """Mosaic of T1 / SE / concentration per post-contrast state (+ the baseline T1 pre)."""
+    order = {}
+    if plan is not None:
+        for i, st in enumerate(plan.states):
+            order.setdefault(st.session, i)
+    states = sorted({(m.session, m.agent) for m in maps if m.kind in ("SE", "conc", "T1map")},
+                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
+                                   k[1] or ""))
+    if not states:
+        return '<p class="empty">No T1, SE or concentration map was found.</p>'
+    loaded, se_hi, conc_hi = {}, [], []
+    inside_mask = lesions > 0 if lesions is not None and (lesions > 0).any() else None
+    for key in states:
+        for kind in ("T1map", "SE", "conc"):
+            m = next((m for m in maps if (m.session, m.agent) == key and m.kind == kind), None)
+            if m is None:
+                continue
+            d = _on_grid(_load(m.path), ref_img)
+            loaded[(key, kind)] = d
+            v = d[inside_mask] if inside_mask is not None else d
+            v = v[np.isfinite(v)]
+            if v.size and kind == "SE":
+                se_hi.append(float(np.percentile(v, 98)))
+            if v.size and kind == "conc":
+                conc_hi.append(float(np.percentile(v, 98)))
+    se_max = max(se_hi + [10.0])
+    conc_max = max(conc_hi + [1e-3])
+    se_style = dict(_STYLES["SE"], vmax=se_max, mask_small=max(2.0, 0.05 * se_max))
+    conc_style = dict(_STYLES["conc"], vmax=conc_max, mask_small=0.05 * conc_max)
+    t1_style = dict(_STYLES["T1map"], vmax=2.5)
+    hidden = {"hide": True}
+    rows = []
+    post = [k for k in states if k[1]]
+    pre = [k for k in states if not k[1]]
+    if plan is not None:
+        pre = [k for k in pre if k[0] == plan.baseline_session] or pre
+    for key in post:
+        rows.append((_state_label(*key), [("T1 (s)", loaded.get((key, "T1map")), t1_style),
+                                          ("SE (%)", loaded.get((key, "SE")), se_style),
+                                          ("Gd (mM)", loaded.get((key, "conc")), conc_style)]))
+    for key in pre[:1]:
+        rows.append((_state_label(*key), [("T1 (s)", loaded.get((key, "T1map")), t1_style),
+                                          ("SE (%)", None, hidden), ("Gd (mM)", None, hidden)]))
+    png = _maps_figure(rows, anat, lesions, controls, slices, _aspect(ref_img))
+    return H.image_html(
+        png, "image/png",
+        "Rows are contrast states; columns are T1, signal enhancement and Gd concentration on "
+        "axial slices through the largest lesions, over the reference T1w. Cyan: lesion "
+        "outlines; dashed green: healthy-tissue control regions. SE and concentrations below "
+        "5 % of their colour range (SE below 2 % at least) are transparent.",
+        css_class="figure mosaic")
+
+
+def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
+                             bids_dir: Path | str | None = None,
+                             warnings: Sequence[str] = (), n_slices: int = 3) -> Path:
+    """Write ``OUTPUT_DIR/sub-<participant>.html`` from the participant's derivatives.
+
+    ``participant`` is the label with or without ``sub-``. ``plan`` (a
+    :class:`~bids_agquant.bids.plan.ParticipantPlan`) adds the plan section; ``warnings`` are
+    shown with the plan's warnings and the WARNING lines of the participant's log files.
+    Returns the path of the report.
+    """
+    output_dir = Path(output_dir)
+    participant = participant[4:] if participant.startswith("sub-") else participant
+    bids_dir = Path(bids_dir) if bids_dir else None
+    maps = find_maps(output_dir, participant)
+    all_warnings = list(dict.fromkeys([*(getattr(plan, "warnings", ()) or ()), *warnings,
+                                       *_log_warnings(output_dir, participant)]))
+    notes = []
+
+    # reference anatomy: the plan's reference T1w, else a T1w in the reference space
+    ref_img = None
+    t1ws = [m for m in maps if m.kind == "T1w"]
+    ref_path = None
+    if plan is not None and getattr(plan, "reference_t1w", None) and Path(
+            plan.reference_t1w).is_file():
+        ref_path = Path(plan.reference_t1w)
+    elif t1ws:
+        pre = [m for m in t1ws if m.agent is None]
+        ref_path = (pre or t1ws)[0].path
+    if ref_path is not None:
+        ref_img = _load(ref_path)
+    elif maps:
+        ref_img = _load(maps[0].path)
+        notes.append("no T1w found: the first map is used as the display grid")
+    sections = []
+
+    # lesions on the reference grid
+    lesions = controls = None
+    if ref_img is not None:
+        les = [m for m in maps if m.kind == "lesions"]
+        ctl = [m for m in maps if m.kind == "controls"]
+        if les:
+            lesions = np.rint(_on_grid(_load(les[0].path), ref_img, order=0)).astype(int)
+        if ctl:
+            controls = np.rint(_on_grid(_load(ctl[0].path), ref_img, order=0)).astype(int)
+
+    sessions = sorted({m.session for m in maps if m.session})
+    lesion_tsv = output_dir / f"sub-{participant}" / f"sub-{participant}_desc-lesions_stats.tsv"
+    n_meas = 0
+    if lesion_tsv.is_file():
+        _, lrows = _read_lesion_table(lesion_tsv)
+        n_meas = len({r["lesion_id"] for r in lrows if str(r.get("measurable")).lower()
+                      in ("true", "1", "yes") and not r["lesion_id"].startswith("control")})
+    cards = [("sessions", str(len(sessions)), ", ".join(f"ses-{s}" for s in sessions) or "-"),
+             ("measurable lesions", str(n_meas), "longest diameter \u2265 10 mm"),
+             ("maps found", str(len(maps)), "NIfTI outputs of this participant"),
+             ("warnings", str(len(all_warnings)), "see below" if all_warnings else "none")]
+    sections.append(("summary", "Summary", H.section(
+        "summary", "Summary", H.cards_html(cards) + H.warnings_html(all_warnings))))
+    sections.append(("plan", "Plan", H.section(
+        "plan", "Plan that was run", _plan_html(plan, bids_dir),
+        "Which images were used for each session and contrast state.")))
+
+    # registration
+    if ref_img is not None and t1ws:
+        moving = []
+        for m in sorted(t1ws, key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
+            if m.path == ref_path:
+                continue
+            moving.append((_state_label(m.session, m.agent), _on_grid(_load(m.path), ref_img)))
+        if moving:
+            png = _registration_figure(ref_img, _data3d(ref_img), moving)
+            body = H.image_html(png, "image/png",
+                                "Each row is one session's T1w resampled into the reference "
+                                "space; yellow and orange lines are intensity contours of the "
+                                "reference T1w. They should follow the same edges in every row.",
+                                css_class="figure mosaic")
+        else:
+            body = '<p class="empty">Only the reference T1w was found.</p>'
+    else:
+        body = '<p class="empty">No T1w in the reference space was found in the outputs.</p>'
+    sections.append(("registration", "Registration", H.section(
+        "registration", "Registration checks", body,
+        "Every session is brought rigidly into the baseline pre-contrast T1w before any "
+        "voxelwise difference is taken.")))
+
+    # maps
+    if ref_img is not None:
+        anat = _data3d(ref_img)
+        slices = _choose_slices(anat.shape, lesions, n_slices)
+        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan)
+    else:
+        body = '<p class="empty">No maps were found in the outputs.</p>'
+    sections.append(("maps", "Maps", H.section(
+        "maps", "Quantitative maps", body, "All maps are in the reference space.")))
+
+    sections.append(("lesions", "Lesions", H.section(
+        "lesions", "Lesion table", _lesion_table_html(lesion_tsv))))
+    files = [m.path.relative_to(output_dir).as_posix() for m in maps]
+    body = (H.versions_html(_versions(output_dir))
+            + f"<details><summary>Outputs shown ({len(files)} files)</summary><p>"
+            + "<br>".join(f"<code>{H.esc(f)}</code>" for f in files) + "</p></details>"
+            + "".join(f'<p class="note">{H.esc(n)}</p>' for n in notes))
+    sections.append(("software", "Software", H.section("software", "Software", body)))
+
+    text = H.page(f"sub-{participant}", "Participant report &middot; AGuIX quantification",
+                  sections)
+    return write_text_atomic(output_dir / f"sub-{participant}.html", text)

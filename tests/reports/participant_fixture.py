@@ -1,0 +1,116 @@
+"""Small participant derivatives for the report tests (a synthetic head, two lesions, controls).
+
+Until the participant pipeline writes real outputs, these files stand in for them with the
+names of interface.md: maps in ``space-T1w`` per session and contrast state, lesion and control
+label images, the lesion table. Values are analytic (SE 100 % and 0.04 mM in lesion 1, ...), so
+a test can check what the report says.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+SHAPE = (40, 48, 36)
+VOXEL_MM = (2.0, 2.0, 2.5)
+LESIONS = {1: ((14, 28, 18), 4.0), 2: ((27, 20, 12), 2.5)}      # label: (centre voxel, radius)
+CONTROLS = {1: (24, 34, 22), 2: (12, 16, 14), 3: (30, 30, 24)}
+SE_IN_LESION = {1: 100.0, 2: 60.0}                               # % at the AGuIX state
+CONC_IN_LESION_MM = {1: 0.04, 2: 0.02}
+
+
+def _affine() -> np.ndarray:
+    aff = np.diag([*VOXEL_MM, 1.0])
+    aff[:3, 3] = -np.array(SHAPE) * np.array(VOXEL_MM) / 2
+    return aff
+
+
+def _ball(centre, radius) -> np.ndarray:
+    z = np.indices(SHAPE).astype(float)
+    d2 = sum(((z[i] - centre[i]) * VOXEL_MM[i] / VOXEL_MM[0]) ** 2 for i in range(3))
+    return d2 <= radius ** 2
+
+
+def _save(data, path: Path, dtype=np.float32):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=dtype), _affine()), str(path))
+    return path
+
+
+def make_participant_outputs(out: Path, participant: str = "01") -> dict:
+    """Write the derivatives of one participant under ``out``; returns a few facts."""
+    rng = np.random.default_rng(1)
+    idx = np.indices(SHAPE).astype(float)
+    c = (np.array(SHAPE) - 1) / 2
+    r = np.sqrt(sum(((idx[i] - c[i]) / (0.45 * SHAPE[i])) ** 2 for i in range(3)))
+    head = r < 1.0
+    brain = r < 0.85
+    wm = r < 0.55
+    t1w = np.where(head, 300.0, 0.0) + np.where(brain, 400.0, 0.0) + np.where(wm, 300.0, 0.0)
+    t1w += 40.0 * np.sin(idx[0] / 2.0) * np.cos(idx[1] / 3.0) * brain      # texture
+    t1map_pre = np.where(wm, 0.9, np.where(brain, 1.4, np.where(head, 0.4, 0.0)))
+    lesions = np.zeros(SHAPE, np.int16)
+    for lab, (centre, radius) in LESIONS.items():
+        lesions[_ball(centre, radius)] = lab
+    controls = np.zeros(SHAPE, np.int16)
+    for lab, centre in CONTROLS.items():
+        controls[_ball(centre, 2.0) & (lesions == 0)] = lab
+    se = np.zeros(SHAPE)
+    conc = np.zeros(SHAPE)
+    for lab in LESIONS:
+        se[lesions == lab] = SE_IN_LESION[lab]
+        conc[lesions == lab] = CONC_IN_LESION_MM[lab]
+    se += rng.normal(0, 1.0, SHAPE) * brain
+    conc += rng.normal(0, 0.001, SHAPE) * brain
+    p = f"sub-{participant}"
+    root = out / p
+    written = {}
+
+    def anat(ses):
+        return root / f"ses-{ses}" / "anat"
+
+    written["reference"] = _save(t1w, anat("D0") / f"{p}_ses-D0_space-T1w_desc-preproc_T1w.nii.gz")
+    for ses, agent, fac in (("D0", "Dotarem", 1.8), ("D1", "AGuIX", 1.0 + SE_IN_LESION[1] / 100),
+                            ("D8", "AGuIX", 1.2)):
+        post = t1w * np.where(lesions > 0, fac, 1.0)
+        shifted = np.roll(post, 1, axis=0) if ses == "D8" else post   # 2 mm misregistration
+        _save(shifted, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-preproc_T1w.nii.gz")
+        _save(1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head,
+              anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_T1map.nii.gz")
+        _save(se * (fac - 1.0) / (SE_IN_LESION[1] / 100),
+              anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-enhancement_SEmap.nii.gz")
+        _save(conc, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-gd_conc.nii.gz")
+        _save(8.9 * conc, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-deltaR1_R1map.nii.gz")
+    _save(t1map_pre, anat("D0") / f"{p}_ses-D0_space-T1w_T1map.nii.gz")
+    _save(lesions, root / "anat" / f"{p}_space-T1w_desc-lesions_dseg.nii.gz", np.int16)
+    _save(controls, root / "anat" / f"{p}_space-T1w_desc-controls_dseg.nii.gz", np.int16)
+    cols = ["participant_id", "session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
+            "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent", "t1_pre_mean_s",
+            "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM", "conc_sd_mM",
+            "conc_mean_mg_per_L", "n_voxels"]
+    lines = ["\t".join(cols)]
+    for lab, (_, radius) in LESIONS.items():
+        d = 2 * radius * VOXEL_MM[0]
+        lines.append("\t".join(map(str, [p, "ses-D1", "AGuIX", lab, d, str(d >= 10).lower(),
+                                         int((lesions == lab).sum() * np.prod(VOXEL_MM)),
+                                         SE_IN_LESION[lab], 1.0, 1.4, 1.0, 0.35,
+                                         CONC_IN_LESION_MM[lab], 0.001,
+                                         CONC_IN_LESION_MM[lab] * 1000,
+                                         int((lesions == lab).sum())])))
+    for k in CONTROLS:
+        lines.append("\t".join(map(str, [p, "ses-D1", "AGuIX", f"control-{k}", 8.0, "false",
+                                         200, 0.3, 1.0, 1.2, 1.2, 0.0, 0.0001, 0.001, 0.1,
+                                         20])))
+    (root / f"{p}_desc-lesions_stats.tsv").write_text("\n".join(lines) + "\n")
+    (out / "dataset_description.json").write_text(json.dumps({
+        "Name": "bids_agquant outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "bids_agquant", "Version": "0.1.0"}]}))
+    log = root / "log"
+    log.mkdir(exist_ok=True)
+    (log / f"{p}_participant.log").write_text(
+        "2024-01-01 10:00:00 INFO started\n"
+        "2024-01-01 10:00:01 WARNING ses-D8: no pre-contrast T1w, baseline used\n")
+    written["lesions"] = lesions
+    return written
