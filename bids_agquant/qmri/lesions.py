@@ -43,9 +43,10 @@ box-like lesions and give a one-voxel lesion a diameter of 0; corners (the voxel
 screen) overestimate every rounded lesion by ~1.6 voxels.  Face centres, the IBSI mesh-vertex
 definition, keep every shape within about one voxel: spheres +0.3 to +1.0 mm at 1 mm (axial +0.2
 to +0.9 mm at 0.9 x 0.9 x 3 mm and on oblique grids; 3-D up to +2.9 mm at 3 mm slices, where the
-face half-way to the next slice is 1.5 mm away).  Intermediate offsets (a quarter voxel) were
-closer on spheres but the union of smaller octahedra is no longer connected, which makes axial
-sections noisy and breaks the surface-voxel shortcut below.
+face half-way to the next slice is 1.5 mm away); boxes exact along an axis, short by at most 0.71
+voxel on an axial diagonal and 1.16 voxels on a cube's 3-D diagonal (the corners are cut).
+Offsets of a quarter voxel were closer on spheres, but the smaller octahedra no longer touch, which
+makes axial sections noisy and voids the surface-voxel shortcut above.
 
 Connectivity: a binary mask is split into lesions with 26-connectivity by default (voxels touching
 by a face, an edge or a corner belong to one lesion), so that a lesion drawn on thick slices whose
@@ -234,8 +235,10 @@ class _AxialSections:
         self.hz = float(np.abs(self.offsets[:, 2]).max())
 
     def breakpoints(self):
-        levels = (self.cz[:, None] + self.offsets[None, :, 2]).ravel()
-        return np.unique(np.round(levels, 6))
+        levels = np.unique((self.cz[:, None] + self.offsets[None, :, 2]).ravel())
+        if len(levels) > 1:   # merge levels closer than a hundredth of the on-plane tolerance
+            levels = levels[np.concatenate([[True], np.diff(levels) > self._EPS / 100])]
+        return levels
 
     def points(self, level):
         eps = self._EPS

@@ -1,5 +1,5 @@
-"""Concentration: delta R1, mM, mg/L, %ID/g, the SE bound, and the OSIPI SPGR signal-to-concentration
-reference curves."""
+"""Concentration: delta R1, mM, mg/L, %ID/g, the SE bound, and the OSIPI SPGR
+signal-to-concentration reference curves."""
 from __future__ import annotations
 
 import csv
