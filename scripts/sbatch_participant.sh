@@ -64,13 +64,13 @@ cmd+=(--participant-label "$label" -w "${work_in:-/work}" --nprocs "$NPROCS"
 
 echo "[$(date -Is)] sub-$label on $(hostname -s), job ${SLURM_ARRAY_JOB_ID:-?}_$SLURM_ARRAY_TASK_ID:" \
      "${cmd[*]}"
-start=$SECONDS
+start=$(date +%s.%N)
 "${cmd[@]}"
 rc=$?
-seconds=$((SECONDS - start))
+seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 
 # one status file per participant (no shared file to lock): exit code, job, time, host
-printf 'participant_id\texit_code\tjob_id\tseconds\thost\tfinished\n%s\t%d\t%s\t%d\t%s\t%s\n' \
+printf 'participant_id\texit_code\tjob_id\tseconds\thost\tfinished\n%s\t%d\t%s\t%s\t%s\t%s\n' \
     "sub-$label" "$rc" "${SLURM_ARRAY_JOB_ID:-}_${SLURM_ARRAY_TASK_ID}" "$seconds" \
     "$(hostname -s)" "$(date -Is)" > "$STATUS_DIR/sub-$label.tsv"
 if [ "$rc" -eq 0 ] && [ "${KEEP_WORK:-0}" != 1 ]; then
