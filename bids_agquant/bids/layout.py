@@ -548,17 +548,22 @@ def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
             continue
         for kind, pattern in MASK_PATTERNS.items():
             for f in sorted((d / sub).rglob(f"{sub}_*{pattern}*")):
-                if "_space-" in f.name or not f.name.endswith((".nii", ".nii.gz")):
+                if not f.name.endswith((".nii", ".nii.gz")):
                     continue
                 m = re.search(r"_ses-([A-Za-z0-9]+)_", f.name)
-                found.append(LesionMask(path=f, kind=kind, session=m.group(1) if m else baseline))
+                space = re.search(r"_space-([A-Za-z0-9]+)_", f.name)
+                found.append((space.group(1) if space else None,
+                              LesionMask(path=f, kind=kind, session=m.group(1) if m else baseline)))
     if not found:
         where = (str(config.lesion_masks_dir) if config.lesion_masks_dir
                  else f"{_rel(root / 'derivatives', root)}/*")
         warn(f"no lesion mask in {where} (*_label-metastasis_mask or *_desc-metastases_dseg); "
              f"maps only, no lesion table")
         return None
-    found.sort(key=lambda m: (m.session != baseline, m.kind != "dseg", str(m.path)))
+    # native masks (no space- entity, or space-orig) first, then the baseline's, then dseg
+    found.sort(key=lambda sm: (sm[0] not in (None, "orig"), sm[1].session != baseline,
+                               sm[1].kind != "dseg", str(sm[1].path)))
+    found = [m for _, m in found]
     if len(found) > 1:
         warn(f"several lesion masks; using {_rel(found[0].path, root)}, ignoring "
              f"{', '.join(f.path.name for f in found[1:])}")

@@ -210,7 +210,8 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for bad headers
-        raise BadDataError(f"{show}: cannot read the NIfTI header ({_why(exc)})",
+        why = ("not a NIfTI file" if type(exc).__name__ == "ImageFileError" else _why(exc))
+        raise BadDataError(f"{show}: cannot read the NIfTI header ({why})",
                            fix="re-export or re-convert the file") from exc
     shape = tuple(int(s) for s in img.shape)
     if len(shape) != 3:

@@ -32,7 +32,8 @@ from bids_agquant.cli.errors import (EX_FAILURE, EX_OK, AgquantError, BadDataErr
                                      MissingInputError, NodeFailedError, OutputError, UsageError)
 from bids_agquant.config import Config
 
-__all__ = ["main", "build_config", "check_paths", "NodeProgress"]
+__all__ = ["main", "build_config", "check_paths", "prepare_outputs", "configure_nipype",
+           "execute_workflow", "NodeProgress"]
 
 PROG = "bids-agquant"
 LOGGER = logging.getLogger("bids_agquant")
@@ -362,18 +363,27 @@ def _run_one(plan, config: Config) -> None:
         raise AgquantError("the participant workflow (bids_agquant.workflows.participant) is not "
                            f"available in this installation ({exc})",
                            fix="reinstall bids_agquant") from exc
+    wf = init_participant_wf(plan, config)
+    execute_workflow(wf, config, f"sub-{plan.participant}")
+
+
+def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
+    """Run a nipype workflow with the configured plugin, one progress line per finished node.
+
+    The plugin comes from ``cli.plugin.load_plugin_settings(config.plugin_file, nprocs, work_dir)``;
+    crash files go to ``config.crashdump_dir``. A failure raises NodeFailedError naming the first
+    failed node, the last line of its error and its crash file.
+    """
     from bids_agquant.cli import plugin as plugin_mod
 
     name, plugin_args = plugin_mod.load_plugin_settings(config.plugin_file, config.nprocs,
                                                        config.work_dir)
-    wf = init_participant_wf(plan, config)
     if wf.base_dir is None:
         wf.base_dir = str(config.work_dir)
     progress = NodeProgress(LOGGER, _count_nodes(wf), prefix=wf.name)
-    if not name.endswith("Graph"):
+    if not name.endswith("Graph"):          # graph plugins submit everything at once
         plugin_args = {**plugin_args, "status_callback": progress}
-    LOGGER.info("sub-%s: running %s with %s (work dir %s)", plan.participant, wf.name, name,
-                config.work_dir)
+    LOGGER.info("%s: running %s with %s (work dir %s)", label, wf.name, name, config.work_dir)
     t0 = time.time()
     try:
         plugin_mod.run_workflow(wf, name, plugin_args, config.work_dir, config.crashdump_dir)
@@ -382,11 +392,11 @@ def _run_one(plan, config: Config) -> None:
         node = progress.failed[0] if progress.failed else "a pipeline node"
         reason = reason or " ".join(str(exc).split())[-200:]
         where = f"; crash file {crash}" if crash else f"; crash files in {config.crashdump_dir}"
-        raise NodeFailedError(f"sub-{plan.participant}: {node} failed: {reason}{where}",
+        raise NodeFailedError(f"{label}: {node} failed: {reason}{where}",
                               fix="rerun with -v for details; after a fix, the same command "
                                   "(same -w) resumes") from exc
-    LOGGER.info("sub-%s: finished in %.0f s (%d nodes)", plan.participant, time.time() - t0,
-                progress.done)
+    LOGGER.info("%s: finished in %.0f s (%d nodes)", label, time.time() - t0, progress.done)
+    return progress
 
 
 # ---------------------------------------------------------------------------------------------
