@@ -155,8 +155,10 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                  "(trial D1) and at a later AGuIX session (D8).")
             + H.table_html(["participant_id", "peak_session", "later_session", "n_lesions",
                             "se_peak_mean_percent", "se_later_mean_percent",
-                            "persistence_percent", "n_quantified", "slope_percent_per_mg_per_L",
-                            "conc_upper_mg_per_L"], t["persistence_by_participant"].rows, _HEAD)
+                            "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
+                            "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"],
+                           t["persistence_by_participant"].rows,
+                           _HEAD | {"conc_later_mean_mg_per_L": "quantified conc (mg/L)"})
             + '<p class="note">Not quantified = concentration n/a or not above 3 \u00d7 the RMS '
               "of the control-region concentrations of that session; the bound is SE / slope of "
               "the participant's SE-versus-concentration regression (per lesion, also with the "

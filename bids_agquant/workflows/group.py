@@ -125,9 +125,9 @@ _COLUMNS: dict[str, tuple[str, str | None]] = {
                            "session and agent: 3 x RMS of the control-region means (or 3 standard "
                            "errors of the lesion mean without controls).", "mM"),
     "conc_quantified": ("Mean concentration is finite and above the limit of detection.", None),
-    "conc_upper_mg_per_L": ("Upper bound SE / slope with the participant's peak SE-versus-"
-                            "concentration slope, where the concentration is not quantified.",
-                            "mg/L"),
+    "conc_upper_mg_per_L": ("Upper bound max(SE, 0) / slope with the participant's peak "
+                            "SE-versus-concentration slope, where the concentration is not "
+                            "quantified (per participant: mean SE of those lesions).", "mg/L"),
     "conc_upper_conservative_mg_per_L": ("Upper bound SE / (lower 95 % limit of the slope), "
                                          "where that limit is positive.", "mg/L"),
     "dose_or_scope": ("Dose group (mg/kg) or 'all'.", None),
@@ -179,6 +179,8 @@ _COLUMNS: dict[str, tuple[str, str | None]] = {
     "se_later_mean_percent": ("Mean over lesions of the later SE.", "%"),
     "se_later_sd_percent": ("SD over lesions of the later SE.", "%"),
     "n_quantified": ("Lesions whose later concentration was quantified.", None),
+    "conc_later_mean_mg_per_L": ("Mean later concentration over the quantified lesions.",
+                                 "mg/L"),
     "slope_percent_per_mg_per_L": ("Peak SE-versus-concentration slope used for the bound.",
                                    "%/(mg/L)"),
     "n_controls": ("Control regions.", None),
@@ -653,12 +655,12 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         if (r["session_role"] == "persistence" and not r["is_control"]
                 and not r["conc_quantified"] and fit is not None
                 and _finite(r["se_mean_percent"])):
+            se_pos = max(r["se_mean_percent"], 0.0)      # no enhancement -> bound 0
             if _finite(fit.slope) and fit.slope > 0:
-                r["conc_upper_mg_per_L"] = float(
-                    se_upper_bound_concentration(r["se_mean_percent"], fit.slope))
+                r["conc_upper_mg_per_L"] = float(se_upper_bound_concentration(se_pos, fit.slope))
             if _finite(fit.slope_ci_low) and fit.slope_ci_low > 0:
                 r["conc_upper_conservative_mg_per_L"] = float(
-                    se_upper_bound_concentration(r["se_mean_percent"], fit.slope_ci_low))
+                    se_upper_bound_concentration(se_pos, fit.slope_ci_low))
 
     # -- %ID/g ----------------------------------------------------------------------------
     idg_rows = [dict(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
@@ -713,24 +715,30 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         lm, lsd = _mean_sd([r["se_later_percent"] for r in sel])
         fit = conc_fits.get(_strip(key[0], "sub-"))
         slope = fit.slope if fit is not None else _NAN
-        upper = (float(se_upper_bound_concentration(lm, slope))
-                 if _finite(slope) and slope > 0 and _finite(lm) else _NAN)
+        quantified = [r for r in sel if r["conc_quantified"]]
+        unquantified = [r for r in sel if not r["conc_quantified"]]
+        se_unq = (max(float(np.mean([r["se_later_percent"] for r in unquantified])), 0.0)
+                  if unquantified else _NAN)
+        upper = (float(se_upper_bound_concentration(se_unq, slope))
+                 if _finite(slope) and slope > 0 and _finite(se_unq) else _NAN)
+        conc_q = (float(np.mean([r["conc_later_mg_per_L"] for r in quantified]))
+                  if quantified else _NAN)
         pp_rows.append(dict(participant_id=key[0], peak_session=sel[0]["peak_session"],
                             later_session=key[1], n_lesions=len(sel), se_peak_mean_percent=pm,
                             se_peak_sd_percent=psd, se_later_mean_percent=lm,
                             se_later_sd_percent=lsd,
                             persistence_percent=float(cohort.persistence_percent(lm, pm)),
-                            n_quantified=sum(bool(r["conc_quantified"]) for r in sel),
+                            n_quantified=len(quantified), conc_later_mean_mg_per_L=conc_q,
                             slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper))
     tables["persistence_by_participant"] = Table(
         "persistence_by_participant", "Persistence per participant",
-        "Mean lesion SE at the peak and later AGuIX sessions; the upper bound of the later "
-        "concentration is the mean later SE over the participant's SE-versus-concentration slope "
-        "(paper: about 10 uM at D8).",
+        "Mean lesion SE at the peak and later AGuIX sessions; the mean later concentration of "
+        "the lesions where it is quantified and, for the others, the upper bound mean later SE "
+        "over the participant's SE-versus-concentration slope (paper: about 10 uM at D8).",
         ["participant_id", "peak_session", "later_session", "n_lesions", "se_peak_mean_percent",
          "se_peak_sd_percent", "se_later_mean_percent", "se_later_sd_percent",
-         "persistence_percent", "n_quantified", "slope_percent_per_mg_per_L",
-         "conc_upper_mg_per_L"], pp_rows)
+         "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
+         "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"], pp_rows)
 
     # -- healthy controls -------------------------------------------------------------------
     ctl_rows = []

@@ -103,6 +103,13 @@ def test_concentration_slopes_upper_bound_and_uptake(paper_group):
                 _num(r["se_later_percent"]) / SE_CONC_SLOPES[p], rel=1e-5)
         else:
             assert math.isnan(_num(r["conc_upper_mg_per_L"]))
+    per_p = {r["participant_id"]: r
+             for r in read_tsv(out / "group" / "persistence_by_participant.tsv")}
+    for p, slope in SE_CONC_SLOPES.items():      # paper: D8 bound = mean D8 SE / slope
+        row = per_p[f"sub-{p}"]
+        assert int(row["n_quantified"]) == 0
+        assert _num(row["conc_upper_mg_per_L"]) == pytest.approx(
+            PERSISTENCE_FRACTION * np.mean(lesion_se(int(p) - 1)) / slope, rel=1e-5)
     idg = [r for r in read_tsv(out / "group" / "percent_id_per_g.tsv")
            if r["session_role"] == "peak" and r["measurable"] == "true"]
     assert len(idg) == 9                                    # patients #13-#15, 3 lesions each
