@@ -3,9 +3,7 @@ signal-to-concentration reference curves."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,22 +16,13 @@ from bids_agquant.qmri.concentration import (concentration_mM, delta_r1, mg_per_
                                              spgr_signal_to_concentration, spgr_signal_to_r1)
 from bids_agquant.qmri.relaxivity import Relaxivity, get_relaxivity
 from bids_agquant.qmri.spgr import spgr_signal
-
-
-def _require_eval(*parts):
-    """tests/conftest.py::require_eval, loaded by path (``from conftest import`` may pick up
-    another directory's conftest.py when the whole suite is collected)."""
-    spec = importlib.util.spec_from_file_location(
-        "_bids_agquant_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require_eval(*parts)
+from evaldata import require_eval
 
 
 # --------------------------------------------------------------------------- OSIPI reference
 
 def _osipi_curves():
-    path = _require_eval("osipi_conc", "SI2Conc_data.csv")
+    path = require_eval("osipi_conc", "SI2Conc_data.csv")
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 5, f"{path}: expected 5 curves, found {len(rows)}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import eval_dir, require_eval
+from evaldata import eval_dir, require_eval
 from eval_loaders import OSIPI_T1_FILES, load_osipi_t1
 
 from bids_agquant.qmri.vfa import VFAModel

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from conftest import require_eval
+from evaldata import require_eval
 
 from bids_agquant.qmri.spgr import spgr_signal
 from bids_agquant.qmri.vfa import VFAFit, VFAModel
