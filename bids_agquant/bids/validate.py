@@ -41,9 +41,13 @@ MAX_TR_S = 1.0
 B1_PERCENT_MEDIAN = 10.0
 #: Plausible range of a B1+ factor map's median (after a percent conversion).
 B1_FACTOR_RANGE = (0.2, 5.0)
-#: Two grids (or a qform and an sform) agree when voxel corners move less than this fraction
-#: of the smallest voxel size.
-GRID_TOLERANCE_VOXELS = 0.1
+#: Two grids are the same when their corner voxel centres move less than this fraction of the
+#: smallest voxel size.
+GRID_TOLERANCE_VOXELS = 0.25
+#: qform and sform agree when corner voxel centres move less than this fraction of the smallest
+#: voxel: the float32 quaternion of a qform near a 180 degree rotation is off by ~0.1 mm over a
+#: head, which is harmless; a header edited on one side only is off by millimetres.
+QFORM_TOLERANCE_VOXELS = 0.5
 
 
 def _show(path: Path | str, root: Path | None = None) -> str:
@@ -235,7 +239,7 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
         sform, scode = header.get_sform(coded=True)
         if qcode and scode and qform is not None and sform is not None:
             mismatch = grid_mismatch_mm(shape, qform, sform)
-            if mismatch > GRID_TOLERANCE_VOXELS * min(zooms):
+            if mismatch > QFORM_TOLERANCE_VOXELS * min(zooms):
                 raise BadDataError(f"{show}: qform and sform disagree (voxels {mismatch:.1f} mm "
                                    f"apart), so tools would place the image differently",
                                    fix="rewrite the header with one orientation (e.g. set the qform "

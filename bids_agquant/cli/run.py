@@ -4,9 +4,10 @@ Order of work (nothing is computed before every input is checked):
 
 1. parse the command line (64 on a bad one) and build the frozen :class:`~bids_agquant.config.Config`;
 2. check the paths: BIDS_DIR is a dataset (66), OUTPUT_DIR / work dir are not the input nor inside
-   it except under ``BIDS_DIR/derivatives/`` (64), and can be created and written (73);
+   it except under ``BIDS_DIR/derivatives/`` (64);
 3. participant level: index the dataset, build and validate every participant's plan (65/66),
-   print it (``-v`` / ``--print-plan``), then per participant build
+   print it (``-v`` / ``--print-plan``, which stops here), create OUTPUT_DIR, its logs/ and the
+   work dir (73 when impossible), then per participant build
    ``workflows.participant.init_participant_wf(plan, config)`` and run it with the configured
    nipype plugin, printing one line per finished node; a failing node exits 1 naming the node and
    its crash file;
@@ -460,7 +461,7 @@ def run_group_level(config: Config) -> int:
     if not config.output_dir.is_dir():
         raise MissingInputError(f"OUTPUT_DIR {config.output_dir} does not exist",
                                 fix="run the participant level first")
-    _ensure_writable_dir(config.output_dir / "group", "OUTPUT_DIR")
+    _ensure_writable_dir(config.output_dir, "OUTPUT_DIR")
     _ensure_writable_dir(config.log_dir, "OUTPUT_DIR")
     with _log_file(config, "group") as (log_path, _):
         LOGGER.info("bids-agquant %s: group level, log file %s", _version(), log_path)

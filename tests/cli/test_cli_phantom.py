@@ -73,3 +73,14 @@ def test_identifying_fields_reach_neither_console_nor_plan(phantom, run_cli):
     assert res.code == 0, res.err
     for value in IDENTIFYING:
         assert value not in res.out + res.err
+
+
+def test_group_level_without_participant_outputs(phantom, run_cli, tmp_path):
+    ds, _ = phantom
+    res = run_cli(ds, tmp_path / "missing", "group")
+    assert res.code == 66 and "run the participant level first" in res.first_err_line
+    (tmp_path / "empty").mkdir()
+    res = run_cli(ds, tmp_path / "empty", "group")
+    assert res.code == 66 and "participant level" in res.first_err_line
+    assert "Traceback" not in res.err
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["logs"]
