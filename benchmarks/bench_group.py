@@ -186,16 +186,24 @@ def main(argv=None) -> int:
     ap.add_argument("--truth-only", action="store_true",
                     help="skip the pipeline: group level on the truth tables only")
     ap.add_argument("--no-write", action="store_true", help="do not write results/group.md")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse ROOT/bids and ROOT/truth from an earlier run (skip the phantom)")
     args = ap.parse_args(argv)
     root = args.root
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
     bids, truth, out, work = root / "bids", root / "truth", root / "out", root / "work"
     truth_out = root / "truth_out"
     timings = {}
-    timings["simulate 15 participants"] = simulate(bids, truth, args.preset, args.seed)
-    print(f"simulated in {timings['simulate 15 participants']:.1f} s")
+    reuse = args.reuse and (truth / "lesions.tsv").is_file() and (bids / "participants.tsv"
+                                                                   ).is_file()
+    if reuse:
+        for d in (out, work, truth_out):
+            shutil.rmtree(d, ignore_errors=True)
+    else:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        timings["simulate 15 participants"] = simulate(bids, truth, args.preset, args.seed)
+        print(f"simulated in {timings['simulate 15 participants']:.1f} s")
 
     truth_lesion_tables(truth, truth_out)
     t0 = time.perf_counter()

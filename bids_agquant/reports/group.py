@@ -73,8 +73,11 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
          f"{tt.test}, {tt.n_groups} groups" if tt else "needs primary_tumor"),
         ("size bins differ?", f"p = {_p(ts.p_value)}" if ts else "n/a",
          f"{ts.test}, 10-20 vs 20-50 mm" if ts else "needs dose"),
-        ("healthy controls", "all ok" if not flagged else f"{len(flagged)} flagged",
-         f"{len(t['controls'].rows)} participant-sessions checked"),
+        ("healthy controls",
+         "n/a" if not t["controls"].rows else ("all ok" if not flagged
+                                               else f"{len(flagged)} flagged"),
+         f"{len(t['controls'].rows)} participant-sessions checked" if t["controls"].rows
+         else "no control regions in the lesion tables"),
     ]
     sections = []
     sections.append(("overview", "Overview", H.section(

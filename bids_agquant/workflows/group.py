@@ -408,12 +408,12 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
 
     # -- covariates and session roles on every row --------------------------------------------
     roles: dict[str, dict] = {}
+    by_label = []
     for p in participants:
         mine = [r for r in rows if r["participant"] == p]
         order, source = order_sessions(p, (r["session"] for r in mine), bids_dir)
         if source != "sessions.tsv acq_time" and len(order) > 1:
-            _warn(warnings, f"{_sub(p)}: no acq_time for every session in sessions.tsv; sessions "
-                            f"ordered by label ({' < '.join(order)})")
+            by_label.append(f"{_sub(p)} ({' < '.join(order)})")
         by_agent: dict[str, list[str]] = {}
         for s in order:
             for agent in sorted({r["agent"] for r in mine if r["session"] == s and r["agent"]}):
@@ -435,6 +435,10 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
             else:
                 r["session_role"] = "other"
             r["size_bin"] = cohort.size_bin(r["longest_diameter_mm"])
+    if by_label:
+        _warn(warnings, f"no acq_time for every session in sub-<p>_sessions.tsv: sessions "
+                        f"ordered by label for {', '.join(by_label)}; check that this is the "
+                        f"order in time")
 
     dose_known = any(_finite(r["dose_mg_per_kg"]) for r in rows)
     weight_known = any(_finite(r["weight_kg"]) for r in rows)
