@@ -368,6 +368,15 @@ def _run_one(plan, config: Config) -> None:
     execute_workflow(wf, config, f"sub-{plan.participant}")
 
 
+def with_plugin(config: Config) -> Config:
+    """The config with ``plugin``/``plugin_args`` from ``--use-plugin`` (or MultiProc defaults)."""
+    import dataclasses
+    from bids_agquant.cli.plugin import load_plugin_settings
+
+    name, args = load_plugin_settings(config.plugin_file, config.nprocs, config.work_dir)
+    return dataclasses.replace(config, plugin=name, plugin_args=dict(args))
+
+
 def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
     """Run a nipype workflow with the configured plugin, one progress line per finished node.
 
@@ -377,8 +386,9 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
     """
     from bids_agquant.cli import plugin as plugin_mod
 
-    name, plugin_args = plugin_mod.load_plugin_settings(config.plugin_file, config.nprocs,
-                                                       config.work_dir)
+    if not config.plugin_args:
+        config = with_plugin(config)
+    name, plugin_args = config.plugin, dict(config.plugin_args)
     if wf.base_dir is None:
         wf.base_dir = str(config.work_dir)
     progress = NodeProgress(LOGGER, _count_nodes(wf), prefix=wf.name)
@@ -408,6 +418,7 @@ def run_participant_level(config: Config) -> int:
     from bids_agquant.bids.layout import build_plans, format_plan
 
     check_paths(config)
+    config = with_plugin(config)            # a bad --use-plugin file fails before any work
     LOGGER.info("bids-agquant %s: participant level, BIDS_DIR %s", _version(), config.bids_dir)
     plans = build_plans(config)
     if not config.print_plan:
@@ -506,6 +517,28 @@ def _peek_verbose(argv) -> int:
     return n
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler's time limit, ``docker stop``): stop and say how to resume."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_handler():
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Run the BIDS-App; returns the exit code (interface.md)."""
     os.environ["NIPYPE_NO_ET"] = "1"              # no network version check, no telemetry
@@ -519,7 +552,7 @@ def main(argv=None) -> int:
     except AgquantError as exc:
         return _report(exc, exc.exit_code, verbose)
     import warnings
-    with _console_logging(args.verbose), warnings.catch_warnings():
+    with _console_logging(args.verbose), warnings.catch_warnings(), _sigterm_handler():
         _quiet_third_party(args.verbose)
         try:
             config = build_config(args)
@@ -532,6 +565,9 @@ def main(argv=None) -> int:
         except KeyboardInterrupt as exc:
             return _report(exc, 130, args.verbose, "interrupted; rerun the same command (same -w) "
                                                     "to resume")
+        except _Terminated as exc:
+            return _report(exc, 143, args.verbose, "terminated (SIGTERM); rerun the same command "
+                                                    "(same -w) to resume")
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             code = _exit_code_of(exc)
             if code is not None:
