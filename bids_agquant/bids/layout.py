@@ -117,6 +117,8 @@ def select_participants(layout, requested: Sequence[str], bids_dir: Path) -> lis
         if not available:
             raise MissingInputError(f"{bids_dir}: no sub-<label> folders with T1w/VFA images",
                                     fix="point BIDS_DIR at the dataset root")
+        for p in sorted(set(on_disk) - set(available)):
+            LOGGER.warning("sub-%s has no T1w or VFA image (anat/*_T1w, anat/*_VFA); skipped", p)
         return available
     missing = [p for p in requested if p not in on_disk]
     if missing:

@@ -282,3 +282,14 @@ def test_plans_are_frozen_contracts(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.baseline_session = "x"
     assert [s.key for s in plan.states] == ["D0_pre", "D0_AGuIX"]
+
+
+def test_participant_without_usable_images_is_skipped_with_a_warning(tmp_path, caplog):
+    ds = tb.make_dataset(tmp_path / "bids", participants=("01",), sessions={"D0": (True, [], "")})
+    flair = tb.write_nifti(ds / "sub-03/ses-D0/anat/sub-03_ses-D0_FLAIR.nii.gz",
+                           tb.textured(tb.T1W_SHAPE))
+    assert flair.exists()
+    assert list(plans_of(ds)) == ["01"]
+    assert "sub-03 has no T1w or VFA image" in caplog.text
+    with pytest.raises(MissingInputError, match="sub-03: no T1w or VFA image in any session"):
+        plans_of(ds, participant_labels=("03",))
