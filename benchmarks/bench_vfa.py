@@ -190,9 +190,8 @@ def main(argv=None):
     ssr_ours = ssr(signal[sub], fit_b1.m0[sub], fit_b1.t1[sub], b1[sub])
     ssr_lsdef = ssr(signal[sub], ls_default_m0, ls_default, b1[sub])
     both = np.isfinite(ssr_ls) & np.isfinite(ssr_ours)
-    frac_ours = float(np.mean(ssr_ours[both] <= ssr_ls[both] * (1 + 1e-12)))
-    frac_lsdef = float(np.mean(ssr_lsdef[both] <= ssr_ls[both] * (1 + 1e-12)))
-    worst_ssr = float(np.max(ssr_ours[both] / ssr_ls[both] - 1))
+    ratio_ours = ssr_ours[both] / ssr_ls[both] - 1
+    ratio_lsdef = ssr_lsdef[both] / ssr_ls[both] - 1
 
     info = machine_info()
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -243,11 +242,13 @@ def main(argv=None):
         f"(extrapolated {rows[3]['per_1e6']:.0f} s per 1e6 voxels); largest T1 difference from "
         f"the tight least_squares optimum {rows[2]['vs_ls_max']:.1e} relative "
         f"(least_squares with default tolerances: {rows[3]['vs_ls_max']:.1e}). "
-        f"Sum of squared residuals: ours <= tight least_squares (within 1e-12) in "
-        f"{100 * frac_ours:.1f} % of the subsample voxels, at most {worst_ssr:.1e} relative above "
-        f"it; default-tolerance least_squares <= tight in {100 * frac_lsdef:.1f} %. The T1 "
-        f"differences at the 1e-8 level are therefore the flatness of the objective (both "
-        f"optimisers stop inside float64 noise), not a convergence gap.",
+        f"Sum of squared residuals (SSR) relative to the tight least_squares fit, over the "
+        f"subsample: ours {np.min(ratio_ours):+.1e} .. {np.max(ratio_ours):+.1e} (median "
+        f"{np.median(ratio_ours):+.1e}); default-tolerance least_squares "
+        f"{np.min(ratio_lsdef):+.1e} .. {np.max(ratio_lsdef):+.1e}. SSR differences of 1e-11 are "
+        f"float64 rounding when the residual is 1e-3 of the signal: there an optimiser driven by "
+        f"the SSR (least_squares) cannot resolve T1 below about 1e-7, which is the size of the "
+        f"T1 differences; both sit at the same minimum.",
         "",
         "For orientation (issue 2, measured on this machine class, one core, 1e6 x 4): per-voxel "
         "least squares about 770 s; NOVIFAST (no per-voxel B1) 1.23 s; a plain vectorised numpy "
