@@ -83,7 +83,7 @@ def _kind(ents: dict, suffix: str) -> str | None:
         return None
     if s == "t1w":
         return "T1w"
-    if re.search(r"delta.?r1|\bdr1", words):
+    if re.search(r"delta.?r1|\bdr1", words) or (s == "r1map" and "delta" in tags):
         return "deltaR1"
     if s == "t1map":
         return "T1map"
@@ -402,6 +402,91 @@ _STYLES = {
 }
 
 
+def _reference_t1w(output_dir: Path, participant: str, plan, bids_dir, maps) -> Path | None:
+    """The reference T1w: the plan's, else the sidecars' ``SpatialReference``, else a
+    pre-contrast T1w in the outputs."""
+    if plan is not None and getattr(plan, "reference_t1w", None) and Path(
+            plan.reference_t1w).is_file():
+        return Path(plan.reference_t1w)
+    if bids_dir is not None:
+        for m in maps:
+            side = Path(re.sub(r"\.nii(\.gz)?$", ".json", str(m.path)))
+            try:
+                ref = json.loads(side.read_text()).get("SpatialReference")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(ref, str) and ref:
+                rel = ref.split(":", 2)[-1] if ref.startswith("bids:") else ref
+                cand = Path(bids_dir) / rel.lstrip("/")
+                if cand.is_file():
+                    return cand
+    t1ws = [m for m in maps if m.kind == "T1w"]
+    pre = [m for m in t1ws if m.agent is None]
+    return (pre or t1ws)[0].path if t1ws else None
+
+
+def _raw_t1w_for(xfm: Path, participant: str, plan, bids_dir) -> Path | None:
+    """The native T1w a ``from-orig_to-T1w`` transform belongs to (plan, else BIDS_DIR)."""
+    ents, _ = _entities(xfm.name.replace(".mat", ".nii.gz").replace(".txt", ".nii.gz"))
+    ses, ce = ents.get("ses"), ents.get("ce")
+    if plan is not None:
+        for st in plan.states:
+            if st.t1w and st.session == ses and (st.agent_label or None) == ce:
+                return Path(st.t1w)
+    if bids_dir is None:
+        return None
+    keep = {k: v for k, v in ents.items() if k in ("sub", "ses", "acq", "ce", "rec", "run")}
+    name = "_".join(f"{k}-{v}" for k, v in keep.items()) + "_T1w.nii"
+    folder = Path(bids_dir) / f"sub-{participant}" / (f"ses-{ses}" if ses else "") / "anat"
+    for ext in (".gz", ""):
+        if (folder / (name + ext)).is_file():
+            return folder / (name + ext)
+    return None
+
+
+def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes):
+    """(label, image in the reference space) of every session T1w but the reference.
+
+    Registered T1w outputs are used as they are; otherwise the native T1w is resampled onto the
+    reference grid through the pipeline's ``from-orig_to-T1w`` transform (display only).
+    """
+    out = []
+    done = set()
+    for m in sorted((m for m in maps if m.kind == "T1w" and m.path != ref_path),
+                    key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
+        out.append((_state_label(m.session, m.agent), _load(m.path)))
+        done.add((m.session, m.agent))
+    xfms = sorted((Path(output_dir) / f"sub-{participant}").rglob("*_from-orig_to-T1w_*xfm.*"))
+    if not xfms:
+        return out
+    try:
+        from bids_agquant.interfaces import geometry as G
+    except ImportError as exc:                      # antspyx missing: say so, do not fail
+        notes.append(f"registration check skipped: {exc}")
+        return out
+    ref = nib.load(str(ref_path))
+    ref_shape = ref.shape[:3]
+    for xfm in sorted(xfms, key=lambda p: _natural_key(p.name)):
+        ents, _ = _entities(xfm.name.rsplit(".", 1)[0] + ".nii")
+        key = (ents.get("ses"), ents.get("ce"))
+        if key in done:
+            continue
+        raw = _raw_t1w_for(xfm, participant, plan, bids_dir)
+        if raw is None or Path(raw).resolve() == Path(ref_path).resolve():
+            continue
+        try:
+            data, affine, _ = G.load(raw)
+            moved = G.resample(data, affine, ref_shape, ref.affine, G.read_transform(xfm),
+                               order=1, fill=0.0)
+        except Exception as exc:  # noqa: BLE001 - a report must not fail on one image
+            notes.append(f"registration check of {xfm.name} skipped: {exc}")
+            continue
+        out.append((_state_label(*key), nib.as_closest_canonical(
+            nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))))
+        done.add(key)
+    return sorted(out, key=lambda x: _natural_key(x[0]))
+
+
 def _state_label(session: str | None, agent: str | None) -> str:
     return f"ses-{session} {agent or 'pre'}"
 
@@ -488,21 +573,14 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
                                        *_log_warnings(output_dir, participant)]))
     notes = []
 
-    # reference anatomy: the plan's reference T1w, else a T1w in the reference space
+    ref_path = _reference_t1w(output_dir, participant, plan, bids_dir, maps)
     ref_img = None
-    t1ws = [m for m in maps if m.kind == "T1w"]
-    ref_path = None
-    if plan is not None and getattr(plan, "reference_t1w", None) and Path(
-            plan.reference_t1w).is_file():
-        ref_path = Path(plan.reference_t1w)
-    elif t1ws:
-        pre = [m for m in t1ws if m.agent is None]
-        ref_path = (pre or t1ws)[0].path
     if ref_path is not None:
         ref_img = _load(ref_path)
     elif maps:
         ref_img = _load(maps[0].path)
-        notes.append("no T1w found: the first map is used as the display grid")
+        notes.append("reference T1w not found (pass plan= or bids_dir=): the first map is the "
+                     "display grid")
     sections = []
 
     # lesions on the reference grid
@@ -533,23 +611,20 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
         "Which images were used for each session and contrast state.")))
 
     # registration
-    if ref_img is not None and t1ws:
-        moving = []
-        for m in sorted(t1ws, key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
-            if m.path == ref_path:
-                continue
-            moving.append((_state_label(m.session, m.agent), _on_grid(_load(m.path), ref_img)))
-        if moving:
-            png = _registration_figure(ref_img, _data3d(ref_img), moving)
-            body = H.image_html(png, "image/png",
-                                "Each row is one session's T1w resampled into the reference "
-                                "space; yellow and orange lines are intensity contours of the "
-                                "reference T1w. They should follow the same edges in every row.",
-                                css_class="figure mosaic")
-        else:
-            body = '<p class="empty">Only the reference T1w was found.</p>'
+    moving = _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes) \
+        if ref_path is not None else []
+    if moving:
+        png = _registration_figure(ref_img, _data3d(ref_img),
+                                   [(label, _on_grid(img, ref_img)) for label, img in moving])
+        body = H.image_html(png, "image/png",
+                            "Each row is one session's T1w brought into the reference space "
+                            "with the transform the pipeline computed; yellow and orange lines "
+                            "are intensity contours of the reference T1w (baseline "
+                            "pre-contrast). They should follow the same edges in every row.",
+                            css_class="figure mosaic")
     else:
-        body = '<p class="empty">No T1w in the reference space was found in the outputs.</p>'
+        body = ('<p class="empty">No session T1w could be brought into the reference space '
+                '(no T1w in space-T1w and no transform with its source T1w).</p>')
     sections.append(("registration", "Registration", H.section(
         "registration", "Registration checks", body,
         "Every session is brought rigidly into the baseline pre-contrast T1w before any "

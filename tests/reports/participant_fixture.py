@@ -1,9 +1,12 @@
 """Small participant derivatives for the report tests (a synthetic head, two lesions, controls).
 
 Until the participant pipeline writes real outputs, these files stand in for them with the
-names of interface.md: maps in ``space-T1w`` per session and contrast state, lesion and control
-label images, the lesion table. Values are analytic (SE 100 % and 0.04 mM in lesion 1, ...), so
-a test can check what the report says.
+names of ``bids/derivatives.py``: maps in ``space-T1w`` per session and contrast state
+(``T1map``, ``SEmap``, ``Conc``, ``desc-delta_R1map``), ``from-orig_to-T1w`` transforms, lesion
+and control label images, the lesion table; the native T1w images live in a raw BIDS folder
+beside the outputs (``<out>_bids``), moved by known shifts that the transforms undo (except at
+D8, whose transform is deliberately wrong). Values are analytic (SE 100 % and 0.04 mM in
+lesion 1, ...), so a test can check what the report says.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ LESIONS = {1: ((14, 28, 18), 4.0), 2: ((27, 20, 12), 2.5)}      # label: (centre
 CONTROLS = {1: (24, 34, 22), 2: (12, 16, 14), 3: (30, 30, 24)}
 SE_IN_LESION = {1: 100.0, 2: 60.0}                               # % at the AGuIX state
 CONC_IN_LESION_MM = {1: 0.04, 2: 0.02}
+SHIFT_VOXELS = {"D1": 2, "D8": 3}        # motion of the native session images (voxels along x)
+WRONG_TRANSFORM = {"D8"}                 # the D8 transform is identity: a misregistration to see
 
 
 def _affine() -> np.ndarray:
@@ -71,18 +76,35 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
     def anat(ses):
         return root / f"ses-{ses}" / "anat"
 
-    written["reference"] = _save(t1w, anat("D0") / f"{p}_ses-D0_space-T1w_desc-preproc_T1w.nii.gz")
+    bids = out.parent / f"{out.name}_bids"
+    raw = bids / p
+
+    def raw_anat(ses):
+        return raw / f"ses-{ses}" / "anat"
+
+    ref_rel = f"{p}/ses-D0/anat/{p}_ses-D0_T1w.nii.gz"
+    written["reference"] = _save(t1w, bids / ref_rel)
+    sidecar = {"SpatialReference": f"bids:raw:{ref_rel}"}
+    from bids_agquant.interfaces import geometry as G
     for ses, agent, fac in (("D0", "Dotarem", 1.8), ("D1", "AGuIX", 1.0 + SE_IN_LESION[1] / 100),
                             ("D8", "AGuIX", 1.2)):
         post = t1w * np.where(lesions > 0, fac, 1.0)
-        shifted = np.roll(post, 1, axis=0) if ses == "D8" else post   # 2 mm misregistration
-        _save(shifted, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-preproc_T1w.nii.gz")
+        shift = SHIFT_VOXELS.get(ses, 0)
+        # the native image: the head moved by +shift voxels along x (= +2*shift mm, RAS)
+        _save(np.roll(post, shift, axis=0), raw_anat(ses) / f"{p}_ses-{ses}_ce-{agent}_T1w.nii.gz")
+        t_ras = np.eye(4)
+        t_ras[0, 3] = shift * VOXEL_MM[0] * (0 if ses in WRONG_TRANSFORM else 1)
+        anat(ses).mkdir(parents=True, exist_ok=True)
+        G.write_transform(G.ras_to_lps_matrix(t_ras),
+                          anat(ses) / f"{p}_ses-{ses}_ce-{agent}_from-orig_to-T1w_mode-image_xfm.mat")
+        stem = anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w"
         _save(1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head,
-              anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_T1map.nii.gz")
-        _save(se * (fac - 1.0) / (SE_IN_LESION[1] / 100),
-              anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-enhancement_SEmap.nii.gz")
-        _save(conc, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-gd_conc.nii.gz")
-        _save(8.9 * conc, anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w_desc-deltaR1_R1map.nii.gz")
+              Path(f"{stem}_T1map.nii.gz"))
+        Path(f"{stem}_T1map.json").write_text(json.dumps(sidecar))
+        _save(se * (fac - 1.0) / (SE_IN_LESION[1] / 100), Path(f"{stem}_SEmap.nii.gz"))
+        _save(conc, Path(f"{stem}_Conc.nii.gz"))
+        _save(8.9 * conc, Path(f"{stem}_desc-delta_R1map.nii.gz"))
+    written["bids"] = bids
     _save(t1map_pre, anat("D0") / f"{p}_ses-D0_space-T1w_T1map.nii.gz")
     _save(lesions, root / "anat" / f"{p}_space-T1w_desc-lesions_dseg.nii.gz", np.int16)
     _save(controls, root / "anat" / f"{p}_space-T1w_desc-controls_dseg.nii.gz", np.int16)

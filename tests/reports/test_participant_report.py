@@ -6,10 +6,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+import numpy as np
 from participant_fixture import CONTROLS, LESIONS, make_participant_outputs
 
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
-from bids_agquant.reports.participant import build_participant_report, find_maps
+from bids_agquant.reports.participant import (_session_t1ws, build_participant_report,
+                                               find_maps)
 
 
 class _Collect(HTMLParser):
@@ -30,37 +32,63 @@ class _Collect(HTMLParser):
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("derivatives")
-    make_participant_outputs(out, "01")
-    return out
+    written = make_participant_outputs(out, "01")
+    return out, written
 
 
-def _plan(out):
-    anat = out / "sub-01" / "ses-D0" / "anat"
+def _plan(bids):
+    raw = bids / "sub-01"
+    anat = raw / "ses-D0" / "anat"
     vfa = VFASet(files=(anat / "a.nii.gz", anat / "b.nii.gz"), flip_angles_deg=(3.0, 15.0),
                  tr_s=0.0052)
     return ParticipantPlan(
         participant="01", baseline_session="D0",
-        reference_t1w=anat / "sub-01_ses-D0_space-T1w_desc-preproc_T1w.nii.gz",
-        states=(ContrastState("D0", None, None, anat / "pre_T1w.nii.gz", vfa),
-                ContrastState("D1", "AGuIX", "AGuIX", anat / "post_T1w.nii.gz", vfa, "D0")),
+        reference_t1w=anat / "sub-01_ses-D0_T1w.nii.gz",
+        states=(ContrastState("D0", None, None, anat / "sub-01_ses-D0_T1w.nii.gz", vfa),
+                ContrastState("D1", "AGuIX", "AGuIX",
+                              raw / "ses-D1" / "anat" / "sub-01_ses-D1_ce-AGuIX_T1w.nii.gz", vfa,
+                              "D0")),
         lesion_mask=LesionMask(anat / "sub-01_ses-D0_desc-metastases_dseg.nii.gz", "dseg", "D0"),
         covariates={"dose_mg_per_kg": 100.0, "primary_tumor": "NSCLC"},
         warnings=("plan says hello",))
 
 
 def test_find_maps_classifies_by_entities(outputs):
-    kinds = {(m.kind, m.session, m.agent) for m in find_maps(outputs, "01")}
+    out, _ = outputs
+    kinds = {(m.kind, m.session, m.agent) for m in find_maps(out, "01")}
     for ses, agent in (("D0", "Dotarem"), ("D1", "AGuIX"), ("D8", "AGuIX")):
-        for kind in ("T1w", "T1map", "SE", "conc", "deltaR1"):
+        for kind in ("T1map", "SE", "conc", "deltaR1"):
             assert (kind, ses, agent) in kinds
-    assert ("T1map", "D0", None) in kinds and ("T1w", "D0", None) in kinds
+    assert ("T1map", "D0", None) in kinds
     assert ("lesions", None, None) in kinds and ("controls", None, None) in kinds
+    assert not any(k[0] == "R1map" for k in kinds)      # desc-delta_R1map is delta R1
+
+
+def test_registration_check_applies_the_pipeline_transforms(outputs):
+    """Native T1w + from-orig_to-T1w transform -> back on the reference (D1); a wrong (identity)
+    transform leaves the 3-voxel motion visible (D8)."""
+    out, written = outputs
+    import nibabel as nib
+    ref = np.asanyarray(nib.load(str(written["reference"])).dataobj)
+    lesion_free = written["lesions"] == 0
+    notes = []
+    moved = dict(_session_t1ws(out, "01", None, written["bids"], find_maps(out, "01"),
+                               written["reference"], notes))
+    assert not notes and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX", "ses-D8 AGuIX"}
+    inner = np.zeros_like(lesion_free)
+    inner[4:-4, 4:-4, 4:-4] = True
+    d1 = np.asanyarray(moved["ses-D1 AGuIX"].dataobj)
+    d8 = np.asanyarray(moved["ses-D8 AGuIX"].dataobj)
+    sel = lesion_free & inner
+    assert np.abs(d1[sel] - ref[sel]).max() < 1e-3 * ref.max()
+    assert np.abs(d8[sel] - ref[sel]).mean() > 0.05 * ref[sel].mean()
 
 
 def test_participant_report_sections_images_and_content(outputs):
-    path = build_participant_report(outputs, "sub-01", plan=_plan(outputs),
+    out, written = outputs
+    path = build_participant_report(out, "sub-01", plan=_plan(written["bids"]),
                                     warnings=["registration of ses-D8 moved 2 mm"])
-    assert path == outputs / "sub-01.html"
+    assert path == out / "sub-01.html"
     text = path.read_text()
     parser = _Collect()
     parser.feed(text)
@@ -86,5 +114,13 @@ def test_report_without_maps_still_builds(tmp_path):
     (tmp_path / "sub-02").mkdir()
     path = build_participant_report(tmp_path, "02")
     text = path.read_text()
-    assert "No lesion table" in text and "No T1w in the reference space" in text
+    assert "No lesion table" in text and "No session T1w could be brought" in text
     assert "No maps were found" in text
+
+
+def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
+    out, written = outputs
+    path = build_participant_report(out, "01", bids_dir=written["bids"])
+    text = path.read_text()
+    assert text.count("data:image/png;base64,") == 2
+    assert "reference T1w not found" not in text
