@@ -50,7 +50,8 @@ def simulate(n, snr, seed):
     m0 = rng.uniform(800.0, 1200.0, n)
     clean = spgr_signal(m0, t1, FLIP_ANGLES_DEG, TR_S, b1)
     sigma = float(np.median(clean.max(axis=-1))) / snr
-    noisy = np.hypot(clean + rng.normal(0.0, sigma, clean.shape), rng.normal(0.0, sigma, clean.shape))
+    noisy = np.hypot(clean + rng.normal(0.0, sigma, clean.shape),
+                     rng.normal(0.0, sigma, clean.shape))
     return noisy, t1, b1, m0, sigma
 
 
@@ -207,7 +208,8 @@ def main(argv=None):
         f"{args.snr:g} on the median brightest image). The T1 errors of the no-B1 fit include "
         f"the B1 bias (the data have B1 errors), by design.",
         "- One core: OMP/OPENBLAS/MKL_NUM_THREADS=1 set before importing numpy. Times are the "
-        f"best of {args.repeats} runs (wall clock; CPU time beside it) for the vectorised fits, one "
+        f"best of {args.repeats} runs (wall clock; CPU time beside it) for the vectorised fits, "
+        "one "
         "run for the least-squares loops; per-1e6 times of the loops are extrapolated from the "
         f"{nls}-voxel subsample.",
         "- Accuracy columns use the same subsample for every method: |T1/T1_true - 1| (median, "
@@ -237,7 +239,8 @@ def main(argv=None):
     speedup = rows[3]["per_1e6"] / rows[2]["per_1e6"]
     lines += [
         "",
-        f"Nonlinear with per-voxel B1: {rows[2]['wall']:.3f} s wall ({rows[2]['cpu']:.3f} s CPU) for {n:,} voxels "
+        f"Nonlinear with per-voxel B1: {rows[2]['wall']:.3f} s wall ({rows[2]['cpu']:.3f} s CPU) "
+        f"for {n:,} voxels "
         f"({rows[2]['vox_per_s']:.3g} voxels/s), {speedup:.0f}x the per-voxel least_squares loop "
         f"(extrapolated {rows[3]['per_1e6']:.0f} s per 1e6 voxels); largest T1 difference from "
         f"the tight least_squares optimum {rows[2]['vs_ls_max']:.1e} relative "

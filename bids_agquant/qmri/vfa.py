@@ -15,16 +15,16 @@ Methods
     ``M0 (1 - E1)``. Closed form, vectorised over voxels.
 ``"nonlinear"``
     Least squares of the signal itself over (M0, T1), vectorised over voxels with no per-voxel
-    loop. Variable projection: the SPGR signal factorises as
-    ``S_i = k * h_i(q)`` with ``q = 1 - E1``, ``k = M0 q`` and ``h_i = sin a'_i / (d_i + q cos a'_i)``,
+    loop. Variable projection: the SPGR signal factorises as ``S_i = k * h_i(q)`` with
+    ``q = 1 - E1``, ``k = M0 q``, ``h_i = sin a'_i / (d_i + q cos a'_i)`` and
     ``d_i = 1 - cos a'_i`` (this is the same equation as ``spgr_signal``, regrouped so that the
     linear amplitude can be profiled out). For fixed ``q`` the best ``k`` is ``(h.S)/(h.h)``, so
     the fit is a 1-D maximisation of ``psi(q) = log((h.S)^2 / (h.h))`` per voxel, solved by
-    safeguarded Newton steps with analytic first and second derivatives (step limits keep ``q``
-    in (0, 1): at most 7/8 of the way to either end; a step that lowers ``psi`` is halved), started from the DESPOT1 solution (or a
-    coarse grid where DESPOT1 fails). ``psi`` does not change with the signal scale except by a
-    constant, and every voxel is also divided by its largest signal, so the fit is invariant to
-    signal scale (1e1 to 1e7 and beyond).
+    safeguarded Newton steps with analytic first and second derivatives (a step goes at most
+    7/8 of the way to either end of (0, 1); a step that lowers ``psi`` is halved), started from
+    the DESPOT1 solution (or a coarse grid where DESPOT1 fails). ``psi`` changes with the signal
+    scale only by a constant, and every voxel is also divided by its largest signal, so the fit
+    is invariant to signal scale (1e1 to 1e7 and beyond).
 
 Failures are NaN (never a clipped number): ``E1 <= 0`` or ``E1 >= 1``, non-finite input, fewer
 than two usable flip angles (non-finite samples and actual angles outside (0, 180) degrees are
@@ -98,7 +98,7 @@ class VFAFit:
         return int(np.count_nonzero(self.mask & ~self.valid))
 
     def predict(self) -> np.ndarray:
-        """Fitted signal, spatial shape + (n_flip,), through :func:`spgr_signal` (NaN if invalid)."""
+        """Fitted signal (spatial shape + (n_flip,)) from :func:`spgr_signal`; NaN if invalid."""
         return spgr_signal(self.m0, self.t1, self.flip_angles_deg, self.tr_s, self.b1)
 
 

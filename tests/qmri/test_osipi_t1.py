@@ -92,7 +92,7 @@ def test_prostate_nonlinear_reference_reproduced():
 
 
 def test_prostate_b1_corrected_nonlinear_reference_reproduced_with_b1_column():
-    """``T1 nonlinear B1cor`` with FA_eff = (B1/100) FA: achieved 3.2e-6 relative, tested at 1e-5."""
+    """``T1 nonlinear B1cor`` with FA_eff = (B1/100) FA: achieved 3.2e-6 relative, tested 1e-5."""
     cases = _subset("t1_prostate_data.csv")
     ref = np.array([c.t1_refs_s["T1 nonlinear B1cor"] for c in cases])
     t1 = _fit_all(cases, "nonlinear", with_b1=True)
