@@ -182,14 +182,18 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
         "Three metastasis-free regions per participant should show no enhancement and no "
         "concentration.")))
 
-    role_rows = [{"participant": p, "session order": " < ".join(v["order"]),
+    def _who(p):
+        report = Path(group_dir).parent / f"{p}.html"
+        return (f'<a href="../{H.esc(p)}.html">{H.esc(p)}</a>' if report.is_file()
+                else H.esc(p))
+    role_rows = [{"participant": _who(p), "session order": " < ".join(v["order"]),
                   "ordered by": v["ordered_by"],
                   "sessions by agent": "; ".join(f"{a}: {', '.join(s)}" for a, s in
                                                  v["sessions_by_agent"].items())}
                  for p, v in analysis.summary.get("session_roles", {}).items()]
     measurable = [r for r in t["cohort_lesions"].rows if r["measurable"] and not r["is_control"]]
     body = (H.table_html(["participant", "session order", "ordered by", "sessions by agent"],
-                         role_rows)
+                         role_rows, raw=("participant",))
             + '<p class="note">The first AGuIX session is the peak, later AGuIX sessions are '
               "persistence, the first Dotarem session is the reference.</p>"
             + f"<details><summary>Measurable lesions ({len(measurable)} rows)</summary>"
@@ -200,7 +204,9 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                            _HEAD)
             + "</details>")
     sections.append(("sessions", "Sessions and lesions", H.section(
-        "sessions", "Sessions and lesions", body)))
+        "sessions", "Sessions and lesions", body,
+        "How each participant's sessions were ordered and which role each got; the participant "
+        "links open the participant reports (sub-&lt;label&gt;.html beside group/).")))
 
     files = sorted(p.name for p in Path(group_dir).iterdir() if p.suffix in (".tsv", ".json",
                                                                               ".svg", ".png"))

@@ -58,8 +58,10 @@ def image_html(data: bytes, mime: str, caption: str = "", alt: str = "",
 
 
 def table_html(columns: Sequence[str], rows: Iterable[dict], headers: dict | None = None,
-               css_class: str = "data", highlight=None, formats: dict | None = None) -> str:
-    """An HTML table; ``highlight(row) -> css class or None`` marks rows."""
+               css_class: str = "data", highlight=None, formats: dict | None = None,
+               raw: Sequence[str] = ()) -> str:
+    """An HTML table; ``highlight(row) -> css class or None`` marks rows; columns in ``raw``
+    hold ready-made (trusted, already escaped) HTML."""
     headers = headers or {}
     formats = formats or {}
     head = "".join(f"<th>{esc(headers.get(c, c))}</th>" for c in columns)
@@ -69,6 +71,9 @@ def table_html(columns: Sequence[str], rows: Iterable[dict], headers: dict | Non
         cells = []
         for c in columns:
             v = r.get(c)
+            if c in raw:
+                cells.append(f"<td>{v}</td>")
+                continue
             text = formats[c](v) if c in formats else fmt(v)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             cells.append(f'<td class="num">{esc(text)}</td>' if num else f"<td>{esc(text)}</td>")

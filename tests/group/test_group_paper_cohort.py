@@ -140,6 +140,7 @@ def test_control_flag_and_summary(paper_group):
 
 def test_writes_only_under_group(tmp_path):
     bids, out = write_paper_cohort(tmp_path, n_participants=6)
+    (out / "sub-01.html").write_text("<html></html>")           # a participant report
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     run_group(Config(bids_dir=bids, output_dir=out, analysis_level="group"))
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
@@ -148,6 +149,8 @@ def test_writes_only_under_group(tmp_path):
     assert new_or_changed
     assert all(p == out / "group" or (out / "group") in p.parents for p in new_or_changed)
     assert not any(p.name.endswith(".tmp") for p in after)
+    html = (out / "group" / "report.html").read_text()
+    assert 'href="../sub-01.html"' in html and 'href="../sub-02.html"' not in html
 
 
 def test_missing_covariates_skip_only_what_needs_them(tmp_path, caplog):
