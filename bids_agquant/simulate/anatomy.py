@@ -62,6 +62,21 @@ def _shifted(points: np.ndarray, centre) -> np.ndarray:
     return points - np.asarray(centre, dtype=np.float64)[:, None]
 
 
+def _ellipsoid_fraction(q: np.ndarray, centre, semi_axes, w: float) -> np.ndarray:
+    """Partial-volume fraction (ramp width ``w``) of an axis-aligned ellipsoid at points ``q``
+    (3, N); only points inside its bounding box (plus ``w``) are evaluated."""
+    c = np.asarray(centre, dtype=np.float64)
+    reach = np.asarray(semi_axes, dtype=np.float64) + w
+    box = np.abs(q[0] - c[0]) <= reach[0]
+    box &= np.abs(q[1] - c[1]) <= reach[1]
+    box &= np.abs(q[2] - c[2]) <= reach[2]
+    out = np.zeros(q.shape[1])
+    sel = np.flatnonzero(box)
+    if sel.size:
+        out[sel] = ramp(-ellipsoid_signed_distance(_shifted(q[:, sel], c), semi_axes) / w)
+    return out
+
+
 @dataclass(frozen=True)
 class HeadModel:
     centre: np.ndarray            # head coords of the head centre (mm)
@@ -161,7 +176,7 @@ class HeadModel:
 
         q = _shifted(p, self.centre)
         for c, ax in DEEP_GM:
-            blend(ramp(-ellipsoid_signed_distance(_shifted(q, c), ax) / w), "deep_gm")
+            blend(_ellipsoid_fraction(q, c, ax, w), "deep_gm")
         # cortex: within CORTEX_MM of the brain surface or of a sulcus
         g = np.abs(self.fold_field(p))
         sulcal_depth = self.sulcal_depth_mm * (1.0 + 0.25 * self.sulcal_depth_field(p))
@@ -171,7 +186,7 @@ class HeadModel:
         blend(ramp((CORTEX_MM - cortical_distance) / w), "gm")
         blend(ramp((SULCUS_HALF_WIDTH_MM - g) / w) * ramp((sulcal_depth - b) / w), "csf")
         for c, ax in VENTRICLES:
-            blend(ramp(-ellipsoid_signed_distance(_shifted(q, c), ax) / w), "csf")
+            blend(_ellipsoid_fraction(q, c, ax, w), "csf")
         return m0, r1
 
     def lesion_allowed(self, centre_head: np.ndarray, radius_mm: float, margin_mm: float = 4.0) -> bool:

@@ -64,7 +64,7 @@ def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
             return "n/a"
-        return repr(round(float(v), 6))
+        return f"{float(v):.10g}"
     return str(v)
 
 

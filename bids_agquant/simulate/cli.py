@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -81,12 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(build_parser().parse_args(argv))
     out, truth, preset, overwrite = args.pop("out"), args.pop("truth"), args.pop("preset"), args.pop("overwrite")
     from .dataset import simulate_dataset
     t0 = time.perf_counter()
     try:
         result = simulate_dataset(out, truth_dir=truth, preset=preset, overwrite=overwrite,
+                                  command=shlex.join(["bids-agquant-simulate", *argv]),
                                   **{k: v for k, v in args.items() if v is not None})
     except (ValueError, FileExistsError) as exc:
         print(f"bids-agquant-simulate: error: {exc}", file=sys.stderr)

@@ -70,21 +70,22 @@ class _Acq:
         return f"{self.spec.label}_{agent or 'pre'}"
 
 
-def _prepare_out(path: Path, marker: str, overwrite: bool) -> None:
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{path} is not empty: choose an empty directory or pass "
-                                  f"overwrite=True (--overwrite)")
-        if not (path / marker).is_file():
-            raise FileExistsError(f"{path} is not empty and was not written by the phantom "
-                                  f"(no {marker}): refusing to overwrite it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+def _check_out(path: Path, marker: str, overwrite: bool) -> bool:
+    """True when ``path`` holds an earlier phantom output to replace; raise if it holds other data."""
+    if not (path.exists() and any(path.iterdir())):
+        return False
+    if not overwrite:
+        raise FileExistsError(f"{path} is not empty: choose an empty directory or pass "
+                              f"overwrite=True (--overwrite)")
+    if not (path / marker).is_file():
+        raise FileExistsError(f"{path} is not empty and was not written by the phantom "
+                              f"(no {marker}): refusing to overwrite it")
+    return True
 
 
 def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
                      config: PhantomConfig | None = None, overwrite: bool = False,
-                     **settings) -> Truth:
+                     command: str | None = None, **settings) -> Truth:
     """Write a simulated BIDS dataset to ``out_dir`` and its truth to ``truth_dir``.
 
     ``truth_dir`` defaults to ``<out_dir>_truth`` beside the dataset (never inside it).
@@ -92,17 +93,27 @@ def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
     ``settings``: any :class:`~bids_agquant.simulate.config.PhantomConfig` field, e.g.
     ``n_participants``, ``doses``, ``primary_tumors``, ``sessions`` (labels), ``session_days``,
     ``t1w_voxel_mm``, ``vfa_voxel_mm``, ``fov_mm``, ``snr`` (None = noiseless), ``motion_deg``,
-    ``motion_mm``, ``b1_range``, ``lesion_diameters_mm``, ``seed``. Returns the loaded truth.
+    ``motion_mm``, ``b1_range``, ``lesion_diameters_mm``, ``seed``. ``command``: the command
+    line that made the dataset, recorded at the top of the truth README. Returns the loaded truth.
     """
     cfg = config if config is not None else make_config(preset, **settings)
     out = Path(out_dir).absolute()
     truth_root = Path(truth_dir).absolute() if truth_dir else out.parent / f"{out.name}_truth"
     if truth_root == out or out in truth_root.parents:
         raise ValueError(f"truth directory {truth_root} must not be inside the BIDS dataset {out}")
-    _prepare_out(out, "dataset_description.json", overwrite)
-    _prepare_out(truth_root, "truth.json", overwrite)
+    replace_out = _check_out(out, "dataset_description.json", overwrite)
+    replace_truth = _check_out(truth_root, "truth.json", overwrite)
+    for path, replace in ((out, replace_out), (truth_root, replace_truth)):
+        if replace:
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
 
+    if command is None:
+        command = (f"simulate_dataset({str(out_dir)!r}, truth_dir={str(truth_root)!r}, "
+                   f"preset={preset!r}, " + ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()))
+                   + ")") if config is None else "simulate_dataset(..., config=PhantomConfig(...))"
     meta = {"phantom_model_version": PHANTOM_MODEL_VERSION, "generator": GENERATOR_NAME,
+            "command": command,
             "bids_dir": _relpath(out, truth_root), "config": cfg.to_dict(),
             "protocol": _protocol(cfg), "participants": {}}
     lesion_rows, motion_rows, part_rows = [], [], []
@@ -116,7 +127,7 @@ def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
     bidsio.write_json(truth_root / "truth.json", meta)
     bidsio.write_tsv(truth_root / "lesions.tsv", lesion_rows, LESION_COLUMNS)
     bidsio.write_tsv(truth_root / "motion.tsv", motion_rows, MOTION_COLUMNS)
-    (truth_root / "README.md").write_text(_truth_readme(cfg))
+    (truth_root / "README.md").write_text(_truth_readme(cfg, command))
     return load_truth(truth_root)
 
 
@@ -260,10 +271,12 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
         raise ValueError(f"drop_sessions: cannot drop the baseline session {cfg.sessions[0].label} "
                          f"of participant {sub}")
     sessions = tuple(s for s in cfg.sessions if s.label not in dropped)
-    # B1 is scaled to span b1_range over points of the head (a fixed 6 mm lattice)
-    lat = np.stack(np.meshgrid(*[np.arange(-1, 1.0001, 6.0 / r) for r in head.radii], indexing="ij"), -1)
+    # B1 is scaled to span b1_range over the head (a 4 mm lattice filling the scalp ellipsoid
+    # grown by the largest surface bumps)
+    outer = head.radii + 3 * head.shape_amp_mm
+    lat = np.stack(np.meshgrid(*[np.arange(-1, 1.0001, 4.0 / r) for r in outer], indexing="ij"), -1)
     lat = lat.reshape(-1, 3)
-    lat = (lat[(lat ** 2).sum(1) <= 1.0] * head.radii + head.centre).T
+    lat = (lat[(lat ** 2).sum(1) <= 1.0] * outer + head.centre).T
     acqs = _session_geometry(cfg, pi, head, sessions, lat)
     relax = {a: get_relaxivity(a, cfg.field_strength_t) for a in {s.agent for s in sessions if s.agent}}
 
@@ -295,7 +308,7 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
                                **_store(cfg, counts, bool(sigma_t1w)))
             sc = dict(common, SeriesDescription=f"t1_fl3d{'_' + agent if agent else ''}",
                       ProtocolName="t1_fl3d_iso", SeriesNumber=series,
-                      SliceThickness=float(cfg.t1w_voxel_mm[2]), EchoTime=cfg.t1w_te_s,
+                      SliceThickness=round(float(cfg.t1w_voxel_mm[2]), 6), EchoTime=cfg.t1w_te_s,
                       RepetitionTime=cfg.t1w_tr_s, RepetitionTimeExcitation=cfg.t1w_tr_s,
                       FlipAngle=cfg.t1w_flip_deg, **_contrast_fields(agent))
             bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
@@ -319,7 +332,7 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
                                    compresslevel=cfg.compresslevel, **_store(cfg, counts, bool(sigma_vfa)))
                 sc = dict(common, SeriesDescription=f"vfa_fa{fa:g}{'_' + agent if agent else ''}",
                           ProtocolName="vfa_fl3d", SeriesNumber=series,
-                          SliceThickness=float(cfg.vfa_voxel_mm[2]), EchoTime=cfg.vfa_te_s,
+                          SliceThickness=round(float(cfg.vfa_voxel_mm[2]), 6), EchoTime=cfg.vfa_te_s,
                           RepetitionTime=cfg.vfa_tr_s, RepetitionTimeExcitation=cfg.vfa_tr_s,
                           FlipAngle=float(fa), **_contrast_fields(agent))
                 bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
@@ -331,15 +344,16 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
         b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
         percent = cfg.b1_units == "percent"
         rel = bidsio.b1_name(sub, spec.label)
+        b1_store = (dict(dtype=np.int16, slope=0.1 if percent else 0.001) if sigma_vfa
+                    else dict(dtype=np.float32))
         bidsio.write_nifti(out / rel, b1_vals * (100.0 if percent else 1.0), acq.b1_grid.affine,
-                           dtype=np.int16, slope=0.1 if percent else 0.001,
-                           compresslevel=cfg.compresslevel)
+                           compresslevel=cfg.compresslevel, **b1_store)
         sc = {k: common[k] for k in ("Modality", "MagneticFieldStrength", "ImagingFrequency",
                                      "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
                                      "ConversionSoftware", "ConversionSoftwareVersion")}
         sc.update({k: common[k] for k in _IDENTIFYING if k in common})
         sc.update(SeriesDescription="b1map", SeriesNumber=series, MRAcquisitionType="3D",
-                  SliceThickness=float(acq.b1_grid.voxel_mm[2]),
+                  SliceThickness=round(float(acq.b1_grid.voxel_mm[2]), 6),
                   IntendedFor=[f"bids::{f}" for f in vfa_files_all])
         bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
         acq.files["b1"] = rel
@@ -403,13 +417,14 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
         bidsio.write_nifti(truth_root / map_filename(sub, name), data, ref.affine,
                            compresslevel=cfg.compresslevel, **kw)
 
-    tw("T1", props["t1_s"], dtype=np.int16, slope=0.001)
+    in_head = props["m0"] > 0
+    tw("T1", np.where(in_head, props["t1_s"], 0.0), dtype=np.int16, slope=0.001)
     tw("M0", props["m0"], dtype=np.int16, slope=0.0001)
     tw("lesions", comp, dtype=np.int16)
     b1_at = {}
     for acq in acqs:
-        tw(f"B1:{acq.spec.label}", evaluate_on_grid(acq.b1, ident, ref, cfg.chunk_points),
-           dtype=np.int16, slope=0.0001)
+        b1_ref = evaluate_on_grid(acq.b1, ident, ref, cfg.chunk_points)
+        tw(f"B1:{acq.spec.label}", np.where(in_head, b1_ref, 0.0), dtype=np.int16, slope=0.001)
         b1_at[acq.spec.label] = {k: float(acq.b1(les.centre[:, None])[0]) for k, les in enumerate(lesions)}
 
     # lesion-mask derivatives, drawn on the baseline pre-contrast T1w grid
@@ -540,9 +555,10 @@ def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -
         f"Generated by {GENERATOR_NAME} model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}.\n")
 
 
-def _truth_readme(cfg: PhantomConfig) -> str:
+def _truth_readme(cfg: PhantomConfig, command: str) -> str:
     from . import truth as _t
-    return ("# Ground truth of a bids_agquant phantom dataset\n\n"
+    return (f"Regenerate (from the same working directory):\n\n    {command}\n\n"
+            "# Ground truth of a bids_agquant phantom dataset\n\n"
             f"Phantom model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}. Load with\n"
             "`bids_agquant.simulate.truth.load_truth(<this directory>)`.\n\n```\n"
             + (_t.__doc__ or "") + "```\n")
