@@ -11,6 +11,8 @@ FROM ${PYTHON_IMAGE}
 
 ARG VERSION=0.1.0
 ARG VCS_REF=unknown
+# the published name, recorded in dataset_description.json GeneratedBy.Container.Tag
+ARG IMAGE_NAME=bids_agquant
 LABEL org.opencontainers.image.title="bids_agquant" \
       org.opencontainers.image.description="BIDS-App: quantitative MRI of gadolinium nanoparticles (AGuIX) in brain metastases" \
       org.opencontainers.image.version="${VERSION}" \
@@ -24,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
-    BIDS_AGQUANT_CONTAINER_TYPE=docker
+    BIDS_AGQUANT_CONTAINER_TAG=${IMAGE_NAME}:${VERSION}
 
 WORKDIR /opt/bids_agquant
 COPY pyproject.toml README.md constraints.txt ./
