@@ -176,7 +176,7 @@ class PhantomConfig:
 PRESETS: dict[str, dict] = {
     # fast, for unit and integration tests (~64^3 at 3 mm, 2 participants)
     "small": dict(t1w_voxel_mm=(3.0, 3.0, 3.0), vfa_voxel_mm=(4.0, 4.0, 5.0),
-                  lesion_diameters_mm=(8.0, 14.0, 24.0), pv_step_mm=1.5, n_participants=2),
+                  lesion_diameters_mm=(8.0, 14.0, 24.0), pv_step_mm=2.0, n_participants=2),
     # the committed data/sample_bids (under 10 MB)
     "sample": dict(t1w_voxel_mm=(2.0, 2.0, 2.0), vfa_voxel_mm=(3.0, 3.0, 4.0),
                    fov_mm=(160.0, 196.0, 168.0), fov_offset_mm=2.0,
