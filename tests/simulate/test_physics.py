@@ -192,3 +192,57 @@ def test_rician_background_noise_at_the_requested_snr(small_phantom):
     sigma = t.protocol["signal_wm_counts"] / t.protocol["snr"]
     assert background.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.08)
     assert (background >= 0).all()
+
+
+def test_perfectly_registered_oracle_recovers_conc_at_vfa_resolution(noiseless_phantom):
+    """VFA fits of every state, resampled to the reference grid through the true poses, give the
+    truth's ``conc_vfa_mM`` (the quantity the app is held to) inside the lesion masks."""
+    t = noiseless_phantom
+    sub = "01"
+    part = t.participant(sub)
+    ref_aff = np.array(part["reference"]["affine"])
+    ref_shape = tuple(part["reference"]["shape"])
+    labels, _ = t.load_map(sub, "lesions")
+    flips = t.protocol["vfa"]["flip_angles_deg"]
+    model = VFAModel(flips, t.protocol["vfa"]["tr_s"])
+    near = np.argwhere(ndimage.binary_dilation(labels > 0, iterations=3))
+    pts = np.c_[near, np.ones(len(near))].T
+    r1_ref = {}
+    for ses, meta in part["sessions"].items():
+        b1, _ = _img(t, meta["files"]["b1"])
+        for key in meta["states"]:
+            sig, aff = zip(*(_img(t, meta["files"][f"vfa:{key}:{i}"]) for i in range(1, len(flips) + 1)))
+            sig = np.stack(sig, -1)
+            fit = model.fit(sig, mask=sig[..., 0] > 0.2 * sig[..., 0].max(), b1=b1)
+            idx = np.linalg.solve(aff[0], np.array(meta["pose"]) @ ref_aff @ pts)[:3]
+            vals = np.full(ref_shape, np.nan)
+            vals[tuple(near.T)] = ndimage.map_coordinates(fit.r1, idx, order=1)
+            r1_ref[key] = vals
+    rows = t.lesion_table(sub)
+    assert len(rows) > 0
+    for _, row in rows.iterrows():
+        key = f"{row.session_id[4:]}_{row.contrast_agent}"
+        pre = f"{row.pre_session_id[4:]}_pre"
+        conc = (r1_ref[key] - r1_ref[pre]) / row.r1_per_mM_s
+        est = np.nanmean(conc[labels == row.lesion_id])
+        tol = 0.03 if row.longest_diameter_mm >= 20 else 0.15
+        assert est == pytest.approx(row.conc_vfa_mM, rel=tol), (key, row.lesion_id)
+
+
+def test_ants_rigid_registration_recovers_the_true_pose(small_phantom):
+    """The anatomy has enough texture for a rigid registration to lock on, and the truth's pose
+    convention is ANTs': fixed (baseline) points map to moving (session) points by ``pose``."""
+    ants = pytest.importorskip("ants")
+    import pandas as pd
+    t = small_phantom
+    files = t.participant("01")["sessions"]
+    fixed = ants.image_read(str(t.bids_dir / files["D0"]["files"]["t1w:D0_pre"]))
+    moving = ants.image_read(str(t.bids_dir / files["D1"]["files"]["t1w:D1_AGuIX"]))
+    reg = ants.registration(fixed, moving, type_of_transform="Rigid", random_seed=1)
+    geo = t.lesion_geometry("01")
+    ras = geo[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
+    lps = pd.DataFrame(ras * [-1, -1, 1], columns=["x", "y", "z"])
+    mapped = ants.apply_transforms_to_points(3, lps, reg["fwdtransforms"])[["x", "y", "z"]].to_numpy()
+    expected = (t.pose("01", "D1") @ np.c_[ras, np.ones(len(ras))].T).T[:, :3]
+    assert np.linalg.norm(expected - ras, axis=1).max() > 1.0          # there is motion to find
+    assert np.linalg.norm(mapped * [-1, -1, 1] - expected, axis=1).max() < 0.5
