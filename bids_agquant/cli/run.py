@@ -317,7 +317,10 @@ class NodeProgress:
         if status == "end":
             self.done += 1
             count = f"{self.done}/{self.total}" if self.total and self.done <= self.total else str(self.done)
-            if t0 is None:
+            if t0 is None and getattr(node, "run_without_submitting", False):
+                # light nodes run in the main process, cached or not: no start event
+                self.logger.info("[%s] %s: done", count, name)
+            elif t0 is None:
                 self.logger.info("[%s] %s: cached", count, name)
             else:
                 self.logger.info("[%s] %s: done in %.1f s", count, name, time.monotonic() - t0)
@@ -328,9 +331,13 @@ class NodeProgress:
 
 
 def _count_nodes(wf) -> int | None:
+    """Nodes nipype will run: identity nodes are removed from the execution graph."""
     try:
-        return len(list(wf._get_all_nodes()))
-    except Exception:
+        from nipype.interfaces.utility import IdentityInterface
+        from nipype.pipeline.engine import JoinNode
+        return sum(1 for n in wf._get_all_nodes()
+                   if isinstance(n, JoinNode) or not isinstance(n.interface, IdentityInterface))
+    except Exception:  # a private nipype API: the count is cosmetic
         return None
 
 

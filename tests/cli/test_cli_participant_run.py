@@ -2,7 +2,8 @@
 
 Checks what the CLI owns: exit 0, one progress line per node on the console, the per-participant
 log file, outputs under OUTPUT_DIR (the lesion table), nothing written into BIDS_DIR, and that a
-rerun with the same work dir takes every node from the cache.
+rerun with the same work dir takes the expensive nodes from the cache; identifying fields planted
+in the input sidecars reach neither the console nor the log.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def small_phantom(tmp_path_factory):
     simulate = pytest.importorskip("bids_agquant.simulate")
     root = tmp_path_factory.mktemp("e2e")
     simulate.simulate_dataset(root / "bids", preset="small", n_participants=1,
-                              sessions=["pre", "inj"], seed=21)
+                              sessions=["pre", "inj"], identifying_fields=True, seed=21)
     return root / "bids"
 
 
@@ -32,17 +33,25 @@ def test_participant_level_end_to_end_and_resume(small_phantom, run_cli, tmp_pat
     res = run_cli(ds, out, "participant", "-w", work, "--nprocs", "2")
     assert res.code == 0, res.err + res.out[-3000:]
     assert tb.tree_digest(ds) == before
-    progress = re.findall(r"\[(\d+)(?:/\d+)?\] (\S+): done in [\d.]+ s", res.out)
+    progress = re.findall(r"\[(\d+)(?:/\d+)?\] (\S+): done(?: in [\d.]+ s)?$", res.out, re.M)
     assert len(progress) >= 3
     logs = sorted((out / "logs").glob("sub-01_*.log"))
     assert len(logs) == 1
     log = logs[0].read_text()
     assert "plan:" in log and "done in" in log
+    for value in ("DOE^JANE", "NANORAD-01", "19580312"):      # planted in the input sidecars
+        assert value not in log + res.out + res.err
     assert (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").is_file()
     assert (work / "crash").is_dir() is False or not list((work / "crash").iterdir())
 
+    total = {int(m) for m in re.findall(r"\[\d+/(\d+)\]", res.out)}
+    assert len(total) == 1 and len(progress) == total.pop()   # the count is exact
+
     res2 = run_cli(ds, out, "participant", "-w", work, "--nprocs", "2")
     assert res2.code == 0, res2.err
-    assert " done in " not in res2.out                 # nothing recomputed
-    assert len(re.findall(r": cached", res2.out)) >= len(progress)
+    cached = set(re.findall(r"\] (\S+): cached", res2.out))
+    rerun = set(re.findall(r"\] (\S+): done", res2.out))
+    registrations = {name for _, name in progress if "reg" in name}
+    assert registrations and registrations <= cached      # the expensive work is not redone
+    assert cached | rerun == {name for _, name in progress}
     assert len(sorted((out / "logs").glob("sub-01_*.log"))) == 2
