@@ -1,14 +1,14 @@
 """Every bad input of docs/cli.md: the exit code, the one line the user sees, and no traceback.
 
-Each test builds a small trial dataset (nibabel), breaks one thing, runs the real CLI in-process
-(``main(argv)``, pybids and nibabel for real) and checks: exit code, that the first stderr line
-names the file/option and says what to do, that no traceback is printed without ``-v``, and that
-nothing in BIDS_DIR changed. ``--print-plan`` stops before any computation.
+Each test copies a small dataset made by the digital phantom (bids_agquant.simulate: oblique
+grids, int16 images with scaling, converter-style sidecars), breaks one thing, runs the real CLI
+in-process (``main(argv)``; pybids and nibabel for real) and checks: exit code, that the first
+stderr line names the file/option and says what to do, that no traceback is printed without
+``-v``, and that nothing in BIDS_DIR changed. ``--print-plan`` stops before any computation.
 """
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,10 +20,44 @@ import pytest
 import tinybids as tb
 
 SUB = "sub-01"
+MASK = Path("derivatives/lesions/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastasis_mask.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def phantom_template(tmp_path_factory):
+    """Phantom: sub-01, ses-D0 (pre + Dotarem), ses-D1 (AGuIX), 4 flip angles, TB1maps, mask."""
+    simulate = pytest.importorskip("bids_agquant.simulate")
+    root = tmp_path_factory.mktemp("phantom_template")
+    simulate.simulate_dataset(root / "bids", preset="small", n_participants=1,
+                              sessions=["D0", "D1"], seed=7)
+    return root / "bids"
+
+
+@pytest.fixture
+def short_ds(phantom_template, tmp_path):
+    """A fresh copy of the phantom dataset, to be broken by one test."""
+    return Path(shutil.copytree(phantom_template, tmp_path / "bids", symlinks=True))
 
 
 def anat(ds, ses="D0"):
     return ds / SUB / f"ses-{ses}" / "anat"
+
+
+def b1_path(ds, ses="D0"):
+    return ds / SUB / f"ses-{ses}" / "fmap" / f"{SUB}_ses-{ses}_TB1map.nii.gz"
+
+
+def load(path):
+    img = nib.load(str(path))
+    return img.get_fdata(dtype=np.float32), img.affine
+
+
+def rewrite(path, data=None, affine=None, *, qform_affine=None, fn=None):
+    """Rewrite an image as float32, keeping its grid unless ``affine`` is given."""
+    arr, aff = load(path)
+    arr = fn(arr) if fn is not None else (arr if data is None else data)
+    tb.write_nifti(path, np.asarray(arr, np.float32), aff if affine is None else affine,
+                   qform_affine=qform_affine)
 
 
 def run_checked(run_cli, ds, *args, out=None, expect=0):
@@ -42,6 +76,12 @@ def run_checked(run_cli, ds, *args, out=None, expect=0):
 
 def err(run_cli, ds, *args, expect, out=None):
     return run_checked(run_cli, ds, "--print-plan", *args, out=out, expect=expect).first_err_line
+
+
+def test_the_unbroken_phantom_passes(run_cli, short_ds):
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "VFA: 4 flip angles (2, 5, 10, 15 deg), TR 6 ms, 3 T" in res.out
+    assert "ses-D1 AGuIX (agent AGuIX; pre: ses-D0)" in res.out
 
 
 # --- metadata -------------------------------------------------------------------------------
@@ -73,28 +113,30 @@ def test_mixed_tr_in_one_vfa_set(run_cli, short_ds):
 
 
 def test_tr_in_milliseconds_is_refused_not_guessed(run_cli, short_ds):
-    for i in (1, 2, 3):
-        tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json", RepetitionTimeExcitation=15)
+    for i in (1, 2, 3, 4):
+        tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json",
+                     RepetitionTimeExcitation=6, RepetitionTime=6)
     line = err(run_cli, short_ds, expect=65)
-    assert "looks like milliseconds" in line and "0.015" in line
+    assert "looks like milliseconds" in line and "(0.006)" in line
 
 
 def test_missing_tr(run_cli, short_ds):
-    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-1_VFA.json", RepetitionTimeExcitation=None)
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-1_VFA.json", RepetitionTimeExcitation=None,
+                 RepetitionTime=None)
     line = err(run_cli, short_ds, expect=65)
     assert "RepetitionTimeExcitation nor RepetitionTime" in line and "flip-1_VFA" in line
 
 
 def test_repetition_time_is_the_fallback(run_cli, short_ds):
-    for i in (1, 2, 3):
-        f = anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json"
-        tb.edit_json(f, RepetitionTimeExcitation=None, RepetitionTime=0.012)
+    for i in (1, 2, 3, 4):
+        tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json",
+                     RepetitionTimeExcitation=None, RepetitionTime=0.012)
     res = run_checked(run_cli, short_ds, "--print-plan")
-    assert "TR 12 ms" in res.out and "TR 15 ms" in res.out
+    assert "TR 12 ms" in res.out and "TR 6 ms" in res.out
 
 
 def test_fewer_than_two_flip_angles(run_cli, short_ds):
-    for i in (2, 3):
+    for i in (2, 3, 4):
         for ext in (".nii.gz", ".json"):
             (anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_flip-{i}_VFA{ext}").unlink()
     line = err(run_cli, short_ds, expect=65)
@@ -102,9 +144,9 @@ def test_fewer_than_two_flip_angles(run_cli, short_ds):
 
 
 def test_duplicate_flip_angles(run_cli, short_ds):
-    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.json", FlipAngle=10.0)
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.json", FlipAngle=5.0)
     line = err(run_cli, short_ds, expect=65)
-    assert "duplicate flip angle 10 deg" in line
+    assert "duplicate flip angle 5 deg" in line
     assert f"{SUB}_ses-D0_flip-2_VFA.nii.gz" in line and f"{SUB}_ses-D0_flip-3_VFA.nii.gz" in line
 
 
@@ -122,47 +164,49 @@ def test_corrupt_nii_gz(run_cli, short_ds):
     f = anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.nii.gz"
     f.write_bytes(gzip.compress(b"this is not a NIfTI file" * 20))
     line = err(run_cli, short_ds, expect=65)
-    assert f.name in line and "cannot read the NIfTI header" in line
+    assert f.name in line and "cannot read the NIfTI header (not a NIfTI file)" in line
 
 
 def test_4d_where_3d_expected(run_cli, short_ds):
     f = anat(short_ds) / f"{SUB}_ses-D0_ce-Dotarem_flip-1_VFA.nii.gz"
-    tb.write_nifti(f, np.stack([tb.textured(tb.VFA_SHAPE, 1)] * 3, axis=-1), tb.vfa_affine())
+    rewrite(f, fn=lambda a: np.stack([a] * 3, axis=-1))
     line = err(run_cli, short_ds, expect=65)
     assert f.name in line and "is 4D" in line and "3D" in line
 
 
 def test_nan_and_inf_voxels_are_counted_not_fatal(run_cli, short_ds):
     f = anat(short_ds) / f"{SUB}_ses-D0_flip-2_VFA.nii.gz"
-    data = tb.textured(tb.VFA_SHAPE, 2)
+    data, _ = load(f)
     data[0, 0, :3] = np.nan
     data[1, 1, 0] = np.inf
-    tb.write_nifti(f, data, tb.vfa_affine())
+    rewrite(f, data)
     res = run_checked(run_cli, short_ds, "--print-plan")
     assert f"{f.name}: 4 non-finite voxels (NaN/Inf) of {data.size}" in res.out
 
 
 def test_all_zero_image(run_cli, short_ds):
     f = anat(short_ds) / f"{SUB}_ses-D0_T1w.nii.gz"
-    tb.write_nifti(f, np.zeros(tb.T1W_SHAPE, np.float32))
+    rewrite(f, fn=np.zeros_like)
     line = err(run_cli, short_ds, expect=65)
     assert f.name in line and "every voxel is 0" in line
 
 
 def test_qform_sform_disagreement(run_cli, short_ds):
     f = anat(short_ds, "D1") / f"{SUB}_ses-D1_ce-AGuIX_T1w.nii.gz"
-    shifted = tb.t1w_affine()
+    _, aff = load(f)
+    shifted = aff.copy()
     shifted[:3, 3] += [0.0, 5.0, 0.0]
-    tb.write_nifti(f, tb.textured(tb.T1W_SHAPE, 3), tb.t1w_affine(), qform_affine=shifted)
+    rewrite(f, qform_affine=shifted)
     line = err(run_cli, short_ds, expect=65)
     assert f.name in line and "qform and sform disagree" in line and "5.0 mm" in line
 
 
 def test_non_invertible_affine(run_cli, short_ds):
     f = anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.nii.gz"
-    img = nib.Nifti1Image(tb.textured(tb.VFA_SHAPE, 4), tb.vfa_affine())
-    singular = tb.vfa_affine()
-    singular[2, 2] = 0.0
+    data, aff = load(f)
+    img = nib.Nifti1Image(data, aff)
+    singular = aff.copy()
+    singular[:3, 2] = 0.0                      # the third voxel axis has no length
     img.set_sform(singular, code=1)
     img.set_qform(None, code=0)
     nib.save(img, str(f))
@@ -180,29 +224,31 @@ def test_broken_symlink_is_missing_input(run_cli, short_ds):
 
 # --- B1 maps --------------------------------------------------------------------------------
 
-def b1_path(ds, ses="D0"):
-    return ds / SUB / f"ses-{ses}" / "fmap" / f"{SUB}_ses-{ses}_TB1map.nii.gz"
-
-
 def test_tb1map_in_percent_is_converted_with_a_warning(run_cli, short_ds):
-    tb.write_nifti(b1_path(short_ds), np.full(tb.VFA_SHAPE, 95.0, np.float32), tb.vfa_affine())
+    rewrite(b1_path(short_ds), fn=lambda b1: 100.0 * b1)
     res = run_checked(run_cli, short_ds, "--print-plan")
-    assert "TB1map values look like percent (median 95); dividing by 100" in res.out
+    assert "sub-01_ses-D0_TB1map.nii.gz: TB1map values look like percent (median" in res.out
+    assert "dividing by 100" in res.out
     assert "B1: sub-01/ses-D0/fmap/sub-01_ses-D0_TB1map.nii.gz (x0.01)" in res.out
+    assert "B1: sub-01/ses-D1/fmap/sub-01_ses-D1_TB1map.nii.gz\n" in res.out
 
 
 def test_tb1map_on_another_grid_covering_the_vfa_is_fine(run_cli, short_ds):
-    aff = np.diag([4.0, 4.0, 4.0, 1.0])
-    aff[:3, 3] = [-10.0, -10.0, -8.0]          # 4 mm voxels, a larger field of view
-    tb.write_nifti(b1_path(short_ds), np.full((6, 6, 5), 1.02, np.float32), aff)
+    f = b1_path(short_ds)
+    data, aff = load(f)
+    coarse = aff @ np.array([[2, 0, 0, -1.5], [0, 2, 0, -1.5], [0, 0, 2, -1.5], [0, 0, 0, 1.0]])
+    shape = tuple(int(np.ceil(n / 2)) + 2 for n in data.shape)   # twice the voxel, wider FOV
+    tb.write_nifti(f, np.full(shape, 1.02, np.float32), coarse)
     res = run_checked(run_cli, short_ds, "--print-plan")
-    assert "(x0.01)" not in res.out
+    assert "(x0.01)" not in res.out and "does not cover" not in res.out
 
 
 def test_tb1map_not_covering_the_vfa_field_of_view(run_cli, short_ds):
-    aff = tb.vfa_affine()
-    aff[:3, 3] += [0.0, 0.0, 6.0]              # shifted 6 mm up: the lower VFA slices are outside
-    tb.write_nifti(b1_path(short_ds, "D1"), np.full(tb.VFA_SHAPE, 1.0, np.float32), aff)
+    f = b1_path(short_ds, "D1")
+    data, aff = load(f)
+    moved = aff @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, data.shape[2] // 2],
+                            [0, 0, 0, 1.0]])
+    rewrite(f, affine=moved)                   # moved by half its slab: half the VFA is outside
     line = err(run_cli, short_ds, expect=65)
     assert "sub-01_ses-D1_TB1map.nii.gz" in line and "does not cover" in line
     assert "--b1-correction off" in line
@@ -210,25 +256,20 @@ def test_tb1map_not_covering_the_vfa_field_of_view(run_cli, short_ds):
 
 
 def test_implausible_tb1map(run_cli, short_ds):
-    tb.write_nifti(b1_path(short_ds), np.full(tb.VFA_SHAPE, 0.01, np.float32), tb.vfa_affine())
+    rewrite(b1_path(short_ds), fn=lambda b1: np.where(b1 > 0, 0.01, 0.0))
     assert "neither a B1+ factor" in err(run_cli, short_ds, expect=65)
 
 
 # --- lesion masks ---------------------------------------------------------------------------
 
-MASK = Path("derivatives/masks/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastasis_mask.nii.gz")
-
-
 def test_lesion_mask_on_a_grid_matching_no_session(run_cli, short_ds):
-    data = np.zeros((20, 20, 12), np.uint8)
-    data[5:9, 5:9, 4:7] = 1
-    tb.write_nifti(short_ds / MASK, data, tb.t1w_affine())
+    rewrite(short_ds / MASK, fn=lambda m: m[2:, 2:, 2:])      # cropped: the grid of no T1w
     line = err(run_cli, short_ds, expect=65)
     assert MASK.name in line and "matches no T1w image of sub-01" in line
 
 
 def test_mask_with_no_lesion(run_cli, short_ds):
-    tb.write_nifti(short_ds / MASK, np.zeros(tb.T1W_SHAPE, np.uint8))
+    rewrite(short_ds / MASK, fn=np.zeros_like)
     line = err(run_cli, short_ds, expect=65)
     assert MASK.name in line and "no lesion" in line
 
