@@ -14,6 +14,8 @@ Layout of a truth directory::
 
 All maps are on the participant's reference grid (the baseline pre-contrast T1w). World
 coordinates in the tables are those of the reference (the baseline head position).
+``longest_diameter_mm`` is the 3-D longest diameter; ``axial_diameter_mm`` the longest diameter in
+a world-axial plane (constant z at baseline, RECIST); ``measurable`` = axial diameter >= 10 mm.
 Use :func:`load_truth`.
 """
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_concentrations_follow_the_protocol(small_phantom):
                                                      "ses-D0")).all()
     # partial-volume versions never exceed the uniform lesion value
     assert (df.conc_vfa_mM <= df.conc_mM + 1e-9).all() and (df.conc_pv_mM <= df.conc_mM + 1e-9).all()
-    assert (df.measurable == (df.longest_diameter_mm >= 10)).all()
+    assert (df.measurable == (df.axial_diameter_mm >= 10)).all()
 
 
 def test_truth_concentration_maps_are_zero_in_healthy_tissue(small_phantom):
