@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -103,10 +104,44 @@ def open_layout(bids_dir: Path, participants: Sequence[str] | None = None, *,
             return BIDSLayout(str(bids_dir), validate=validate, derivatives=False,
                               database_path=None, indexer=indexer)
         except Exception as exc:
+            bad = _first_bad_json(bids_dir, participants)
+            if bad is not None:
+                rel, why = bad
+                raise BadDataError(f"{rel}: {why}",
+                                   fix="fix the file (a JSON sidecar is one object, "
+                                       "{\"Key\": value, ...}; check it with "
+                                       "'python -m json.tool FILE')") from exc
             text = " ".join(str(exc).split("Example")[0].split())
             raise BadDataError(f"{bids_dir}: pybids cannot index the dataset ({text})",
                                fix="fix dataset_description.json (it needs Name and BIDSVersion) "
                                    "or pass --skip-bids-validation") from exc
+
+
+def _first_bad_json(bids_dir: Path, participants: Sequence[str] | None):
+    """(relative path, reason) of the first JSON file pybids indexes that is not a JSON object."""
+    import os
+
+    pats = _ignore_patterns(participants)
+    for top, dirs, files in os.walk(bids_dir):
+        rel = Path(top).relative_to(bids_dir).as_posix()
+        rel_top = "" if rel == "." else "/" + rel
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not any(p.search(f"{rel_top}/{d}") for p in pats))
+        for name in sorted(files):
+            rel = f"{rel_top}/{name}"
+            if not name.endswith(".json") or name.startswith(".") or any(p.search(rel) for p in pats):
+                continue
+            try:
+                content = json.loads(Path(top, name).read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                return rel[1:], f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            except ValueError as exc:
+                return rel[1:], f"not valid JSON ({exc})"
+            except OSError as exc:
+                return rel[1:], f"cannot be read ({exc.strerror or exc})"
+            if not isinstance(content, dict):
+                return rel[1:], f"holds a JSON {type(content).__name__}, not an object"
+    return None
 
 
 def select_participants(layout, requested: Sequence[str], bids_dir: Path) -> list[str]:
@@ -527,6 +562,10 @@ def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image
     else:
         pool = [m for m in session_maps if not m.meta.get("IntendedFor")]
     if not pool:
+        for m in session_maps:
+            warn(f"{desc}: {_rel(m.path, root)} is not used for this VFA set: its IntendedFor "
+                 f"lists none of the VFA files; list them in IntendedFor (or remove the field) "
+                 f"to get the B1 correction")
         return None
     if len(pool) > 1:
         warn(f"{desc}: several TB1maps ({', '.join(m.name for m in pool)}); using {pool[0].name}")
@@ -594,8 +633,11 @@ def _covariates(root: Path, participant: str, warn) -> dict:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         warn(f"participants.tsv cannot be read ({exc}); no covariates")
         return {}
-    row = next((r for r in rows if r.get("participant_id") in (f"sub-{participant}", participant)),
-               None)
+    matching = [r for r in rows if r.get("participant_id") in (f"sub-{participant}", participant)]
+    row = matching[0] if matching else None
+    if len(matching) > 1:
+        warn(f"participants.tsv has {len(matching)} rows for sub-{participant}; using the first "
+             f"(remove the others)")
     if row is None:
         warn(f"participants.tsv has no row for sub-{participant}; no covariates")
         return {}
@@ -612,10 +654,16 @@ def _covariates(root: Path, participant: str, warn) -> dict:
             out[key] = None
             continue
         try:
-            out[key] = float(text)
+            value = float(text)
         except ValueError:
             warn(f"participants.tsv: {key} {text!r} of sub-{participant} is not a number; ignored")
             out[key] = None
+            continue
+        if not (math.isfinite(value) and (value > 0 or (key == "age" and value == 0))):
+            warn(f"participants.tsv: {key} {text!r} of sub-{participant} is not a positive "
+                 f"number; ignored")
+            value = None
+        out[key] = value
     for key in TEXT_COVARIATES:
         text = row.get(key)
         if text is not None:
