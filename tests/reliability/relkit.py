@@ -1,0 +1,95 @@
+"""Helpers of the reliability tests (unique module name: imported as ``relkit``)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def first_err_line(self) -> str:
+        lines = self.err.splitlines()
+        return lines[0] if lines else ""
+
+    def warnings(self) -> list[str]:
+        return [ln for ln in self.out.splitlines() if " WARNING " in ln]
+
+
+def copy_dataset(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def tree_state(root: Path) -> dict:
+    """{relative path: (kind, size, mode, sha256)} of everything under ``root`` (symlinks not
+    followed): any created, removed, modified or re-permissioned file shows up as a difference."""
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(top, name)
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mode)
+            else:
+                out[rel] = ("file", st.st_size, st.st_mode,
+                            hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def edit_json(path: Path, **changes) -> None:
+    """Set (value) or remove (None) keys of a JSON sidecar."""
+    meta = json.loads(Path(path).read_text())
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    Path(path).write_text(json.dumps(meta, indent=1))
+
+
+def load(path: Path):
+    img = nib.load(str(path))
+    return img, np.asarray(img.dataobj)
+
+
+def save_like(path: Path, data, ref: Path | None = None, dtype=None) -> None:
+    """Write ``data`` with the affine of ``ref`` (default: ``path`` itself), float32 unless told."""
+    img = nib.load(str(ref or path))
+    data = np.asarray(data)
+    out = nib.Nifti1Image(data.astype(dtype or (np.float32 if data.dtype.kind != "c" else data.dtype)),
+                          img.affine)
+    out.set_sform(img.affine, code=1)
+    out.set_qform(img.affine, code=1)
+    nib.save(out, str(path))
+
+
+def patch_header(path: Path, **fields) -> None:
+    """Rewrite header fields of a .nii.gz in place, bypassing nibabel's consistency checks
+    (to write what a broken converter writes: a NaN sform, a shape the data do not have)."""
+    raw = gzip.decompress(Path(path).read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(raw))
+    for key, value in fields.items():
+        if key == "shape":
+            hdr.set_data_shape(value)
+        else:
+            hdr[key] = value
+    block = hdr.binaryblock
+    Path(path).write_bytes(gzip.compress(block + raw[len(block):]))
