@@ -400,9 +400,9 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
     ident = np.eye(4)
     soft = float(np.mean(ref.voxel_mm))
     props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points)
-    # lesion labels: connected components of the mask, in scipy's (raster) order
+    # lesion labels: 26-connected components of the mask (as qmri.lesions), in scipy's raster order
     mask = props["lesion_index"] >= 0
-    comp, ncomp = ndimage.label(mask)
+    comp, ncomp = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     label_of = {}
     for k, les in enumerate(lesions):
         labs = np.unique(comp[props["lesion_index"] == k])

@@ -94,7 +94,7 @@ def test_lesion_ids_are_the_mask_components(small_phantom):
     root = t.bids_dir
     mask = nib.load(root / "derivatives/lesions/sub-01/ses-D0/anat/"
                          "sub-01_ses-D0_label-metastasis_mask.nii.gz")
-    comp, n = ndimage.label(mask.get_fdata() > 0)
+    comp, n = ndimage.label(mask.get_fdata() > 0, structure=np.ones((3, 3, 3)))
     geo = t.lesion_geometry("01")
     assert n == len(geo) == len(t.meta["config"]["lesion_diameters_mm"])
     voxel_volume = float(np.prod(np.sqrt((mask.affine[:3, :3] ** 2).sum(0))))
