@@ -35,7 +35,7 @@ class Config:
 
     @property
     def log_dir(self) -> Path:
-        """Per-run log files: ``OUTPUT_DIR/logs/sub-<p>_<timestamp>.log`` (listed in .bidsignore)."""
+        """Per-run logs: ``OUTPUT_DIR/logs/sub-<p>_<timestamp>.log`` (in .bidsignore)."""
         return Path(self.output_dir) / "logs"
 
     @property

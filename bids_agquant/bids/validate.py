@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from bids_agquant.bids.plan import LesionMask, ParticipantPlan, VFASet
+from bids_agquant.bids.plan import LesionMask, ParticipantPlan
 from bids_agquant.cli.errors import BadDataError, MissingInputError
 
 __all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
@@ -129,7 +129,8 @@ def repetition_time_s(meta: dict, where: str) -> float:
 
 
 def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
-                  trs_s: Sequence[float], where: str) -> tuple[tuple[Path, ...], tuple[float, ...], float]:
+                  trs_s: Sequence[float], where: str
+                  ) -> tuple[tuple[Path, ...], tuple[float, ...], float]:
     """Sort a VFA set by flip angle and check it: 2+ distinct angles, one TR.
 
     Returns (files, flip_angles_deg, tr_s) sorted by ascending flip angle.
@@ -138,7 +139,8 @@ def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
         only = f" ({Path(files[0]).name})" if files else ""
         raise BadDataError(f"{where}: the VFA set has {len(files)} flip angle{only}; "
                            f"a T1 fit needs two or more",
-                           fix="add the other flip angles (..._flip-<i>_VFA.nii.gz) or remove the set")
+                           fix="add the other flip angles (..._flip-<i>_VFA.nii.gz) or remove "
+                               "the set")
     order = np.argsort(np.asarray(flip_angles_deg, float), kind="stable")
     files = tuple(Path(files[i]) for i in order)
     fas = tuple(float(flip_angles_deg[i]) for i in order)
@@ -146,7 +148,8 @@ def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
     for a, b, fa, fb in zip(files, files[1:], fas, fas[1:]):
         if abs(fb - fa) < 1e-3:
             raise BadDataError(f"{where}: duplicate flip angle {fa:g} deg in {a.name} and {b.name}",
-                               fix="remove the repeated acquisition or correct FlipAngle in its sidecar")
+                               fix="remove the repeated acquisition or correct FlipAngle in "
+                                   "its sidecar")
     tr0 = trs[0]
     for f, tr in zip(files, trs):
         if abs(tr - tr0) > max(1e-7, 1e-4 * tr0):
@@ -184,7 +187,8 @@ def _corners(shape) -> np.ndarray:
 def grid_mismatch_mm(shape, affine_a, affine_b) -> float:
     """Largest distance (mm) between the corner voxel centres of one grid under two affines."""
     c = _corners(shape)
-    return float(np.max(np.linalg.norm((np.asarray(affine_a) @ c - np.asarray(affine_b) @ c)[:3], axis=0)))
+    moved = (np.asarray(affine_a) @ c - np.asarray(affine_b) @ c)[:3]
+    return float(np.max(np.linalg.norm(moved, axis=0)))
 
 
 def same_grid(info_a: ImageInfo, info_b: ImageInfo) -> bool:
@@ -209,7 +213,8 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     if not path.exists():
         if path.is_symlink():
             raise MissingInputError(f"{show} is a broken symbolic link (annexed content not "
-                                    f"retrieved?)", fix="fetch the file (e.g. datalad get) and rerun")
+                                    f"retrieved?)",
+                                    fix="fetch the file (e.g. datalad get) and rerun")
         raise MissingInputError(f"{show} does not exist", fix="restore the file and rerun")
     try:
         img = nib.load(str(path))
@@ -242,8 +247,8 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
             if mismatch > QFORM_TOLERANCE_VOXELS * min(zooms):
                 raise BadDataError(f"{show}: qform and sform disagree (voxels {mismatch:.1f} mm "
                                    f"apart), so tools would place the image differently",
-                                   fix="rewrite the header with one orientation (e.g. set the qform "
-                                       "from the sform) after checking which is right")
+                                   fix="rewrite the header with one orientation (e.g. set the "
+                                       "qform from the sform) after checking which is right")
         elif not qcode and not scode:
             LOGGER.warning("%s: neither qform nor sform is set; the image has no scanner "
                            "orientation, so its position relative to other images is a guess", show)
@@ -294,7 +299,7 @@ def _why(exc: BaseException) -> str:
 
 
 def b1_scale(info: ImageInfo, root: Path | None = None) -> float:
-    """Factor turning the stored TB1map into a multiplicative B1+ factor (1.0, or 0.01 for percent)."""
+    """Factor turning the stored TB1map into a B1+ factor (1.0, or 0.01 for percent)."""
     show = _show(info.path, root)
     median = info.median_positive
     if median is None:
@@ -338,7 +343,8 @@ def _t1w_images(plan: ParticipantPlan) -> list[tuple[str, str | None, Path]]:
     return out
 
 
-def validate_plan(plan: ParticipantPlan, root: Path | None = None) -> tuple[ParticipantPlan, list[str]]:
+def validate_plan(plan: ParticipantPlan, root: Path | None = None
+                  ) -> tuple[ParticipantPlan, list[str]]:
     """Check every image of a plan; return the plan (B1 scale and mask grid filled in) and warnings.
 
     Raises BadDataError / MissingInputError at the first fatal problem, naming the file.
@@ -416,8 +422,8 @@ def _check_mask(plan: ParticipantPlan, mask: LesionMask, info, root) -> LesionMa
                 LOGGER.warning("%s: named for ses-%s but on the grid of %s; using that image",
                                show, mask.session, Path(t1w).name)
             return dataclasses.replace(mask, session=session, drawn_on=t1w)
-    raise BadDataError(f"{show}: its grid (shape {m.shape}, voxel {_fmt_zooms(m.zooms)} mm) matches "
-                       f"no T1w image of sub-{plan.participant}",
+    raise BadDataError(f"{show}: its grid (shape {m.shape}, voxel {_fmt_zooms(m.zooms)} mm) "
+                       f"matches no T1w image of sub-{plan.participant}",
                        fix="draw or resample the mask on the pre-contrast T1w of one session")
 
 

@@ -1,8 +1,9 @@
-"""``bids-agquant`` / ``python -m bids_agquant``: parse, check, plan, run; map every failure to an exit code.
+"""``bids-agquant`` / ``python -m bids_agquant``: parse, check, plan, run; every failure -> an exit code.
 
 Order of work (nothing is computed before every input is checked):
 
-1. parse the command line (64 on a bad one) and build the frozen :class:`~bids_agquant.config.Config`;
+1. parse the command line (64 on a bad one) and build the frozen
+   :class:`~bids_agquant.config.Config`;
 2. check the paths: BIDS_DIR is a dataset (66), OUTPUT_DIR / work dir are not the input nor inside
    it except under ``BIDS_DIR/derivatives/`` (64);
 3. participant level: index the dataset, build and validate every participant's plan (65/66),
@@ -85,7 +86,8 @@ def _inside(child: Path, parent: Path) -> bool:
 def _check_not_in_input(path: Path, bids_dir: Path, option: str) -> None:
     deriv = bids_dir / "derivatives"
     if _inside(path, bids_dir) and not (_inside(path, deriv) and path.resolve() != deriv.resolve()):
-        what = "is BIDS_DIR itself" if path.resolve() == bids_dir.resolve() else "is inside BIDS_DIR"
+        same = path.resolve() == bids_dir.resolve()
+        what = "is BIDS_DIR itself" if same else "is inside BIDS_DIR"
         raise UsageError(f"{option} {path} {what}; nothing may be written into the input dataset",
                          fix=f"choose a folder outside it, or under {deriv}/<name>")
     if _inside(bids_dir, path):
@@ -116,7 +118,8 @@ def check_paths(config: Config) -> None:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise BadDataError(f"{desc} is not valid JSON ({' '.join(str(exc).split())})",
                                fix="fix the file, or pass --skip-bids-validation") from exc
-        missing = [k for k in ("Name", "BIDSVersion") if not isinstance(content, dict) or k not in content]
+        missing = [k for k in ("Name", "BIDSVersion")
+                   if not isinstance(content, dict) or k not in content]
         if missing:
             raise BadDataError(f"{desc} lacks {' and '.join(missing)}",
                                fix="add them (e.g. \"BIDSVersion\": \"1.9.0\"), or pass "
@@ -316,7 +319,8 @@ class NodeProgress:
         t0 = self.started.pop(name, None)
         if status == "end":
             self.done += 1
-            count = f"{self.done}/{self.total}" if self.total and self.done <= self.total else str(self.done)
+            exact = self.total and self.done <= self.total
+            count = f"{self.done}/{self.total}" if exact else str(self.done)
             if t0 is None and getattr(node, "run_without_submitting", False):
                 # light nodes run in the main process, cached or not: no start event
                 self.logger.info("[%s] %s: done", count, name)
@@ -355,7 +359,8 @@ def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[st
     reason = ""
     if chosen is not None and chosen.suffix == ".txt":
         try:
-            lines = [ln.strip() for ln in chosen.read_text(errors="replace").splitlines() if ln.strip()]
+            text = chosen.read_text(errors="replace")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             tb = [ln for ln in lines if not ln.startswith(("File ", "^", "~"))]
             reason = tb[-1] if tb else ""
         except OSError:
@@ -406,6 +411,8 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
     try:
         plugin_mod.run_workflow(wf, name, plugin_args, config.work_dir, config.crashdump_dir)
     except Exception as exc:
+        if _exit_code_of(exc) is not None:     # e.g. the plugin's own settings errors (64)
+            raise
         crash, reason = _crash_summary(config.crashdump_dir, t0, progress.failed)
         node = progress.failed[0] if progress.failed else "a pipeline node"
         reason = reason or " ".join(str(exc).split())[-200:]
