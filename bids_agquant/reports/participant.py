@@ -173,7 +173,7 @@ def _aspect(img: nib.Nifti1Image) -> float:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, facecolor=fig.get_facecolor())
+    fig.savefig(buf, format="png", dpi=100, facecolor=fig.get_facecolor())
     return buf.getvalue()
 
 
@@ -194,18 +194,44 @@ def _blank(ax):
     ax.grid(False)
 
 
-def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]) -> bytes:
-    """Each session's T1w (grey) with contours of the reference T1w (yellow), 3 orientations."""
+def _bbox(mask: np.ndarray | None, shape, margin: int = 3) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` (+ margin voxels), the whole volume without a mask."""
+    if mask is None or not mask.any():
+        return tuple(slice(0, n) for n in shape[:3])
+    out = []
+    for ax in range(3):
+        idx = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
+        out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, shape[ax])))
+    return tuple(out)
+
+
+def _head_mask(ref: np.ndarray) -> np.ndarray:
+    """Rough head mask of a T1w for cropping when no brain mask is available."""
+    a = np.nan_to_num(ref)
+    thr = 0.15 * float(np.percentile(a[a > 0], 99)) if (a > 0).any() else 0.0
+    return ndimage.binary_opening(a > thr, iterations=2)
+
+
+def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]],
+                         brain: np.ndarray | None = None) -> bytes:
+    """Each session's T1w (grey) under contours of the reference: the brain outline (yellow)
+    and the white/grey-matter boundary (orange), in three orthogonal planes."""
     smooth = ndimage.gaussian_filter(np.nan_to_num(ref_data), 1.0)
-    lo, hi = _robust_range(smooth, 30, 99)
-    levels = [lo + 0.35 * (hi - lo), lo + 0.7 * (hi - lo)]
-    cx, cy, cz = (s // 2 for s in ref_data.shape[:3])
+    region = brain if brain is not None and brain.any() else _head_mask(ref_data)
+    box = _bbox(region, ref_data.shape, margin=4)
+    inside = smooth[region] if region.any() else smooth.ravel()
+    q25, q75 = np.percentile(inside, [25, 75]) if inside.size else (0.0, 1.0)
+    inner_level = float((q25 + q75) / 2)
+    outline = ndimage.gaussian_filter(region.astype(np.float32), 0.8)
+    cx, cy, cz = (int(round(c)) for c in ndimage.center_of_mass(region)) if region.any() \
+        else (s // 2 for s in ref_data.shape[:3])
     zooms = ref_img.header.get_zooms()[:3]
-    views = [("axial", lambda a: a[:, :, cz].T, zooms[1] / zooms[0]),
-             ("coronal", lambda a: a[:, cy, :].T, zooms[2] / zooms[0]),
-             ("sagittal", lambda a: a[cx, :, :].T, zooms[2] / zooms[1])]
+    bx, by, bz = box
+    views = [("axial", lambda a: a[bx, by, cz].T, zooms[1] / zooms[0]),
+             ("coronal", lambda a: a[bx, cy, bz].T, zooms[2] / zooms[0]),
+             ("sagittal", lambda a: a[cx, by, bz].T, zooms[2] / zooms[1])]
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(9.6, 3.0 * len(moving) + 0.2), facecolor="#0b0f17",
+        fig = Figure(figsize=(9.0, 2.5 * len(moving) + 0.3), facecolor="#0b0f17",
                      layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(moving), 3))
         for row, (label, data) in enumerate(moving):
@@ -215,8 +241,10 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
                 ax.set_facecolor("black")
                 ax.imshow(cut(np.nan_to_num(data)), cmap="gray", vmin=vmin, vmax=vmax,
                           origin="lower", aspect=asp, interpolation="bilinear")
-                ax.contour(cut(smooth), levels=levels, colors=["#ffd400", "#ff7a00"],
-                           linewidths=0.7, origin="lower")
+                ax.contour(cut(outline), levels=[0.5], colors=["#ffd400"], linewidths=0.8,
+                           origin="lower")
+                ax.contour(cut(np.where(region, smooth, np.nan)), levels=[inner_level],
+                           colors=["#ff6a00"], linewidths=0.6, origin="lower")
                 _blank(ax)
                 if col == 0:
                     ax.set_ylabel(label, color="white", fontsize=10)
@@ -227,12 +255,12 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
 
 def _maps_figure(rows: list[tuple[str, list[tuple[str, np.ndarray | None, dict]]]],
                  anat: np.ndarray, lesions: np.ndarray | None, controls: np.ndarray | None,
-                 slices: list[int], aspect: float) -> bytes:
+                 slices: list[int], aspect: float, brain: np.ndarray | None = None) -> bytes:
     """Rows = states; columns = maps (overlaid on the anatomy) x slices."""
     ncol = sum(1 for _ in rows[0][1]) * len(slices)
     avmin, avmax = _robust_range(anat)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(2.2 * ncol + 0.6, 2.45 * len(rows) + 0.5), facecolor="white",
+        fig = Figure(figsize=(2.5 * ncol + 1.0, 2.6 * len(rows) + 0.4), facecolor="white",
                      layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(rows), ncol))
         for r, (state, maps) in enumerate(rows):
@@ -250,6 +278,8 @@ def _maps_figure(rows: list[tuple[str, list[tuple[str, np.ndarray | None, dict]]
                               vmax=avmax, origin="lower", aspect=aspect)
                     if data is not None:
                         d = _slice(data, z).astype(float)
+                        if brain is not None:                       # maps inside the brain
+                            d = np.where(_slice(brain, z), d, np.nan)
                         if style.get("mask_small") is not None:      # overlay: show uptake only
                             d = np.where(d >= style["mask_small"], d, np.nan)
                         if style.get("mask_nonpositive"):                 # T1: background black
@@ -307,14 +337,14 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
         v = st.vfa
         rows.append({
             "session": f"ses-{st.session}",
-            "state": st.agent_label or "pre-contrast" if st.is_post else "pre-contrast",
+            "state": "post-contrast" if st.is_post else "pre-contrast",
             "agent": st.agent or "-",
             "pre-contrast reference": f"ses-{st.pre_session or plan.baseline_session}"
             if st.is_post else "-",
-            "T1w": rel(st.t1w),
+            "T1w": Path(st.t1w).name if st.t1w else "-",
             "VFA flip angles (deg)": ", ".join(f"{a:g}" for a in v.flip_angles_deg) if v else "-",
             "TR (ms)": f"{v.tr_s * 1000:g}" if v else "-",
-            "B1 map": rel(v.b1map) if v and v.b1map else "none",
+            "B1 map": Path(v.b1map).name if v and v.b1map else "none",
         })
     cols = ["session", "state", "agent", "pre-contrast reference", "T1w",
             "VFA flip angles (deg)", "TR (ms)", "B1 map"]
@@ -501,8 +531,13 @@ def _data3d(img: nib.Nifti1Image) -> np.ndarray:
     return d[..., 0] if d.ndim > 3 else d
 
 
-def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan) -> str:
+def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
+                  brain: np.ndarray | None = None) -> str:
     """Mosaic of T1 / SE / concentration per post-contrast state (+ the baseline T1 pre)."""
+    bx, by, _ = _bbox(brain if brain is not None else _head_mask(anat), anat.shape, margin=3)
+
+    def crop(a):
+        return None if a is None else a[bx, by, :]
     order = {}
     if plan is not None:
         for i, st in enumerate(plan.states):
@@ -512,47 +547,68 @@ def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan) -> str:
                                    k[1] or ""))
     if not states:
         return '<p class="empty">No T1, SE or concentration map was found.</p>'
-    loaded, se_hi, conc_hi = {}, [], []
+    anat, lesions, controls, brain = crop(anat), crop(lesions), crop(controls), crop(brain)
     inside_mask = lesions > 0 if lesions is not None and (lesions > 0).any() else None
-    for key in states:
-        for kind in ("T1map", "SE", "conc"):
-            m = next((m for m in maps if (m.session, m.agent) == key and m.kind == kind), None)
-            if m is None:
-                continue
-            d = _on_grid(_load(m.path), ref_img)
-            loaded[(key, kind)] = d
-            v = d[inside_mask] if inside_mask is not None else d
-            v = v[np.isfinite(v)]
-            if v.size and kind == "SE":
-                se_hi.append(float(np.percentile(v, 98)))
-            if v.size and kind == "conc":
-                conc_hi.append(float(np.percentile(v, 98)))
-    se_max = max(se_hi + [10.0])
-    conc_max = max(conc_hi + [1e-3])
-    se_style = dict(_STYLES["SE"], vmax=se_max, mask_small=max(2.0, 0.05 * se_max))
-    conc_style = dict(_STYLES["conc"], vmax=conc_max, mask_small=0.05 * conc_max)
-    t1_style = dict(_STYLES["T1map"], vmax=2.5)
-    hidden = {"hide": True}
-    rows = []
     post = [k for k in states if k[1]]
     pre = [k for k in states if not k[1]]
     if plan is not None:
         pre = [k for k in pre if k[0] == plan.baseline_session] or pre
-    for key in post:
-        rows.append((_state_label(*key), [("T1 (s)", loaded.get((key, "T1map")), t1_style),
-                                          ("SE (%)", loaded.get((key, "SE")), se_style),
-                                          ("Gd (mM)", loaded.get((key, "conc")), conc_style)]))
-    for key in pre[:1]:
-        rows.append((_state_label(*key), [("T1 (s)", loaded.get((key, "T1map")), t1_style),
-                                          ("SE (%)", None, hidden), ("Gd (mM)", None, hidden)]))
-    png = _maps_figure(rows, anat, lesions, controls, slices, _aspect(ref_img))
-    return H.image_html(
-        png, "image/png",
-        "Rows are contrast states; columns are T1, signal enhancement and Gd concentration on "
-        "axial slices through the largest lesions, over the reference T1w. Cyan: lesion "
-        "outlines; dashed green: healthy-tissue control regions. SE and concentrations below "
-        "5 % of their colour range (SE below 2 % at least) are transparent.",
-        css_class="figure mosaic")
+
+    def load(key, kind):
+        m = next((m for m in maps if (m.session, m.agent) == key and m.kind == kind), None)
+        return None if m is None else crop(_on_grid(_load(m.path), ref_img))
+
+    def high(d, floor):
+        """Colour range of one state: 98th percentile inside the lesions (at least floor)."""
+        if d is None:
+            return floor
+        v = d[inside_mask] if inside_mask is not None else d
+        v = v[np.isfinite(v)]
+        return max(float(np.percentile(v, 98)) if v.size else floor, floor)
+
+    background = brain if brain is not None else None
+    if background is not None and lesions is not None:
+        background = background & (lesions == 0)
+
+    def noise(d):
+        """Robust SD (1.4826 x MAD) of a map in lesion-free brain: its noise level."""
+        if d is None or background is None or not background.any():
+            return 0.0
+        v = d[background]
+        v = v[np.isfinite(v)]
+        return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else 0.0
+
+    figures = []
+    for kind, title, floor, caption in (
+            ("SE", "SE (%)", 10.0, "Signal enhancement 100 \u00d7 (post \u2212 pre) / pre of "
+             "the T1w images"),
+            ("conc", "Gd (mM)", 0.005, "Gd concentration \u0394R1 / r1 from the VFA T1 maps"),
+            ("T1map", "T1 (s)", None, "T1 from the variable-flip-angle fit")):
+        keys = post + (pre[:1] if kind == "T1map" else [])
+        rows = []
+        for key in keys:
+            d = load(key, kind)
+            if kind == "T1map":
+                style = dict(_STYLES["T1map"], vmax=2.5)
+            else:
+                vmax = high(d, floor)
+                thr = max(0.05 * vmax, 2.0 * noise(d), 2.0 if kind == "SE" else 0.0)
+                style = dict(_STYLES[kind], vmax=max(vmax, 1.5 * thr), mask_small=thr)
+            rows.append((_state_label(*key), [(title, d, style)]))
+        if not rows or all(r[1][0][1] is None for r in rows):
+            continue
+        png = _maps_figure(rows, anat, lesions, controls, slices, _aspect(ref_img), brain)
+        figures.append(f"<h3>{H.esc(caption)}</h3>" + H.image_html(
+            png, "image/png", "", alt=caption, css_class="figure mosaic"))
+    if not figures:
+        return '<p class="empty">No T1, SE or concentration map was found.</p>'
+    return ("".join(figures)
+            + '<p class="note">Rows are contrast states, columns axial slices through the '
+              "largest lesions, over the reference T1w; each row has its own colour scale. "
+              "Cyan: lesion outlines; dashed green: healthy-tissue control regions. Maps are "
+              "shown inside the brain mask; SE and concentrations are transparent below twice "
+              "their noise level in lesion-free brain (robust SD), 5 % of the row's colour range "
+              "and, for SE, 2 %.</p>")
 
 
 def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
@@ -584,10 +640,13 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     sections = []
 
     # lesions on the reference grid
-    lesions = controls = None
+    lesions = controls = brain = None
     if ref_img is not None:
         les = [m for m in maps if m.kind == "lesions"]
         ctl = [m for m in maps if m.kind == "controls"]
+        bm = [m for m in maps if m.kind == "brainmask"]
+        if bm:
+            brain = _on_grid(_load(bm[0].path), ref_img, order=0) > 0.5
         if les:
             lesions = np.rint(_on_grid(_load(les[0].path), ref_img, order=0)).astype(int)
         if ctl:
@@ -615,7 +674,8 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
         if ref_path is not None else []
     if moving:
         png = _registration_figure(ref_img, _data3d(ref_img),
-                                   [(label, _on_grid(img, ref_img)) for label, img in moving])
+                                   [(label, _on_grid(img, ref_img)) for label, img in moving],
+                                   brain)
         body = H.image_html(png, "image/png",
                             "Each row is one session's T1w brought into the reference space "
                             "with the transform the pipeline computed; yellow and orange lines "
@@ -634,7 +694,7 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     if ref_img is not None:
         anat = _data3d(ref_img)
         slices = _choose_slices(anat.shape, lesions, n_slices)
-        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan)
+        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan, brain)
     else:
         body = '<p class="empty">No maps were found in the outputs.</p>'
     sections.append(("maps", "Maps", H.section(

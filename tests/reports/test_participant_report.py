@@ -94,7 +94,7 @@ def test_participant_report_sections_images_and_content(outputs):
     parser.feed(text)
     assert {"summary", "plan", "registration", "maps", "lesions", "software"} <= parser.ids
     assert not parser.external                      # self-contained: no scripts or stylesheets
-    assert len(parser.imgs) == 2                    # registration mosaic + maps mosaic
+    assert len(parser.imgs) == 4                    # registration + SE, Gd and T1 mosaics
     for src in parser.imgs:
         m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
         assert m and base64.b64decode(m.group(1))[:4] == b"\x89PNG"
@@ -122,5 +122,5 @@ def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
     out, written = outputs
     path = build_participant_report(out, "01", bids_dir=written["bids"])
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 2
+    assert text.count("data:image/png;base64,") == 4
     assert "reference T1w not found" not in text
