@@ -350,7 +350,8 @@ class _StateFiles:
     agent_label: str | None = None
 
 
-def build_plan(layout, participant: str, config, *, bids_dir: Path | None = None) -> ParticipantPlan:
+def build_plan(layout, participant: str, config, *,
+               bids_dir: Path | None = None) -> ParticipantPlan:
     """The plan of one participant (metadata checked; images are checked by validate_plan)."""
     root = Path(bids_dir or config.bids_dir)
     warnings: list[str] = []
@@ -431,9 +432,9 @@ def build_plan(layout, participant: str, config, *, bids_dir: Path | None = None
             baseline = min(timed, key=lambda s: acq[s])
             why = "earliest acq_time in sessions.tsv"
             if len(timed) < len(candidates):
-                warn(f"sessions.tsv gives no acq_time for "
-                     f"{', '.join('ses-' + s for s in candidates if s not in acq)}; baseline chosen "
-                     f"among the others")
+                untimed = ", ".join("ses-" + s for s in candidates if s not in acq)
+                warn(f"sessions.tsv gives no acq_time for {untimed}; baseline chosen among the "
+                     f"others")
         else:
             baseline = sorted(candidates, key=_natural_key)[0]
             why = "first session label (no acq_time in sessions.tsv)"
@@ -732,8 +733,8 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
             if v.b1map and v.b1_scale != 1.0:
                 b1 += f" (x{v.b1_scale:g})"
             field_t = f"{v.field_strength_t:g} T" if v.field_strength_t else "field unknown"
-            lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), TR {v.tr_s * 1000:g} ms, "
-                         f"{field_t}, B1: {b1}")
+            lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), "
+                         f"TR {v.tr_s * 1000:g} ms, {field_t}, B1: {b1}")
             for f in v.files:
                 lines.append(f"         {r(f)}")
         else:
