@@ -67,7 +67,8 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
     cards = [
         ("participants", str(analysis.n_participants), f"{n_peak} measurable lesions at peak"),
         ("dose-response slope", f"{_f(fm.slope)} %/(mg/kg)" if fm else "n/a",
-         f"95 % CI {_f(fm.slope_ci_low)} to {_f(fm.slope_ci_high)}, R\u00b2 {_f(fm.r2)}"
+         (f"95 % CI {_f(fm.slope_ci_low)} to {_f(fm.slope_ci_high)}, R\u00b2 {_f(fm.r2)}"
+          if math.isfinite(fm.slope_ci_low) else f"{fm.n} doses only: no CI")
          if fm else "needs doses"),
         ("tumour types differ?", f"p = {_p(tt.p_value)}" if tt else "n/a",
          f"{tt.test}, {tt.n_groups} groups" if tt else "needs primary_tumor"),
@@ -156,12 +157,15 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
 
     body = (_fig(figures, "persistence", "Each line is one measurable lesion: SE at the peak "
                  "(trial D1) and at a later AGuIX session (D8).")
-            + H.table_html(["participant_id", "peak_session", "later_session", "n_lesions",
+            + H.table_html(["participant_id", "later_session", "n_lesions",
                             "se_peak_mean_percent", "se_later_mean_percent",
                             "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
                             "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"],
                            t["persistence_by_participant"].rows,
-                           _HEAD | {"conc_later_mean_mg_per_L": "quantified conc (mg/L)"})
+                           _HEAD | {"conc_later_mean_mg_per_L": "later conc (mg/L)",
+                                    "slope_percent_per_mg_per_L": "SE/conc slope",
+                                    "conc_upper_mg_per_L": "bound (mg/L)",
+                                    "persistence_percent": "later/peak (%)"})
             + '<p class="note">Not quantified = concentration n/a or not above 3 \u00d7 the RMS '
               "of the control-region concentrations of that session; the bound is SE / slope of "
               "the participant's SE-versus-concentration regression (per lesion, also with the "

@@ -522,6 +522,10 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         fit_all = cohort.linear_regression([r["dose_mg_per_kg"] for r in dosed],
                                            [r["se_mean_percent"] for r in dosed])
         fits["dose_means"], fits["dose_all"] = fit_means, fit_all
+        if len(doses) < 3:
+            _warn(warnings, f"only {len(doses)} AGuIX doses: the line through the per-dose means "
+                            f"has no confidence interval (R2 = 1 by construction); see the "
+                            f"regression of all lesion SEs on dose")
         reg_rows = [dict(model="mean SE per dose on dose", x="dose (mg/kg)", y="mean SE (%)",
                          **_fit_row(fit_means)),
                     dict(model="lesion SE on dose", x="dose (mg/kg)", y="SE (%)",
