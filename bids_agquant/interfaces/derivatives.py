@@ -1,0 +1,186 @@
+"""Nipype sinks that copy work-dir results into OUTPUT_DIR as BIDS-Derivatives (atomic writes).
+
+Names and sidecars are decided when the graph is built (:mod:`bids_agquant.bids.derivatives`);
+the sinks only write. They always run (so deleted outputs come back on a rerun) but skip an
+image whose output is newer than its work-dir source (so a resumed run does not recompress
+every map). Sidecars are rewritten only when their content changes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
+                                    SimpleInterface, TraitedSpec, isdefined, traits)
+
+from bids_agquant.bids import derivatives as D
+
+__all__ = ["DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS", "write_output"]
+
+#: The file inputs of a state's sink (key of :data:`bids_agquant.bids.derivatives.OUTPUTS`).
+STATE_SINK_FIELDS = ("T1map", "R1map", "M0map", "delta_r1", "concentration", "enhancement",
+                     "xfm_t1w", "xfm_vfa")
+
+
+def _up_to_date(src: Path, dst: Path) -> bool:
+    try:
+        return dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
+def write_output(src, dst: Path, *, dtype=None) -> bool:
+    """Write work-dir file ``src`` to ``dst`` (NIfTI recompressed, other files copied).
+
+    Returns False when ``dst`` was already up to date.
+    """
+    src, dst = Path(src), Path(dst)
+    if _up_to_date(src, dst):
+        return False
+    if dst.name.endswith((".nii.gz", ".nii")):
+        import nibabel as nib
+
+        img = nib.load(str(src))
+        data = np.asarray(img.dataobj)
+        if dtype is not None:
+            data = data.astype(dtype)
+        out = nib.Nifti1Image(data, img.affine, header=img.header)
+        out.set_data_dtype(data.dtype)
+        D.write_nifti(dst, out)
+    else:
+        D.atomic_write_bytes(dst, src.read_bytes())
+    return True
+
+
+def write_sidecar(path: Path, content: dict) -> None:
+    text = json.dumps(D._jsonable(content), indent=2, allow_nan=False) + "\n"
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    D.atomic_write_text(path, text)
+
+
+def _sidecar_path(path: Path) -> Path:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".tsv", ".mat", ".txt"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _prepare_output_dir(output_dir: Path, dataset_links: dict) -> None:
+    D.ensure_dataset_description(output_dir, dataset_links=dataset_links)
+    D.update_bidsignore(output_dir)
+
+
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    dataset_links = traits.Dict(usedefault=True, desc="DatasetLinks name -> root folder")
+    outputs = traits.Dict(mandatory=True,
+                          desc="field -> {'path': relative path, 'sidecar': dict or None}")
+    relaxivity = traits.Dict(desc="added to the concentration sidecar")
+    T1map = File(exists=True)
+    R1map = File(exists=True)
+    M0map = File(exists=True)
+    delta_r1 = File(exists=True)
+    concentration = File(exists=True)
+    enhancement = File(exists=True)
+    xfm_t1w = File(exists=True)
+    xfm_vfa = File(exists=True)
+
+
+class _SinkOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str, desc="written (or up-to-date) output files")
+
+
+class DerivativesSink(SimpleInterface):
+    """Write the maps and transforms of one contrast state with their sidecars."""
+    input_spec = _SinkInputSpec
+    output_spec = _SinkOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        out_dir = Path(self.inputs.output_dir)
+        _prepare_output_dir(out_dir, self.inputs.dataset_links)
+        written = []
+        for field, spec in self.inputs.outputs.items():
+            src = getattr(self.inputs, field, None)
+            if src is None or not isdefined(src):
+                continue
+            dst = out_dir / spec["path"]
+            write_output(src, dst, dtype=np.float32 if dst.name.endswith(".nii.gz") else None)
+            sidecar = dict(spec.get("sidecar") or {})
+            if field == "concentration" and isdefined(self.inputs.relaxivity):
+                sidecar["Relaxivity"] = dict(self.inputs.relaxivity)
+            if sidecar:
+                write_sidecar(_sidecar_path(dst), sidecar)
+            written.append(str(dst))
+        self._results["out_files"] = written
+        return runtime
+
+
+class _TableInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    dataset_links = traits.Dict(usedefault=True)
+    rows_files = InputMultiObject(File(exists=True), desc="JSON rows of each post state")
+    table_path = traits.Str(mandatory=True, desc="relative path of the lesion table (.tsv)")
+    table_sidecar = traits.Dict(usedefault=True, desc="extra keys of the table's JSON")
+    lesion_labels_file = File(exists=True)
+    control_labels_file = File(exists=True)
+    brain_mask_file = File(exists=True)
+    regions_file = File(exists=True)
+    images = traits.Dict(mandatory=True, desc="'lesion_dseg'|'control_dseg'|'brain_mask' -> "
+                                              "{'path', 'sidecar'}")
+
+
+class LesionTableSink(SimpleInterface):
+    """Write the participant lesion table (+ data dictionary) and the region images."""
+    input_spec = _TableInputSpec
+    output_spec = _SinkOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        out_dir = Path(self.inputs.output_dir)
+        _prepare_output_dir(out_dir, self.inputs.dataset_links)
+        written = []
+        rows = []
+        for f in (self.inputs.rows_files if isdefined(self.inputs.rows_files) else []):
+            rows.extend(json.loads(Path(f).read_text()))
+        table = out_dir / self.inputs.table_path
+        D.write_tsv(table, rows, D.LESION_TABLE_COLUMNS)
+        dictionary = {c: D.LESION_TABLE_DICTIONARY[c] for c in D.LESION_TABLE_COLUMNS}
+        dictionary.update(self.inputs.table_sidecar)
+        write_sidecar(_sidecar_path(table), dictionary)
+        written.append(str(table))
+
+        regions = {}
+        if isdefined(self.inputs.regions_file):
+            regions = json.loads(Path(self.inputs.regions_file).read_text())
+        sources = {"lesion_dseg": (self.inputs.lesion_labels_file, np.int32),
+                   "control_dseg": (self.inputs.control_labels_file, np.int16),
+                   "brain_mask": (self.inputs.brain_mask_file, np.uint8)}
+        for key, (src, dtype) in sources.items():
+            spec = self.inputs.images.get(key)
+            if spec is None or not isdefined(src):
+                continue
+            dst = out_dir / spec["path"]
+            write_output(src, dst, dtype=dtype)
+            if spec.get("sidecar"):
+                write_sidecar(_sidecar_path(dst), spec["sidecar"])
+            written.append(str(dst))
+            if key in ("lesion_dseg", "control_dseg"):
+                names = (sorted(regions.get("lesions", {}), key=int) if key == "lesion_dseg"
+                         else [f"control-{k}" for k in sorted(regions.get("controls", {}),
+                                                               key=int)])
+                index = (names if key == "lesion_dseg"
+                         else [n.split("-")[1] for n in names])
+                lut = dst.with_name(dst.name.replace(".nii.gz", ".tsv"))
+                D.write_tsv(lut, [{"index": int(i), "name": (f"lesion-{n}" if key == "lesion_dseg"
+                                                            else n)}
+                                  for i, n in zip(index, names)], ("index", "name"))
+                written.append(str(lut))
+        self._results["out_files"] = written
+        return runtime

@@ -1,0 +1,147 @@
+"""Rigid registration with antspyx (ANTs), deterministic, and the nipype interface around it.
+
+How (documented choice):
+
+* Metric Mattes mutual information (32 bins) on about 15000 fixed-image points drawn at random
+  with a fixed seed, intensities winsorised to the 0.5-99.5 percentiles, so different contrasts
+  (pre/post-contrast T1w, VFA flip images) register. (Random rather than regular sampling: with
+  a regular lattice of so few points the result depended erratically on the lattice, up to 2 mm
+  off on the clinical phantom; random points were stable.)
+* Initialised by aligning the centres of mass; rigid (Euler) transform, gradient step 0.25.
+* Images finer than 2 mm are block-averaged to about 2 mm first, then two rigid stages: a coarse
+  one (shrink 4, 2; smoothing 2, 1 voxels; at most 500, 250 iterations) and a fine one at the
+  (2 mm) full resolution (at most 100 iterations), convergence 1e-6 over 10 iterations. Each
+  stage samples about 15000 points at its finest level (the cost of the ITK metric grows with
+  the number of samples, about 5 us per sample and iteration on one thread, not with the image
+  size). Rigid accuracy is well below a millimetre (tested against the phantom's known motion)
+  and it is several times faster than antspyx's "Rigid" default.
+* Deterministic: one ITK thread and ``--random-seed`` (``config.ants_seed``), see
+  :func:`bids_agquant.interfaces.geometry.import_ants`; the same inputs give the same numbers.
+* For a coarse image against a fine one (a VFA set against its T1w) the coarse image is taken as
+  the fixed image (the metric is sampled on its few voxels) and the result is inverted, which is
+  exact for a rigid transform.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
+                                    TraitedSpec, traits)
+
+from . import geometry as G
+
+__all__ = ["register_rigid", "RigidRegistration", "REGISTRATION_SETTINGS"]
+
+REGISTRATION_SETTINGS = dict(target_spacing_mm=2.0, coarse_shrink_factors=(4, 2),
+                             coarse_smoothing_sigmas_vox=(2, 1), coarse_iterations=(500, 250),
+                             fine_iterations=100, convergence=1e-6, convergence_window=10,
+                             samples=15000, sampling_strategy="Random", histogram_bins=32, gradient_step=0.25,
+                             winsorize=(0.005, 0.995))
+
+
+def _downsample_factor(affine, target_spacing_mm: float) -> int:
+    return max(1, int(target_spacing_mm // float(G.voxel_sizes(affine).min())))
+
+
+def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42,
+                   settings: dict | None = None, verbose: bool = False) -> np.ndarray:
+    """Rigid registration of ``moving`` onto ``fixed``: 4x4 LPS matrix ``T_fixed<-moving``.
+
+    ``fixed``/``moving`` are 3-D arrays on the grids of the RAS+ affines. The result maps fixed
+    points to moving points (resampling convention), as antsRegistration's output.
+    """
+    s = {**REGISTRATION_SETTINGS, **(settings or {})}
+    ants = G.import_ants(seed)
+    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+
+    f_data, f_aff = G.block_average(fixed, fixed_affine,
+                                    _downsample_factor(fixed_affine, s["target_spacing_mm"]))
+    m_data, m_aff = G.block_average(moving, moving_affine,
+                                    _downsample_factor(moving_affine, s["target_spacing_mm"]))
+    for name, arr in (("fixed", f_data), ("moving", m_data)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"registration: the {name} image holds NaN or inf values")
+        if min(arr.shape) < 2 * max(s["coarse_shrink_factors"]):
+            raise ValueError(f"registration: the {name} image ({arr.shape}) is too small for "
+                             f"shrink factors {s['coarse_shrink_factors']}")
+    f_img = G.to_ants(f_data, f_aff, ants)
+    m_img = G.to_ants(m_data, m_aff, ants)
+    fs, ms = get_pointer_string(f_img), get_pointer_string(m_img)
+    n_fixed = float(np.prod(f_data.shape))
+    coarse_n = n_fixed / float(np.prod([s["coarse_shrink_factors"][-1]] * 3))
+    coarse_fraction = min(1.0, s["samples"] / coarse_n)
+    fine_fraction = min(1.0, s["samples"] / n_fixed)
+    conv = f"{s['convergence']},{s['convergence_window']}"
+
+    def stage(fraction, iterations, shrink, sigmas):
+        return ["--transform", f"Rigid[{s['gradient_step']}]",
+                "--metric", f"Mattes[{fs},{ms},1,{s['histogram_bins']},{s['sampling_strategy']},{fraction:.6f}]",
+                "--convergence", f"[{'x'.join(str(i) for i in iterations)},{conv}]",
+                "--shrink-factors", "x".join(str(i) for i in shrink),
+                "--smoothing-sigmas", "x".join(str(i) for i in sigmas) + "vox"]
+
+    with tempfile.TemporaryDirectory(prefix="bids_agquant_reg_") as tmp:
+        prefix = os.path.join(tmp, "reg_")
+        args = (["--dimensionality", "3", "--float", "1",
+                 "--initial-moving-transform", f"[{fs},{ms},1]"]
+                + stage(coarse_fraction, s["coarse_iterations"], s["coarse_shrink_factors"],
+                        s["coarse_smoothing_sigmas_vox"])
+                + stage(fine_fraction, (s["fine_iterations"],), (1,), (0,))
+                + ["--use-histogram-matching", "0",
+                   "--winsorize-image-intensities", f"[{s['winsorize'][0]},{s['winsorize'][1]}]",
+                   "--collapse-output-transforms", "1",
+                   "--random-seed", str(int(seed)),
+                   "--output", prefix,
+                   "--verbose", "1" if verbose else "0"])
+        code = get_lib_fn("antsRegistration")(process_arguments(args))
+        if code != 0:
+            raise RuntimeError(f"antsRegistration failed with exit code {code}")
+        return G.read_transform(prefix + "0GenericAffine.mat")
+
+
+# ----------------------------------------------------------------------------------- nipype
+
+class _RigidInputSpec(BaseInterfaceInputSpec):
+    target_file = File(exists=True, mandatory=True, desc="image defining the target space")
+    source_files = InputMultiObject(File(exists=True), mandatory=True,
+                                    desc="image(s) to register; several (e.g. the flip angles of "
+                                         "a VFA set, one grid) are averaged first")
+    source_as_fixed = traits.Bool(False, usedefault=True,
+                                  desc="sample the metric on the source grid (coarse source) and "
+                                       "invert the result")
+    seed = traits.Int(42, usedefault=True, desc="ANTs random seed (deterministic runs)")
+    resample_source = traits.Bool(False, usedefault=True,
+                                  desc="also write the (averaged) source resampled onto the "
+                                       "target grid (linear)")
+
+
+class _RigidOutputSpec(TraitedSpec):
+    transform_file = File(exists=True, desc="ITK transform target <- source (.mat)")
+    resampled_file = File(desc="source resampled onto the target grid (if asked)")
+
+
+class RigidRegistration(SimpleInterface):
+    """Rigid antsRegistration of a source image onto a target image."""
+    input_spec = _RigidInputSpec
+    output_spec = _RigidOutputSpec
+
+    def _run_interface(self, runtime):
+        target, t_aff, _ = G.load(self.inputs.target_file)
+        stack, s_aff = G.load_many(list(self.inputs.source_files))
+        source = stack.mean(axis=-1)
+        if self.inputs.source_as_fixed:
+            m = register_rigid(source, s_aff, target, t_aff, seed=self.inputs.seed)
+            matrix = np.linalg.inv(m)
+        else:
+            matrix = register_rigid(target, t_aff, source, s_aff, seed=self.inputs.seed)
+        out = Path(runtime.cwd, "xfm_target_from_source.mat")
+        G.write_transform(matrix, out)
+        self._results["transform_file"] = str(out)
+        if self.inputs.resample_source:
+            res = G.resample(source, s_aff, target.shape, t_aff, matrix, order=1, fill=0.0)
+            self._results["resampled_file"] = G.save_like(res, t_aff,
+                                                          Path(runtime.cwd, "resampled.nii"))
+        return runtime

@@ -1,0 +1,342 @@
+"""The participant workflow: one ParticipantPlan -> every output of interface.md.
+
+Graph (per participant; ``<s>`` = one contrast state, e.g. ``D1_AGuIX``)::
+
+    reg_<s>_wf.t1w_to_ref      T1w(s) -> reference T1w (rigid, ANTs)     [not for the reference]
+    reg_<s>_wf.vfa_to_t1w      VFA(s) -> T1w(s) (rigid, ANTs)
+    vfa_<s>_wf.fit_vfa         VFA fit in native space (qmri.vfa, B1-corrected when a map exists)
+    vfa_<s>_wf.maps_to_ref     R1, M0 resampled once through VFA -> T1w -> reference; T1 = 1/R1
+    post_<s>_wf.quantify       post states: delta R1, [Gd], SE, lesion/control rows
+    regions_wf.prepare_regions lesion labels, diameters, brain mask, control regions
+    lesion_table_wf.lesion_table  lesion table (+ dictionary), region images     -> OUTPUT_DIR
+    ds_<s>                     maps, transforms and sidecars of the state         -> OUTPUT_DIR
+
+Fits and registrations of all states are independent and run in parallel (MultiProc); every node
+is single-threaded and declares its memory (estimated from the image sizes). The work dir is
+``config.work_dir``: a rerun with it recomputes nothing that is cached (the sinks always run but
+skip outputs that are up to date). ANTs runs deterministically (one thread, fixed seed
+``config.ants_seed``) so two runs give identical arrays.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from bids_agquant.bids import derivatives as D
+from bids_agquant.interfaces.derivatives import DerivativesSink
+from bids_agquant.interfaces.registration import REGISTRATION_SETTINGS
+from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
+from bids_agquant.workflows.quantification import init_post_contrast_wf, init_vfa_wf
+from bids_agquant.workflows.registration import init_registration_wf, registration_target
+
+__all__ = ["init_participant_wf", "state_label", "participant_outputs"]
+
+#: Seed of the control-region placement (reproducible regions).
+CONTROL_SEED = 0
+
+FIT_METHODS = {
+    "nonlinear": "nonlinear least squares of the SPGR signal over (M0, T1) (variable projection, "
+                 "vectorised Newton), started from the linear DESPOT1 solution",
+    "linear": "linear DESPOT1 regression of S/sin(a) on S/tan(a)",
+}
+
+
+def state_label(state) -> str:
+    """Node-name-safe label of a state: ``<session>_<agent label or pre>``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", f"{state.session}_{state.agent_label or 'pre'}")
+
+
+def _n_voxels(path) -> int:
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:
+        return 10_000_000
+    n = 1
+    for s in shape[:3]:
+        n *= int(s)
+    return n
+
+
+def _mem_gb(base: float, bytes_per_voxel: float, n_voxels: int) -> float:
+    return round(base + bytes_per_voxel * n_voxels / 1e9, 2)
+
+
+def _datasets(plan, config) -> tuple[dict, dict]:
+    """(DatasetLinks for dataset_description, roots for BIDS URIs incl. the output itself)."""
+    links = {"raw": Path(config.bids_dir)}
+    if plan.lesion_mask is not None:
+        root = D.find_dataset_root(plan.lesion_mask.path)
+        if root is not None and not _inside(root, config.bids_dir):
+            links["lesions"] = root
+    return links, {**links, "": Path(config.output_dir)}
+
+
+def _inside(path, root) -> bool:
+    try:
+        Path(path).absolute().relative_to(Path(root).absolute())
+        return True
+    except ValueError:
+        return False
+
+
+def participant_outputs(plan, config) -> dict:
+    """Every output path (relative to OUTPUT_DIR) the workflow writes, by state and key.
+
+    ``{state_label: {key: path}}`` plus ``"participant": {key: path}`` (lesion table, dsegs).
+    """
+    out = {}
+    ref = plan.reference_t1w
+    for s in plan.states:
+        src = s.vfa.files[0] if s.vfa is not None else s.t1w
+        keys = {}
+        if s.vfa is not None:
+            keys.update({k: D.derivative_path(k, src) for k in ("T1map", "R1map", "M0map",
+                                                                  "xfm_vfa")})
+        if s.t1w is not None and s.t1w != ref:
+            keys["xfm_t1w"] = D.derivative_path("xfm_t1w", s.t1w)
+        if s.is_post:
+            pre = plan.pre_state_for(s)
+            if s.vfa is not None and pre is not None and pre.vfa is not None:
+                keys["delta_r1"] = D.derivative_path("delta_r1", src)
+                keys["concentration"] = D.derivative_path("concentration", src)
+            if s.t1w is not None and pre is not None and pre.t1w is not None:
+                keys["enhancement"] = D.derivative_path("enhancement", s.t1w)
+        out[state_label(s)] = keys
+    p = plan.participant
+    out["participant"] = {k: D.participant_path(k, p) for k in
+                          ("lesion_table", "lesion_table_json", "brain_mask", "control_dseg",
+                           "lesion_dseg")}
+    return out
+
+
+def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow:
+    """Build the nipype workflow of one participant (see the module docstring).
+
+    ``plan``: :class:`bids_agquant.bids.plan.ParticipantPlan`; ``config``:
+    :class:`bids_agquant.config.Config` (output_dir, work_dir, vfa_fit, b1_correction,
+    relaxivity_overrides, ants_seed). The workflow's ``base_dir`` is ``config.work_dir``.
+    """
+    ref = Path(plan.reference_t1w)
+    output_dir = Path(config.output_dir).absolute()
+    links, roots = _datasets(plan, config)
+
+    def uri(path):
+        return D.bids_uri(path, roots)
+
+    ref_uri = uri(ref)
+    n_ref = _n_voxels(ref)
+    mem_reg = _mem_gb(0.3, 40, n_ref)
+    mem_resample = _mem_gb(0.2, 60, n_ref)
+    mem_quant = _mem_gb(0.3, 110, n_ref)
+    mem_regions = _mem_gb(0.3, 90, n_ref)
+    mem_sink = _mem_gb(0.1, 12, n_ref)
+
+    wf = pe.Workflow(name=name or f"sub_{re.sub(r'[^A-Za-z0-9]', '_', plan.participant)}_wf")
+    if config.work_dir is not None:
+        wf.base_dir = str(Path(config.work_dir).absolute())
+    wf.config["execution"] = {"crashfile_format": "txt"}
+    links_str = {k: str(Path(v).absolute()) for k, v in links.items()}
+    paths = participant_outputs(plan, config)
+
+    reg_wfs, vfa_wfs, post_wfs = {}, {}, []
+    for s in plan.states:
+        label = state_label(s)
+        reg = init_registration_wf(state=s, reference_t1w=ref, seed=config.ants_seed,
+                                   mem_gb=mem_reg, name=f"reg_{label}_wf")
+        reg_wfs[label] = reg
+        if s.vfa is not None:
+            n_vfa = _n_voxels(s.vfa.files[0]) * len(s.vfa.files)
+            vfa = init_vfa_wf(state=s, reference_t1w=ref, method=config.vfa_fit,
+                              b1_correction=config.b1_correction,
+                              mem_fit_gb=_mem_gb(0.3, 120, n_vfa), mem_resample_gb=mem_resample,
+                              name=f"vfa_{label}_wf")
+            vfa_wfs[label] = vfa
+            wf.connect(reg, "outputnode.vfa_transform", vfa, "inputnode.vfa_transform")
+            if registration_target(s, ref) != ref:
+                wf.connect(reg, "outputnode.t1w_transform", vfa, "inputnode.t1w_transform")
+
+    # regions (needs the baseline pre-contrast T1 map) and the lesion table
+    base_pre = plan.state(plan.baseline_session, None)
+    post_states = [s for s in plan.states if s.is_post]
+    region_images = {
+        "lesion_dseg": {"path": str(paths["participant"]["lesion_dseg"]), "sidecar": {
+            **_describe("lesion_dseg"), "SpatialReference": ref_uri,
+            "Sources": [uri(plan.lesion_mask.path)] if plan.lesion_mask else []}},
+        "control_dseg": {"path": str(paths["participant"]["control_dseg"]), "sidecar": {
+            **_describe("control_dseg"), "SpatialReference": ref_uri,
+            "Method": "qmri.lesions.control_regions: spheres of the median measurable lesion "
+                      f"volume (10-25 mm) in the brain mask, >= 10 mm from lesions, seed "
+                      f"{CONTROL_SEED}"}},
+        "brain_mask": {"path": str(paths["participant"]["brain_mask"]), "sidecar": {
+            **_describe("brain_mask"), "SpatialReference": ref_uri,
+            "Method": "see bids_agquant.interfaces.masks (T1 range, morphology, largest "
+                      "component)"}},
+    }
+    if plan.lesion_mask is None:
+        region_images.pop("lesion_dseg")
+    lesions = init_regions_wf(reference_t1w=ref, lesion_mask=plan.lesion_mask, seed=CONTROL_SEED,
+                              mem_gb=mem_regions, name="regions_wf")
+    table = init_lesion_table_wf(
+        n_post=len(post_states), output_dir=str(output_dir), dataset_links=links_str,
+        table_path=str(paths["participant"]["lesion_table"]),
+        table_sidecar={"SpatialReference": ref_uri}, images=region_images, mem_gb=mem_sink,
+        name="lesion_table_wf")
+    wf.connect([(lesions, table, [(f"outputnode.{f}", f"inputnode.{f}") for f in
+                                  ("lesion_labels", "control_labels", "brain_mask", "regions")])])
+    if base_pre is not None and state_label(base_pre) in vfa_wfs:
+        wf.connect(vfa_wfs[state_label(base_pre)], "outputnode.t1", lesions, "inputnode.t1")
+    if plan.lesion_mask is not None:
+        drawn_on = plan.lesion_mask.drawn_on or _pre_t1w(plan, plan.lesion_mask.session) or ref
+        if Path(drawn_on) != ref:
+            owner = next((s for s in plan.states if s.t1w == drawn_on), None)
+            if owner is None:
+                raise ValueError(f"lesion mask {plan.lesion_mask.path}: the T1w it was drawn on "
+                                 f"({drawn_on}) is not part of the plan")
+            wf.connect(reg_wfs[state_label(owner)], "outputnode.t1w_transform",
+                       lesions, "inputnode.lesion_transform")
+
+    # post-contrast quantification
+    for i, s in enumerate(post_states, start=1):
+        label = state_label(s)
+        pre = plan.pre_state_for(s)
+        post = init_post_contrast_wf(
+            agent=s.agent, field_strength_t=s.vfa.field_strength_t if s.vfa else None,
+            relaxivity_overrides=dict(config.relaxivity_overrides),
+            row_base={"participant_id": f"sub-{plan.participant}", "session_id": f"ses-{s.session}",
+                      "contrast_agent": s.agent,
+                      "pre_session_id": f"ses-{pre.session}" if pre else None},
+            mem_gb=mem_quant, name=f"post_{label}_wf")
+        post_wfs.append(post)
+        if pre is not None and label in vfa_wfs and state_label(pre) in vfa_wfs:
+            wf.connect([(vfa_wfs[label], post, [("outputnode.r1", "inputnode.r1_post")]),
+                        (vfa_wfs[state_label(pre)], post, [("outputnode.r1", "inputnode.r1_pre")])])
+        if pre is not None and s.t1w is not None and pre.t1w is not None:
+            for st, field in ((s, "t1w_post"), (pre, "t1w_pre")):
+                if st.t1w == ref:
+                    setattr(post.inputs.inputnode, field, str(ref))
+                else:
+                    wf.connect(reg_wfs[state_label(st)], "outputnode.t1w_ref",
+                               post, f"inputnode.{field}")
+        wf.connect([(lesions, post, [("outputnode.lesion_labels", "inputnode.lesion_labels"),
+                                     ("outputnode.control_labels", "inputnode.control_labels"),
+                                     ("outputnode.regions", "inputnode.regions")]),
+                    (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
+
+    # sinks, one per state
+    for s in plan.states:
+        label = state_label(s)
+        outputs = _state_outputs(s, plan, config, paths[label], uri, ref_uri)
+        if not outputs:
+            continue
+        sink = pe.Node(DerivativesSink(output_dir=str(output_dir), dataset_links=links_str,
+                                       outputs=outputs), name=f"ds_{label}", mem_gb=mem_sink,
+                       n_procs=1)
+        if label in vfa_wfs:
+            wf.connect([(vfa_wfs[label], sink, [
+                ("outputnode.t1", "T1map"), ("outputnode.r1", "R1map"),
+                ("outputnode.m0", "M0map"), ("outputnode.xfm_vfa", "xfm_vfa")])])
+        if "xfm_t1w" in outputs:
+            wf.connect(reg_wfs[label], "outputnode.t1w_transform", sink, "xfm_t1w")
+        if s.is_post:
+            post = post_wfs[post_states.index(s)]
+            for field, key in (("delta_r1", "delta_r1"), ("conc", "concentration"),
+                               ("se", "enhancement")):
+                if key in outputs:
+                    wf.connect(post, f"outputnode.{field}", sink, key)
+            if "concentration" in outputs:
+                wf.connect(post, "outputnode.relaxivity", sink, "relaxivity")
+    return wf
+
+
+def _pre_t1w(plan, session):
+    st = plan.state(session, None)
+    return st.t1w if st is not None else None
+
+
+def _describe(key) -> dict:
+    spec = D.OUTPUTS[key]
+    out = {}
+    if spec.description:
+        out["Description"] = spec.description
+    if spec.units:
+        out["Units"] = spec.units
+    return out
+
+
+def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
+    """Sink spec of one state: field -> {"path": relative path, "sidecar": dict}."""
+    ref = plan.reference_t1w
+    out = {}
+    vfa = s.vfa
+    vfa_meta = {}
+    if vfa is not None:
+        vfa_sources = [uri(f) for f in vfa.files]
+        b1_used = vfa.b1map is not None and config.b1_correction == "auto"
+        if b1_used:
+            vfa_sources.append(uri(vfa.b1map))
+        acq = D.allowed_metadata(D.read_sidecar(vfa.files[0]))
+        acq.pop("RepetitionTime", None)
+        vfa_meta = {
+            **acq,
+            "Sources": vfa_sources,
+            "SpatialReference": ref_uri,
+            "FlipAngle": [float(a) for a in vfa.flip_angles_deg],
+            "RepetitionTimeExcitation": float(vfa.tr_s),
+            "MagneticFieldStrength": vfa.field_strength_t,
+            "EstimationMethod": f"VFA / DESPOT1: {FIT_METHODS[config.vfa_fit]}",
+            "EstimationAlgorithm": f"bids_agquant.qmri.vfa.VFAModel(method={config.vfa_fit!r})",
+            "B1Correction": bool(b1_used),
+            "B1Map": uri(vfa.b1map) if b1_used else None,
+            "Resampling": ("fitted on the VFA grid; R1 and M0 resampled once (linear, NaN-aware) "
+                           "into the reference space through the composed rigid transform "
+                           "VFA -> session T1w -> reference (" + str(paths.get("xfm_vfa")) + ")"),
+        }
+        for key in ("T1map", "R1map", "M0map"):
+            out[key] = {"path": str(paths[key]), "sidecar": {**_describe(key), **vfa_meta}}
+        out["xfm_vfa"] = {"path": str(paths["xfm_vfa"]), "sidecar": {
+            **_describe("xfm_vfa"),
+            "Sources": [uri(vfa.files[-1]), uri(registration_target(s, ref))]
+                       + ([uri(ref)] if registration_target(s, ref) != ref else []),
+            "SpatialReference": ref_uri,
+            "Software": _ants_software(), "RegistrationSeed": int(config.ants_seed)}}
+    if "xfm_t1w" in paths:
+        out["xfm_t1w"] = {"path": str(paths["xfm_t1w"]), "sidecar": {
+            **_describe("xfm_t1w"), "Sources": [uri(s.t1w), ref_uri],
+            "SpatialReference": ref_uri, "Software": _ants_software(),
+            "RegistrationSeed": int(config.ants_seed)}}
+    if s.is_post:
+        pre = plan.pre_state_for(s)
+        if "delta_r1" in paths:
+            r1_post = paths["R1map"]
+            pre_paths = D.derivative_path("R1map", pre.vfa.files[0])
+            out["delta_r1"] = {"path": str(paths["delta_r1"]), "sidecar": {
+                **_describe("delta_r1"), "Sources": [f"bids::{r1_post}", f"bids::{pre_paths}"],
+                "PreContrastSources": [f"bids::{pre_paths}"],
+                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri}}
+            out["concentration"] = {"path": str(paths["concentration"]), "sidecar": {
+                **_describe("concentration"), "Sources": [f"bids::{paths['delta_r1']}"],
+                "ContrastAgent": s.agent, "ContrastAgentLabel": s.agent_label,
+                "MagneticFieldStrength": vfa.field_strength_t if vfa else None,
+                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri}}
+        if "enhancement" in paths:
+            sources = [uri(s.t1w), uri(pre.t1w)]
+            out["enhancement"] = {"path": str(paths["enhancement"]), "sidecar": {
+                **_describe("enhancement"), "Sources": sources,
+                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri,
+                "Resampling": "both T1w rigidly registered and resampled (linear) once into "
+                              "the reference space"}}
+    return out
+
+
+def _ants_software() -> str:
+    versions = D.stack_versions()
+    s = REGISTRATION_SETTINGS
+    return (f"antspyx {versions.get('antspyx')} antsRegistration: rigid, Mattes MI "
+            f"({s['histogram_bins']} bins, ~{s['samples']} regular samples), images at "
+            f"~{s['target_spacing_mm']:g} mm, shrink {s['coarse_shrink_factors']} then 1, "
+            f"one thread, fixed seed")
+

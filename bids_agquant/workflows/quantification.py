@@ -1,0 +1,79 @@
+"""VFA T1 mapping of one state and post-contrast quantification (builders only wire nodes).
+
+Fit in native VFA space, then resample R1 and M0 once into the reference space through the
+composed VFA -> T1w -> reference transform (see :mod:`bids_agquant.interfaces.vfa` for why);
+the same for pre- and post-contrast states.
+"""
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from bids_agquant.interfaces.quantify import QuantifyPostContrast
+from bids_agquant.interfaces.vfa import FitVFA, MapsToReference
+
+__all__ = ["init_vfa_wf", "init_post_contrast_wf"]
+
+
+def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fit_gb: float,
+                mem_resample_gb: float, name: str = "vfa_wf"):
+    """``fit_vfa`` (native space) -> ``maps_to_ref`` (reference space).
+
+    Inputs (``inputnode``): ``t1w_transform`` (T_ref<-T1w, unset when the VFA set was registered
+    to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
+    Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed).
+    """
+    vfa = state.vfa
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_transform", "vfa_transform"]),
+                        name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa"]),
+                         name="outputnode")
+    fit = pe.Node(FitVFA(in_files=[str(f) for f in vfa.files],
+                         flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
+                         tr_s=float(vfa.tr_s), method=method),
+                  name="fit_vfa", mem_gb=mem_fit_gb, n_procs=1)
+    if vfa.b1map is not None and b1_correction == "auto":
+        fit.inputs.b1map = str(vfa.b1map)
+        fit.inputs.b1_scale = float(vfa.b1_scale)
+    to_ref = pe.Node(MapsToReference(reference_file=str(reference_t1w)), name="maps_to_ref",
+                     mem_gb=mem_resample_gb, n_procs=1)
+    wf.connect([
+        (inputnode, to_ref, [("t1w_transform", "t1w_transform"),
+                             ("vfa_transform", "vfa_transform")]),
+        (fit, to_ref, [("r1_file", "r1_file"), ("m0_file", "m0_file")]),
+        (to_ref, outputnode, [("r1_file", "r1"), ("t1_file", "t1"), ("m0_file", "m0"),
+                              ("transform_file", "xfm_vfa")]),
+    ])
+    return wf
+
+
+def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides: dict,
+                          row_base: dict, mem_gb: float, name: str = "post_wf"):
+    """``quantify``: delta R1, [Gd], SE and the lesion-table rows of one post-contrast state.
+
+    Inputs: ``r1_post``, ``r1_pre``, ``t1w_post``, ``t1w_pre`` (reference space; any pair may be
+    left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``.
+    Outputs: ``delta_r1``, ``conc``, ``se``, ``rows``, ``relaxivity``.
+    """
+    wf = pe.Workflow(name=name)
+    fields = ["r1_post", "r1_pre", "t1w_post", "t1w_pre", "lesion_labels", "control_labels",
+              "regions"]
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["delta_r1", "conc", "se", "rows",
+                                                       "relaxivity"]), name="outputnode")
+    quant = pe.Node(QuantifyPostContrast(agent=agent, field_strength_t=field_strength_t,
+                                         relaxivity_overrides=dict(relaxivity_overrides),
+                                         row_base=dict(row_base)),
+                    name="quantify", mem_gb=mem_gb, n_procs=1)
+    wf.connect([
+        (inputnode, quant, [("r1_post", "r1_post"), ("r1_pre", "r1_pre"),
+                            ("t1w_post", "t1w_post"), ("t1w_pre", "t1w_pre"),
+                            ("lesion_labels", "lesion_labels_file"),
+                            ("control_labels", "control_labels_file"),
+                            ("regions", "regions_file")]),
+        (quant, outputnode, [("delta_r1_file", "delta_r1"), ("conc_file", "conc"),
+                             ("se_file", "se"), ("rows_file", "rows"),
+                             ("relaxivity", "relaxivity")]),
+    ])
+    return wf
