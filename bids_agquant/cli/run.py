@@ -10,8 +10,8 @@ Order of work (nothing is computed before every input is checked):
    print it (``-v`` / ``--print-plan``, which stops here), create OUTPUT_DIR, its logs/ and the
    work dir (73 when impossible), then per participant build
    ``workflows.participant.init_participant_wf(plan, config)`` and run it with the configured
-   nipype plugin, printing one line per finished node; a failing node exits 1 naming the node and
-   its crash file;
+   nipype plugin, printing one line per finished node (a failing node exits 1 naming the node
+   and its crash file), then write its HTML report ``OUTPUT_DIR/sub-<p>.html``;
 4. group level: ``workflows.group.run_group(config)``.
 
 Every non-zero exit prints one line first on stderr, ``bids-agquant: error: <what>; <fix>``;
@@ -380,6 +380,31 @@ def _run_one(plan, config: Config) -> None:
     execute_workflow(wf, config, f"sub-{plan.participant}")
 
 
+class _WarningCollector(logging.Handler):
+    """Keeps the WARNING messages logged during one participant's run (for its report)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _build_report(plan, config: Config, warnings: list[str]) -> None:
+    """``OUTPUT_DIR/sub-<p>.html``; a failure here is logged, the maps and tables are complete."""
+    try:
+        from bids_agquant.reports.participant import build_participant_report
+        path = build_participant_report(config.output_dir, plan.participant, plan=plan,
+                                        bids_dir=config.bids_dir, warnings=warnings)
+    except Exception as exc:  # noqa: BLE001 - the outputs exist; the report is a view of them
+        LOGGER.error("sub-%s: the HTML report could not be built (%s: %s); the maps and the "
+                     "lesion table are complete", plan.participant, type(exc).__name__, exc)
+        LOGGER.debug("report failure", exc_info=True)
+        return
+    LOGGER.info("sub-%s: report %s", plan.participant, path)
+
+
 def with_plugin(config: Config) -> Config:
     """The config with ``plugin``/``plugin_args`` from ``--use-plugin`` (or MultiProc defaults)."""
     import dataclasses
@@ -458,7 +483,13 @@ def run_participant_level(config: Config) -> int:
                 else:
                     LOGGER.debug("plan:\n%s", text)
                 _plan_to_file(handler, text)
-                _run_one(plan, config)
+                collector = _WarningCollector()
+                LOGGER.addHandler(collector)
+                try:
+                    _run_one(plan, config)
+                finally:
+                    LOGGER.removeHandler(collector)
+                _build_report(plan, config, collector.messages)
             finally:
                 cleanup()
     LOGGER.info("done: outputs in %s (work dir %s can be deleted once you are satisfied)",

@@ -1,7 +1,7 @@
 """End to end through the command line: a small phantom participant, then a resumed rerun.
 
 Checks what the CLI owns: exit 0, one progress line per node on the console, the per-participant
-log file, outputs under OUTPUT_DIR (the lesion table), nothing written into BIDS_DIR, and that a
+log file, outputs under OUTPUT_DIR (the lesion table, the HTML report), nothing written into BIDS_DIR, and that a
 rerun with the same work dir takes the expensive nodes from the cache; identifying fields planted
 in the input sidecars reach neither the console nor the log.
 """
@@ -42,6 +42,9 @@ def test_participant_level_end_to_end_and_resume(small_phantom, run_cli, tmp_pat
     for value in ("DOE^JANE", "NANORAD-01", "19580312"):      # planted in the input sidecars
         assert value not in log + res.out + res.err
     assert (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").is_file()
+    report = out / "sub-01.html"
+    assert report.is_file() and "sub-01: report" in res.out
+    assert "the HTML report could not be built" not in res.out
     assert (work / "crash").is_dir() is False or not list((work / "crash").iterdir())
 
     total = {int(m) for m in re.findall(r"\[\d+/(\d+)\]", res.out)}
