@@ -155,6 +155,8 @@ def spgr_m0_from_baseline(baseline_signal, t1_base_s, flip_angle_deg, tr_s, b1=N
         unit = spgr_signal(1.0, np.where(t1 > 0, t1, np.nan), [fa], tr, b1a)[..., 0]
         m0 = s0 / unit
     valid = np.isfinite(m0) & (unit > 0)
+    if b1a is not None:
+        valid &= b1a > 0
     return _scalar_or_nan(np.where(valid, m0, np.nan))
 
 
@@ -177,6 +179,8 @@ def spgr_signal_to_r1(signal, m0, flip_angle_deg, tr_s, b1=None):
         r1 = -np.log(e1) / tr
     valid = (np.isfinite(s) & np.isfinite(m0) & (m0 > 0) & (np.sin(alpha) > 0)
              & np.isfinite(e1) & (e1 > 0) & (e1 < 1) & np.isfinite(r1))
+    if b1 is not None:
+        valid &= _f64(b1) > 0       # a negative factor can land on a positive sine: not a B1
     return _scalar_or_nan(np.where(valid, r1, np.nan))
 
 
