@@ -165,13 +165,17 @@ def linear_regression(x, y, confidence: float = 0.95) -> LinearFit:
         return LinearFit(**nan_fit)
     xm, ym = x.mean(), y.mean()
     dx, dy = x - xm, y - ym
-    sxx, syy, sxy = float(dx @ dx), float(dy @ dy), float(dx @ dy)
-    if sxx <= 0.0:
+    with np.errstate(over="ignore", invalid="ignore"):
+        sxx, syy, sxy = float(dx @ dx), float(dy @ dy), float(dx @ dy)
+    # no spread in x (np.ptp: the mean of equal large numbers can differ from them by rounding),
+    # or sums beyond float range: no line can be fitted
+    if not (sxx > 0.0 and np.ptp(x) > 0) or not all(map(math.isfinite, (sxx, syy, sxy))):
         return LinearFit(**nan_fit)
     slope = sxy / sxx
     intercept = ym - slope * xm
-    if syy > 0.0:
-        r = float(np.clip(sxy / math.sqrt(sxx * syy), -1.0, 1.0))
+    denom = math.sqrt(sxx) * math.sqrt(syy)        # not sqrt(sxx * syy): that can underflow
+    if denom > 0.0:
+        r = float(np.clip(sxy / denom, -1.0, 1.0))
     else:
         r = _NAN                                   # y constant: correlation undefined
     r2 = r * r if math.isfinite(r) else _NAN
@@ -189,7 +193,7 @@ def linear_regression(x, y, confidence: float = 0.95) -> LinearFit:
     if slope_se > 0.0:
         p = float(2.0 * stats.t.sf(abs(slope / slope_se), dof))
     else:
-        p = 0.0 if slope != 0.0 else _NAN          # a perfect line
+        p = 0.0 if slope != 0.0 and math.isfinite(slope) else _NAN   # a perfect line
     out.update(p_value=p, slope_se=slope_se, intercept_se=intercept_se,
                slope_ci_low=slope - tcrit * slope_se, slope_ci_high=slope + tcrit * slope_se,
                intercept_ci_low=intercept - tcrit * intercept_se,
