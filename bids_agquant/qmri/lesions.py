@@ -135,6 +135,9 @@ def label_lesions(image, kind, *, connectivity=26, mask_threshold=0.5) -> Lesion
         if (values < 0).any() or (values != np.round(values)).any():
             raise ValueError("lesion segmentation (dseg) must hold non-negative integer labels; "
                              "for a probability or binary mask use kind='mask'")
+        if (values >= 2.0 ** 53).any():    # beyond exact float integers (and int64): labels lost
+            raise ValueError("lesion segmentation (dseg) holds labels of 2**53 or more: renumber "
+                             "the lesions 1, 2, 3, ...")
         ints = values.astype(np.int64)
         ids = np.unique(ints[ints > 0])
         labels = np.zeros(ints.shape, dtype=np.int32)
