@@ -55,6 +55,10 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
     """
     s = {**REGISTRATION_SETTINGS, **(settings or {})}
     ants = G.import_ants(seed)
+    # NaN/Inf voxels (counted and warned about by the input validation; NaN in the maps) carry
+    # no signal for the metric: zero them here instead of failing the registration
+    fixed = np.where(np.isfinite(fixed), fixed, 0.0)
+    moving = np.where(np.isfinite(moving), moving, 0.0)
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     f_data, f_aff = G.block_average(fixed, fixed_affine,
