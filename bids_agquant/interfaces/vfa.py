@@ -15,6 +15,7 @@ Design choice (documented in the workflow too): fit in native VFA space, then re
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ class FitVFA(SimpleInterface):
         self._results["r1_file"] = G.save_like(fit.r1, affine, Path(runtime.cwd, "r1.nii"))
         self._results["m0_file"] = G.save_like(fit.m0, affine, Path(runtime.cwd, "m0.nii"))
         self._results["n_failed"] = int(fit.n_failed)
+        if fit.n_failed:       # per-voxel failures are not fatal: NaN, counted and reported
+            logging.getLogger("bids_agquant.vfa").warning(
+                "%s: the VFA fit failed in %d of %d voxels with signal; they are NaN in the maps",
+                Path(files[0]).name, fit.n_failed, int(np.count_nonzero(head)))
         return runtime
 
 
