@@ -306,6 +306,9 @@ def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, d
     out = {}
     for r in raw:
         p = _strip(r.get("participant_id"), "sub-")
+        if p in out:      # as the participant level: the first row counts
+            _warn(warnings, f"participants.tsv has several rows for sub-{p}; using the first")
+            continue
         cov = {}
         for c in ("dose_mg_per_kg", "weight_kg"):
             try:
@@ -313,6 +316,10 @@ def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, d
             except ValueError:
                 _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
                                 f"number; treated as missing")
+                cov[c] = _NAN
+            if not (cov[c] > 0 and math.isfinite(cov[c])) and not math.isnan(cov[c]):
+                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
+                                f"positive number; treated as missing")
                 cov[c] = _NAN
         tumor = (r.get("primary_tumor") or "").strip()
         cov["primary_tumor"] = None if tumor.lower() in _MISSING else tumor
