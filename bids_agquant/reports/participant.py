@@ -408,18 +408,23 @@ def _versions(output_dir: Path) -> dict:
 
 
 def _log_warnings(output_dir: Path, participant: str) -> list[str]:
-    """WARNING lines of the participant's log files, when there are any."""
+    """WARNING lines of the participant's newest run log (``OUTPUT_DIR/logs/sub-<p>_*.log``)
+    and of log files inside ``sub-<p>/``, without time stamp and logger name."""
     out = []
-    root = Path(output_dir) / f"sub-{participant}"
-    for log in sorted(root.rglob("*.log")):
+    runs = sorted((Path(output_dir) / "logs").glob(f"sub-{participant}_*.log"))
+    logs = runs[-1:] + sorted((Path(output_dir) / f"sub-{participant}").rglob("*.log"))
+    for log in logs:
         try:
-            for line in log.read_text(errors="replace").splitlines():
-                if "WARNING" in line:
-                    msg = line.split("WARNING", 1)[1].lstrip(" :-|]")
-                    if msg and msg not in out:
-                        out.append(msg)
+            lines = log.read_text(errors="replace").splitlines()
         except OSError:
             continue
+        for line in lines:
+            if "WARNING" not in line:
+                continue
+            msg = line.split("WARNING", 1)[1].lstrip(" :-|]")
+            msg = re.sub(r"^[A-Za-z_][\w.]*: ", "", msg)          # the logger name
+            if msg and msg not in out:
+                out.append(msg)
     return out
 
 

@@ -134,5 +134,13 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
     (log / f"{p}_participant.log").write_text(
         "2024-01-01 10:00:00 INFO started\n"
         "2024-01-01 10:00:01 WARNING ses-D8: no pre-contrast T1w, baseline used\n")
+    runs = out / "logs"                       # the CLI's run logs: only the newest counts
+    runs.mkdir(exist_ok=True)
+    (runs / f"{p}_20240101T090000.log").write_text(
+        "2024-01-01 09:00:00,001 WARNING bids_agquant.layout: a stale warning of an old run\n")
+    (runs / f"{p}_20240102T090000.log").write_text(
+        "2024-01-02 09:00:00,001 INFO bids_agquant.cli: started\n"
+        "2024-01-02 09:00:01,002 WARNING bids_agquant.layout: ses-D1: no B1 map, nominal flip "
+        "angles used\n")
     written["lesions"] = lesions
     return written

@@ -101,8 +101,10 @@ def test_participant_report_sections_images_and_content(outputs):
     # the plan, the warnings (argument, plan, log file) and the lesion table are shown
     assert "3, 15" in text and "ses-D0" in text and "NSCLC" in text
     for w in ("registration of ses-D8 moved 2 mm", "plan says hello",
-              "ses-D8: no pre-contrast T1w, baseline used"):
+              "ses-D8: no pre-contrast T1w, baseline used",
+              "ses-D1: no B1 map, nominal flip angles used"):
         assert w in text
+    assert "stale warning" not in text and "bids_agquant.layout" not in text
     assert text.count("control-") == len(CONTROLS)
     assert "measurable lesions" in text
     assert re.search(r"card-value\">%d<" % sum(2 * r * 2.0 >= 10 for _, r in LESIONS.values()),
