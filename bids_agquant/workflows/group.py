@@ -271,6 +271,12 @@ def read_lesion_table(path: Path) -> list[dict]:
     folder_participant = _strip(path.parent.name, "sub-")
     rows = []
     for i, r in enumerate(raw, start=2):
+        if None in r or any(v is None for v in r.values()):   # csv's restkey / restval
+            n = len([v for k, v in r.items() if k is not None and v is not None]) + len(
+                r.get(None) or [])
+            raise GroupDataError(f"{path}, line {i}: {n} fields where the header has "
+                                 f"{len(columns)} (a truncated or edited table); rerun the "
+                                 f"participant level for sub-{folder_participant}")
         row = {"participant": _strip(r["participant_id"], "sub-") or folder_participant,
                "session": _strip(r["session_id"], "ses-"),
                "agent_label": (r["contrast_agent"] or "").strip(),
