@@ -220,7 +220,7 @@ def _bin_label(lo: float, hi: float) -> str:
 
 
 def size_bin(diameter_mm: float, bins: Sequence[tuple[float, float]] = SIZE_BINS_MM) -> str:
-    """Size-bin label of one longest diameter (mm): ``"10-20 mm"``, ``"20-50 mm"`` or ``"other"``."""
+    """Size-bin label of a longest diameter (mm): ``"10-20 mm"``, ``"20-50 mm"`` or ``"other"``."""
     d = float(diameter_mm) if diameter_mm is not None else _NAN
     if not math.isfinite(d):
         return OTHER_SIZE_BIN
@@ -338,7 +338,7 @@ def persistence_percent(se_later_percent, se_peak_percent) -> np.ndarray:
 
 
 def regress_by_group(x, y, labels, confidence: float = 0.95) -> dict[str, LinearFit]:
-    """One :func:`linear_regression` of ``y`` on ``x`` per label (e.g. per participant, per tumour)."""
+    """One :func:`linear_regression` of ``y`` on ``x`` per label (per participant, tumour...)."""
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     lab = np.asarray(labels, dtype=object).ravel()

@@ -192,7 +192,8 @@ def fig_se_vs_diameter(analysis) -> Figure | None:
             if sel:
                 mean = float(np.mean(sel))
                 ax.plot([lo, hi], [mean, mean], color=_ACCENT, lw=1.2, ls="--", zorder=1)
-                ax.text((lo + hi) / 2, 1.0, f"{lo:g}\u2013{hi:g} mm: mean {mean:.0f} % (n={len(sel)})",
+                label = f"{lo:g}\u2013{hi:g} mm: mean {mean:.0f} % (n={len(sel)})"
+                ax.text((lo + hi) / 2, 1.0, label,
                         transform=ax.get_xaxis_transform(), ha="center", va="bottom",
                         fontsize=8, color=_ACCENT)
         groups = tumors or [None]

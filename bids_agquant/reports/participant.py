@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ import matplotlib
 matplotlib.use("Agg")
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy import ndimage  # noqa: E402
 

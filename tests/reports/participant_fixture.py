@@ -95,8 +95,8 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
         t_ras = np.eye(4)
         t_ras[0, 3] = shift * VOXEL_MM[0] * (0 if ses in WRONG_TRANSFORM else 1)
         anat(ses).mkdir(parents=True, exist_ok=True)
-        G.write_transform(G.ras_to_lps_matrix(t_ras),
-                          anat(ses) / f"{p}_ses-{ses}_ce-{agent}_from-orig_to-T1w_mode-image_xfm.mat")
+        xfm = f"{p}_ses-{ses}_ce-{agent}_from-orig_to-T1w_mode-image_xfm.mat"
+        G.write_transform(G.ras_to_lps_matrix(t_ras), anat(ses) / xfm)
         stem = anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w"
         _save(1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head,
               Path(f"{stem}_T1map.nii.gz"))
