@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -483,6 +484,8 @@ def run_participant_level(config: Config) -> int:
                 else:
                     LOGGER.debug("plan:\n%s", text)
                 _plan_to_file(handler, text)
+                _remove_stale_temp_files(config.output_dir / f"sub-{plan.participant}",
+                                         config.output_dir / f"sub-{plan.participant}.html")
                 collector = _WarningCollector()
                 LOGGER.addHandler(collector)
                 try:
@@ -495,6 +498,27 @@ def run_participant_level(config: Config) -> int:
     LOGGER.info("done: outputs in %s (work dir %s can be deleted once you are satisfied)",
                 config.output_dir, config.work_dir)
     return EX_OK
+
+
+#: Temporary files of the atomic writers (bids.derivatives, reports._io): ``.<name>.<8>.tmp[ext]``.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
+
+
+def _remove_stale_temp_files(folder: Path, single: Path | None = None) -> None:
+    """Delete the temporary files a killed run left (SIGKILL skips the writers' cleanup).
+
+    Only in a folder one job owns (``sub-<p>/``, the group folder) and beside ``single`` (e.g.
+    ``sub-<p>.html``): the dataset-level temporaries may belong to a concurrent job.
+    """
+    found = [p for p in folder.rglob(".*") if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    if single is not None and single.parent.is_dir():
+        found += [p for p in single.parent.glob(f".{single.name}.*") if _TEMP_NAME.match(p.name)]
+    for p in found:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    if found:
+        LOGGER.info("removed %d temporary file(s) left by an interrupted run in %s", len(found),
+                    folder)
 
 
 def _plan_to_file(handler: logging.Handler, text: str) -> None:
@@ -521,6 +545,7 @@ def run_group_level(config: Config) -> int:
     _ensure_writable_dir(config.log_dir, "OUTPUT_DIR")
     with _log_file(config, "group") as (log_path, _):
         LOGGER.info("bids-agquant %s: group level, log file %s", _version(), log_path)
+        _remove_stale_temp_files(config.output_dir / "group")
         run_group(config)
     LOGGER.info("done: group outputs in %s", config.output_dir / "group")
     return EX_OK
