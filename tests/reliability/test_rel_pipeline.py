@@ -304,6 +304,33 @@ def test_no_identifying_metadata_in_the_work_dir(shared):
     assert leaks(shared["work"], tokens(shared["ds"])) == []
 
 
+def test_output_sidecars_copy_only_allow_listed_input_fields(shared):
+    """Allow-list, not deny-list: of the keys the input sidecars hold, an output sidecar may only
+    carry the allow-listed acquisition fields and the app's own fields of the same name."""
+    from bids_agquant.bids.derivatives import LESION_TABLE_COLUMNS, SIDECAR_ALLOW_LIST
+    from bids_agquant.bids.layout import NUMERIC_COVARIATES, TEXT_COVARIATES
+
+    # the app's own fields that inputs may hold too; covariates are an allow-list of their own
+    own = ({"Description", "Sources", "Units", "FlipAngle"} | set(LESION_TABLE_COLUMNS)
+           | set(NUMERIC_COVARIATES) | set(TEXT_COVARIATES))
+    input_keys = set()
+    for f in shared["ds"].rglob("*.json"):
+        meta = json.loads(f.read_text())
+        input_keys |= set(meta) if isinstance(meta, dict) else set()
+    assert set(IDENTIFYING) <= input_keys and "SeriesDescription" in input_keys
+    copied = {}
+    for f in shared["out"].rglob("*.json"):
+        if f.name == "dataset_description.json" or ".work" in f.parts:
+            continue
+        meta = json.loads(f.read_text())
+        for k in set(meta) & input_keys - set(SIDECAR_ALLOW_LIST) - own:
+            copied.setdefault(k, str(f.relative_to(shared["out"])))
+    assert copied == {}
+    flips = [json.loads(f.read_text())["FlipAngle"]
+             for f in shared["out"].rglob("*_T1map.json")]
+    assert flips and all(isinstance(v, list) for v in flips)      # the app's, not the input's
+
+
 def test_the_privacy_search_finds_what_it_looks_for(shared, tmp_path):
     """The search reaches NIfTI header fields, PNG text and text files (else it proves nothing)."""
     toks = tokens(shared["ds"])
@@ -425,3 +452,31 @@ def test_sigkill_and_resume_give_the_uninterrupted_outputs(shared, tmp_path):
             assert ia.get_data_dtype() == ib.get_data_dtype(), rel
         else:                                # lesion table, sidecars, dseg look-up, transforms
             assert a.read_bytes() == b.read_bytes(), rel
+
+
+# ------------------------------------------------------------------------------ disk full
+
+def _file_size_limit(n_bytes):
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+    return apply
+
+
+def test_no_space_for_a_file_is_one_line_and_leaves_no_partial_output(shared, tmp_path):
+    """Every file above 400 kB fails to write (as on a full disk or an exhausted quota): the run
+    stops with one line naming the error, the input is untouched, and no output file is half
+    written; rerunning without the limit resumes."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = cli(shared["ds"], out, "participant", "--participant-label", "01", "-w", work,
+               "--nprocs", "2", preexec_fn=_file_size_limit(400_000))
+    res = finish(proc)
+    assert res.code in (1, 73), (res.code, res.err)
+    line = res.err.splitlines()[0]
+    assert line.startswith("bids-agquant: error: ") and "File too large" in line, res.err
+    assert "; " in line and "Traceback" not in res.err
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    assert rk.tree_state(shared["ds"]) == shared["before"]
+    assert check_complete(out) == []
