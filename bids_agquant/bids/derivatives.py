@@ -134,7 +134,8 @@ OUTPUTS: dict[str, OutputSpec] = {
 
 #: Lines of ``.bidsignore``: our custom suffixes and non-BIDS folders.
 BIDSIGNORE = ("*_Conc.nii.gz", "*_Conc.json", "*_SEmap.nii.gz", "*_SEmap.json", "*_xfm.mat",
-              "*_xfm.txt", "*_stats.tsv", "*_stats.json", "logs/", "group/", "*.html")
+              "*_xfm.txt", "*_xfm.json", "*_stats.tsv", "*_stats.json", "logs/", "group/",
+              "*.html")
 
 #: Input sidecar fields that may be copied into output sidecars (acquisition parameters only).
 SIDECAR_ALLOW_LIST = (

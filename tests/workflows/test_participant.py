@@ -1,0 +1,220 @@
+"""End to end on a small phantom: the participant workflow against the phantom's truth.
+
+The phantom (``bids_agquant.simulate``) is made with settings the pipeline was not tuned on
+(seed 2026, motion up to 5 deg / 8 mm, oblique grids, B1 0.85-1.15); its grids are coarser than
+the clinical protocol (T1w 2 mm, VFA 3 x 3 x 4 mm) to keep the test short, and the VFA SNR is
+scaled with the voxel volume (40 at 2 x 2 x 3 mm -> 120 at 3 x 3 x 4 mm) so that the noise per
+mm^3 is the clinical one.
+
+Checks (issue "participant app", Done-when): measurable-lesion mean concentration vs the truth
+at the VFA resolution (>= 20 mm within 10 %, 10-20 mm within 20 %) where the concentration is
+quantifiable (true value >= 10 x the standard error of a lesion mean, the ICH limit of
+quantification: the day-8 residual is not, as in the paper), control regions below 0.005 mM,
+diameters within 1.5 mm, measurable flags, SE within 10 % (where quantifiable, same rule); two runs give identical arrays; a
+rerun with the same work dir recomputes nothing; names pass the BIDS schema; pybids indexes it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+VFA_VOXEL_MM = (3.0, 3.0, 4.0)
+
+
+def _run(plan, config):
+    from bids_agquant.cli.plugin import run_workflow
+    from bids_agquant.workflows.participant import init_participant_wf
+
+    wf = init_participant_wf(plan, config)
+    run_workflow(wf, "MultiProc", {"n_procs": 2, "poll_sleep_duration": 0.1,
+                                   "raise_insufficient": False}, config.work_dir)
+    return wf
+
+
+@pytest.fixture(scope="module")
+def phantom_runs(tmp_path_factory):
+    from bids_agquant.bids.layout import build_plans
+    from bids_agquant.config import Config
+    from bids_agquant.simulate import load_truth, simulate_dataset
+
+    root = tmp_path_factory.mktemp("e2e")
+    simulate_dataset(root / "bids", truth_dir=root / "truth", preset="sample", seed=2026,
+                     n_participants=1, motion_deg=5.0, motion_mm=8.0, vfa_voxel_mm=VFA_VOXEL_MM,
+                     vfa_snr=120.0, identifying_fields=True)
+    truth = load_truth(root / "truth")
+    runs = []
+    for name in ("a", "b"):
+        config = Config(bids_dir=root / "bids", output_dir=root / f"out_{name}",
+                        analysis_level="participant", work_dir=root / f"work_{name}", nprocs=2)
+        (plan,) = build_plans(config)
+        _run(plan, config)
+        runs.append((plan, config))
+    return truth, runs
+
+
+def _table(config, participant="01"):
+    return pd.read_csv(Path(config.output_dir) / f"sub-{participant}" /
+                       f"sub-{participant}_desc-lesions_stats.tsv", sep="\t", na_values="n/a",
+                       keep_default_na=False)
+
+
+def _matched(truth, table):
+    lesions = table[table.region_type == "lesion"].copy()
+    lesions["truth_id"] = truth.match_lesions(
+        "01", lesions[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy())
+    tt = truth.lesion_table("01")
+    merged = lesions.merge(tt, left_on=["truth_id", "session_id"],
+                           right_on=["lesion_id", "session_id"], suffixes=("", "_true"))
+    return merged
+
+
+def test_every_truth_lesion_and_state_is_in_the_table(phantom_runs):
+    truth, [(plan, config), _] = phantom_runs
+    table = _table(config)
+    merged = _matched(truth, table)
+    tt = truth.lesion_table("01")
+    assert len(merged) == len(tt), "some lesions or post-contrast states are missing"
+    assert set(table.session_id) == {f"ses-{s.session}" for s in plan.post_states}
+    controls = table[table.region_type == "control"]
+    assert sorted(controls.lesion_id.unique()) == ["control-1", "control-2", "control-3"]
+    assert controls.measurable.isna().all() and controls.longest_diameter_mm.isna().all()
+
+
+def test_diameters_and_measurable_flags(phantom_runs):
+    truth, [(_, config), _] = phantom_runs
+    m = _matched(truth, _table(config))
+    err = (m.longest_diameter_mm - m.axial_diameter_mm).abs()
+    assert err.max() <= 1.5, m[["lesion_id", "longest_diameter_mm", "axial_diameter_mm"]]
+    assert (m.measurable.astype(str).str.lower() == m.measurable_true.astype(str).str.lower()).all()
+
+
+def _quantifiable(m):
+    """True concentration >= 10 x the standard error of the lesion mean (ICH LOQ)."""
+    n_vfa = m.volume_mm3 / float(np.prod(VFA_VOXEL_MM))
+    se_mean = m.conc_sd_mM / np.sqrt(np.maximum(n_vfa, 1.0))
+    return m.conc_vfa_mM >= 10.0 * se_mean
+
+
+def test_lesion_concentration_against_truth(phantom_runs):
+    truth, [(_, config), _] = phantom_runs
+    m = _matched(truth, _table(config))
+    meas = m[m.measurable_true.astype(bool) & _quantifiable(m)]
+    assert len(meas) >= 6, "too few quantifiable measurable lesion-states to test"
+    rel = (meas.conc_mean_mM - meas.conc_vfa_mM).abs() / meas.conc_vfa_mM
+    big = meas.axial_diameter_mm >= 20
+    assert rel[big].max() <= 0.10, meas[big][["session_id", "lesion_id", "conc_mean_mM",
+                                              "conc_vfa_mM"]]
+    assert rel[~big].max() <= 0.20, meas[~big][["session_id", "lesion_id", "conc_mean_mM",
+                                                "conc_vfa_mM"]]
+    # mg/L follows from mM through the agent's molar mass per Gd
+    aguix = meas[meas.contrast_agent == "AGuIX"]
+    np.testing.assert_allclose(aguix.conc_mean_mg_per_L, aguix.conc_mean_mM * 1000.0, rtol=1e-9)
+
+
+def test_controls_show_no_gadolinium_and_no_enhancement(phantom_runs):
+    _, [(_, config), _] = phantom_runs
+    t = _table(config)
+    controls = t[t.region_type == "control"]
+    assert controls.conc_mean_mM.abs().max() < 0.005
+    assert controls.se_mean_percent.abs().max() < 5.0
+
+
+def test_signal_enhancement_against_truth(phantom_runs):
+    truth, [(_, config), _] = phantom_runs
+    m = _matched(truth, _table(config))
+    # quantifiable as for the concentration: true SE >= 10 x the standard error of the mean
+    se_of_mean = m.se_sd_percent / np.sqrt(m.n_voxels_se)
+    meas = m[m.measurable_true.astype(bool) & (m.se_percent >= 10.0 * se_of_mean)]
+    assert len(meas) >= 6
+    rel = (meas.se_mean_percent - meas.se_percent).abs() / meas.se_percent
+    assert rel.max() <= 0.10, meas[["session_id", "lesion_id", "se_mean_percent", "se_percent"]]
+
+
+def _maps(config):
+    return sorted(Path(config.output_dir).rglob("sub-*/**/*.nii.gz"))
+
+
+def test_two_runs_give_identical_arrays(phantom_runs):
+    _, [(_, a), (_, b)] = phantom_runs
+    maps_a, maps_b = _maps(a), _maps(b)
+    rel = lambda ps, c: [p.relative_to(c.output_dir) for p in ps]  # noqa: E731
+    assert rel(maps_a, a) == rel(maps_b, b) and len(maps_a) > 30
+    for pa, pb in zip(maps_a, maps_b):
+        da, db = np.asarray(nib.load(pa).dataobj), np.asarray(nib.load(pb).dataobj)
+        assert np.array_equal(da, db, equal_nan=True), pa.name
+    assert _table(a).equals(_table(b))
+    for xa in Path(a.output_dir).rglob("*_xfm.mat"):
+        assert xa.read_bytes() == (Path(b.output_dir) / xa.relative_to(a.output_dir)).read_bytes()
+
+
+def test_rerun_with_the_same_work_dir_recomputes_nothing(phantom_runs):
+    _, [(plan, config), _] = phantom_runs
+    work = Path(config.work_dir)
+    results = {p: p.stat().st_mtime_ns for p in work.rglob("result_*.pklz")
+               if "/ds_" not in str(p) and "lesion_table" not in str(p)}
+    outputs = {p: p.stat().st_mtime_ns for p in _maps(config)}
+    time.sleep(0.05)
+    _run(plan, config)
+    assert {p: p.stat().st_mtime_ns for p in results} == results   # cached nodes untouched
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs   # outputs up to date
+
+
+def _schema_regexes():
+    from bidsschematools import rules, schema
+
+    sch = schema.load_schema()
+    out = []
+    for group in (sch.rules.files.common, sch.rules.files.raw, sch.rules.files.deriv):
+        out += [re.compile(r"(?:.*/)?" + r["regex"])
+                for r in rules.regexify_filename_rules(group, sch, level=2)]
+    return out
+
+
+def test_output_names_pass_the_schema_or_are_bidsignored(phantom_runs):
+    pytest.importorskip("bidsschematools")
+    _, [(_, config), _] = phantom_runs
+    out = Path(config.output_dir)
+    ignore = (out / ".bidsignore").read_text().split()
+    regexes = _schema_regexes()
+    files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files
+    for p in files:
+        rel = p.relative_to(out).as_posix()
+        if any(fnmatch.fnmatch(p.name, pat) or rel.startswith(pat.rstrip("/") + "/")
+               for pat in ignore):
+            continue
+        assert any(r.match("/" + rel) for r in regexes), rel
+
+
+def test_pybids_indexes_the_output_as_derivatives_and_sidecars_are_clean(phantom_runs):
+    from bids import BIDSLayout
+
+    _, [(plan, config), _] = phantom_runs
+    layout = BIDSLayout(config.bids_dir, derivatives=config.output_dir, validate=False)
+    deriv = layout.derivatives.get_pipeline("bids_agquant")
+    t1maps = deriv.get(suffix="T1map", space="T1w", extension=".nii.gz")
+    assert len(t1maps) == sum(1 for s in plan.states if s.vfa is not None)
+    conc = deriv.get(suffix="Conc", extension=".nii.gz")
+    assert len(conc) == len(plan.post_states)
+    meta = conc[0].get_metadata()
+    assert meta["Units"] == "mM" and meta["Relaxivity"]["r1"] > 0
+    assert meta["SpatialReference"].startswith("bids:raw:sub-01/")
+    planted = [w for w in ("PatientName", "PatientBirthDate", "InstitutionName")
+               if w in Path(str(plan.states[0].vfa.files[0]).replace(".nii.gz", ".json")).read_text()]
+    assert planted, "the phantom should plant identifying fields in the input sidecars"
+    for f in Path(config.output_dir).rglob("*.json"):
+        text = f.read_text()
+        for word in planted + ["AcquisitionDateTime"]:
+            assert word not in text, f
+    ref = nib.load(plan.reference_t1w)
+    img = nib.load(t1maps[0].path)
+    assert img.shape == ref.shape and np.allclose(img.affine, ref.affine, atol=1e-4)
