@@ -2,7 +2,7 @@
 
 How (documented choice):
 
-* Metric Mattes mutual information (32 bins) on about 15000 fixed-image points drawn at random
+* Metric Mattes mutual information (32 bins) on about 10000 fixed-image points drawn at random
   with a fixed seed, intensities winsorised to the 0.5-99.5 percentiles, so different contrasts
   (pre/post-contrast T1w, VFA flip images) register. (Random rather than regular sampling: with
   a regular lattice of so few points the result depended erratically on the lattice, up to 2 mm
@@ -11,7 +11,7 @@ How (documented choice):
 * Images finer than 2 mm are block-averaged to about 2 mm first, then two rigid stages: a coarse
   one (shrink 4, 2; smoothing 2, 1 voxels; at most 500, 250 iterations) and a fine one at the
   (2 mm) full resolution (at most 100 iterations), convergence 1e-6 over 10 iterations. Each
-  stage samples about 15000 points at its finest level (the cost of the ITK metric grows with
+  stage samples about 10000 points at its finest level (the cost of the ITK metric grows with
   the number of samples, about 5 us per sample and iteration on one thread, not with the image
   size). Rigid accuracy is well below a millimetre (tested against the phantom's known motion)
   and it is several times faster than antspyx's "Rigid" default.
@@ -38,7 +38,7 @@ __all__ = ["register_rigid", "RigidRegistration", "REGISTRATION_SETTINGS"]
 REGISTRATION_SETTINGS = dict(target_spacing_mm=2.0, coarse_shrink_factors=(4, 2),
                              coarse_smoothing_sigmas_vox=(2, 1), coarse_iterations=(500, 250),
                              fine_iterations=100, convergence=1e-6, convergence_window=10,
-                             samples=15000, sampling_strategy="Random", histogram_bins=32, gradient_step=0.25,
+                             samples=10000, sampling_strategy="Random", histogram_bins=32, gradient_step=0.25,
                              winsorize=(0.005, 0.995))
 
 

@@ -10,7 +10,7 @@ Checks (issue "participant app", Done-when): measurable-lesion mean concentratio
 at the VFA resolution (>= 20 mm within 10 %, 10-20 mm within 20 %) where the concentration is
 quantifiable (true value >= 10 x the standard error of a lesion mean, the ICH limit of
 quantification: the day-8 residual is not, as in the paper), control regions below 0.005 mM,
-diameters within 1.5 mm, measurable flags, SE within 10 % (where quantifiable, same rule); two runs give identical arrays; a
+diameters within 1.5 mm, measurable flags, SE within 10 % (where the true SE is >= 10 %); two runs give identical arrays; a
 rerun with the same work dir recomputes nothing; names pass the BIDS schema; pybids indexes it.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 VFA_VOXEL_MM = (3.0, 3.0, 4.0)
+SE_FLOOR_PERCENT = 10.0
 
 
 def _run(plan, config):
@@ -131,9 +132,9 @@ def test_controls_show_no_gadolinium_and_no_enhancement(phantom_runs):
 def test_signal_enhancement_against_truth(phantom_runs):
     truth, [(_, config), _] = phantom_runs
     m = _matched(truth, _table(config))
-    # quantifiable as for the concentration: true SE >= 10 x the standard error of the mean
-    se_of_mean = m.se_sd_percent / np.sqrt(m.n_voxels_se)
-    meas = m[m.measurable_true.astype(bool) & (m.se_percent >= 10.0 * se_of_mean)]
+    # where the SE is at least 10 %: below, 10 % of it is under a percentage point, less than
+    # the T1w noise of a 10-20 mm lesion mean at SNR 40 (day-8 residual enhancement)
+    meas = m[m.measurable_true.astype(bool) & (m.se_percent >= SE_FLOOR_PERCENT)]
     assert len(meas) >= 6
     rel = (meas.se_mean_percent - meas.se_percent).abs() / meas.se_percent
     assert rel.max() <= 0.10, meas[["session_id", "lesion_id", "se_mean_percent", "se_percent"]]
@@ -218,3 +219,26 @@ def test_pybids_indexes_the_output_as_derivatives_and_sidecars_are_clean(phantom
     ref = nib.load(plan.reference_t1w)
     img = nib.load(t1maps[0].path)
     assert img.shape == ref.shape and np.allclose(img.affine, ref.affine, atol=1e-4)
+
+
+def test_transforms_recover_the_phantom_head_motion(phantom_runs):
+    """Every written transform (T1w -> reference, VFA -> T1w -> reference) matches the known
+    head pose of its session: within 0.5 mm over a sphere of 60 mm radius around the head."""
+    from bids_agquant.interfaces import geometry as G
+
+    truth, [(plan, config), _] = phantom_runs
+    ref = nib.load(plan.reference_t1w)
+    centre = ref.affine[:3, :3] @ ((np.array(ref.shape[:3]) - 1) / 2) + ref.affine[:3, 3]
+    rng = np.random.default_rng(0)
+    pts = rng.standard_normal((400, 3))
+    pts = centre + 60.0 * pts / np.linalg.norm(pts, axis=1)[:, None]
+    pts = np.c_[pts, np.ones(len(pts))]
+    files = sorted(Path(config.output_dir).rglob("*_xfm.mat"))
+    assert len(files) == sum(1 for s in plan.states if s.vfa is not None) + \
+        sum(1 for s in plan.states if s.t1w is not None and s.t1w != plan.reference_t1w)
+    for f in files:
+        session = re.search(r"_ses-([A-Za-z0-9]+)_", f.name).group(1)
+        est = G.ras_to_lps_matrix(G.read_transform(f))     # reference point -> native point
+        pose = truth.pose("01", session)                    # world(session) = pose @ world(ref)
+        err = np.linalg.norm((pts @ est.T - pts @ pose.T)[:, :3], axis=1)
+        assert err.max() < 0.5, (f.name, err.max())

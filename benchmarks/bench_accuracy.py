@@ -1,0 +1,171 @@
+"""Accuracy of the participant level on full-size phantoms; writes results/accuracy.md.
+
+    python benchmarks/bench_accuracy.py [--nprocs 2] [--note TEXT]
+
+Phantoms (``bids_agquant.simulate``, clinical grids: 1 mm T1w, 2 x 2 x 3 mm VFA, SNR 40) with
+seeds and settings the pipeline was not tuned on (it was developed on seeds 1, 7 and 11):
+
+* A: seed 101, session labels pre/inj/week1/month1, motion up to 5 deg / 8 mm, oblique grids
+  up to 10 deg, B1 0.85-1.15, binary lesion mask;
+* B: seed 202, ellipsoidal lesions, B1 map stored in percent, lesion dseg, RAS voxel axes,
+  motion up to 5 deg / 8 mm, lesions of 8-28 mm.
+
+Each is run with the real command line (``bids-agquant BIDS OUT participant``); the lesion table
+is matched to the truth by centroid. Criteria (issue "participant app", Done-when):
+measurable-lesion mean concentration within 10 % of the truth at the VFA resolution for lesions
+of 20 mm and more, within 20 % for 10-20 mm; control regions below 0.005 mM; diameters within
+1.5 mm; measurable flags right; SE within 10 %. The concentration criteria apply where it is
+quantifiable: truth >= 10 x the standard error of the lesion mean (sd / sqrt(lesion volume in
+VFA voxels), the ICH limit of quantification; the day-8 residual AGuIX is mostly below it, as
+the paper says); the SE criterion where the true SE is >= 10 % (below, 10 % of it is under a
+percentage point, less than the T1w noise of a lesion mean). Rows below the limits are listed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = REPO / "benchmarks" / "results" / "accuracy.md"
+ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+       "NIPYPE_NO_ET": "1"}
+
+from _bench_util import machine, run_measured  # noqa: E402
+
+#: SE criterion only where the true SE is at least this (%): below, 10 % of it is less than a
+#: percentage point, under the T1w noise of a 10-20 mm lesion mean at SNR 40.
+SE_FLOOR_PERCENT = 10.0
+
+PHANTOMS = {
+    "A": dict(preset="clinical", seed=101, sessions=("pre", "inj", "week1", "month1"),
+              motion_deg=5.0, motion_mm=8.0, oblique_deg=10.0, b1_range=(0.85, 1.15)),
+    "B": dict(preset="clinical", seed=202, lesion_shape="ellipsoid", b1_units="percent",
+              lesion_derivative="dseg", axis_codes="RAS", motion_deg=5.0, motion_mm=8.0,
+              lesion_diameters_mm=(8.0, 11.0, 14.0, 18.0, 21.0, 28.0)),
+}
+
+
+def evaluate(out: Path, truth, vfa_voxel_mm3: float):
+    import pandas as pd
+
+    rows, controls = [], []
+    for p in truth.participants:
+        t = pd.read_csv(out / f"sub-{p}" / f"sub-{p}_desc-lesions_stats.tsv", sep="\t",
+                        na_values="n/a", keep_default_na=False)
+        controls.append(t[t.region_type == "control"].assign(participant=p))
+        les = t[t.region_type == "lesion"].copy()
+        les["truth_id"] = truth.match_lesions(
+            p, les[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy())
+        m = les.merge(truth.lesion_table(p), left_on=["truth_id", "session_id"],
+                      right_on=["lesion_id", "session_id"], suffixes=("", "_true"))
+        if len(m) != len(truth.lesion_table(p)):
+            raise RuntimeError(f"sub-{p}: {len(m)} of {len(truth.lesion_table(p))} truth "
+                               f"lesion-states found in the table")
+        rows.append(m)
+    m = pd.concat(rows, ignore_index=True)
+    n_vfa = np.maximum(m.volume_mm3 / vfa_voxel_mm3, 1.0)
+    m["conc_loq"] = 10 * m.conc_sd_mM / np.sqrt(n_vfa)
+    m["se_loq"] = SE_FLOOR_PERCENT
+    m["conc_err_pct"] = 100 * (m.conc_mean_mM - m.conc_vfa_mM) / m.conc_vfa_mM
+    m["se_err_pct"] = 100 * (m.se_mean_percent - m.se_percent) / m.se_percent
+    m["diam_err_mm"] = m.longest_diameter_mm - m.axial_diameter_mm
+    m["meas_ok"] = m.measurable.astype(str).str.lower() == m.measurable_true.astype(str).str.lower()
+    return m, pd.concat(controls, ignore_index=True)
+
+
+def criteria(m, c) -> list[tuple[str, bool, str]]:
+    meas = m[m.measurable_true.astype(bool)]
+    qc = meas[meas.conc_vfa_mM >= meas.conc_loq]
+    big, mid = qc[qc.axial_diameter_mm >= 20], qc[qc.axial_diameter_mm < 20]
+    qse = meas[meas.se_percent >= meas.se_loq]
+    out = [
+        ("concentration, measurable >= 20 mm, within 10 %",
+         bool((big.conc_err_pct.abs() <= 10).all()),
+         f"max |error| {big.conc_err_pct.abs().max():.1f} % over {len(big)} lesion-states"),
+        ("concentration, measurable 10-20 mm, within 20 %",
+         bool((mid.conc_err_pct.abs() <= 20).all()),
+         f"max |error| {mid.conc_err_pct.abs().max():.1f} % over {len(mid)} lesion-states"),
+        ("control regions below 0.005 mM", bool((c.conc_mean_mM.abs() < 0.005).all()),
+         f"max |mean| {c.conc_mean_mM.abs().max():.4f} mM over {len(c)} control-states"),
+        ("diameters within 1.5 mm", bool((m.diam_err_mm.abs() <= 1.5).all()),
+         f"error {m.diam_err_mm.min():+.2f} to {m.diam_err_mm.max():+.2f} mm"),
+        ("measurable flags right", bool(m.meas_ok.all()),
+         f"{int(m.meas_ok.sum())} of {len(m)}"),
+        (f"SE within 10 % (measurable, true SE >= {SE_FLOOR_PERCENT:g} %)", bool((qse.se_err_pct.abs() <= 10).all()),
+         f"max |error| {qse.se_err_pct.abs().max():.1f} % over {len(qse)} lesion-states"),
+    ]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nprocs", type=int, default=2)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--only", choices=sorted(PHANTOMS), action="append")
+    args = ap.parse_args(argv)
+    from bids_agquant.simulate import load_truth, simulate_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
+    lines = [f"# Participant-level accuracy on full-size phantoms ({dt.date.today()})", "",
+             __doc__.split("\n\n", 2)[2].strip(), "", f"Machine: {machine()}.", ""]
+    if args.note:
+        lines += [args.note, ""]
+    all_ok = True
+    for name, settings in PHANTOMS.items():
+        if args.only and name not in args.only:
+            continue
+        settings = dict(settings)
+        preset = settings.pop("preset")
+        bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
+        truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
+        out, work = tmp / f"{name}_out", tmp / f"{name}_work"
+        with open(tmp / f"{name}.log", "w") as log:
+            run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
+                                "participant", "-w", str(work), "--nprocs", str(args.nprocs)],
+                               env=ENV, log=log)
+        if run["code"]:
+            raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
+                             f"{tmp / (name + '.log')}")
+        vfa_mm3 = float(np.prod(truth.meta["config"]["vfa_voxel_mm"]))
+        m, c = evaluate(out, truth, vfa_mm3)
+        crit = criteria(m, c)
+        all_ok &= all(ok for _, ok, _ in crit)
+        desc = ", ".join(f"{k}={v}" for k, v in PHANTOMS[name].items())
+        lines += [f"## Phantom {name}", "", f"Settings: {desc}. Run: {run['wall_s']:.0f} s, "
+                  f"peak {run['peak_rss_gb']:.2f} GB.", "",
+                  "| criterion | pass | detail |", "|---|---|---|"]
+        lines += [f"| {k} | {'yes' if ok else '**NO**'} | {d} |" for k, ok, d in crit]
+        lines += ["", "Lesion-states (conc in mM; `q` = quantifiable, truth >= LOQ):", "",
+                  "| session | agent | lesion | diam true/est (mm) | meas | conc truth (VFA res.) "
+                  "| conc est | error % | q | SE truth % | SE est % | error % | q |",
+                  "|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
+        for _, r in m.sort_values(["session_id", "axial_diameter_mm"]).iterrows():
+            lines.append(
+                f"| {r.session_id} | {r.contrast_agent} | {r.lesion_id} | "
+                f"{r.axial_diameter_mm:.1f} / {r.longest_diameter_mm:.1f} | "
+                f"{'yes' if r.measurable_true else 'no'}{'' if r.meas_ok else ' (WRONG)'} | "
+                f"{r.conc_vfa_mM:.4f} | {r.conc_mean_mM:.4f} | {r.conc_err_pct:+.1f} | "
+                f"{'y' if r.conc_vfa_mM >= r.conc_loq else '-'} | {r.se_percent:.1f} | "
+                f"{r.se_mean_percent:.1f} | {r.se_err_pct:+.1f} | "
+                f"{'y' if r.se_percent >= r.se_loq else '-'} |")
+        lines += ["", "Control regions: " + ", ".join(
+            f"{r.session_id} {r.lesion_id} {r.conc_mean_mM:+.4f} mM / SE {r.se_mean_percent:+.1f} %"
+            for _, r in c.iterrows()), ""]
+    lines += [f"Overall: {'all criteria met' if all_ok else 'some criteria NOT met'}.", ""]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"work files in {tmp}")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
