@@ -11,7 +11,8 @@
 # Options (environment):
 #   SLURM_LOCAL_DIR     state directory to use (default: a new mktemp -d)
 #   SLURM_LOCAL_CPUS    CPUs of the node (default: nproc)
-#   SLURM_LOCAL_PORTS   "ctld,slurmd" TCP ports on 127.0.0.1 (default: 6817,6818)
+#   SLURM_LOCAL_PORTS   "ctld,slurmd" TCP ports on 127.0.0.1 (default: 6817,6818, or a free
+#                       pair when those are taken, so several clusters can run side by side)
 #   SLURM_LOCAL_KEEP=1  keep the state directory on stop (logs for debugging)
 #
 # Own munged (own key, socket, PID file in the state dir; slurm.conf points at it with
@@ -45,6 +46,33 @@ state_dir_from_env() {
     fi
 }
 
+port_in_use() {  # something listens on 127.0.0.1:PORT
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+free_ports() {  # two free TCP ports "ctld,slurmd" (another cluster may hold 6817/6818)
+    local a b tries=0
+    for a in 6817 $(for _ in 1 2 3 4 5 6 7 8; do echo $((20000 + RANDOM % 30000)); done); do
+        b=$((a + 1))
+        if ! port_in_use "$a" && ! port_in_use "$b"; then echo "$a,$b"; return 0; fi
+        tries=$((tries + 1))
+    done
+    die "no free TCP port pair found on 127.0.0.1 (tried $tries); set SLURM_LOCAL_PORTS=ctld,slurmd"
+}
+
+kill_pidfiles() {  # kill_pidfiles FILE...: TERM (then KILL) the live processes named in them
+    local f pid
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill "$pid"
+            wait_for 20 exit bash -c "! kill -0 $pid" || { log "PID $pid ($f) ignores TERM; KILL"; kill -9 "$pid" || true; }
+        fi
+        rm -f "$f"
+    done
+}
+
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     local limit=$1 what=$2; shift 2
     local t0=$SECONDS
@@ -63,7 +91,14 @@ start() {
     mkdir -p "$D"/{state,spool,log,munge}
     chmod 755 "$D"          # munged (user munge) must traverse it
     local cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
-    local ports=${SLURM_LOCAL_PORTS:-6817,6818}
+    local ports; ports=${SLURM_LOCAL_PORTS:-$(free_ports)} || exit 1
+    # a failed start leaves no daemon behind (the state dir stays, for its logs)
+    fail() {
+        local why
+        why=$(grep -h -m1 -E 'fatal|Address already in use' "$D"/log/*.log 2>/dev/null | head -1)
+        kill_pidfiles "$D/slurmd.pid" "$D/slurmctld.pid" "$D/munge/munged.pid"
+        die "$*${why:+: $why} (state dir $D kept for its logs; remove it when done)"
+    }
     local mem_mb
     mem_mb=$(awk '/MemTotal/ {print int($2/1024*0.9)}' /proc/meminfo)
 
@@ -75,8 +110,8 @@ start() {
     chown -R munge:munge "$M"; chmod 755 "$M"; chmod 700 "$M/private"; chmod 400 "$M/private/munge.key"
     runuser -u munge -- munged --key-file="$M/private/munge.key" --socket="$M/munge.socket" \
         --pid-file="$M/munged.pid" --log-file="$M/munged.log" --seed-file="$M/private/munged.seed" \
-        || die "munged did not start; see $M/munged.log"
-    wait_for 10 munge munge -n -S "$M/munge.socket" || die "munge does not answer; see $M/munged.log"
+        || fail "munged did not start; see $M/munged.log"
+    wait_for 10 munge munge -n -S "$M/munge.socket" || fail "munge does not answer; see $M/munged.log"
 
     cat > "$D/slurm.conf" <<CONF
 # one-node test cluster written by scripts/slurm_local.sh; state in $D
@@ -110,11 +145,15 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOW
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
     export SLURM_CONF=$D/slurm.conf
-    slurmctld -i -f "$SLURM_CONF" || die "slurmctld did not start; see $D/log/slurmctld.log"
-    slurmd -N localhost -f "$SLURM_CONF" || die "slurmd did not start; see $D/log/slurmd.log"
+    alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+    # both daemons fork and return 0 even when the child dies at once (e.g. port in use)
+    slurmctld -i -f "$SLURM_CONF" && wait_for 10 slurmctld alive "$D/slurmctld.pid" \
+        || fail "slurmctld did not start"
+    slurmd -N localhost -f "$SLURM_CONF" && wait_for 10 slurmd alive "$D/slurmd.pid" \
+        || fail "slurmd did not start"
     # the node is usable once sinfo reports it idle
     wait_for 60 node bash -c "sinfo -h -o %t | grep -qx idle" \
-        || die "node not idle after 60 s: $(sinfo 2>&1 | tail -1); logs in $D/log"
+        || fail "node not idle after 60 s: $(sinfo 2>&1 | tail -1); logs in $D/log"
     log "cluster up: $(sinfo -h -o '%P %a %D %t %N' 2>&1)  (state dir $D)"
     echo "export SLURM_CONF=$D/slurm.conf"
     # evaluated by the caller's shell (start may run under sudo): nipype's SLURM plugin needs it
@@ -129,16 +168,7 @@ stop() {
     if [ -f "$D/slurmctld.pid" ] && kill -0 "$(cat "$D/slurmctld.pid")" 2>/dev/null; then
         scancel --partition=debug >/dev/null 2>&1 || true
     fi
-    local f pid
-    for f in "$D/slurmd.pid" "$D/slurmctld.pid" "$D/munge/munged.pid"; do
-        [ -f "$f" ] || continue
-        pid=$(cat "$f")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid"
-            wait_for 20 exit bash -c "! kill -0 $pid" || { log "PID $pid ($f) ignores TERM; KILL"; kill -9 "$pid" || true; }
-        fi
-        rm -f "$f"
-    done
+    kill_pidfiles "$D/slurmd.pid" "$D/slurmctld.pid" "$D/munge/munged.pid"
     if [ "${SLURM_LOCAL_KEEP:-0}" = 1 ]; then log "stopped; state kept in $D"
     else rm -rf "$D"; log "stopped; removed $D"
     fi
