@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,7 @@ SHORT_SESSIONS = {
 }
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def first_err_line(self) -> str:
-        lines = self.err.splitlines()
-        return lines[0] if lines else ""
+CliResult = tinybids.CliResult
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ participants.tsv, sessions.tsv and a lesion-mask derivatives dataset drawn on th
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -187,3 +188,18 @@ def tree_digest(root: Path) -> dict:
         elif f.is_dir():
             out[str(f.relative_to(root)) + "/"] = None
     return out
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def first_err_line(self) -> str:
+        lines = self.err.splitlines()
+        return lines[0] if lines else ""
+
+    def warnings(self) -> list[str]:
+        return [ln for ln in self.out.splitlines() if " WARNING " in ln]

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import shutil
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,20 +13,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def first_err_line(self) -> str:
-        lines = self.err.splitlines()
-        return lines[0] if lines else ""
-
-    def warnings(self) -> list[str]:
-        return [ln for ln in self.out.splitlines() if " WARNING " in ln]
+# CliResult and edit_json are the command-line tests' own (one implementation)
+sys.path.insert(0, str(REPO / "tests" / "cli"))
+from tinybids import CliResult, edit_json  # noqa: E402,F401
 
 
 def copy_dataset(src: Path, dst: Path) -> Path:
@@ -52,17 +40,6 @@ def tree_state(root: Path) -> dict:
                 out[rel] = ("file", st.st_size, st.st_mode,
                             hashlib.sha256(p.read_bytes()).hexdigest())
     return out
-
-
-def edit_json(path: Path, **changes) -> None:
-    """Set (value) or remove (None) keys of a JSON sidecar."""
-    meta = json.loads(Path(path).read_text())
-    for k, v in changes.items():
-        if v is None:
-            meta.pop(k, None)
-        else:
-            meta[k] = v
-    Path(path).write_text(json.dumps(meta, indent=1))
 
 
 def load(path: Path):
