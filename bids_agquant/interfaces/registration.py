@@ -68,14 +68,19 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
     for name, arr in (("fixed", f_data), ("moving", m_data)):
         if not np.isfinite(arr).all():
             raise ValueError(f"registration: the {name} image holds NaN or inf values")
-        if min(arr.shape) < 2 * max(s["coarse_shrink_factors"]):
-            raise ValueError(f"registration: the {name} image ({arr.shape}) is too small for "
-                             f"shrink factors {s['coarse_shrink_factors']}")
+        if min(arr.shape) < 4:
+            raise ValueError(f"registration: the {name} image ({arr.shape}) is too small "
+                             f"(fewer than 4 voxels along an axis)")
+    # coarse levels only where the shrunk fixed image keeps >= 8 voxels per axis (small images)
+    coarse = [(f, sg, it) for f, sg, it in zip(s["coarse_shrink_factors"],
+                                               s["coarse_smoothing_sigmas_vox"],
+                                               s["coarse_iterations"])
+              if min(f_data.shape) // f >= 8]
     f_img = G.to_ants(f_data, f_aff, ants)
     m_img = G.to_ants(m_data, m_aff, ants)
     fs, ms = get_pointer_string(f_img), get_pointer_string(m_img)
     n_fixed = float(np.prod(f_data.shape))
-    coarse_n = n_fixed / float(np.prod([s["coarse_shrink_factors"][-1]] * 3))
+    coarse_n = n_fixed / float(coarse[-1][0] ** 3) if coarse else n_fixed
     coarse_fraction = min(1.0, s["samples"] / coarse_n)
     fine_fraction = min(1.0, s["samples"] / n_fixed)
     conv = f"{s['convergence']},{s['convergence_window']}"
@@ -91,8 +96,8 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
         prefix = os.path.join(tmp, "reg_")
         args = (["--dimensionality", "3", "--float", "1",
                  "--initial-moving-transform", f"[{fs},{ms},1]"]
-                + stage(coarse_fraction, s["coarse_iterations"], s["coarse_shrink_factors"],
-                        s["coarse_smoothing_sigmas_vox"])
+                + (stage(coarse_fraction, [c[2] for c in coarse], [c[0] for c in coarse],
+                         [c[1] for c in coarse]) if coarse else [])
                 + stage(fine_fraction, (s["fine_iterations"],), (1,), (0,))
                 + ["--use-histogram-matching", "0",
                    "--winsorize-image-intensities", f"[{s['winsorize'][0]},{s['winsorize'][1]}]",

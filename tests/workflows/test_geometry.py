@@ -134,3 +134,17 @@ def test_rigid_registration_recovers_known_motion_and_is_deterministic(motion):
     assert err.max() < 0.5, err.max()
     again = register_rigid(fixed, aff, moving, aff, seed=7)
     assert np.array_equal(G.ras_to_lps_matrix(again), est)
+
+
+def test_registration_of_small_images_drops_coarse_levels():
+    """A 16 x 16 x 10 image cannot be shrunk 4 times: the coarse levels are left out."""
+    from bids_agquant.interfaces.registration import register_rigid
+
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    fixed = blob_image((16, 16, 10), seed=5) + 1.0
+    moving = G.resample(fixed, aff, fixed.shape, aff, G.ras_to_lps_matrix(rigid((0, 0, 0),
+                                                                                (1.0, 0, 0))),
+                        fill=float(fixed.mean()))
+    est = G.ras_to_lps_matrix(register_rigid(fixed, aff, moving, aff, seed=1))
+    assert np.isfinite(est).all()
+    assert abs(est[0, 3] - (-1.0)) < 0.5          # the 1 mm shift is found (roughly)
