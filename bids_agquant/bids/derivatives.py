@@ -525,13 +525,15 @@ LESION_TABLE_DICTIONARY = {
                         "Units": "%"},
     "se_sd_percent": {"Description": "Standard deviation (ddof=1) of the voxelwise SE over the "
                                      "region's core.", "Units": "%"},
-    "t1_pre_mean_s": {"Description": "Mean T1 of the pre-contrast state over the ROI.",
-                      "Units": "s"},
-    "t1_post_mean_s": {"Description": "Mean T1 of the post-contrast state over the ROI.",
-                       "Units": "s"},
+    "t1_pre_mean_s": {"Description": "Mean T1 of the pre-contrast state over the region (maps at "
+                                     "the VFA resolution: rim voxels mix with the surrounding "
+                                     "tissue).", "Units": "s"},
+    "t1_post_mean_s": {"Description": "Mean T1 of the post-contrast state over the region (VFA "
+                                      "resolution, as t1_pre_mean_s).", "Units": "s"},
     "delta_r1_mean_per_s": {"Description": "Mean of R1_post - R1_pre over the ROI.",
                             "Units": "1/s"},
-    "conc_mean_mM": {"Description": "Mean gadolinium concentration over the ROI, delta R1 / r1.",
+    "conc_mean_mM": {"Description": "Mean gadolinium concentration over the region, delta R1 / "
+                                    "r1 (maps at the VFA resolution, resampled once).",
                      "Units": "mM"},
     "conc_sd_mM": {"Description": "Standard deviation (ddof=1) of the concentration over the ROI.",
                    "Units": "mM"},

@@ -183,7 +183,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
     table = init_lesion_table_wf(
         n_post=len(post_states), output_dir=str(output_dir), dataset_links=links_str,
         table_path=str(paths["participant"]["lesion_table"]),
-        table_sidecar={"SpatialReference": ref_uri}, images=region_images, mem_gb=mem_sink,
+        table_sidecar={}, images=region_images, mem_gb=mem_sink,
         name="lesion_table_wf")
     wf.connect([(lesions, table, [(f"outputnode.{f}", f"inputnode.{f}") for f in
                                   ("lesion_labels", "control_labels", "brain_mask", "regions")])])
