@@ -259,11 +259,6 @@ def run_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path | str,
     Raises RuntimeError when nodes failed (crash files are in ``crash_dir``).
     """
     args = configure_workflow(workflow, plugin, plugin_args, work_dir, crash_dir)
-    if plugin == "MultiProc":
-        # Fresh worker processes, not forks of this one: ITK reads its thread count once per
-        # process, so a worker forked from a process that already ran ITK multi-threaded would
-        # register non-deterministically (ANTs determinism needs one ITK thread).
-        args.setdefault("mp_context", "forkserver")
     if plugin != "SLURMGraph":
         return workflow.run(plugin=plugin, plugin_args=args)
 
