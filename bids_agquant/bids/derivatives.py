@@ -267,16 +267,26 @@ def _temp_in(target: Path, suffix: str = "") -> tuple[int, str]:
     return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp" + suffix)
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    fd, tmp = _temp_in(path)
+def _complete_temp(target: Path, data: bytes) -> str:
+    """A hidden temporary file beside ``target`` holding ``data``, flushed to disk, mode 0644."""
+    fd, tmp = _temp_in(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    tmp = _complete_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
@@ -449,13 +459,8 @@ def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] 
     if target.exists():
         return target
     text = json.dumps(_jsonable(dataset_description(dataset_links=dataset_links)), indent=2) + "\n"
-    fd, tmp = _temp_in(target)
+    tmp = _complete_temp(target, text.encode("utf-8"))
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
         try:
             os.link(tmp, target)
         except FileExistsError:
