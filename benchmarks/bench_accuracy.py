@@ -8,7 +8,16 @@ seeds and settings the pipeline was not tuned on (it was developed on seeds 1, 7
 * A: seed 101, session labels pre/inj/week1/month1, motion up to 5 deg / 8 mm, oblique grids
   up to 10 deg, B1 0.85-1.15, binary lesion mask;
 * B: seed 202, ellipsoidal lesions, B1 map stored in percent, lesion dseg, RAS voxel axes,
-  motion up to 5 deg / 8 mm, lesions of 8-28 mm.
+  motion up to 5 deg / 8 mm, lesions of 8-28 mm;
+* C: seed 303, session labels screen/inj2h/week1/month1, eight lesions of 6-32 mm, receiver gain
+  0.8-1.25 per session, lesion mask in its own space (``space-orig``), motion 5 deg / 8 mm,
+  oblique grids, B1 0.85-1.15;
+* D: seed 404, session labels 1/2/3/4, no pre-contrast acquisition at the follow-up (its
+  Dotarem state is quantified against the baseline pre, across sessions), ellipsoidal lesions,
+  LPS voxel axes, motion 5 deg / 8 mm, oblique grids, B1 0.85-1.15.
+
+A and B served to size the control regions (25 mm spheres, from the noise of sphere means in
+phantom B); C and D were added afterwards and run once with the code as committed.
 
 Each is run with the real command line (``bids-agquant BIDS OUT participant``); the lesion table
 is matched to the truth by centroid. Criteria (issue "participant app", Done-when):
@@ -50,6 +59,13 @@ PHANTOMS = {
     "B": dict(preset="clinical", seed=202, lesion_shape="ellipsoid", b1_units="percent",
               lesion_derivative="dseg", axis_codes="RAS", motion_deg=5.0, motion_mm=8.0,
               lesion_diameters_mm=(8.0, 11.0, 14.0, 18.0, 21.0, 28.0)),
+    "C": dict(preset="clinical", seed=303, sessions=("screen", "inj2h", "week1", "month1"),
+              motion_deg=5.0, motion_mm=8.0, oblique_deg=10.0, b1_range=(0.85, 1.15),
+              gain_range=(0.8, 1.25), mask_space="orig",
+              lesion_diameters_mm=(6.0, 9.0, 12.0, 15.0, 19.0, 23.0, 27.0, 32.0)),
+    "D": dict(preset="clinical", seed=404, sessions=("1", "2", "3", "4"), followup_pre=False,
+              lesion_shape="ellipsoid", axis_codes="LPS", motion_deg=5.0, motion_mm=8.0,
+              oblique_deg=10.0, b1_range=(0.85, 1.15)),
 }
 
 

@@ -23,6 +23,7 @@ class Config:
     relaxivity_overrides: dict = field(default_factory=dict)   # agent label -> r1 1/(mM s)
     b1_correction: str = "auto"                       # "auto" | "off"
     vfa_fit: str = "nonlinear"                        # "nonlinear" | "linear"
+    control_diameter_mm: float = 25.0                 # healthy-tissue control spheres (mm)
     nprocs: int = 1
     omp_nthreads: int = 1
     plugin: str = "MultiProc"

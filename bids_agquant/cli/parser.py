@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from bids_agquant.cli.errors import UsageError
+from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 __all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR"]
 
@@ -35,6 +36,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _control_diameter(text: str) -> float:
+    """A control-sphere diameter in mm: a number from 5 to 60."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (mm)") from None
+    if not (5.0 <= value <= 60.0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 5 to 60 (mm)")
     return value
 
 
@@ -112,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "one; 'off': never")
     g.add_argument("--vfa-fit", choices=["nonlinear", "linear"], default="nonlinear",
                    help="VFA T1 fit: nonlinear least squares, or the linear DESPOT1 fit")
+    g.add_argument("--control-diameter-mm", metavar="MM", type=_control_diameter,
+                   default=CONTROL_DIAMETER_MM,
+                   help="diameter of the three healthy-tissue control spheres, the same for "
+                        "every participant (default %(default)g; shrunk with a warning, in "
+                        "2.5 mm steps down to 10 mm, when three do not fit)")
 
     g = parser.add_argument_group("Options to handle performance")
     g.add_argument("--nprocs", "--nthreads", "--n-cpus", dest="nprocs", type=_positive_int,

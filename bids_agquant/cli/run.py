@@ -69,6 +69,7 @@ def build_config(args) -> Config:
         relaxivity_overrides=dict(args.relaxivity),
         b1_correction=args.b1_correction,
         vfa_fit=args.vfa_fit,
+        control_diameter_mm=args.control_diameter_mm,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         plugin_file=absolute(args.use_plugin),

@@ -168,8 +168,11 @@ class LesionTableSink(SimpleInterface):
                 continue
             dst = out_dir / spec["path"]
             write_output(src, dst, dtype=dtype)
-            if spec.get("sidecar"):
-                write_sidecar(_sidecar_path(dst), spec["sidecar"])
+            sidecar = dict(spec.get("sidecar") or {})
+            if key == "control_dseg" and "control_diameter_mm" in regions:
+                sidecar["RegionDiameterMM"] = regions["control_diameter_mm"]
+            if sidecar:
+                write_sidecar(_sidecar_path(dst), sidecar)
             written.append(str(dst))
             if key in ("lesion_dseg", "control_dseg"):
                 names = (sorted(regions.get("lesions", {}), key=int) if key == "lesion_dseg"

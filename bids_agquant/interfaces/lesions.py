@@ -13,6 +13,7 @@ in the reference space (used by :class:`bids_agquant.interfaces.quantify.Quantif
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
                                     isdefined, traits)
 
 from . import geometry as G
+from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
+
 from .masks import brain_mask_from_t1, brain_mask_from_t1w
 
 __all__ = ["PrepareRegions", "prepare_regions", "region_rows", "N_CONTROLS"]
@@ -37,12 +40,14 @@ def _centroid_world(mask, affine):
 
 
 def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
-                    lesion_transform=None, t1_file=None, seed=0, n_controls=N_CONTROLS):
+                    lesion_transform=None, t1_file=None, seed=0, n_controls=N_CONTROLS,
+                    control_diameter_mm=CONTROL_DIAMETER_MM):
     """Compute everything region-related. Returns (lesions_ref, controls_ref, brain, info, aff).
 
     ``lesions_ref`` holds the lesion ids of the input (dseg labels, or component numbers of a
     mask); ``info`` is a JSON-able dict: per lesion id its sizes (input grid) and reference-space
-    centroid, per control its volume and centroid, and how the brain mask was made.
+    centroid, per control its volume and centroid (and ``control_diameter_mm``, the sphere size
+    used), and how the brain mask was made.
     """
     from bids_agquant.qmri import lesions as L
 
@@ -93,7 +98,10 @@ def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            controls = L.control_regions(brain, lesions_ref, ref_aff, n=n_controls, seed=seed)
+            controls, used = L.control_regions(brain, lesions_ref, ref_aff, n=n_controls,
+                                               seed=seed, diameter_mm=control_diameter_mm,
+                                               return_diameter=True)
+        info["control_diameter_mm"] = used
         info["control_warnings"] = [str(w.message) for w in caught]
     except L.ControlRegionError as exc:
         info["control_warnings"] = [str(exc)]
@@ -113,6 +121,8 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
                                               "is on the reference grid or world-aligned")
     t1_file = File(exists=True, desc="baseline pre-contrast T1 map in the reference space")
     seed = traits.Int(0, usedefault=True, desc="control-region placement seed")
+    control_diameter_mm = traits.Float(CONTROL_DIAMETER_MM, usedefault=True,
+                                       desc="control sphere diameter wanted (mm)")
 
 
 class _PrepareOutputSpec(TraitedSpec):
@@ -132,7 +142,11 @@ class PrepareRegions(SimpleInterface):
         lesions, controls, brain, info, aff = prepare_regions(
             reference_file=self.inputs.reference_file, lesion_file=opt("lesion_file"),
             lesion_kind=self.inputs.lesion_kind, lesion_transform=opt("lesion_transform"),
-            t1_file=opt("t1_file"), seed=self.inputs.seed)
+            t1_file=opt("t1_file"), seed=self.inputs.seed,
+            control_diameter_mm=self.inputs.control_diameter_mm)
+        for message in info.get("control_warnings", ()):
+            logging.getLogger("bids_agquant.regions").warning(
+                "%s: %s", Path(self.inputs.reference_file).name, message)
         cwd = Path(runtime.cwd)
         self._results["lesion_labels_file"] = G.save_like(lesions, aff, cwd / "lesions.nii",
                                                           dtype=np.int32)

@@ -74,6 +74,7 @@ __all__ = [
     "is_measurable",
     "roi_stats",
     "control_regions",
+    "CONTROL_DIAMETER_MM",
 ]
 
 #: RECIST 1.1 / RANO: a lesion is measurable when its longest (axial) diameter is at least 10 mm.
@@ -391,29 +392,64 @@ def _sphere_volume_mm3(diameter_mm):
     return np.pi / 6.0 * diameter_mm ** 3
 
 
-#: Bounds on the default control-region volume: spheres of 10 mm (the measurable threshold) to
-#: 25 mm diameter.
-CONTROL_DIAMETER_BOUNDS_MM = (10.0, 25.0)
+#: Default diameter (mm) of the healthy-tissue control spheres: one size for every participant,
+#: as in the paper ("three representative regions ... with a similar size for all patients").
+#: At the clinical VFA grid (2 x 2 x 3 mm, SNR 40) the mean concentration of a 25 mm sphere
+#: (8.2 mL, ~680 VFA voxels) has a noise SD of about 0.001 mM for Dotarem, five times below the
+#: 0.005 mM a control must stay under; a 17 mm sphere has 0.0016 mM (benchmarks/results/accuracy.md).
+CONTROL_DIAMETER_MM = 25.0
+#: Smallest diameter (mm) the regions shrink to when the brain has no room for ``n`` default
+#: spheres (the measurable-lesion threshold).
+CONTROL_MIN_DIAMETER_MM = 10.0
+#: Step (mm) by which the diameter shrinks while looking for room.
+CONTROL_DIAMETER_STEP_MM = 2.5
 
 
-def _default_control_volume(lesion_labels, affine):
-    lo, hi = (_sphere_volume_mm3(d) for d in CONTROL_DIAMETER_BOUNDS_MM)
-    sizes = lesion_diameters(lesion_labels, affine) if lesion_labels.any() else {}
-    measurable = [s.volume_mm3 for s in sizes.values() if s.measurable]
-    volumes = measurable or [s.volume_mm3 for s in sizes.values()]
-    volume = float(np.median(volumes)) if volumes else lo
-    return float(np.clip(volume, lo, hi))
+def _control_diameters(diameter_mm, min_diameter_mm):
+    """The diameters tried, largest first: ``diameter_mm`` down to ``min_diameter_mm``."""
+    sizes = [float(diameter_mm)]
+    while sizes[-1] - CONTROL_DIAMETER_STEP_MM > min_diameter_mm + 1e-9:
+        sizes.append(sizes[-1] - CONTROL_DIAMETER_STEP_MM)
+    if sizes[-1] > min_diameter_mm:
+        sizes.append(float(min_diameter_mm))
+    return sizes
 
 
-def control_regions(brain_mask, lesion_labels, affine, n=3, volume_mm3=None, margin_mm=10.0,
-                    seed=0):
-    """Healthy-tissue control regions: ``n`` spheres in metastasis-free brain.
+def _place_spheres(ok, centres_mm, radius, margin_mm, n, seed):
+    """Greedy random placement: indices into ``centres_mm`` of up to ``n`` sphere centres."""
+    candidates = np.flatnonzero(ok)
+    if candidates.size == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    order = candidates[rng.permutation(candidates.size)]
+    alive = np.ones(ok.size, dtype=bool)
+    chosen = []
+    while len(chosen) < n:
+        left = order[alive[order]]
+        if left.size == 0:
+            break
+        idx = int(left[0])
+        chosen.append(idx)
+        alive &= np.linalg.norm(centres_mm - centres_mm[idx], axis=1) > 2.0 * radius + margin_mm
+    return chosen
 
-    Each region is the set of voxels whose centre lies within radius ``r`` (mm, from
-    ``volume_mm3``) of a centre chosen so that the whole sphere lies inside the brain mask (the
-    mask eroded by ``r``), at least ``margin_mm`` from every lesion voxel and from every other
-    region.  Centres are drawn at random among the admissible voxels with
-    ``numpy.random.default_rng(seed)``: the same inputs and seed give the same regions.
+
+def control_regions(brain_mask, lesion_labels, affine, n=3, diameter_mm=CONTROL_DIAMETER_MM,
+                    margin_mm=10.0, seed=0, min_diameter_mm=CONTROL_MIN_DIAMETER_MM,
+                    return_diameter=False):
+    """Healthy-tissue control regions: ``n`` spheres of one size in metastasis-free brain.
+
+    Each region is the set of voxels whose centre lies within ``diameter_mm / 2`` of a centre
+    chosen so that the whole sphere lies inside the brain mask (the mask eroded by the radius),
+    at least ``margin_mm`` from every lesion voxel and from every other region.  Centres are
+    drawn at random among the admissible voxels with ``numpy.random.default_rng(seed)``: the
+    same inputs and seed give the same regions.
+
+    The size does not depend on the lesions, so controls are comparable across participants and
+    sessions.  When ``n`` spheres of ``diameter_mm`` do not fit, the diameter shrinks in steps
+    of 2.5 mm down to ``min_diameter_mm`` until they do (with a warning naming the size used):
+    all regions keep one size.  If not even ``min_diameter_mm`` leaves room for ``n``, as many
+    as fit are returned (warning).
 
     Parameters
     ----------
@@ -422,16 +458,16 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, volume_mm3=None, mar
     affine : 4x4 voxel-to-world matrix.  Distances use the voxel sizes (exact for rotated,
         unsheared grids).
     n : number of regions.
-    volume_mm3 : region volume; default the median volume of the measurable lesions (of all
-        lesions when none is measurable; of a 10 mm sphere without lesions), clamped to spheres
-        of 10 to 25 mm diameter.
+    diameter_mm : sphere diameter wanted (default :data:`CONTROL_DIAMETER_MM`).
     margin_mm : minimum distance (mm) between a region and any lesion or other region.
     seed : random seed.
+    min_diameter_mm : smallest diameter accepted when shrinking (at most ``diameter_mm``).
+    return_diameter : also return the diameter used.
 
     Returns
     -------
-    int16 label image, 0 = none, 1..n = control regions.  Fewer than ``n`` regions (with a
-    warning) when the brain has no room for more; :class:`ControlRegionError` when none fits.
+    int16 label image, 0 = none, 1..n = control regions (and the diameter used in mm when
+    ``return_diameter``).  :class:`ControlRegionError` when no region fits.
     """
     with np.errstate(invalid="ignore"):
         brain = np.nan_to_num(_check_3d(brain_mask, "brain mask").astype(np.float64)) > 0.5
@@ -444,48 +480,55 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, volume_mm3=None, mar
         raise ValueError(f"n must be at least 1, got {n!r}")
     if not (np.isfinite(margin_mm) and margin_mm >= 0):
         raise ValueError(f"margin_mm must be >= 0, got {margin_mm!r}")
-    if volume_mm3 is None:
-        volume_mm3 = _default_control_volume(lesions, affine)
-    if not (np.isfinite(volume_mm3) and volume_mm3 > 0):
-        raise ValueError(f"volume_mm3 must be positive, got {volume_mm3!r}")
-    radius = float(np.cbrt(3.0 * volume_mm3 / (4.0 * np.pi)))
+    if not (np.isfinite(diameter_mm) and diameter_mm > 0):
+        raise ValueError(f"diameter_mm must be positive, got {diameter_mm!r}")
+    if not (np.isfinite(min_diameter_mm) and 0 < min_diameter_mm):
+        raise ValueError(f"min_diameter_mm must be positive, got {min_diameter_mm!r}")
+    min_diameter_mm = min(float(min_diameter_mm), float(diameter_mm))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     lesion_mask = lesions != 0
 
-    # Distance (mm) from each voxel centre to the nearest non-brain voxel centre; the sphere fits
+    # Distance (mm) from each voxel centre to the nearest non-brain voxel centre; a sphere fits
     # when that exceeds the radius plus half a voxel (a voxel whose centre is outside the mask
-    # still covers half a voxel).
+    # still covers half a voxel).  Both distance maps serve every size tried.
     inside_room = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=spacing)[1:-1, 1:-1,
                                                                                      1:-1]
-    ok = brain & (inside_room >= radius + 0.5 * spacing.max())
-    if lesion_mask.any():
-        lesion_dist = ndimage.distance_transform_edt(~lesion_mask, sampling=spacing)
-        ok &= lesion_dist > radius + margin_mm
-    candidates = np.argwhere(ok)
-    rng = np.random.default_rng(seed)
+    lesion_dist = (ndimage.distance_transform_edt(~lesion_mask, sampling=spacing)
+                   if lesion_mask.any() else None)
+    room = brain & (inside_room >= min_diameter_mm / 2.0 + 0.5 * spacing.max())
+    if lesion_dist is not None:
+        room &= lesion_dist > min_diameter_mm / 2.0 + margin_mm
+    candidates = np.argwhere(room)
     centres_mm = candidates @ affine[:3, :3].T + affine[:3, 3]
-    order = rng.permutation(len(candidates))
-    chosen = []
-    alive = np.ones(len(candidates), dtype=bool)
-    pos = 0
-    while len(chosen) < int(n):
-        remaining = np.flatnonzero(alive[order[pos:]])
-        if remaining.size == 0:
+    room_inside = inside_room[room]
+    room_lesion = lesion_dist[room] if lesion_dist is not None else None
+
+    best = None
+    for diameter in _control_diameters(diameter_mm, min_diameter_mm):
+        radius = diameter / 2.0
+        ok = room_inside >= radius + 0.5 * spacing.max()
+        if room_lesion is not None:
+            ok &= room_lesion > radius + margin_mm
+        chosen = _place_spheres(ok, centres_mm, radius, margin_mm, int(n), seed)
+        if best is None or len(chosen) > len(best[1]):
+            best = (diameter, chosen)
+        if len(chosen) == int(n):
             break
-        pos += int(remaining[0])
-        idx = int(order[pos])
-        chosen.append(idx)
-        d = np.linalg.norm(centres_mm - centres_mm[idx], axis=1)
-        alive &= d > 2.0 * radius + margin_mm
+    diameter, chosen = best
+    radius = diameter / 2.0
     if not chosen:
         raise ControlRegionError(
-            f"no room for a control region of {volume_mm3:.0f} mm^3 (radius {radius:.1f} mm) in "
-            f"the brain mask at {margin_mm:g} mm from the lesions: pass a smaller volume_mm3 or "
-            f"margin_mm, or check that the brain mask and lesion mask are in one space")
+            f"no room for a control sphere of {min_diameter_mm:g} mm in the brain mask at "
+            f"{margin_mm:g} mm from the lesions: check that the brain mask and lesion mask are "
+            f"in one space, or lower the control diameter or margin")
     if len(chosen) < int(n):
-        warnings.warn(f"only {len(chosen)} of {n} control regions of {volume_mm3:.0f} mm^3 fit in "
-                      f"the brain mask at {margin_mm:g} mm from the lesions and each other",
+        warnings.warn(f"only {len(chosen)} of {n} control regions of {diameter:g} mm fit in the "
+                      f"brain mask at {margin_mm:g} mm from the lesions and each other",
                       stacklevel=2)
+    elif diameter < diameter_mm:
+        warnings.warn(f"control regions shrunk from {diameter_mm:g} to {diameter:g} mm "
+                      f"diameter: {n} spheres of {diameter_mm:g} mm do not fit in the brain "
+                      f"mask at {margin_mm:g} mm from the lesions and each other", stacklevel=2)
 
     out = np.zeros(brain.shape, dtype=np.int16)
     for k, idx in enumerate(chosen, start=1):
@@ -499,4 +542,4 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, volume_mm3=None, mar
         inside = np.linalg.norm(world - centres_mm[idx], axis=-1) <= radius
         block = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         block[inside & brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]] = k
-    return out
+    return (out, float(diameter)) if return_diameter else out

@@ -2,7 +2,7 @@
 
 ``prepare_regions``: lesion labels (input mask, nearest neighbour into the reference space
 through the transform of the T1w it was drawn on), RECIST diameters on the mask's own grid,
-brain mask from the baseline pre-contrast T1 map, three control regions (fixed seed).
+brain mask from the baseline pre-contrast T1 map, three control spheres of one size (fixed seed).
 ``lesion_table``: gathers the rows every post-contrast state computed and writes
 ``sub-<p>/sub-<p>_desc-lesions_stats.tsv`` (+ JSON data dictionary) and the region images.
 """
@@ -13,12 +13,13 @@ from nipype.pipeline import engine as pe
 
 from bids_agquant.interfaces.derivatives import LesionTableSink
 from bids_agquant.interfaces.lesions import PrepareRegions
+from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 __all__ = ["init_regions_wf", "init_lesion_table_wf"]
 
 
 def init_regions_wf(*, reference_t1w, lesion_mask, seed: int, mem_gb: float,
-                    name: str = "regions_wf"):
+                    control_diameter_mm: float = CONTROL_DIAMETER_MM, name: str = "regions_wf"):
     """``prepare_regions``: lesion labels, diameters, brain mask and control regions.
 
     Inputs (``inputnode``): ``t1`` (baseline pre-contrast T1 map, reference space; optional),
@@ -31,7 +32,8 @@ def init_regions_wf(*, reference_t1w, lesion_mask, seed: int, mem_gb: float,
     outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_labels", "control_labels",
                                                        "regions", "brain_mask"]),
                          name="outputnode")
-    prepare = pe.Node(PrepareRegions(reference_file=str(reference_t1w), seed=seed),
+    prepare = pe.Node(PrepareRegions(reference_file=str(reference_t1w), seed=seed,
+                                     control_diameter_mm=float(control_diameter_mm)),
                       name="prepare_regions", mem_gb=mem_gb, n_procs=1)
     if lesion_mask is not None:
         prepare.inputs.lesion_file = str(lesion_mask.path)

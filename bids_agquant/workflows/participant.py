@@ -168,9 +168,10 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
             "Sources": [uri(plan.lesion_mask.path)] if plan.lesion_mask else []}},
         "control_dseg": {"path": str(paths["participant"]["control_dseg"]), "sidecar": {
             **_describe("control_dseg"), "SpatialReference": ref_uri,
-            "Method": "qmri.lesions.control_regions: spheres of the median measurable lesion "
-                      f"volume (10-25 mm) in the brain mask, >= 10 mm from lesions, seed "
-                      f"{CONTROL_SEED}"}},
+            "Method": "qmri.lesions.control_regions: three spheres of one diameter in the brain "
+                      f"mask, >= 10 mm from lesions and from each other, seed {CONTROL_SEED}; "
+                      f"{config.control_diameter_mm:g} mm asked, shrunk in 2.5 mm steps (down "
+                      "to 10 mm) only when three do not fit: RegionDiameterMM is the size used"}},
         "brain_mask": {"path": str(paths["participant"]["brain_mask"]), "sidecar": {
             **_describe("brain_mask"), "SpatialReference": ref_uri,
             "Method": "see bids_agquant.interfaces.masks (T1 range, morphology, largest "
@@ -179,6 +180,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
     if plan.lesion_mask is None:
         region_images.pop("lesion_dseg")
     lesions = init_regions_wf(reference_t1w=ref, lesion_mask=plan.lesion_mask, seed=CONTROL_SEED,
+                              control_diameter_mm=config.control_diameter_mm,
                               mem_gb=mem_regions, name="regions_wf")
     table = init_lesion_table_wf(
         n_post=len(post_states), output_dir=str(output_dir), dataset_links=links_str,

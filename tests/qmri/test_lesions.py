@@ -13,7 +13,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from bids_agquant.qmri import lesions as lz
-from bids_agquant.qmri.lesions import (MEASURABLE_DIAMETER_MM, ControlRegionError, RoiStats,
+from bids_agquant.qmri.lesions import (CONTROL_DIAMETER_MM, CONTROL_MIN_DIAMETER_MM,
+                                       MEASURABLE_DIAMETER_MM, ControlRegionError, RoiStats,
                                        control_regions, is_measurable, label_lesions,
                                        lesion_diameters, lesion_volumes_mm3, roi_stats)
 
@@ -382,11 +383,10 @@ def test_control_regions_are_disjoint_in_brain_and_away_from_lesions(rotation):
     for a in (1, 2, 3):                                                     # margin between them
         for b in range(a + 1, 4):
             assert cKDTree(points[a]).query(points[b])[0].min() >= margin
-    # similar size: the default is the median measurable lesion volume (12 and 16 mm spheres)
-    vols = lesion_volumes_mm3(lesions, affine)
-    target = float(np.median(list(vols.values())))
+    # one size for every participant: the default sphere, whatever the lesions
+    target = math.pi / 6 * CONTROL_DIAMETER_MM ** 3
     for pts in points.values():
-        assert len(pts) * voxel ** 3 == pytest.approx(target, rel=0.25)
+        assert len(pts) * voxel ** 3 == pytest.approx(target, rel=0.1)
 
 
 def test_control_regions_are_reproducible_for_a_seed():
@@ -398,31 +398,59 @@ def test_control_regions_are_reproducible_for_a_seed():
     assert not np.array_equal(a, c)
 
 
-def test_control_regions_volume_and_margin_options():
+def test_control_regions_diameter_and_margin_options():
     brain, lesions, affine, centres = _head()
-    regions = control_regions(brain, lesions, affine, n=2, volume_mm3=4000.0, margin_mm=20.0)
+    regions, used = control_regions(brain, lesions, affine, n=2, diameter_mm=20.0,
+                                    margin_mm=20.0, return_diameter=True)
+    assert used == 20.0
     assert sorted(np.unique(regions)) == [0, 1, 2]
     for k in (1, 2):
-        assert (regions == k).sum() * 8.0 == pytest.approx(4000.0, rel=0.15)
+        assert (regions == k).sum() * 8.0 == pytest.approx(math.pi / 6 * 20.0 ** 3, rel=0.1)
         d = cKDTree(centres[lesions > 0]).query(centres[regions == k])[0]
         assert d.min() >= 20.0
+
+
+def test_control_regions_shrink_together_when_the_brain_is_small():
+    # a 50 mm ball of brain: three 25 mm spheres 10 mm apart cannot fit inside, smaller ones can
+    shape, affine = (40, 40, 40), np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -39.0
+    centres = np.stack(np.meshgrid(*(np.arange(40) * 2.0 - 39.0,) * 3, indexing="ij"), -1)
+    brain = np.linalg.norm(centres, axis=-1) <= 25.0
+    with pytest.warns(UserWarning, match="shrunk from 25 to"):
+        regions, used = control_regions(brain, np.zeros(shape, np.int16), affine,
+                                        return_diameter=True)
+    assert CONTROL_MIN_DIAMETER_MM <= used < CONTROL_DIAMETER_MM
+    assert sorted(np.unique(regions)) == [0, 1, 2, 3]
+    sizes = [int((regions == k).sum()) for k in (1, 2, 3)]
+    assert max(sizes) - min(sizes) <= 0.2 * max(sizes)                  # one size for all
+    assert np.mean(sizes) * 8.0 == pytest.approx(math.pi / 6 * used ** 3, rel=0.3)
+    # the size used is the largest of the steps that fits
+    if used + 2.5 <= CONTROL_DIAMETER_MM:
+        with pytest.warns(UserWarning, match="only"):
+            control_regions(brain, np.zeros(shape, np.int16), affine, diameter_mm=used + 2.5,
+                            min_diameter_mm=used + 2.5)
 
 
 def test_control_regions_warn_or_fail_without_room():
     brain, lesions, affine, _ = _head()
     with pytest.warns(UserWarning, match="only"):
-        few = control_regions(brain, lesions, affine, n=50, volume_mm3=4000.0)
-    assert 3 <= few.max() < 50
-    with pytest.raises(ControlRegionError, match="volume_mm3 or margin_mm"):
-        control_regions(brain, lesions, affine, volume_mm3=5e5)
+        few, used = control_regions(brain, lesions, affine, n=400, diameter_mm=20.0,
+                                    return_diameter=True)
+    assert 3 <= few.max() < 400 and used == CONTROL_MIN_DIAMETER_MM
+    with pytest.raises(ControlRegionError, match="no room for a control sphere of 100 mm"):
+        control_regions(brain, lesions, affine, diameter_mm=100.0, min_diameter_mm=100.0)
     with pytest.raises(ValueError, match="shape"):
         control_regions(brain[:-1], lesions, affine)
+    for bad in (0.0, -5.0, float("nan")):
+        with pytest.raises(ValueError, match="diameter_mm must be positive"):
+            control_regions(brain, lesions, affine, diameter_mm=bad)
 
 
-def test_control_regions_without_lesions_use_a_10mm_sphere():
+def test_control_regions_without_lesions_keep_the_default_size():
     brain, lesions, affine, _ = _head()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         regions = control_regions(brain, np.zeros_like(lesions), affine)
     for k in (1, 2, 3):
-        assert (regions == k).sum() * 8.0 == pytest.approx(math.pi / 6 * 10 ** 3, rel=0.35)
+        assert (regions == k).sum() * 8.0 == pytest.approx(
+            math.pi / 6 * CONTROL_DIAMETER_MM ** 3, rel=0.1)
