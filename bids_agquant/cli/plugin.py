@@ -259,6 +259,8 @@ def run_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path | str,
     Raises RuntimeError when nodes failed (crash files are in ``crash_dir``).
     """
     args = configure_workflow(workflow, plugin, plugin_args, work_dir, crash_dir)
+    if plugin == "MultiProc":
+        return workflow.run(plugin=guarded_multiproc(args))
     if plugin != "SLURMGraph":
         return workflow.run(plugin=plugin, plugin_args=args)
 
@@ -278,6 +280,49 @@ def run_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path | str,
             f"({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}); crash files: "
             f"{', '.join(crashes) or 'none, see the batch/*.e files in the work dir'}")
     return execgraph
+
+
+def _guarded_call(fn, *args, **kwargs):
+    """Run ``fn`` in a MultiProc worker; a failure of nipype's own ``run_node`` becomes a failed
+    task instead of an exception lost in the pool (see :func:`guarded_multiproc`)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        if getattr(fn, "__name__", "") != "run_node" or len(args) < 3:
+            raise
+        import sys
+        import traceback
+        return {"result": None, "taskid": args[2],
+                "traceback": traceback.format_exception(*sys.exc_info())}
+
+
+class _GuardedPool:
+    """The process pool of a MultiProc run, submitting every call through :func:`_guarded_call`."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def submit(self, fn, *args, **kwargs):
+        return self._pool.submit(_guarded_call, fn, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
+def guarded_multiproc(plugin_args: dict):
+    """nipype's MultiProc plugin, made to end when a worker cannot report a node's result.
+
+    nipype's worker function re-reads a failed node's result file; when the disk is full (or
+    the quota exhausted) that file was never written, the worker raises, the pool's callback
+    raises in turn and the task is never marked done: MultiProc then waits for ever.  Here such
+    a worker returns a failed task with the error, so nipype reports the node as crashed (or
+    raises the OSError of the full disk) and the command line ends with its exit code.
+    """
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+
+    runner = MultiProcPlugin(plugin_args=dict(plugin_args))
+    runner.pool = _GuardedPool(runner.pool)
+    return runner
 
 
 def _node_done(node) -> bool:

@@ -243,6 +243,15 @@ def _setup_nipype_logging(verbose: int, file_handler: logging.Handler | None):
     return cleanup
 
 
+class _LogFileHandler(logging.StreamHandler):
+    """The per-participant log file.  When it can no longer be written (a full disk, a lost
+    mount) it stops quietly: logging's default would print a traceback per record on stderr,
+    after the run's one-line error."""
+
+    def handleError(self, record):
+        self.setLevel(logging.CRITICAL + 1)
+
+
 @contextlib.contextmanager
 def _log_file(config: Config, name: str):
     """A log file ``OUTPUT_DIR/logs/<name>_<timestamp>.log`` receiving our and nipype's records."""
@@ -257,7 +266,7 @@ def _log_file(config: Config, name: str):
         except FileExistsError:
             n += 1
             path = config.log_dir / f"{name}_{stamp}-{n}.log"
-    handler = logging.StreamHandler(fh)
+    handler = _LogFileHandler(fh)
     handler.setLevel(logging.DEBUG if config.verbose >= 3 else logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     ours = logging.getLogger("bids_agquant")
@@ -267,7 +276,8 @@ def _log_file(config: Config, name: str):
     finally:
         ours.removeHandler(handler)
         handler.close()
-        fh.close()
+        with contextlib.suppress(OSError):      # a full disk: the run's error says so already
+            fh.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +357,12 @@ def _count_nodes(wf) -> int | None:
         return None
 
 
+#: Errors of a full or read-only output store in a node's last error line (ENOSPC, EDQUOT, EFBIG,
+#: EROFS): the output cannot be created (73), the pipeline itself did not fail.
+_STORAGE_FULL = re.compile(r"\[Errno (28|122|27|30)\]|No space left on device|Disk quota exceeded|"
+                           r"File too large|Read-only file system")
+
+
 def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[str | None, str]:
     """(crash file, one-line reason) of the first failed node, from nipype's text crash files."""
     files = sorted((p for p in crash_dir.glob("crash-*") if p.stat().st_mtime >= since - 1),
@@ -365,6 +381,11 @@ def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[st
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             tb = [ln for ln in lines if not ln.startswith(("File ", "^", "~"))]
             reason = tb[-1] if tb else ""
+            # a full disk often shows up as a later error (a result file that was never
+            # written): name the storage error itself
+            full = [ln for ln in tb if _STORAGE_FULL.search(ln)]
+            if full and not _STORAGE_FULL.search(reason):
+                reason = full[-1]
         except OSError:
             pass
     return (str(chosen) if chosen else None), reason
@@ -443,7 +464,15 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
         crash, reason = _crash_summary(config.crashdump_dir, t0, progress.failed)
         node = progress.failed[0] if progress.failed else "a pipeline node"
         reason = reason or " ".join(str(exc).split())[-200:]
+        if not _STORAGE_FULL.search(reason) and _STORAGE_FULL.search(str(exc)):
+            reason = " ".join(str(exc).split())[-200:]     # e.g. the crash file itself
         where = f"; crash file {crash}" if crash else f"; crash files in {config.crashdump_dir}"
+        if _STORAGE_FULL.search(reason):
+            raise OutputError(
+                f"{label}: {node} could not write its files ({reason}) under "
+                f"{config.output_dir} or the work dir {config.work_dir}{where}",
+                fix="free space (or raise the quota / file-size limit) there, then run the same "
+                    "command (same -w) to resume") from exc
         raise NodeFailedError(f"{label}: {node} failed: {reason}{where}",
                               fix="rerun with -v for details; after a fix, the same command "
                                   "(same -w) resumes") from exc

@@ -278,9 +278,10 @@ def test_control_regions_on_degenerate_brains(shape, data):
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)      # "only 1 of 2 control regions fit"
-            regions = L.control_regions(brain, lesions, affine, n=2, volume_mm3=8.0, margin_mm=0.0)
+            regions = L.control_regions(brain, lesions, affine, n=2, diameter_mm=2.5,
+                                         min_diameter_mm=2.5, margin_mm=0.0)
     except L.ControlRegionError as exc:
-        assert "no room for a control region" in str(exc)
+        assert "no room for a control sphere" in str(exc)
         return
     inside = np.nan_to_num(brain, nan=0.0) > 0.5
     assert regions.dtype == np.int16 and regions.shape == shape
