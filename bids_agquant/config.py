@@ -24,6 +24,7 @@ class Config:
     b1_correction: str = "auto"                       # "auto" | "off"
     vfa_fit: str = "nonlinear"                        # "nonlinear" | "linear"
     control_diameter_mm: float = 25.0                 # healthy-tissue control spheres (mm)
+    se_normalization: str = "auto"                    # "auto" | "brain" | "off"
     nprocs: int = 1
     omp_nthreads: int = 1
     plugin: str = "MultiProc"

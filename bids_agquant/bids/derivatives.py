@@ -501,7 +501,7 @@ LESION_TABLE_COLUMNS = (
     "region_type", "longest_3d_diameter_mm", "pre_session_id", "se_median_percent",
     "se_voxel_mean_percent", "delta_r1_sd_per_s", "conc_median_mM", "conc_sd_mg_per_L",
     "n_voxels_conc", "n_voxels_se", "r1_per_mM_s", "field_strength_t", "mg_per_L_per_mM",
-    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "se_intensity_scale",
 )
 
 #: JSON data dictionary of the lesion table (BIDS tabular-file sidecar).
@@ -555,6 +555,11 @@ LESION_TABLE_DICTIONARY = {
     "longest_3d_diameter_mm": {"Description": "Largest 3D distance across the lesion (input "
                                               "mask grid).", "Units": "mm"},
     "pre_session_id": {"Description": "Session of the pre-contrast state used (ses-<label>)."},
+    "se_intensity_scale": {"Description": "The post-contrast T1w was divided by this before SE: "
+                                          "median(post) / median(pre) over the brain mask >= 10 "
+                                          "mm from every lesion (--se-normalization; 1 when not "
+                                          "applied, n/a when there was too little healthy "
+                                          "brain)."},
     "se_median_percent": {"Description": "Median of the voxelwise SE over the region's core.",
                           "Units": "%"},
     "se_voxel_mean_percent": {"Description": "Mean of the voxelwise SE over the region's core "

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one; 'off': never")
     g.add_argument("--vfa-fit", choices=["nonlinear", "linear"], default="nonlinear",
                    help="VFA T1 fit: nonlinear least squares, or the linear DESPOT1 fit")
+    g.add_argument("--se-normalization", choices=["auto", "brain", "off"], default="auto",
+                   help="before SE, divide the post-contrast T1w by its median ratio to the "
+                        "pre-contrast T1w in healthy brain (>= 10 mm from lesions): 'auto' when "
+                        "the two come from different sessions, 'brain' always, 'off' never")
     g.add_argument("--control-diameter-mm", metavar="MM", type=_control_diameter,
                    default=CONTROL_DIAMETER_MM,
                    help="diameter of the three healthy-tissue control spheres, the same for "

@@ -70,6 +70,7 @@ def build_config(args) -> Config:
         b1_correction=args.b1_correction,
         vfa_fit=args.vfa_fit,
         control_diameter_mm=args.control_diameter_mm,
+        se_normalization=args.se_normalization,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         plugin_file=absolute(args.use_plugin),

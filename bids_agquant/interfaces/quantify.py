@@ -7,6 +7,7 @@ saves maps and the rows (JSON) for the lesion table.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,26 @@ class _QuantInputSpec(BaseInterfaceInputSpec):
     control_labels_file = File(exists=True)
     regions_file = File(exists=True)
     row_base = traits.Dict(usedefault=True, desc="identifying columns of this state's rows")
+    se_normalization = traits.Enum("off", "brain", usedefault=True,
+                                   desc="'brain': divide the post-contrast T1w by its scale over "
+                                        "the pre-contrast one in healthy brain before SE")
+    brain_mask_file = File(exists=True, desc="brain mask, reference space (for 'brain')")
+
+
+#: Healthy brain for the SE intensity scale: the brain mask minus every lesion grown by this (mm).
+SCALE_LESION_MARGIN_MM = 10.0
+
+
+def healthy_brain(brain, lesions, affine, margin_mm=SCALE_LESION_MARGIN_MM):
+    """Brain voxels at least ``margin_mm`` from every lesion voxel."""
+    from scipy import ndimage
+
+    healthy = np.asarray(brain) > 0.5
+    lesion = np.asarray(lesions) != 0
+    if lesion.any():
+        spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+        healthy &= ndimage.distance_transform_edt(~lesion, sampling=spacing) >= margin_mm
+    return healthy
 
 
 class _QuantOutputSpec(TraitedSpec):
@@ -80,6 +101,28 @@ class QuantifyPostContrast(SimpleInterface):
                                                          cwd / "delta_r1.nii")
             self._results["conc_file"] = G.save_like(maps["conc"], affine, cwd / "conc.nii")
         t1w_post, t1w_pre = get("t1w_post"), get("t1w_pre")
+        lesions = controls = None
+        if isdefined(self.inputs.regions_file):
+            lesions, _, _ = G.load(self.inputs.lesion_labels_file, dtype=np.int32)
+            controls, _, _ = G.load(self.inputs.control_labels_file, dtype=np.int16)
+        scale = 1.0
+        if t1w_post is not None and t1w_pre is not None and self.inputs.se_normalization == "brain":
+            from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS, intensity_scale
+
+            if not isdefined(self.inputs.brain_mask_file):
+                raise ValueError("SE normalisation 'brain' needs the brain mask")
+            brain, _, _ = G.load(self.inputs.brain_mask_file)
+            healthy = healthy_brain(brain, lesions if lesions is not None else
+                                    np.zeros(brain.shape, np.int32), affine)
+            scale = intensity_scale(t1w_post, t1w_pre, healthy)
+            if np.isfinite(scale):
+                t1w_post = t1w_post / scale
+            else:
+                logging.getLogger("bids_agquant.quantify").warning(
+                    "%s: too little healthy brain (< %d voxels) to scale the post-contrast T1w "
+                    "to the pre-contrast one; SE is not normalised (se_intensity_scale n/a)",
+                    self.inputs.row_base.get("session_id", "post-contrast state"),
+                    MIN_SCALE_VOXELS)
         if t1w_post is not None and t1w_pre is not None:
             maps["t1w_post"], maps["t1w_pre"] = t1w_post, t1w_pre
             se = signal_enhancement_percent(t1w_post, t1w_pre)
@@ -90,10 +133,11 @@ class QuantifyPostContrast(SimpleInterface):
         rows = []
         if isdefined(self.inputs.regions_file):
             regions = json.loads(Path(self.inputs.regions_file).read_text())
-            lesions, _, _ = G.load(self.inputs.lesion_labels_file, dtype=np.int32)
-            controls, _, _ = G.load(self.inputs.control_labels_file, dtype=np.int16)
+            base = dict(self.inputs.row_base)
+            if "t1w_post" in maps:
+                base["se_intensity_scale"] = scale
             rows = region_rows(regions=regions, lesion_labels=lesions, control_labels=controls,
-                               maps=maps, base=dict(self.inputs.row_base), relaxivity=rel)
+                               maps=maps, base=base, relaxivity=rel)
         out = cwd / "rows.json"
         out.write_text(json.dumps(_plain(rows), indent=1))
         self._results["rows_file"] = str(out)

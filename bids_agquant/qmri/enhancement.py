@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["signal_enhancement_percent", "roi_signal_enhancement_percent"]
+__all__ = ["signal_enhancement_percent", "roi_signal_enhancement_percent", "intensity_scale",
+           "MIN_SCALE_VOXELS"]
+
+#: Fewest reference voxels :func:`intensity_scale` accepts.
+MIN_SCALE_VOXELS = 100
 
 
 def _as_float_pair(post, pre):
@@ -81,3 +85,26 @@ def roi_signal_enhancement_percent(post, pre, roi):
     if not mean_pre > 0:
         return float("nan")
     return 100.0 * (mean_post - mean_pre) / mean_pre
+
+
+def intensity_scale(post, pre, roi, min_voxels: int = MIN_SCALE_VOXELS) -> float:
+    """Scale of the post-contrast image over the pre-contrast one in tissue that does not enhance.
+
+    ``median(post[v]) / median(pre[v])`` over the ROI voxels ``v`` where both signals are finite
+    and positive.  T1w images of two sessions differ by receiver gain and scanner scaling, so
+    SE across sessions is only meaningful after dividing the post-contrast image by this scale
+    measured in healthy brain (where neither agent enhances, as the paper's controls show).
+    The median makes it robust to the few vessels and partial-volume voxels that do.
+
+    Returns NaN when fewer than ``min_voxels`` voxels qualify.
+    """
+    post, pre = _as_float_pair(post, pre)
+    post, pre = np.broadcast_arrays(post, pre)
+    roi = np.asarray(roi)
+    if roi.shape != post.shape:
+        raise ValueError(f"ROI of shape {roi.shape} does not match the images of shape "
+                         f"{post.shape}: resample the ROI into the images' space")
+    sel = (roi != 0) & np.isfinite(post) & np.isfinite(pre) & (post > 0) & (pre > 0)
+    if int(sel.sum()) < int(min_voxels):
+        return float("nan")
+    return float(np.median(post[sel]) / np.median(pre[sel]))

@@ -43,6 +43,18 @@ FIT_METHODS = {
 }
 
 
+def se_normalization_for(option: str, post, pre) -> str:
+    """``--se-normalization`` for one post-contrast state: 'brain' or 'off'.
+
+    'auto' scales the post-contrast T1w to the pre-contrast one in healthy brain when the two come
+    from different sessions (receiver gain and scanner scaling differ between sessions), and
+    leaves a same-session pair alone.
+    """
+    if option == "auto":
+        return "brain" if pre is not None and pre.session != post.session else "off"
+    return "brain" if option == "brain" else "off"
+
+
 def state_label(state) -> str:
     """Node-name-safe label of a state: ``<session>_<agent label or pre>``."""
     return re.sub(r"[^A-Za-z0-9]", "_", f"{state.session}_{state.agent_label or 'pre'}")
@@ -211,6 +223,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
             row_base={"participant_id": f"sub-{plan.participant}", "session_id": f"ses-{s.session}",
                       "contrast_agent": s.agent,
                       "pre_session_id": f"ses-{pre.session}" if pre else None},
+            se_normalization=se_normalization_for(config.se_normalization, s, pre),
             mem_gb=mem_quant, name=f"post_{label}_wf")
         post_wfs.append(post)
         if pre is not None and label in vfa_wfs and state_label(pre) in vfa_wfs:
@@ -225,7 +238,8 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
                                post, f"inputnode.{field}")
         wf.connect([(lesions, post, [("outputnode.lesion_labels", "inputnode.lesion_labels"),
                                      ("outputnode.control_labels", "inputnode.control_labels"),
-                                     ("outputnode.regions", "inputnode.regions")]),
+                                     ("outputnode.regions", "inputnode.regions"),
+                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
                     (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
 
     # sinks, one per state
@@ -330,7 +344,13 @@ def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
                 **_describe("enhancement"), "Sources": sources,
                 "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri,
                 "Resampling": "both T1w rigidly registered and resampled (linear) once into "
-                              "the reference space"}}
+                              "the reference space",
+                "IntensityNormalization": (
+                    "post-contrast T1w divided by median(post)/median(pre) over the brain mask "
+                    ">= 10 mm from every lesion (value: se_intensity_scale in the lesion table)"
+                    if se_normalization_for(config.se_normalization, s, pre) == "brain"
+                    else "none (pre- and post-contrast T1w of one session)"
+                    if pre.session == s.session else "none (--se-normalization off)")}}
     return out
 
 

@@ -49,29 +49,34 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
 
 
 def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides: dict,
-                          row_base: dict, mem_gb: float, name: str = "post_wf"):
+                          row_base: dict, mem_gb: float, se_normalization: str = "off",
+                          name: str = "post_wf"):
     """``quantify``: delta R1, [Gd], SE and the lesion-table rows of one post-contrast state.
 
     Inputs: ``r1_post``, ``r1_pre``, ``t1w_post``, ``t1w_pre`` (reference space; any pair may be
-    left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``.
+    left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``,
+    ``brain_mask`` (for ``se_normalization="brain"``: the post-contrast T1w is divided by its
+    scale over the pre-contrast one in healthy brain before SE).
     Outputs: ``delta_r1``, ``conc``, ``se``, ``rows``, ``relaxivity``.
     """
     wf = pe.Workflow(name=name)
     fields = ["r1_post", "r1_pre", "t1w_post", "t1w_pre", "lesion_labels", "control_labels",
-              "regions"]
+              "regions", "brain_mask"]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["delta_r1", "conc", "se", "rows",
                                                        "relaxivity"]), name="outputnode")
     quant = pe.Node(QuantifyPostContrast(agent=agent, field_strength_t=field_strength_t,
                                          relaxivity_overrides=dict(relaxivity_overrides),
-                                         row_base=dict(row_base)),
+                                         row_base=dict(row_base),
+                                         se_normalization=se_normalization),
                     name="quantify", mem_gb=mem_gb, n_procs=1)
     wf.connect([
         (inputnode, quant, [("r1_post", "r1_post"), ("r1_pre", "r1_pre"),
                             ("t1w_post", "t1w_post"), ("t1w_pre", "t1w_pre"),
                             ("lesion_labels", "lesion_labels_file"),
                             ("control_labels", "control_labels_file"),
-                            ("regions", "regions_file")]),
+                            ("regions", "regions_file"),
+                            ("brain_mask", "brain_mask_file")]),
         (quant, outputnode, [("delta_r1_file", "delta_r1"), ("conc_file", "conc"),
                              ("se_file", "se"), ("rows_file", "rows"),
                              ("relaxivity", "relaxivity")]),
