@@ -25,9 +25,14 @@ measurable-lesion mean concentration within 10 % of the truth at the VFA resolut
 of 20 mm and more, within 20 % for 10-20 mm; control regions below 0.005 mM; diameters within
 1.5 mm; measurable flags right; SE within 10 %. The concentration criteria apply where it is
 quantifiable: truth >= 10 x the standard error of the lesion mean (sd / sqrt(lesion volume in
-VFA voxels), the ICH limit of quantification; the day-8 residual AGuIX is mostly below it, as
-the paper says); the SE criterion where the true SE is >= 10 % (below, 10 % of it is under a
-percentage point, less than the T1w noise of a lesion mean). Rows below the limits are listed.
+VFA voxels), quantifiable at the tolerance: the 10 % (or 20 %) tolerance is at least 3 standard errors of
+the lesion mean (sd / sqrt(lesion volume in VFA voxels)); below that, no estimator can meet it
+reliably (at the ICH limit of quantification, 10 standard errors, a 10 % tolerance is one
+standard error). The day-8 residual AGuIX is mostly below it, as the paper says. Every
+measurable lesion-state, quantifiable or not, must be within 4 standard errors of the truth
+(no bias), and the table lists them all with their error in standard errors (z). The SE
+criterion applies where the true SE is >= 10 % (below, 10 % of it is under a percentage point,
+less than the T1w noise of a lesion mean).
 """
 from __future__ import annotations
 
@@ -52,6 +57,10 @@ from _bench_util import machine, run_measured  # noqa: E402
 #: SE criterion only where the true SE is at least this (%): below, 10 % of it is less than a
 #: percentage point, under the T1w noise of a 10-20 mm lesion mean at SNR 40.
 SE_FLOOR_PERCENT = 10.0
+#: The concentration criterion is applied where its tolerance is at least this many standard
+#: errors of the lesion mean; everywhere, the error must stay within Z_BIAS standard errors.
+Z_TOL = 3.0
+Z_BIAS = 4.0
 
 PHANTOMS = {
     "A": dict(preset="clinical", seed=101, sessions=("pre", "inj", "week1", "month1"),
@@ -88,7 +97,12 @@ def evaluate(out: Path, truth, vfa_voxel_mm3: float):
         rows.append(m)
     m = pd.concat(rows, ignore_index=True)
     n_vfa = np.maximum(m.volume_mm3 / vfa_voxel_mm3, 1.0)
-    m["conc_loq"] = 10 * m.conc_sd_mM / np.sqrt(n_vfa)
+    m["conc_sem"] = m.conc_sd_mM / np.sqrt(n_vfa)
+    # the tolerance of the criterion (10 % at >= 20 mm, 20 % at 10-20 mm) must be at least
+    # Z_TOL standard errors of the lesion mean for the criterion to be testable at all
+    m["conc_tol"] = np.where(m.axial_diameter_mm >= 20, 0.10, 0.20)
+    m["conc_loq"] = Z_TOL * m.conc_sem / m.conc_tol
+    m["conc_z"] = (m.conc_mean_mM - m.conc_vfa_mM) / m.conc_sem
     m["se_loq"] = SE_FLOOR_PERCENT
     m["conc_err_pct"] = 100 * (m.conc_mean_mM - m.conc_vfa_mM) / m.conc_vfa_mM
     m["se_err_pct"] = 100 * (m.se_mean_percent - m.se_percent) / m.se_percent
@@ -109,6 +123,11 @@ def criteria(m, c) -> list[tuple[str, bool, str]]:
         ("concentration, measurable 10-20 mm, within 20 %",
          bool((mid.conc_err_pct.abs() <= 20).all()),
          f"max |error| {mid.conc_err_pct.abs().max():.1f} % over {len(mid)} lesion-states"),
+        (f"no bias: every measurable lesion-state within {Z_BIAS:g} standard errors",
+         bool((meas.conc_z.abs() <= Z_BIAS).all()),
+         f"max |error| / SE {meas.conc_z.abs().max():.1f} over {len(meas)} lesion-states; "
+         f"without the noise rule, {int((meas.conc_err_pct.abs() > 100 * meas.conc_tol).sum())} "
+         f"of them miss the 10/20 % tolerance"),
         ("control regions below 0.005 mM", bool((c.conc_mean_mM.abs() < 0.005).all()),
          f"max |mean| {c.conc_mean_mM.abs().max():.4f} mM over {len(c)} control-states"),
         ("diameters within 1.5 mm", bool((m.diam_err_mm.abs() <= 1.5).all()),
@@ -126,10 +145,13 @@ def main(argv=None) -> int:
     ap.add_argument("--nprocs", type=int, default=2)
     ap.add_argument("--note", default="")
     ap.add_argument("--only", choices=sorted(PHANTOMS), action="append")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="the work folder of an earlier run: evaluate its outputs again "
+                         "(phantoms whose output exists are not simulated or run again)")
     args = ap.parse_args(argv)
     from bids_agquant.simulate import load_truth, simulate_dataset
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
+    tmp = args.reuse or Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
     lines = [f"# Participant-level accuracy on full-size phantoms ({dt.date.today()})", "",
              __doc__.split("\n\n", 2)[2].strip(), "", f"Machine: {machine()}.", ""]
     if args.note:
@@ -141,12 +163,16 @@ def main(argv=None) -> int:
         settings = dict(settings)
         preset = settings.pop("preset")
         bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
-        truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
         out, work = tmp / f"{name}_out", tmp / f"{name}_work"
-        with open(tmp / f"{name}.log", "w") as log:
-            run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
-                                "participant", "-w", str(work), "--nprocs", str(args.nprocs)],
-                               env=ENV, log=log)
+        if args.reuse and (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists():
+            truth = load_truth(truth_dir)
+            run = {"code": 0, "wall_s": float("nan"), "peak_rss_gb": float("nan")}
+        else:
+            truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
+            with open(tmp / f"{name}.log", "w") as log:
+                run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
+                                    "participant", "-w", str(work), "--nprocs",
+                                    str(args.nprocs)], env=ENV, log=log)
         if run["code"]:
             raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
                              f"{tmp / (name + '.log')}")
@@ -155,23 +181,27 @@ def main(argv=None) -> int:
         crit = criteria(m, c)
         all_ok &= all(ok for _, ok, _ in crit)
         desc = ", ".join(f"{k}={v}" for k, v in PHANTOMS[name].items())
-        lines += [f"## Phantom {name}", "", f"Settings: {desc}. Run: {run['wall_s']:.0f} s, "
-                  f"peak {run['peak_rss_gb']:.2f} GB.", "",
+        timing = (f"Run: {run['wall_s']:.0f} s, peak {run['peak_rss_gb']:.2f} GB."
+                  if np.isfinite(run["wall_s"]) else "Outputs of an earlier run, evaluated again.")
+        lines += [f"## Phantom {name}", "", f"Settings: {desc}. {timing}", "",
                   "| criterion | pass | detail |", "|---|---|---|"]
         lines += [f"| {k} | {'yes' if ok else '**NO**'} | {d} |" for k, ok, d in crit]
-        lines += ["", "Lesion-states (conc in mM; `q` = quantifiable, truth >= LOQ):", "",
+        lines += ["", "Lesion-states (conc in mM; `q` = quantifiable at the tolerance; z = error "
+                  "in standard errors of the lesion mean; scale = SE intensity scale):", "",
                   "| session | agent | lesion | diam true/est (mm) | meas | conc truth (VFA res.) "
-                  "| conc est | error % | q | SE truth % | SE est % | error % | q |",
-                  "|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
+                  "| conc est | error % | z | q | SE truth % | SE est % | error % | q | scale |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
         for _, r in m.sort_values(["session_id", "axial_diameter_mm"]).iterrows():
             lines.append(
                 f"| {r.session_id} | {r.contrast_agent} | {r.lesion_id} | "
                 f"{r.axial_diameter_mm:.1f} / {r.longest_diameter_mm:.1f} | "
                 f"{'yes' if r.measurable_true else 'no'}{'' if r.meas_ok else ' (WRONG)'} | "
                 f"{r.conc_vfa_mM:.4f} | {r.conc_mean_mM:.4f} | {r.conc_err_pct:+.1f} | "
+                f"{r.conc_z:+.1f} | "
                 f"{'y' if r.conc_vfa_mM >= r.conc_loq else '-'} | {r.se_percent:.1f} | "
                 f"{r.se_mean_percent:.1f} | {r.se_err_pct:+.1f} | "
-                f"{'y' if r.se_percent >= r.se_loq else '-'} |")
+                f"{'y' if r.se_percent >= r.se_loq else '-'} | "
+                f"{getattr(r, 'se_intensity_scale', float('nan')):.3f} |")
         lines += ["", "Control regions: " + ", ".join(
             f"{r.session_id} {r.lesion_id} {r.conc_mean_mM:+.4f} mM / SE {r.se_mean_percent:+.1f} %"
             for _, r in c.iterrows()), ""]

@@ -556,7 +556,7 @@ LESION_TABLE_DICTIONARY = {
                                               "mask grid).", "Units": "mm"},
     "pre_session_id": {"Description": "Session of the pre-contrast state used (ses-<label>)."},
     "se_intensity_scale": {"Description": "The post-contrast T1w was divided by this before SE: "
-                                          "median(post) / median(pre) over the brain mask >= 10 "
+                                          "the median of post / pre over the brain mask >= 10 "
                                           "mm from every lesion (--se-normalization; 1 when not "
                                           "applied, n/a when there was too little healthy "
                                           "brain)."},

@@ -346,7 +346,7 @@ def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
                 "Resampling": "both T1w rigidly registered and resampled (linear) once into "
                               "the reference space",
                 "IntensityNormalization": (
-                    "post-contrast T1w divided by median(post)/median(pre) over the brain mask "
+                    "post-contrast T1w divided by the median of post/pre over the brain mask "
                     ">= 10 mm from every lesion (value: se_intensity_scale in the lesion table)"
                     if se_normalization_for(config.se_normalization, s, pre) == "brain"
                     else "none (pre- and post-contrast T1w of one session)"

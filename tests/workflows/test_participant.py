@@ -8,8 +8,8 @@ mm^3 is the clinical one.
 
 Checks (issue "participant app", Done-when): measurable-lesion mean concentration vs the truth
 at the VFA resolution (>= 20 mm within 10 %, 10-20 mm within 20 %) where the concentration is
-quantifiable (true value >= 10 x the standard error of a lesion mean, the ICH limit of
-quantification: the day-8 residual is not, as in the paper), control regions below 0.005 mM,
+quantifiable (the tolerance is at least 3 standard errors of the lesion mean; every measurable
+state, quantifiable or not, within 4 standard errors of the truth), control regions below 0.005 mM,
 diameters within 1.5 mm, measurable flags, SE within 10 % (where the true SE is >= 10 %); two runs give identical arrays; a
 rerun with the same work dir recomputes nothing; names pass the BIDS schema; pybids indexes it.
 """
@@ -98,11 +98,17 @@ def test_diameters_and_measurable_flags(phantom_runs):
     assert (m.measurable.astype(str).str.lower() == m.measurable_true.astype(str).str.lower()).all()
 
 
-def _quantifiable(m):
-    """True concentration >= 10 x the standard error of the lesion mean (ICH LOQ)."""
+def _sem(m):
+    """Standard error of a lesion mean concentration: sd / sqrt(lesion volume in VFA voxels)."""
     n_vfa = m.volume_mm3 / float(np.prod(VFA_VOXEL_MM))
-    se_mean = m.conc_sd_mM / np.sqrt(np.maximum(n_vfa, 1.0))
-    return m.conc_vfa_mM >= 10.0 * se_mean
+    return m.conc_sd_mM / np.sqrt(np.maximum(n_vfa, 1.0))
+
+
+def _quantifiable(m):
+    """The tolerance (10 % at >= 20 mm, 20 % below) is at least 3 standard errors of the mean:
+    below, noise alone breaks it (benchmarks/bench_accuracy.py uses the same rule)."""
+    tol = np.where(m.axial_diameter_mm >= 20, 0.10, 0.20)
+    return tol * m.conc_vfa_mM >= 3.0 * _sem(m)
 
 
 def test_lesion_concentration_against_truth(phantom_runs):
@@ -116,6 +122,10 @@ def test_lesion_concentration_against_truth(phantom_runs):
                                               "conc_vfa_mM"]]
     assert rel[~big].max() <= 0.20, meas[~big][["session_id", "lesion_id", "conc_mean_mM",
                                                 "conc_vfa_mM"]]
+    # every measurable lesion-state, quantifiable or not: no bias beyond 4 standard errors
+    every = m[m.measurable_true.astype(bool)]
+    z = (every.conc_mean_mM - every.conc_vfa_mM) / _sem(every)
+    assert z.abs().max() <= 4.0, every.assign(z=z)[["session_id", "lesion_id", "z"]]
     # mg/L follows from mM through the agent's molar mass per Gd
     aguix = meas[meas.contrast_agent == "AGuIX"]
     np.testing.assert_allclose(aguix.conc_mean_mg_per_L, aguix.conc_mean_mM * 1000.0, rtol=1e-9)
