@@ -339,12 +339,23 @@ class NodeProgress:
                 self.logger.info("[%s] %s: done", count, name)
             elif t0 is None:
                 self.logger.info("[%s] %s: cached", count, name)
+                for message in _cached_warnings(node):
+                    self.logger.warning("%s", message)
             else:
                 self.logger.info("[%s] %s: done in %.1f s", count, name, time.monotonic() - t0)
         elif status == "exception":
             self.failed.append(getattr(node, "fullname", name))
             took = f" after {time.monotonic() - t0:.1f} s" if t0 is not None else ""
             self.logger.error("%s: FAILED%s", name, took)
+
+
+def _cached_warnings(node) -> list[str]:
+    """The ``warnings`` a cached node returned when it ran (:mod:`bids_agquant.interfaces.notes`)."""
+    try:
+        found = getattr(node.result.outputs, "warnings", None)
+    except Exception:  # no readable result: nothing to repeat
+        return []
+    return [str(m) for m in found] if isinstance(found, list) else []
 
 
 def _count_nodes(wf) -> int | None:

@@ -13,7 +13,6 @@ in the reference space (used by :class:`bids_agquant.interfaces.quantify.Quantif
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from . import geometry as G
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 from .masks import brain_mask_from_t1, brain_mask_from_t1w
+from .notes import node_warning, warnings_output
 
 __all__ = ["PrepareRegions", "prepare_regions", "region_rows", "N_CONTROLS"]
 
@@ -130,6 +130,7 @@ class _PrepareOutputSpec(TraitedSpec):
     control_labels_file = File(exists=True, desc="control regions 1..n, reference space (int16)")
     brain_mask_file = File(exists=True, desc="brain mask, reference space (uint8)")
     regions_file = File(exists=True, desc="JSON: sizes, centroids, methods")
+    warnings = warnings_output()
 
 
 class PrepareRegions(SimpleInterface):
@@ -145,8 +146,8 @@ class PrepareRegions(SimpleInterface):
             t1_file=opt("t1_file"), seed=self.inputs.seed,
             control_diameter_mm=self.inputs.control_diameter_mm)
         for message in info.get("control_warnings", ()):
-            logging.getLogger("bids_agquant.regions").warning(
-                "%s: %s", Path(self.inputs.reference_file).name, message)
+            node_warning(self._results, "bids_agquant.regions",
+                         f"{Path(self.inputs.reference_file).name}: {message}")
         cwd = Path(runtime.cwd)
         self._results["lesion_labels_file"] = G.save_like(lesions, aff, cwd / "lesions.nii",
                                                           dtype=np.int32)

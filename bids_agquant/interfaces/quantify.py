@@ -7,7 +7,6 @@ saves maps and the rows (JSON) for the lesion table.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 from . import geometry as G
 from .lesions import region_rows
 from .masks import signal_mask
+from .notes import node_warning, warnings_output
 
 __all__ = ["QuantifyPostContrast"]
 
@@ -61,6 +61,7 @@ class _QuantOutputSpec(TraitedSpec):
     se_file = File(desc="signal enhancement (%)")
     rows_file = File(exists=True, desc="JSON list of lesion-table rows")
     relaxivity = traits.Dict(desc="relaxivity used (for the sidecars)")
+    warnings = warnings_output()
 
 
 class QuantifyPostContrast(SimpleInterface):
@@ -118,11 +119,11 @@ class QuantifyPostContrast(SimpleInterface):
             if np.isfinite(scale):
                 t1w_post = t1w_post / scale
             else:
-                logging.getLogger("bids_agquant.quantify").warning(
-                    "%s: too little healthy brain (< %d voxels) to scale the post-contrast T1w "
-                    "to the pre-contrast one; SE is not normalised (se_intensity_scale n/a)",
-                    self.inputs.row_base.get("session_id", "post-contrast state"),
-                    MIN_SCALE_VOXELS)
+                node_warning(
+                    self._results, "bids_agquant.quantify",
+                    f"{Path(self.inputs.t1w_post).name}: too little healthy brain (< "
+                    f"{MIN_SCALE_VOXELS} voxels) to scale the post-contrast T1w to the "
+                    f"pre-contrast one; SE is not normalised (se_intensity_scale n/a)")
         if t1w_post is not None and t1w_pre is not None:
             maps["t1w_post"], maps["t1w_pre"] = t1w_post, t1w_pre
             se = signal_enhancement_percent(t1w_post, t1w_pre)

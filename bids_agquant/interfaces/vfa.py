@@ -15,7 +15,6 @@ Design choice (documented in the workflow too): fit in native VFA space, then re
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
                                     TraitedSpec, isdefined, traits)
 
 from . import geometry as G
+from .notes import node_warning, warnings_output
 from .masks import signal_mask
 
 __all__ = ["FitVFA", "MapsToReference", "compose_transforms"]
@@ -42,6 +42,7 @@ class _FitVFAOutputSpec(TraitedSpec):
     r1_file = File(exists=True, desc="R1 (1/s), native VFA grid")
     m0_file = File(exists=True, desc="M0 (signal units), native VFA grid")
     n_failed = traits.Int(desc="voxels whose fit failed (NaN)")
+    warnings = warnings_output()
 
 
 class FitVFA(SimpleInterface):
@@ -70,9 +71,10 @@ class FitVFA(SimpleInterface):
         self._results["m0_file"] = G.save_like(fit.m0, affine, Path(runtime.cwd, "m0.nii"))
         self._results["n_failed"] = int(fit.n_failed)
         if fit.n_failed:       # per-voxel failures are not fatal: NaN, counted and reported
-            logging.getLogger("bids_agquant.vfa").warning(
-                "%s: the VFA fit failed in %d of %d voxels with signal; they are NaN in the maps",
-                Path(files[0]).name, fit.n_failed, int(np.count_nonzero(head)))
+            node_warning(self._results, "bids_agquant.vfa",
+                         f"{Path(files[0]).name}: the VFA fit failed in {fit.n_failed} of "
+                         f"{int(np.count_nonzero(head))} voxels with signal; they are NaN in the "
+                         f"maps")
         return runtime
 
 

@@ -13,6 +13,7 @@ from nipype.pipeline import engine as pe
 
 from bids_agquant.interfaces.derivatives import LesionTableSink
 from bids_agquant.interfaces.lesions import PrepareRegions
+from bids_agquant.interfaces.notes import keep_warnings
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 __all__ = ["init_regions_wf", "init_lesion_table_wf"]
@@ -35,6 +36,7 @@ def init_regions_wf(*, reference_t1w, lesion_mask, seed: int, mem_gb: float,
     prepare = pe.Node(PrepareRegions(reference_file=str(reference_t1w), seed=seed,
                                      control_diameter_mm=float(control_diameter_mm)),
                       name="prepare_regions", mem_gb=mem_gb, n_procs=1)
+    keep_warnings(prepare)
     if lesion_mask is not None:
         prepare.inputs.lesion_file = str(lesion_mask.path)
         prepare.inputs.lesion_kind = lesion_mask.kind

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 
 from bids_agquant.interfaces.quantify import QuantifyPostContrast
 from bids_agquant.interfaces.vfa import FitVFA, MapsToReference
+from bids_agquant.interfaces.notes import keep_warnings
 
 __all__ = ["init_vfa_wf", "init_post_contrast_wf"]
 
@@ -33,6 +34,7 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
                          flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
                          tr_s=float(vfa.tr_s), method=method),
                   name="fit_vfa", mem_gb=mem_fit_gb, n_procs=1)
+    keep_warnings(fit)
     if vfa.b1map is not None and b1_correction == "auto":
         fit.inputs.b1map = str(vfa.b1map)
         fit.inputs.b1_scale = float(vfa.b1_scale)
@@ -70,6 +72,7 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
                                          row_base=dict(row_base),
                                          se_normalization=se_normalization),
                     name="quantify", mem_gb=mem_gb, n_procs=1)
+    keep_warnings(quant)
     wf.connect([
         (inputnode, quant, [("r1_post", "r1_post"), ("r1_pre", "r1_pre"),
                             ("t1w_post", "t1w_post"), ("t1w_pre", "t1w_pre"),

@@ -229,7 +229,7 @@ def test_perfectly_registered_oracle_recovers_conc_at_vfa_resolution(noiseless_p
         assert est == pytest.approx(row.conc_vfa_mM, rel=tol), (key, row.lesion_id)
 
 
-def test_ants_rigid_registration_recovers_the_true_pose(small_phantom):
+def test_ants_rigid_registration_recovers_the_true_pose(small_phantom, tmp_path):
     """The anatomy has enough texture for a rigid registration to lock on, and the truth's pose
     convention is ANTs': fixed (baseline) points map to moving (session) points by ``pose``."""
     ants = pytest.importorskip("ants")
@@ -238,7 +238,8 @@ def test_ants_rigid_registration_recovers_the_true_pose(small_phantom):
     files = t.participant("01")["sessions"]
     fixed = ants.image_read(str(t.bids_dir / files["D0"]["files"]["t1w:D0_pre"]))
     moving = ants.image_read(str(t.bids_dir / files["D1"]["files"]["t1w:D1_AGuIX"]))
-    reg = ants.registration(fixed, moving, type_of_transform="Rigid", random_seed=1)
+    reg = ants.registration(fixed, moving, type_of_transform="Rigid", random_seed=1,
+                            outprefix=str(tmp_path / "reg_"))     # not ANTsPy's /tmp default
     geo = t.lesion_geometry("01")
     ras = geo[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
     lps = pd.DataFrame(ras * [-1, -1, 1], columns=["x", "y", "z"])
