@@ -41,6 +41,17 @@ def _as_float_pair(post, pre):
     return post, pre
 
 
+def _roi_images(post, pre, roi):
+    """``post``, ``pre`` as float64 arrays of one shape, and the ROI as a boolean mask of it."""
+    post, pre = _as_float_pair(post, pre)
+    post, pre = np.broadcast_arrays(post, pre)
+    roi = np.asarray(roi)
+    if roi.shape != post.shape:
+        raise ValueError(f"ROI of shape {roi.shape} does not match the images of shape "
+                         f"{post.shape}: resample the ROI into the images' space")
+    return post, pre, roi != 0
+
+
 def signal_enhancement_percent(post, pre):
     """Voxelwise SE in percent, ``100 * (post - pre) / pre``.
 
@@ -71,13 +82,8 @@ def roi_signal_enhancement_percent(post, pre, roi):
     post, pre : array_like of one shape (signal, same units).
     roi : boolean array_like of that shape (non-zero = inside).
     """
-    post, pre = _as_float_pair(post, pre)
-    post, pre = np.broadcast_arrays(post, pre)
-    roi = np.asarray(roi)
-    if roi.shape != post.shape:
-        raise ValueError(f"ROI of shape {roi.shape} does not match the images of shape "
-                         f"{post.shape}: resample the ROI into the images' space")
-    sel = (roi != 0) & np.isfinite(post) & np.isfinite(pre)
+    post, pre, roi = _roi_images(post, pre, roi)
+    sel = roi & np.isfinite(post) & np.isfinite(pre)
     if not sel.any():
         return float("nan")
     mean_post = float(post[sel].mean())
@@ -93,20 +99,17 @@ def intensity_scale(post, pre, roi, min_voxels: int = MIN_SCALE_VOXELS) -> float
     ``median(post[v] / pre[v])`` over the ROI voxels ``v`` where both signals are finite and
     positive.  The median of the voxel ratios, not the ratio of the medians: when the contrast
     between tissues changes a little between sessions (B1), the two medians can fall on
-    different tissues (seen: 1.5 % off the true gain ratio on a phantom, against 0.3 %).  T1w images of two sessions differ by receiver gain and scanner scaling, so
-    SE across sessions is only meaningful after dividing the post-contrast image by this scale
-    measured in healthy brain (where neither agent enhances, as the paper's controls show).
-    The median makes it robust to the few vessels and partial-volume voxels that do.
+    different tissues (seen: 1.5 % off the true gain ratio on a phantom, against 0.3 %).
+
+    T1w images of two sessions differ by receiver gain and scanner scaling, so SE across
+    sessions is only meaningful after dividing the post-contrast image by this scale measured
+    in healthy brain (where neither agent enhances, as the paper's controls show).  The median
+    makes it robust to the few vessels and partial-volume voxels that do.
 
     Returns NaN when fewer than ``min_voxels`` voxels qualify.
     """
-    post, pre = _as_float_pair(post, pre)
-    post, pre = np.broadcast_arrays(post, pre)
-    roi = np.asarray(roi)
-    if roi.shape != post.shape:
-        raise ValueError(f"ROI of shape {roi.shape} does not match the images of shape "
-                         f"{post.shape}: resample the ROI into the images' space")
-    sel = (roi != 0) & np.isfinite(post) & np.isfinite(pre) & (post > 0) & (pre > 0)
+    post, pre, roi = _roi_images(post, pre, roi)
+    sel = roi & np.isfinite(post) & np.isfinite(pre) & (post > 0) & (pre > 0)
     if int(sel.sum()) < int(min_voxels):
         return float("nan")
     return float(np.median(post[sel] / pre[sel]))
