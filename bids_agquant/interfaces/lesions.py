@@ -21,7 +21,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
                                     isdefined, traits)
 
 from . import geometry as G
-from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
+from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM, healthy_brain
 
 from .masks import brain_mask_from_t1, brain_mask_from_t1w
 from .notes import node_warning, warnings_output
@@ -129,6 +129,7 @@ class _PrepareOutputSpec(TraitedSpec):
     lesion_labels_file = File(exists=True, desc="lesion ids, reference space (int32)")
     control_labels_file = File(exists=True, desc="control regions 1..n, reference space (int16)")
     brain_mask_file = File(exists=True, desc="brain mask, reference space (uint8)")
+    healthy_mask_file = File(exists=True, desc="brain >= 10 mm from every lesion (uint8)")
     regions_file = File(exists=True, desc="JSON: sizes, centroids, methods")
     warnings = warnings_output()
 
@@ -155,6 +156,8 @@ class PrepareRegions(SimpleInterface):
                                                            dtype=np.int16)
         self._results["brain_mask_file"] = G.save_like(brain, aff, cwd / "brain.nii",
                                                        dtype=np.uint8)
+        self._results["healthy_mask_file"] = G.save_like(
+            healthy_brain(brain, lesions, aff), aff, cwd / "healthy.nii", dtype=np.uint8)
         out = cwd / "regions.json"
         out.write_text(json.dumps(info, indent=1))
         self._results["regions_file"] = str(out)

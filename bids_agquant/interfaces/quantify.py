@@ -36,23 +36,8 @@ class _QuantInputSpec(BaseInterfaceInputSpec):
     se_normalization = traits.Enum("off", "brain", usedefault=True,
                                    desc="'brain': divide the post-contrast T1w by its scale over "
                                         "the pre-contrast one in healthy brain before SE")
-    brain_mask_file = File(exists=True, desc="brain mask, reference space (for 'brain')")
-
-
-#: Healthy brain for the SE intensity scale: the brain mask minus every lesion grown by this (mm).
-SCALE_LESION_MARGIN_MM = 10.0
-
-
-def healthy_brain(brain, lesions, affine, margin_mm=SCALE_LESION_MARGIN_MM):
-    """Brain voxels at least ``margin_mm`` from every lesion voxel."""
-    from scipy import ndimage
-
-    healthy = np.asarray(brain) > 0.5
-    lesion = np.asarray(lesions) != 0
-    if lesion.any():
-        spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-        healthy &= ndimage.distance_transform_edt(~lesion, sampling=spacing) >= margin_mm
-    return healthy
+    healthy_mask_file = File(exists=True, desc="healthy brain, reference space (for 'brain'; "
+                                               ":func:`bids_agquant.qmri.lesions.healthy_brain`)")
 
 
 class _QuantOutputSpec(TraitedSpec):
@@ -102,20 +87,14 @@ class QuantifyPostContrast(SimpleInterface):
                                                          cwd / "delta_r1.nii")
             self._results["conc_file"] = G.save_like(maps["conc"], affine, cwd / "conc.nii")
         t1w_post, t1w_pre = get("t1w_post"), get("t1w_pre")
-        lesions = controls = None
-        if isdefined(self.inputs.regions_file):
-            lesions, _, _ = G.load(self.inputs.lesion_labels_file, dtype=np.int32)
-            controls, _, _ = G.load(self.inputs.control_labels_file, dtype=np.int16)
         scale = 1.0
         if t1w_post is not None and t1w_pre is not None and self.inputs.se_normalization == "brain":
             from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS, intensity_scale
 
-            if not isdefined(self.inputs.brain_mask_file):
-                raise ValueError("SE normalisation 'brain' needs the brain mask")
-            brain, _, _ = G.load(self.inputs.brain_mask_file)
-            healthy = healthy_brain(brain, lesions if lesions is not None else
-                                    np.zeros(brain.shape, np.int32), affine)
-            scale = intensity_scale(t1w_post, t1w_pre, healthy)
+            if not isdefined(self.inputs.healthy_mask_file):
+                raise ValueError("SE normalisation 'brain' needs the healthy-brain mask")
+            healthy, _, _ = G.load(self.inputs.healthy_mask_file)
+            scale = intensity_scale(t1w_post, t1w_pre, healthy > 0.5)
             if np.isfinite(scale):
                 t1w_post = t1w_post / scale
             else:
@@ -134,6 +113,8 @@ class QuantifyPostContrast(SimpleInterface):
         rows = []
         if isdefined(self.inputs.regions_file):
             regions = json.loads(Path(self.inputs.regions_file).read_text())
+            lesions, _, _ = G.load(self.inputs.lesion_labels_file, dtype=np.int32)
+            controls, _, _ = G.load(self.inputs.control_labels_file, dtype=np.int16)
             base = dict(self.inputs.row_base)
             if "t1w_post" in maps:
                 base["se_intensity_scale"] = scale

@@ -75,6 +75,7 @@ __all__ = [
     "roi_stats",
     "control_regions",
     "CONTROL_DIAMETER_MM",
+    "healthy_brain",
 ]
 
 #: RECIST 1.1 / RANO: a lesion is measurable when its longest (axial) diameter is at least 10 mm.
@@ -380,6 +381,25 @@ def roi_stats(values, roi=None) -> RoiStats:
         return RoiStats(float("nan"), float("nan"), float("nan"), 0)
     sd = float(values.std(ddof=1)) if n > 1 else float("nan")
     return RoiStats(float(values.mean()), sd, float(np.median(values)), n)
+
+
+# --------------------------------------------------------------------------- healthy tissue
+
+#: Healthy brain (SE intensity scale): the brain mask minus every lesion grown by this (mm).
+HEALTHY_MARGIN_MM = 10.0
+
+
+def healthy_brain(brain_mask, lesion_labels, affine, margin_mm=HEALTHY_MARGIN_MM):
+    """Brain voxels (mask > 0.5) at least ``margin_mm`` from every lesion voxel (boolean)."""
+    healthy = np.nan_to_num(np.asarray(brain_mask, dtype=np.float64)) > 0.5
+    lesion = np.asarray(lesion_labels) != 0
+    if lesion.shape != healthy.shape:
+        raise ValueError(f"lesion labels of shape {lesion.shape} and brain mask of shape "
+                         f"{healthy.shape} differ: resample both into the reference space")
+    if lesion.any():
+        spacing = np.linalg.norm(_check_affine(affine)[:3, :3], axis=0)
+        healthy &= ndimage.distance_transform_edt(~lesion, sampling=spacing) >= margin_mm
+    return healthy
 
 
 # --------------------------------------------------------------------------- control regions

@@ -25,13 +25,15 @@ def init_regions_wf(*, reference_t1w, lesion_mask, seed: int, mem_gb: float,
 
     Inputs (``inputnode``): ``t1`` (baseline pre-contrast T1 map, reference space; optional),
     ``lesion_transform`` (T_ref<-drawn-on T1w; unset when drawn on the reference).
-    Outputs (``outputnode``): ``lesion_labels``, ``control_labels``, ``regions``, ``brain_mask``.
+    Outputs (``outputnode``): ``lesion_labels``, ``control_labels``, ``regions``, ``brain_mask``,
+    ``healthy_brain`` (the brain mask >= 10 mm from every lesion, for the SE intensity scale).
     """
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1", "lesion_transform"]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["lesion_labels", "control_labels",
-                                                       "regions", "brain_mask"]),
+                                                       "regions", "brain_mask",
+                                                       "healthy_brain"]),
                          name="outputnode")
     prepare = pe.Node(PrepareRegions(reference_file=str(reference_t1w), seed=seed,
                                      control_diameter_mm=float(control_diameter_mm)),
@@ -45,7 +47,8 @@ def init_regions_wf(*, reference_t1w, lesion_mask, seed: int, mem_gb: float,
         (prepare, outputnode, [("lesion_labels_file", "lesion_labels"),
                                ("control_labels_file", "control_labels"),
                                ("regions_file", "regions"),
-                               ("brain_mask_file", "brain_mask")]),
+                               ("brain_mask_file", "brain_mask"),
+                               ("healthy_mask_file", "healthy_brain")]),
     ])
     return wf
 

@@ -239,7 +239,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
         wf.connect([(lesions, post, [("outputnode.lesion_labels", "inputnode.lesion_labels"),
                                      ("outputnode.control_labels", "inputnode.control_labels"),
                                      ("outputnode.regions", "inputnode.regions"),
-                                     ("outputnode.brain_mask", "inputnode.brain_mask")]),
+                                     ("outputnode.healthy_brain", "inputnode.healthy_brain")]),
                     (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
 
     # sinks, one per state

@@ -57,13 +57,13 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
 
     Inputs: ``r1_post``, ``r1_pre``, ``t1w_post``, ``t1w_pre`` (reference space; any pair may be
     left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``,
-    ``brain_mask`` (for ``se_normalization="brain"``: the post-contrast T1w is divided by its
-    scale over the pre-contrast one in healthy brain before SE).
+    ``healthy_brain`` (for ``se_normalization="brain"``: the post-contrast T1w is divided by its
+    scale over the pre-contrast one in that mask before SE).
     Outputs: ``delta_r1``, ``conc``, ``se``, ``rows``, ``relaxivity``.
     """
     wf = pe.Workflow(name=name)
     fields = ["r1_post", "r1_pre", "t1w_post", "t1w_pre", "lesion_labels", "control_labels",
-              "regions", "brain_mask"]
+              "regions", "healthy_brain"]
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["delta_r1", "conc", "se", "rows",
                                                        "relaxivity"]), name="outputnode")
@@ -79,7 +79,7 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
                             ("lesion_labels", "lesion_labels_file"),
                             ("control_labels", "control_labels_file"),
                             ("regions", "regions_file"),
-                            ("brain_mask", "brain_mask_file")]),
+                            ("healthy_brain", "healthy_mask_file")]),
         (quant, outputnode, [("delta_r1_file", "delta_r1"), ("conc_file", "conc"),
                              ("se_file", "se"), ("rows_file", "rows"),
                              ("relaxivity", "relaxivity")]),

@@ -454,3 +454,15 @@ def test_control_regions_without_lesions_keep_the_default_size():
     for k in (1, 2, 3):
         assert (regions == k).sum() * 8.0 == pytest.approx(
             math.pi / 6 * CONTROL_DIAMETER_MM ** 3, rel=0.1)
+
+
+def test_healthy_brain_is_the_brain_at_the_margin_from_every_lesion():
+    brain, lesions, affine, centres = _head(rotation=OBLIQUE)
+    healthy = lz.healthy_brain(brain, lesions, affine, margin_mm=10.0)
+    assert not (healthy & ~brain).any()
+    d = cKDTree(centres[lesions > 0]).query(centres.reshape(-1, 3))[0].reshape(brain.shape)
+    clear = np.abs(d - 10.0) > 1e-6        # voxels exactly at 10 mm: a rounding tie
+    np.testing.assert_array_equal(healthy[clear], (brain & (d >= 10.0))[clear])
+    assert lz.healthy_brain(brain, np.zeros_like(lesions), affine).sum() == brain.sum()
+    with pytest.raises(ValueError, match="shape"):
+        lz.healthy_brain(brain[:-1], lesions, affine)
