@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Compare two bids_agquant output folders file by file (a refactor must not change results).
+
+    python scripts/compare_outputs.py BEFORE_DIR AFTER_DIR [--allow-text KEY ...] [--report FILE]
+
+- NIfTI (``.nii``/``.nii.gz``): the data arrays must be identical (exact, NaN == NaN), and so must
+  the affine and the shape and dtype of the stored data.
+- TSV: the same columns in the same order and the same rows; a numeric cell may differ only by
+  the rounding rule of the tabular module (6 significant digits, see
+  :data:`SIGNIFICANT_DIGITS`): two numbers are equal when they agree to that many significant
+  digits. Text cells must be identical.
+- JSON: identical after removing the keys that change with every run (:data:`VOLATILE_KEYS`:
+  timestamps, software versions, the machine-dependent container entry) and the keys named with
+  ``--allow-text`` (text that the change fixes on purpose; each allowed difference is listed).
+  Numbers inside JSON are compared with the same significant-digit rule.
+- ``.mat`` transforms: identical bytes.
+- HTML, figures (PNG/SVG) and logs are not compared (they embed dates and versions); missing or
+  extra files are always reported.
+
+Exit status 0 when the folders agree, 1 otherwise; one line per difference on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: Numbers agree when they are equal to this many significant digits (the TSV writing rule).
+SIGNIFICANT_DIGITS = 6
+#: JSON keys whose value changes with every run or machine.
+VOLATILE_KEYS = {"DateCreated", "GeneratedAt", "generated", "timestamp", "Version", "version",
+                 "software_versions", "SoftwareVersions", "Container", "CodeURL"}
+#: Not compared (dates, versions and rendering inside).
+SKIPPED_SUFFIXES = (".html", ".png", ".svg", ".log", ".pklz")
+SKIPPED_PARTS = ("logs",)
+
+
+def _same_number(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if a == b:
+        return True
+    return f"{a:.{SIGNIFICANT_DIGITS}g}" == f"{b:.{SIGNIFICANT_DIGITS}g}" or \
+        math.isclose(a, b, rel_tol=10.0 ** (1 - SIGNIFICANT_DIGITS), abs_tol=0.0)
+
+
+def _as_number(text: str):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def compare_tsv(before: Path, after: Path) -> list[str]:
+    def read(p):
+        with open(p, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f, delimiter="\t"))
+    a, b = read(before), read(after)
+    if not a or not b or a[0] != b[0]:
+        return [f"columns differ: {a[:1]} vs {b[:1]}"]
+    if len(a) != len(b):
+        return [f"{len(a) - 1} rows vs {len(b) - 1} rows"]
+    out = []
+    for i, (ra, rb) in enumerate(zip(a[1:], b[1:]), start=1):
+        for col, x, y in zip(a[0], ra, rb):
+            if x == y:
+                continue
+            nx, ny = _as_number(x), _as_number(y)
+            if nx is None or ny is None or not _same_number(nx, ny):
+                out.append(f"row {i} column {col}: {x!r} vs {y!r}")
+    return out
+
+
+def _json_diff(a, b, where: str, allowed: set[str], out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key in VOLATILE_KEYS:
+                continue
+            here = f"{where}.{key}" if where else key
+            if key not in a or key not in b:
+                out.append(f"{here}: only in {'after' if key in b else 'before'}")
+            elif key in allowed and a[key] != b[key]:
+                out.append(f"ALLOWED {here}: {a[key]!r} -> {b[key]!r}")
+            else:
+                _json_diff(a[key], b[key], here, allowed, out)
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            out.append(f"{where}: {len(a)} items vs {len(b)}")
+        for i, (x, y) in enumerate(zip(a, b)):
+            _json_diff(x, y, f"{where}[{i}]", allowed, out)
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        if not _same_number(float(a), float(b)):
+            out.append(f"{where}: {a!r} vs {b!r}")
+    elif a != b:
+        out.append(f"{where}: {a!r} vs {b!r}")
+
+
+def compare_json(before: Path, after: Path, allowed: set[str]) -> list[str]:
+    out: list[str] = []
+    _json_diff(json.loads(before.read_text()), json.loads(after.read_text()), "", allowed, out)
+    return out
+
+
+def compare_nifti(before: Path, after: Path) -> list[str]:
+    import nibabel as nib
+    a, b = nib.load(str(before)), nib.load(str(after))
+    out = []
+    if a.shape != b.shape or a.get_data_dtype() != b.get_data_dtype():
+        out.append(f"shape/dtype {a.shape} {a.get_data_dtype()} vs {b.shape} {b.get_data_dtype()}")
+    elif not np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj), equal_nan=True):
+        da, db = np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)
+        n = int(np.count_nonzero(~((da == db) | (np.isnan(da) & np.isnan(db)))))
+        out.append(f"{n} voxels differ")
+    if not np.array_equal(a.affine, b.affine):
+        out.append("affine differs")
+    return out
+
+
+def compared_files(root: Path) -> set[Path]:
+    files = set()
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.is_dir() or any(part in SKIPPED_PARTS or part.startswith(".") for part in rel.parts):
+            continue
+        if p.name.endswith(SKIPPED_SUFFIXES):
+            continue
+        files.add(rel)
+    return files
+
+
+def compare(before: Path, after: Path, allowed: set[str]) -> tuple[list[str], dict[str, int]]:
+    fb, fa = compared_files(before), compared_files(after)
+    lines = [f"missing in after: {p}" for p in sorted(fb - fa)]
+    lines += [f"extra in after: {p}" for p in sorted(fa - fb)]
+    counts = {"nifti": 0, "tsv": 0, "json": 0, "other": 0}
+    for rel in sorted(fb & fa):
+        name = rel.name
+        if name.endswith((".nii", ".nii.gz")):
+            kind, diffs = "nifti", compare_nifti(before / rel, after / rel)
+        elif name.endswith(".tsv"):
+            kind, diffs = "tsv", compare_tsv(before / rel, after / rel)
+        elif name.endswith(".json"):
+            kind, diffs = "json", compare_json(before / rel, after / rel, allowed)
+        else:
+            kind = "other"
+            same = (before / rel).read_bytes() == (after / rel).read_bytes()
+            diffs = [] if same else ["bytes differ"]
+        counts[kind] += 1
+        lines += [f"{rel}: {d}" for d in diffs]
+    return lines, counts
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    ap.add_argument("--allow-text", action="append", default=[], metavar="KEY",
+                    help="a JSON key whose value the change alters on purpose (listed, not failed)")
+    ap.add_argument("--report", type=Path, help="also write the result to this file")
+    args = ap.parse_args(argv)
+    lines, counts = compare(args.before, args.after, set(args.allow_text))
+    failures = [ln for ln in lines if "ALLOWED " not in ln]
+    summary = (f"compared {counts['nifti']} NIfTI, {counts['tsv']} TSV, {counts['json']} JSON, "
+               f"{counts['other']} other files: {len(failures)} difference(s), "
+               f"{len(lines) - len(failures)} allowed text change(s)")
+    text = "\n".join(lines + [summary]) + "\n"
+    sys.stdout.write(text)
+    if args.report:
+        args.report.write_text(text)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
