@@ -1,4 +1,5 @@
-"""Fixtures for the command-line tests: tiny trial datasets and an in-process ``main`` runner."""
+"""Fixtures for the command-line tests: tiny trial datasets (the in-process runner ``run_cli`` is
+the root conftest's)."""
 from __future__ import annotations
 
 import sys
@@ -15,23 +16,6 @@ SHORT_SESSIONS = {
     "D0": (True, ["Dotarem"], "2020-01-06T09:00:00"),
     "D1": (False, ["AGuIX"], "2020-01-07T11:00:00"),
 }
-
-
-CliResult = tinybids.CliResult
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """Call ``bids_agquant.cli.run.main(argv)`` in-process; return code, stdout and stderr."""
-    from bids_agquant.cli.run import main
-
-    def _run(*argv) -> CliResult:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return _run
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tinybids as tb
+from testkit import tree_state
 
 SUB = "sub-01"
 MASK = Path("derivatives/lesions/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastasis_mask.nii.gz")
@@ -26,7 +27,7 @@ MASK = Path("derivatives/lesions/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastas
 @pytest.fixture(scope="module")
 def phantom_template(tmp_path_factory):
     """Phantom: sub-01, ses-D0 (pre + Dotarem), ses-D1 (AGuIX), 4 flip angles, TB1maps, mask."""
-    simulate = pytest.importorskip("bids_agquant.simulate")
+    from bids_agquant import simulate
     root = tmp_path_factory.mktemp("phantom_template")
     simulate.simulate_dataset(root / "bids", preset="small", n_participants=1,
                               sessions=["D0", "D1"], seed=7)
@@ -62,12 +63,12 @@ def rewrite(path, data=None, affine=None, *, qform_affine=None, fn=None):
 
 def run_checked(run_cli, ds, *args, out=None, expect=0):
     """Run the CLI on ``ds``; check exit code, no traceback, input untouched; return the result."""
-    before = tb.tree_digest(ds)
+    before = tree_state(ds)
     out = out if out is not None else ds.parent / "out"
     res = run_cli(ds, out, "participant", *args)
     assert res.code == expect, (res.code, res.err, res.out[-2000:])
     assert "Traceback" not in res.err + res.out
-    assert tb.tree_digest(ds) == before, "BIDS_DIR was modified"
+    assert tree_state(ds) == before, "BIDS_DIR was modified"
     if expect:
         assert res.first_err_line.startswith("bids-agquant: error: ")
         assert "; " in res.first_err_line, "the line must say what to do"

@@ -12,14 +12,14 @@ import re
 import pytest
 
 import tinybids as tb
+from testkit import tree_state
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def small_phantom(tmp_path_factory):
-    pytest.importorskip("bids_agquant.workflows.participant")
-    simulate = pytest.importorskip("bids_agquant.simulate")
+    from bids_agquant import simulate
     root = tmp_path_factory.mktemp("e2e")
     simulate.simulate_dataset(root / "bids", preset="small", n_participants=1,
                               sessions=["pre", "inj"], identifying_fields=True, seed=21)
@@ -28,11 +28,11 @@ def small_phantom(tmp_path_factory):
 
 def test_participant_level_end_to_end_and_resume(small_phantom, run_cli, tmp_path):
     ds = small_phantom
-    before = tb.tree_digest(ds)
+    before = tree_state(ds)
     out, work = tmp_path / "out", tmp_path / "work"
     res = run_cli(ds, out, "participant", "-w", work, "--nprocs", "2")
     assert res.code == 0, res.err + res.out[-3000:]
-    assert tb.tree_digest(ds) == before
+    assert tree_state(ds) == before
     progress = re.findall(r"\[(\d+)(?:/\d+)?\] (\S+): done(?: in [\d.]+ s)?$", res.out, re.M)
     assert len(progress) >= 3
     logs = sorted((out / "logs").glob("sub-01_*.log"))

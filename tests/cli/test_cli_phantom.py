@@ -7,11 +7,11 @@ console or the log.
 """
 from __future__ import annotations
 
-import csv
 
 import pytest
 
 import tinybids as tb
+from testkit import read_tsv, tree_state
 
 SESSIONS = ["base", "inj", "late"]
 IDENTIFYING = ("DOE^JANE", "NANORAD-01", "19580312")
@@ -19,7 +19,7 @@ IDENTIFYING = ("DOE^JANE", "NANORAD-01", "19580312")
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    simulate = pytest.importorskip("bids_agquant.simulate")
+    from bids_agquant import simulate
     root = tmp_path_factory.mktemp("phantom")
     truth = simulate.simulate_dataset(
         root / "bids", preset="small", n_participants=2, sessions=SESSIONS,
@@ -30,10 +30,10 @@ def phantom(tmp_path_factory):
 
 def test_plan_matches_the_phantom_truth(phantom, run_cli):
     ds, truth = phantom
-    before = tb.tree_digest(ds)
+    before = tree_state(ds)
     res = run_cli(ds, ds.parent / "out", "participant", "--print-plan")
     assert res.code == 0, res.err
-    assert tb.tree_digest(ds) == before
+    assert tree_state(ds) == before
     assert not (ds.parent / "out").exists()
 
     from bids_agquant.bids.layout import build_plans
@@ -60,9 +60,8 @@ def test_plan_matches_the_phantom_truth(phantom, run_cli):
             assert st.vfa.b1map is not None and st.vfa.b1_scale == 0.01     # percent, converted
         assert "_space-orig_" in plan.lesion_mask.path.name
         assert plan.lesion_mask.drawn_on == plan.reference_t1w
-        with open(ds / "participants.tsv", newline="") as fh:
-            row = next(r for r in csv.DictReader(fh, delimiter="\t")
-                       if r["participant_id"] == f"sub-{sub}")
+        row = next(r for r in read_tsv(ds / "participants.tsv")
+                   if r["participant_id"] == f"sub-{sub}")
         assert plan.covariates["dose_mg_per_kg"] == float(row["dose_mg_per_kg"])
         assert plan.covariates["primary_tumor"] == row["primary_tumor"]
 

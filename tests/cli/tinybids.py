@@ -11,7 +11,6 @@ participants.tsv, sessions.tsv and a lesion-mask derivatives dataset drawn on th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -175,31 +174,3 @@ def write_lesion_mask(deriv_root: Path, p: str, s: str, *, kind="mask", data=Non
             else f"sub-{p}_ses-{s}_desc-metastases_dseg.nii.gz")
     return write_nifti(deriv_root / f"sub-{p}" / f"ses-{s}" / "anat" / name, data,
                        t1w_affine() if affine is None else affine)
-
-
-def tree_digest(root: Path) -> dict:
-    """{relative path: (size, mtime_ns, sha1)} of every file under ``root`` (to prove read-only)."""
-    import hashlib
-    out = {}
-    for f in sorted(Path(root).rglob("*")):
-        if f.is_file():
-            out[str(f.relative_to(root))] = (f.stat().st_size, f.stat().st_mtime_ns,
-                                             hashlib.sha1(f.read_bytes()).hexdigest())
-        elif f.is_dir():
-            out[str(f.relative_to(root)) + "/"] = None
-    return out
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def first_err_line(self) -> str:
-        lines = self.err.splitlines()
-        return lines[0] if lines else ""
-
-    def warnings(self) -> list[str]:
-        return [ln for ln in self.out.splitlines() if " WARNING " in ln]

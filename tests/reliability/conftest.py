@@ -1,4 +1,5 @@
-"""Fixtures of the reliability tests: a small phantom dataset and an in-process CLI runner."""
+"""Fixtures of the reliability tests: a small phantom dataset (the in-process runner ``run_cli``
+is the root conftest's)."""
 from __future__ import annotations
 
 import sys
@@ -16,7 +17,7 @@ def phantom_src(tmp_path_factory) -> Path:
     """One participant, sessions 'pre' (pre + Dotarem) and 'inj' (AGuIX), written once per worker.
 
     Tests never modify it: they break a copy (:func:`phantom_copy`)."""
-    simulate = pytest.importorskip("bids_agquant.simulate")
+    from bids_agquant import simulate
     root = tmp_path_factory.mktemp("rel_phantom")
     simulate.simulate_dataset(root / "bids", preset="small", n_participants=1,
                               sessions=["pre", "inj"], seed=3)
@@ -27,17 +28,3 @@ def phantom_src(tmp_path_factory) -> Path:
 def phantom_copy(phantom_src, tmp_path) -> Path:
     """A private copy of the phantom, to break one thing in."""
     return relkit.copy_dataset(phantom_src, tmp_path / "bids")
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """``bids_agquant.cli.run.main(argv)`` in-process; returns (code, stdout, stderr)."""
-    from bids_agquant.cli.run import main
-
-    def _run(*argv) -> relkit.CliResult:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return relkit.CliResult(code, captured.out, captured.err)
-
-    return _run

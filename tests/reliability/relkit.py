@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,9 +11,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 
-# CliResult and edit_json are the command-line tests' own (one implementation)
+# edit_json is the tiny datasets' own (one implementation)
 sys.path.insert(0, str(REPO / "tests" / "cli"))
-from tinybids import CliResult, edit_json  # noqa: E402,F401
+from tinybids import edit_json  # noqa: E402,F401
 
 
 def copy_dataset(src: Path, dst: Path) -> Path:
@@ -23,23 +21,6 @@ def copy_dataset(src: Path, dst: Path) -> Path:
     return dst
 
 
-def tree_state(root: Path) -> dict:
-    """{relative path: (kind, size, mode, sha256)} of everything under ``root`` (symlinks not
-    followed): any created, removed, modified or re-permissioned file shows up as a difference."""
-    out = {}
-    for top, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(top, name)
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("dir", st.st_mode)
-            else:
-                out[rel] = ("file", st.st_size, st.st_mode,
-                            hashlib.sha256(p.read_bytes()).hexdigest())
-    return out
 
 
 def load(path: Path):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import relkit as rk
+from testkit import tree_state
 
 SUB = "sub-01"
 PRE = f"{SUB}/ses-pre/anat/{SUB}_ses-pre"
@@ -27,11 +28,11 @@ B1 = f"{SUB}/ses-pre/fmap/{SUB}_ses-pre_TB1map"
 
 def plan(run_cli, ds, *args, expect=0, out=None):
     """``--print-plan`` on ``ds``: exit code, no traceback, BIDS_DIR untouched, one clear line."""
-    before = rk.tree_state(ds)
+    before = tree_state(ds)
     res = run_cli(ds, out or ds.parent / "out", "participant", "--print-plan", *args)
     assert res.code == expect, (res.code, res.err, res.out[-2000:])
     assert "Traceback" not in res.out + res.err
-    assert rk.tree_state(ds) == before, "BIDS_DIR was modified"
+    assert tree_state(ds) == before, "BIDS_DIR was modified"
     if expect:
         line = res.first_err_line
         assert line.startswith("bids-agquant: error: ") and "; " in line, line
@@ -280,12 +281,12 @@ def test_empty_participant_label(run_cli, phantom_copy):
 def test_output_dir_is_an_existing_file(run_cli, phantom_copy, tmp_path):
     out = tmp_path / "a_file"
     out.write_text("x")
-    before = rk.tree_state(phantom_copy)
+    before = tree_state(phantom_copy)
     res = run_cli(phantom_copy, out, "participant")
     assert res.code == 73, res.err
     assert res.first_err_line.startswith(f"bids-agquant: error: OUTPUT_DIR {out} cannot be created")
     assert "Traceback" not in res.err and out.read_text() == "x"
-    assert rk.tree_state(phantom_copy) == before
+    assert tree_state(phantom_copy) == before
 
 
 def test_json_fix_names_the_sidecar_also_with_skip_bids_validation(run_cli, phantom_copy):

@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 
 import relkit as rk
+from testkit import CliResult, read_tsv, tree_state
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def cli(*args, env_extra=None, **popen):
 
 def finish(proc, timeout=1200):
     out, err = proc.communicate(timeout=timeout)
-    return rk.CliResult(proc.returncode, out, err)
+    return CliResult(proc.returncode, out, err)
 
 
 def centre_block(shape):
@@ -136,8 +137,7 @@ def temp_files(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    pytest.importorskip("bids_agquant.workflows.participant")
-    simulate = pytest.importorskip("bids_agquant.simulate")
+    from bids_agquant import simulate
     root = tmp_path_factory.mktemp("rel_e2e")
     ds = root / "bids"
     t0 = time.monotonic()
@@ -148,7 +148,7 @@ def shared(tmp_path_factory):
                           "sub-01_ses-pre_flip-1_VFA.json").read_text())
     assert all(k in sidecar for k in IDENTIFYING), "the simulator did not plant the fields"
     set_read_only(ds, True)
-    before = rk.tree_state(ds)
+    before = tree_state(ds)
     out = root / "out"
     work = out / ".work"           # the default work dir, shared by both jobs
     t1 = time.monotonic()
@@ -188,7 +188,7 @@ def test_concurrent_jobs_leave_one_correct_dataset_description(shared):
 
 def test_read_only_input_is_never_modified(shared):
     ds = shared["ds"]
-    assert rk.tree_state(ds) == shared["before"]        # content, permissions, no new file
+    assert tree_state(ds) == shared["before"]        # content, permissions, no new file
     assert not any(p.name.endswith((".db", ".sqlite")) for p in ds.rglob("*"))
     mode = stat.S_IMODE((ds / "participants.tsv").stat().st_mode)
     assert mode == 0o444
@@ -216,8 +216,7 @@ def test_per_voxel_problems_are_nan_counted_and_reported(shared):
     assert nan_post > 0.2 and nan_pre < 0.05, (nan_post, nan_pre)  # the NaN half of one flip
     finite = t1_post[brain & np.isfinite(t1_post)]
     assert finite.size and (finite > 0).all()
-    with open(out / "sub-02" / "sub-02_desc-lesions_stats.tsv", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+    rows = read_tsv(out / "sub-02" / "sub-02_desc-lesions_stats.tsv")
     inj = [r for r in rows if r["session_id"] == "ses-inj"]
     assert inj
     for r in rows:
@@ -433,7 +432,7 @@ def test_sigkill_and_resume_give_the_uninterrupted_outputs(shared, tmp_path):
     assert re.search(r"\] \S+: cached", res.out), "the resumed run recomputed everything"
     print(f"kill/resume: killed after {n1} and {n2} finished nodes ({len(left)} temporary "
           f"file(s) left); {elapsed:.0f} s in all")
-    assert rk.tree_state(ds) == shared["before"]
+    assert tree_state(ds) == shared["before"]
     assert check_complete(out) == []
     assert temp_files(out / "sub-01") == [], "temporary files of the killed runs are left"
     if left:
@@ -486,7 +485,7 @@ def test_no_space_for_a_file_is_one_line_and_leaves_no_partial_output(shared, tm
     assert "could not write its files" in line and "to resume" in line, line
     assert "Traceback" not in res.err
     assert len(res.err.strip().splitlines()) == 1, res.err
-    assert rk.tree_state(shared["ds"]) == shared["before"]
+    assert tree_state(shared["ds"]) == shared["before"]
     assert check_complete(out) == []
 
 
@@ -518,7 +517,7 @@ def test_a_full_disk_ends_with_73_and_a_rerun_with_room_resumes(shared, tmp_path
         assert "No space left on device" in lines[0] and "to resume" in lines[0], lines[0]
         assert check_complete(out) == []
         assert not (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists()
-        assert rk.tree_state(shared["ds"]) == shared["before"]
+        assert tree_state(shared["ds"]) == shared["before"]
 
         subprocess.run(["mount", "-o", "remount,size=400m", str(tiny)], check=True)
         res = finish(cli(*args), timeout=900)

@@ -1,0 +1,92 @@
+"""Helpers shared by every test folder (one home: CLI runner, HTML parts, tables, tree state).
+
+Imported as ``testkit`` (a unique module name: several test folders have a conftest.py of their
+own). The in-process CLI runner is the ``run_cli`` fixture of ``tests/conftest.py``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+
+@dataclass
+class CliResult:
+    """What one call of the command line returned: exit code, stdout and stderr."""
+    code: int
+    out: str
+    err: str
+
+    @property
+    def first_err_line(self) -> str:
+        lines = self.err.splitlines()
+        return lines[0] if lines else ""
+
+    def warnings(self) -> list[str]:
+        return [ln for ln in self.out.splitlines() if " WARNING " in ln]
+
+
+def cli_runner(capsys):
+    """A function ``run(*argv) -> CliResult`` calling ``bids_agquant.cli.run.main`` in-process."""
+    from bids_agquant.cli.run import main
+
+    def run(*argv) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+class PageParts(HTMLParser):
+    """The parts of an HTML page the report tests look at: element ids, image sources, and any
+    tag that would load something from outside the page (``link``, ``script``, ``iframe``)."""
+
+    EXTERNAL_TAGS = ("link", "script", "iframe")
+
+    def __init__(self, text: str | None = None):
+        super().__init__()
+        self.ids: set[str] = set()
+        self.imgs: list[str] = []
+        self.external: list[tuple[str, str | None]] = []
+        if text is not None:
+            self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag in self.EXTERNAL_TAGS:
+            self.external.append((tag, a.get("href") or a.get("src")))
+
+
+def read_tsv(path: Path, delimiter: str = "\t") -> list[dict]:
+    """Rows of a TSV (or, with ``delimiter=","``, a CSV) file as dicts of text cells."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter=delimiter))
+
+
+def tree_state(root: Path) -> dict:
+    """{relative path: (kind, size, mode, mtime_ns, sha256)} of everything under ``root`` (symlinks
+    not followed): any created, removed, modified, touched or re-permissioned file shows up as a
+    difference (used to prove that a run left its input dataset as it was)."""
+    out = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(top, name)
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mode)
+            else:
+                out[rel] = ("file", st.st_size, st.st_mode, st.st_mtime_ns,
+                            hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
