@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -141,6 +142,11 @@ def test_control_flag_and_summary(paper_group):
 def test_writes_only_under_group(tmp_path):
     bids, out = write_paper_cohort(tmp_path, n_participants=6)
     (out / "sub-01.html").write_text("<html></html>")           # a participant report
+    # Every input is dated one day back first: a file the run rewrites then shows a new mtime
+    # even on a filesystem that keeps whole seconds (an unchanged mtime proves "not rewritten").
+    for p in tmp_path.rglob("*"):
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 86_400 * 10**9))
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     run_group(Config(bids_dir=bids, output_dir=out, analysis_level="group"))
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
