@@ -1,7 +1,7 @@
 """The BIDS-Apps command line (fMRIPrep-style option groups).
 
 ``bids-agquant BIDS_DIR OUTPUT_DIR {participant,group} [options]``. A wrong command line raises
-:class:`~bids_agquant.cli.errors.UsageError` (exit 64) with one line naming the option; ``--help``
+:class:`~bids_agquant.errors.UsageError` (exit 64) with one line naming the option; ``--help``
 and ``--version`` exit 0. Every option is documented in ``docs/cli.md``.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ import os
 import re
 from pathlib import Path
 
-from bids_agquant.cli.errors import UsageError
+from bids_agquant import __version__
+from bids_agquant.bids.layout import normalise_label
+from bids_agquant.errors import UsageError
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 __all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR"]
@@ -68,11 +70,6 @@ def _relaxivity(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{value!r} in {text!r} must be a positive r1 in "
                                          f"1/(mM s)")
     return agent, r1
-
-
-def _version() -> str:
-    from bids_agquant import __version__
-    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--print-plan", action="store_true",
                    help="validate the inputs, print what would be computed per participant, and "
                         "exit without computing or writing anything")
-    g.add_argument("--version", action="version", version=f"bids-agquant {_version()}")
+    g.add_argument("--version", action="version", version=f"bids-agquant {__version__}")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output (repeatable): -v prints the plan, tracebacks and pipeline "
                         "warnings; -vv nipype's progress; -vvv debugging")
@@ -161,8 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse and normalise the command line; UsageError (64) on anything wrong."""
-    from bids_agquant.bids.layout import normalise_label
-
     args = build_parser().parse_args(argv)
     args.participant_label = [normalise_label(v, "sub", "--participant-label")
                               for v in args.participant_label]
