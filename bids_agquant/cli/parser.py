@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bids_agquant import __version__
 from bids_agquant.bids.layout import normalise_label
+from bids_agquant.config import AnalysisLevel, B1Correction, SENormalization, VFAFit
 from bids_agquant.errors import UsageError
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", type=Path,
                         help="where the BIDS-Derivatives go; not BIDS_DIR, nor inside it except "
                              "under BIDS_DIR/derivatives/")
-    parser.add_argument("analysis_level", choices=["participant", "group"],
+    parser.add_argument("analysis_level", choices=AnalysisLevel.values(),
                         help="'participant': maps and lesion tables per participant; 'group': "
                              "cohort tables and figures from the participant outputs")
 
@@ -116,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[],
                    help="r1 per Gd in 1/(mM s) for an agent (repeatable); overrides the built-in "
                         "table (AGuIX, Dotarem) and is required for an agent it does not know")
-    g.add_argument("--b1-correction", choices=["auto", "off"], default="auto",
+    g.add_argument("--b1-correction", choices=B1Correction.values(),
+                   default=B1Correction.AUTO.value,
                    help="'auto': correct VFA flip angles with the session's TB1map when there is "
                         "one; 'off': never")
-    g.add_argument("--vfa-fit", choices=["nonlinear", "linear"], default="nonlinear",
+    g.add_argument("--vfa-fit", choices=VFAFit.values(), default=VFAFit.NONLINEAR.value,
                    help="VFA T1 fit: nonlinear least squares, or the linear DESPOT1 fit")
-    g.add_argument("--se-normalization", choices=["auto", "brain", "off"], default="auto",
+    g.add_argument("--se-normalization", choices=SENormalization.values(),
+                   default=SENormalization.AUTO.value,
                    help="before SE, divide the post-contrast T1w by its median ratio to the "
                         "pre-contrast T1w in healthy brain (>= 10 mm from lesions): 'auto' when "
                         "the two come from different sessions, 'brain' always, 'off' never")

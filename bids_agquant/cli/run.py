@@ -41,7 +41,8 @@ from bids_agquant.bids.derivatives import remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
 from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, parse_args
-from bids_agquant.config import Config
+from bids_agquant.config import (AnalysisLevel, B1Correction, Config, SENormalization,
+                                 VFAFit)
 from bids_agquant.errors import (EX_DATAERR, EX_FAILURE, EX_OK, AgquantError, BadDataError,
                                  MissingInputError, NodeFailedError, OutputError, UsageError)
 from bids_agquant.qmri import relaxivity
@@ -73,17 +74,17 @@ def build_config(args) -> Config:
     return Config(
         bids_dir=absolute(args.bids_dir),
         output_dir=output_dir,
-        analysis_level=args.analysis_level,
+        analysis_level=AnalysisLevel(args.analysis_level),
         work_dir=work_dir,
         participant_labels=tuple(args.participant_label),
         session_labels=tuple(args.session_label),
         baseline_session=args.baseline_session,
         lesion_masks_dir=absolute(args.lesion_masks),
         relaxivity_overrides=dict(args.relaxivity),
-        b1_correction=args.b1_correction,
-        vfa_fit=args.vfa_fit,
+        b1_correction=B1Correction(args.b1_correction),
+        vfa_fit=VFAFit(args.vfa_fit),
         control_diameter_mm=args.control_diameter_mm,
-        se_normalization=args.se_normalization,
+        se_normalization=SENormalization(args.se_normalization),
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         plugin_file=absolute(args.use_plugin),
@@ -659,7 +660,7 @@ def main(argv=None) -> int:
         _quiet_third_party(args.verbose)
         try:
             config = build_config(args)
-            if config.analysis_level == "participant":
+            if config.analysis_level == AnalysisLevel.PARTICIPANT:
                 return run_participant_level(config)
             return run_group_level(config)
         except AgquantError as exc:
