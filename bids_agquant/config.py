@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 #: The ``space-`` label of every map in the reference space (each participant's baseline
@@ -9,11 +10,47 @@ from pathlib import Path
 REFERENCE_SPACE = "T1w"
 
 
+class Choice(StrEnum):
+    """A command-line choice held by :class:`Config`; the command line builds its ``choices`` from
+    it. A ``StrEnum`` member equals, hashes, formats and JSON-encodes as its plain string; its
+    ``repr`` is the plain string's too, so text written with ``!r`` (sidecars) and nipype's input
+    hashes (made from reprs: a resumed run finds its cache) are what they were with strings."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @classmethod
+    def values(cls) -> list[str]:
+        """The plain strings, in definition order (argparse ``choices``)."""
+        return [member.value for member in cls]
+
+
+class AnalysisLevel(Choice):
+    PARTICIPANT = "participant"
+    GROUP = "group"
+
+
+class B1Correction(Choice):
+    AUTO = "auto"                 # correct the flip angles with the session's TB1map if any
+    OFF = "off"
+
+
+class VFAFit(Choice):
+    NONLINEAR = "nonlinear"
+    LINEAR = "linear"             # DESPOT1
+
+
+class SENormalization(Choice):
+    AUTO = "auto"                 # "brain" when pre and post come from different sessions
+    BRAIN = "brain"
+    OFF = "off"
+
+
 @dataclass(frozen=True)
 class Config:
     bids_dir: Path
     output_dir: Path
-    analysis_level: str                               # "participant" | "group"
+    analysis_level: AnalysisLevel
     work_dir: Path | None = None                      # nipype cache; the CLI defaults it to
                                                       # OUTPUT_DIR/.work (see docs/cli.md)
     participant_labels: tuple[str, ...] = ()          # without "sub-"; empty = all
@@ -21,10 +58,10 @@ class Config:
     baseline_session: str | None = None
     lesion_masks_dir: Path | None = None              # default: look under BIDS_DIR/derivatives
     relaxivity_overrides: dict = field(default_factory=dict)   # agent label -> r1 1/(mM s)
-    b1_correction: str = "auto"                       # "auto" | "off"
-    vfa_fit: str = "nonlinear"                        # "nonlinear" | "linear"
+    b1_correction: B1Correction = B1Correction.AUTO
+    vfa_fit: VFAFit = VFAFit.NONLINEAR
     control_diameter_mm: float = 25.0                 # healthy-tissue control spheres (mm)
-    se_normalization: str = "auto"                    # "auto" | "brain" | "off"
+    se_normalization: SENormalization = SENormalization.AUTO
     nprocs: int = 1
     omp_nthreads: int = 1
     plugin: str = "MultiProc"

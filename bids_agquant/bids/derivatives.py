@@ -262,9 +262,37 @@ def allowed_metadata(sidecar: Mapping) -> dict:
 
 # ----------------------------------------------------------------------------- atomic writes
 
+#: The writers' temporary files are hidden and sit beside their target:
+#: ``.<target name>.<8 random characters from mkstemp>.tmp[<target extension>]``.
+_TEMP_MARK = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}" + re.escape(_TEMP_MARK)
+                        + r"(\.[A-Za-z0-9.]+)?$")
+
+
 def _temp_in(target: Path, suffix: str = "") -> tuple[int, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp" + suffix)
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                            suffix=_TEMP_MARK + suffix)
+
+
+def remove_stale_temporaries(folder, beside=None) -> list[Path]:
+    """Delete the temporary files of these writers that a killed run left; returns them.
+
+    A SIGKILL (or a node killed by its scheduler) skips the writers' own cleanup. Looks in
+    ``folder`` and below, and beside the single file ``beside`` (e.g. ``sub-<p>.html``, whose
+    folder holds other jobs' files). Call it only for a folder one job owns (``sub-<p>/``,
+    ``group/``): a dataset-level temporary may belong to a concurrent job.
+    """
+    folder = Path(folder)
+    found = [p for p in folder.rglob(".*") if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    if beside is not None:
+        beside = Path(beside)
+        if beside.parent.is_dir():
+            found += [p for p in beside.parent.glob(f".{beside.name}.*")
+                      if _TEMP_NAME.match(p.name)]
+    for p in found:
+        _unlink(p)
+    return found
 
 
 def _complete_temp(target: Path, data: bytes) -> str:

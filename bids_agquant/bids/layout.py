@@ -21,7 +21,7 @@ What is read, and how it is decided (interface.md, science.md):
 - Covariates (allow-list) from participants.tsv: ``dose_mg_per_kg``, ``weight_kg``, ``age``
   (numbers), ``primary_tumor``, ``sex`` (text). Missing or non-numeric values are warnings.
 
-Errors raise :mod:`bids_agquant.cli.errors` classes (exit codes 64/65/66) with one line naming
+Errors raise :mod:`bids_agquant.errors` classes (exit codes 64/65/66) with one line naming
 the file or option and the fix.
 """
 from __future__ import annotations
@@ -30,7 +30,9 @@ import csv
 import json
 import logging
 import math
+import os
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +41,8 @@ from typing import Iterable, Sequence
 
 from bids_agquant.bids import validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
-from bids_agquant.cli.errors import BadDataError, MissingInputError, UsageError
+from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
+from bids_agquant.qmri import relaxivity
 
 __all__ = ["open_layout", "select_participants", "build_plan", "build_plans", "format_plan",
            "LABEL_RE", "normalise_label", "NUMERIC_COVARIATES", "TEXT_COVARIATES"]
@@ -92,8 +95,7 @@ def open_layout(bids_dir: Path, participants: Sequence[str] | None = None, *,
     ``validate=True`` (the default, i.e. without --skip-bids-validation) requires a proper
     dataset_description.json and indexes only BIDS-valid file names.
     """
-    import warnings
-    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer  # pybids: slow to import, only here
 
     bids_dir = Path(bids_dir)
     with warnings.catch_warnings():
@@ -119,8 +121,6 @@ def open_layout(bids_dir: Path, participants: Sequence[str] | None = None, *,
 
 def _first_bad_json(bids_dir: Path, participants: Sequence[str] | None):
     """(relative path, reason) of the first JSON file pybids indexes that is not a JSON object."""
-    import os
-
     pats = _ignore_patterns(participants)
     for top, dirs, files in os.walk(bids_dir):
         rel = Path(top).relative_to(bids_dir).as_posix()
@@ -243,8 +243,6 @@ def _agent_of(img: _Image, overrides: dict, root: Path) -> tuple[str | None, str
     ``--relaxivity`` label for an agent the registry does not know. The label is the ``ce-`` value
     as written (or the agent's name when only the sidecar names it).
     """
-    from bids_agquant.qmri.relaxivity import canonical_agent, known_agents
-
     def norm(x):
         return re.sub(r"[\s_\-]+", "", str(x)).lower()
 
@@ -253,7 +251,7 @@ def _agent_of(img: _Image, overrides: dict, root: Path) -> tuple[str | None, str
     def recognise(name):
         if not name:
             return None
-        return canonical_agent(name) or override_by_norm.get(norm(name))
+        return relaxivity.canonical_agent(name) or override_by_norm.get(norm(name))
 
     ce = img.entities.get("ceagent")
     meta_agent = str(img.meta.get("ContrastBolusAgent") or "").strip()
@@ -276,10 +274,10 @@ def _agent_of(img: _Image, overrides: dict, root: Path) -> tuple[str | None, str
         return agent, ce
     if meta is not None:
         return meta, ce
-    raise BadDataError(f"{_rel(img.path, root)}: unknown contrast agent {ce!r} "
-                       f"(known: {', '.join(known_agents())}, and their synonyms)",
-                       fix=f"pass --relaxivity {ce}=<r1 in 1/(mM s)>, or name a known agent "
-                           f"(ce-<agent> or the sidecar's ContrastBolusAgent)")
+    raise UnknownAgentError(f"{_rel(img.path, root)}: unknown contrast agent {ce!r} (known: "
+                            f"{', '.join(relaxivity.known_agents())}, and their synonyms)",
+                            fix=f"pass --relaxivity {ce}=<r1 in 1/(mM s)>, or name a known "
+                                f"agent (ce-<agent> or the sidecar's ContrastBolusAgent)")
 
 
 def _pick_one(images: list[_Image], what: str, root: Path, warn,
@@ -524,13 +522,17 @@ def build_plan(layout, participant: str, config, *,
 
 
 def _check_relaxivity(st: ContrastState, overrides: dict, root: Path) -> None:
-    from bids_agquant.qmri.relaxivity import UnknownAgentError, get_relaxivity
+    """The agent has an r1 (registry or --relaxivity), else :class:`UnknownAgentError` (65).
+
+    qmri's own ``relaxivity.UnknownAgentError`` (a KeyError: qmri cannot import
+    ``bids_agquant.errors``) becomes the user-facing error here, naming the image.
+    """
     field_t = st.vfa.field_strength_t if st.vfa else None
     try:
-        get_relaxivity(st.agent, field_t, overrides)
-    except UnknownAgentError as exc:
+        relaxivity.get_relaxivity(st.agent, field_t, overrides)
+    except relaxivity.UnknownAgentError as exc:
         f = st.t1w or (st.vfa.files[0] if st.vfa else None)
-        raise BadDataError(f"{_rel(f, root)}: {exc}") from exc
+        raise UnknownAgentError(f"{_rel(f, root)}: {exc}") from exc
 
 
 def _vfa_set(images: list[_Image], desc: str, root: Path, b1maps: list[_Image],

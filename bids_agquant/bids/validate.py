@@ -11,8 +11,8 @@ Two layers:
   in world coordinates) and is converted when stored in percent; a lesion mask must sit on the grid
   of one of the participant's T1w images and hold at least one lesion.
 
-Fatal problems raise :class:`~bids_agquant.cli.errors.BadDataError` (65) or
-:class:`~bids_agquant.cli.errors.MissingInputError` (66). Per-voxel problems are not fatal:
+Fatal problems raise :class:`~bids_agquant.errors.BadDataError` (65) or
+:class:`~bids_agquant.errors.MissingInputError` (66). Per-voxel problems are not fatal:
 NaN/Inf voxels are counted and reported as a warning (they become NaN in the maps).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bids_agquant.bids.plan import LesionMask, ParticipantPlan
-from bids_agquant.cli.errors import BadDataError, MissingInputError
+from bids_agquant.errors import BadDataError, MissingInputError
 
 __all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
            "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "validate_plan",
@@ -206,7 +206,7 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     integer-valued). Raises BadDataError / MissingInputError with the file named; logs a warning
     for non-finite voxels.
     """
-    import nibabel as nib
+    import nibabel as nib  # heavy: the CLI imports this module for --help too
 
     path = Path(path)
     show = _show(path, root)

@@ -1,7 +1,7 @@
 """The BIDS-Apps command line (fMRIPrep-style option groups).
 
 ``bids-agquant BIDS_DIR OUTPUT_DIR {participant,group} [options]``. A wrong command line raises
-:class:`~bids_agquant.cli.errors.UsageError` (exit 64) with one line naming the option; ``--help``
+:class:`~bids_agquant.errors.UsageError` (exit 64) with one line naming the option; ``--help``
 and ``--version`` exit 0. Every option is documented in ``docs/cli.md``.
 """
 from __future__ import annotations
@@ -12,7 +12,10 @@ import os
 import re
 from pathlib import Path
 
-from bids_agquant.cli.errors import UsageError
+from bids_agquant import __version__
+from bids_agquant.bids.layout import normalise_label
+from bids_agquant.config import AnalysisLevel, B1Correction, SENormalization, VFAFit
+from bids_agquant.errors import UsageError
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
 __all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR"]
@@ -70,11 +73,6 @@ def _relaxivity(text: str) -> tuple[str, float]:
     return agent, r1
 
 
-def _version() -> str:
-    from bids_agquant import __version__
-    return __version__
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bids-agquant",
@@ -91,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", type=Path,
                         help="where the BIDS-Derivatives go; not BIDS_DIR, nor inside it except "
                              "under BIDS_DIR/derivatives/")
-    parser.add_argument("analysis_level", choices=["participant", "group"],
+    parser.add_argument("analysis_level", choices=AnalysisLevel.values(),
                         help="'participant': maps and lesion tables per participant; 'group': "
                              "cohort tables and figures from the participant outputs")
 
@@ -119,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[],
                    help="r1 per Gd in 1/(mM s) for an agent (repeatable); overrides the built-in "
                         "table (AGuIX, Dotarem) and is required for an agent it does not know")
-    g.add_argument("--b1-correction", choices=["auto", "off"], default="auto",
+    g.add_argument("--b1-correction", choices=B1Correction.values(),
+                   default=B1Correction.AUTO.value,
                    help="'auto': correct VFA flip angles with the session's TB1map when there is "
                         "one; 'off': never")
-    g.add_argument("--vfa-fit", choices=["nonlinear", "linear"], default="nonlinear",
+    g.add_argument("--vfa-fit", choices=VFAFit.values(), default=VFAFit.NONLINEAR.value,
                    help="VFA T1 fit: nonlinear least squares, or the linear DESPOT1 fit")
-    g.add_argument("--se-normalization", choices=["auto", "brain", "off"], default="auto",
+    g.add_argument("--se-normalization", choices=SENormalization.values(),
+                   default=SENormalization.AUTO.value,
                    help="before SE, divide the post-contrast T1w by its median ratio to the "
                         "pre-contrast T1w in healthy brain (>= 10 mm from lesions): 'auto' when "
                         "the two come from different sessions, 'brain' always, 'off' never")
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--print-plan", action="store_true",
                    help="validate the inputs, print what would be computed per participant, and "
                         "exit without computing or writing anything")
-    g.add_argument("--version", action="version", version=f"bids-agquant {_version()}")
+    g.add_argument("--version", action="version", version=f"bids-agquant {__version__}")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output (repeatable): -v prints the plan, tracebacks and pipeline "
                         "warnings; -vv nipype's progress; -vvv debugging")
@@ -161,8 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse and normalise the command line; UsageError (64) on anything wrong."""
-    from bids_agquant.bids.layout import normalise_label
-
     args = build_parser().parse_args(argv)
     args.participant_label = [normalise_label(v, "sub", "--participant-label")
                               for v in args.participant_label]

@@ -23,13 +23,17 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
+import traceback
 import uuid
 from copy import deepcopy
 from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from bids_agquant.errors import UsageError
 
 LOGGER = logging.getLogger("bids_agquant.plugin")
 
@@ -50,14 +54,12 @@ ALLOWED_ARGS = {
                    "dont_resubmit_completed_jobs", "poll_sleep_duration"},
 }
 
-#: Exit code for every settings problem (BIDS-Apps: usage error).
-EXIT_USAGE = 64
 
+class PluginSettingsError(UsageError, ValueError):
+    """Bad ``--use-plugin`` file or a plugin that cannot run here; ``exit_code`` is 64 (usage).
 
-class PluginSettingsError(ValueError):
-    """Bad ``--use-plugin`` file or a plugin that cannot run here; ``exit_code`` is 64."""
-
-    exit_code = EXIT_USAGE
+    Still a ValueError, as it always was, for code that catches that.
+    """
 
 
 def plugin_defaults() -> dict[str, dict]:
@@ -290,8 +292,6 @@ def _guarded_call(fn, *args, **kwargs):
     except Exception:
         if getattr(fn, "__name__", "") != "run_node" or len(args) < 3:
             raise
-        import sys
-        import traceback
         return {"result": None, "taskid": args[2],
                 "traceback": traceback.format_exception(*sys.exc_info())}
 
@@ -318,7 +318,7 @@ def guarded_multiproc(plugin_args: dict):
     a worker returns a failed task with the error, so nipype reports the node as crashed (or
     raises the OSError of the full disk) and the command line ends with its exit code.
     """
-    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin  # nipype: slow to import
 
     runner = MultiProcPlugin(plugin_args=dict(plugin_args))
     runner.pool = _GuardedPool(runner.pool)

@@ -21,19 +21,35 @@ the traceback follows only with ``-v``. Logs go to stdout and, per participant, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import warnings
 from datetime import datetime
 from pathlib import Path
 
-from bids_agquant.cli.errors import (EX_FAILURE, EX_OK, AgquantError, BadDataError,
-                                     MissingInputError, NodeFailedError, OutputError, UsageError)
-from bids_agquant.config import Config
+from bids_agquant import __version__
+from bids_agquant.bids.derivatives import remove_stale_temporaries
+from bids_agquant.bids.layout import build_plans, format_plan
+from bids_agquant.cli import plugin as plugin_mod
+from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, parse_args
+from bids_agquant.config import (AnalysisLevel, B1Correction, Config, SENormalization,
+                                 VFAFit)
+from bids_agquant.errors import (EX_DATAERR, EX_FAILURE, EX_OK, AgquantError, BadDataError,
+                                 MissingInputError, NodeFailedError, OutputError, UsageError)
+from bids_agquant.qmri import relaxivity
+
+# Imported inside functions, on purpose: nipype, the participant workflow (nipype, ANTs) and
+# the reports / group level (matplotlib) take seconds to import, and ``--help``, ``--version``
+# and a bad command line must answer at once.
 
 __all__ = ["main", "build_config", "check_paths", "prepare_outputs", "configure_nipype",
            "execute_workflow", "NodeProgress"]
@@ -50,8 +66,6 @@ _DATE_FORMAT = "%H:%M:%S"
 
 def build_config(args) -> Config:
     """The frozen Config from parsed arguments (paths absolute, defaults filled in)."""
-    from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR
-
     def absolute(p):
         return Path(os.path.abspath(Path(p).expanduser())) if p is not None else None
 
@@ -60,17 +74,17 @@ def build_config(args) -> Config:
     return Config(
         bids_dir=absolute(args.bids_dir),
         output_dir=output_dir,
-        analysis_level=args.analysis_level,
+        analysis_level=AnalysisLevel(args.analysis_level),
         work_dir=work_dir,
         participant_labels=tuple(args.participant_label),
         session_labels=tuple(args.session_label),
         baseline_session=args.baseline_session,
         lesion_masks_dir=absolute(args.lesion_masks),
         relaxivity_overrides=dict(args.relaxivity),
-        b1_correction=args.b1_correction,
-        vfa_fit=args.vfa_fit,
+        b1_correction=B1Correction(args.b1_correction),
+        vfa_fit=VFAFit(args.vfa_fit),
         control_diameter_mm=args.control_diameter_mm,
-        se_normalization=args.se_normalization,
+        se_normalization=SENormalization(args.se_normalization),
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         plugin_file=absolute(args.use_plugin),
@@ -100,8 +114,6 @@ def _check_not_in_input(path: Path, bids_dir: Path, option: str) -> None:
 
 def check_paths(config: Config) -> None:
     """Input exists and is a dataset (66/65); outputs are not the input nor inside it (64)."""
-    import json
-
     bids = config.bids_dir
     if not bids.exists():
         raise MissingInputError(f"BIDS_DIR {bids} does not exist", fix="give the path of the "
@@ -196,7 +208,6 @@ def _quiet_third_party(verbose: int) -> None:
 
     Call inside ``warnings.catch_warnings()``: the filters are undone when it exits.
     """
-    import warnings
     for name in ("bidsschematools", "bids", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else logging.ERROR)
     if verbose < 3:
@@ -442,10 +453,7 @@ def _build_report(plan, config: Config, warnings: list[str]) -> None:
 
 def with_plugin(config: Config) -> Config:
     """The config with ``plugin``/``plugin_args`` from ``--use-plugin`` (or MultiProc defaults)."""
-    import dataclasses
-    from bids_agquant.cli.plugin import load_plugin_settings
-
-    name, args = load_plugin_settings(config.plugin_file, config.nprocs, config.work_dir)
+    name, args = plugin_mod.load_plugin_settings(config.plugin_file, config.nprocs, config.work_dir)
     return dataclasses.replace(config, plugin=name, plugin_args=dict(args))
 
 
@@ -456,8 +464,6 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
     crash files go to ``config.crashdump_dir``. A failure raises NodeFailedError naming the first
     failed node, the last line of its error and its crash file.
     """
-    from bids_agquant.cli import plugin as plugin_mod
-
     if not config.plugin_args:
         config = with_plugin(config)
     name, plugin_args = config.plugin, dict(config.plugin_args)
@@ -497,8 +503,6 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
 
 
 def run_participant_level(config: Config) -> int:
-    from bids_agquant.bids.layout import build_plans, format_plan
-
     check_paths(config)
     config = with_plugin(config)            # a bad --use-plugin file fails before any work
     LOGGER.info("bids-agquant %s: participant level, BIDS_DIR %s", _version(), config.bids_dir)
@@ -542,22 +546,9 @@ def run_participant_level(config: Config) -> int:
     return EX_OK
 
 
-#: Temporary files of the atomic writers (bids.derivatives, reports._io): ``.<name>.<8>.tmp[ext]``.
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
-
-
 def _remove_stale_temp_files(folder: Path, single: Path | None = None) -> None:
-    """Delete the temporary files a killed run left (SIGKILL skips the writers' cleanup).
-
-    Only in a folder one job owns (``sub-<p>/``, the group folder) and beside ``single`` (e.g.
-    ``sub-<p>.html``): the dataset-level temporaries may belong to a concurrent job.
-    """
-    found = [p for p in folder.rglob(".*") if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
-    if single is not None and single.parent.is_dir():
-        found += [p for p in single.parent.glob(f".{single.name}.*") if _TEMP_NAME.match(p.name)]
-    for p in found:
-        with contextlib.suppress(OSError):
-            p.unlink()
+    """Delete the temporary files a killed run left in ``folder`` (and beside ``single``)."""
+    found = remove_stale_temporaries(folder, single)
     if found:
         LOGGER.info("removed %d temporary file(s) left by an interrupted run in %s", len(found),
                     folder)
@@ -594,7 +585,6 @@ def run_group_level(config: Config) -> int:
 
 
 def _version() -> str:
-    from bids_agquant import __version__
     return __version__
 
 
@@ -603,12 +593,18 @@ def _version() -> str:
 
 
 def _exit_code_of(exc: BaseException) -> int | None:
-    """Exit code for errors raised by other parts of the package (plugin, group level)."""
-    code = getattr(exc, "exit_code", None)
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code
-    name = type(exc).__name__
-    return {"GroupInputError": 66, "GroupDataError": 65, "UnknownAgentError": 65}.get(name)
+    """Exit code of an error the user can act on, by its class; None for anything unexpected.
+
+    Every such error subclasses :class:`~bids_agquant.errors.AgquantError`, which carries it.
+    qmri's ``relaxivity.UnknownAgentError`` cannot (qmri imports only the standard library,
+    numpy and scipy); ``bids/layout.py`` converts it before any computation, and it is mapped
+    here too (bad data, 65) should another caller ever let it through.
+    """
+    if isinstance(exc, AgquantError):
+        return exc.exit_code
+    if isinstance(exc, relaxivity.UnknownAgentError):
+        return EX_DATAERR
+    return None
 
 
 def _report(exc: BaseException, code: int, verbose: int, message: str | None = None) -> int:
@@ -639,8 +635,6 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subpro
 
 @contextlib.contextmanager
 def _sigterm_handler():
-    import signal
-    import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -656,19 +650,17 @@ def main(argv=None) -> int:
     os.environ["NIPYPE_NO_ET"] = "1"              # no network version check, no telemetry
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _peek_verbose(argv)
-    from bids_agquant.cli.parser import parse_args
     try:
         args = parse_args(argv)
     except SystemExit as exc:                     # --help, --version
         return int(exc.code or 0) if not isinstance(exc.code, str) else 0
     except AgquantError as exc:
         return _report(exc, exc.exit_code, verbose)
-    import warnings
     with _console_logging(args.verbose), warnings.catch_warnings(), _sigterm_handler():
         _quiet_third_party(args.verbose)
         try:
             config = build_config(args)
-            if config.analysis_level == "participant":
+            if config.analysis_level == AnalysisLevel.PARTICIPANT:
                 return run_participant_level(config)
             return run_group_level(config)
         except AgquantError as exc:

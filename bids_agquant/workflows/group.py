@@ -43,6 +43,7 @@ from typing import Iterable
 
 import numpy as np
 
+from bids_agquant.errors import GroupDataError, GroupInputError  # noqa: F401 - re-exported
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.relaxivity import canonical_agent
 from bids_agquant.reports._io import software_versions, write_text_atomic
@@ -75,14 +76,6 @@ _FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd
                   "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
 _MISSING = {"", "n/a", "na", "nan", "none", "null"}
 _NAN = float("nan")
-
-
-class GroupInputError(FileNotFoundError):
-    """No participant output to analyse (CLI exit code 66)."""
-
-
-class GroupDataError(ValueError):
-    """A participant table or participants.tsv cannot be read (CLI exit code 65)."""
 
 
 # --------------------------------------------------------------------------------------------

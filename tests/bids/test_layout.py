@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 import tinybids as tb  # noqa: E402
 
 from bids_agquant.bids.layout import build_plans, format_plan  # noqa: E402
-from bids_agquant.cli.errors import BadDataError, MissingInputError  # noqa: E402
+from bids_agquant.errors import BadDataError, MissingInputError  # noqa: E402
 from bids_agquant.config import Config  # noqa: E402
 
 

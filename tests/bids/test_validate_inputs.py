@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 import tinybids as tb  # noqa: E402
 
 from bids_agquant.bids import validate as V  # noqa: E402
-from bids_agquant.cli.errors import BadDataError, MissingInputError  # noqa: E402
+from bids_agquant.errors import BadDataError, MissingInputError  # noqa: E402
 
 
 def test_grid_mismatch_is_the_corner_displacement():

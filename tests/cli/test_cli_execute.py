@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_agquant.cli.errors import NodeFailedError
+from bids_agquant.errors import NodeFailedError
 from bids_agquant.cli.run import configure_nipype, execute_workflow
 from bids_agquant.config import Config
 

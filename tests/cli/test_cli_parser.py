@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_agquant.cli.errors import UsageError
+from bids_agquant.errors import UsageError
 from bids_agquant.cli.parser import build_parser, parse_args
 from bids_agquant.cli.run import build_config
 
