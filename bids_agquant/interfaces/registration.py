@@ -52,13 +52,14 @@ def ants_registration(fixed_img, moving_img, arguments) -> None:
     ``arguments(fixed, moving)`` returns the command line (a list of strings) given the
     references by which the two ANTs images are named in it.
 
-    Why the private ``ants.internal`` module: the public ``ants.registration`` builds its own
-    command line from a few type presets; it cannot set two rigid stages with their own
-    sampling percentages, the random sampling strategy, winsorisation and the ``--random-seed``
-    (its ``random_seed`` argument is ignored). The only way to run antsRegistration with our
-    command line in-process is ``get_lib_fn("antsRegistration")`` on ``process_arguments``, with
-    the images passed as ``get_pointer_string`` references. Kept in this one function so that an
-    antspyx upgrade that moves these names breaks one place.
+    Why the private ``ants.internal`` module: the public ``ants.registration`` (antspyx 0.6)
+    writes its own command line from type presets. It hard-codes *regular* metric sampling
+    (random sampling is what keeps our rigid results stable, see the module docstring), uses one
+    sampling rate for every stage, has no winsorisation option and no working random seed. The
+    only way to run antsRegistration in-process with our own command line is
+    ``get_lib_fn("antsRegistration")`` on ``process_arguments``, with the images passed as
+    ``get_pointer_string`` references. All of it stays in this one function, so that an antspyx
+    release that moves these names breaks (and is fixed in) one place.
     """
     from ants.internal import (get_lib_fn, get_pointer_string,  # antspyx: heavy, loaded after
                                process_arguments)                # import_ants set one thread

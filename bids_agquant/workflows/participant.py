@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 from nipype.pipeline import engine as pe
 
 from bids_agquant import methods
@@ -57,8 +58,6 @@ def state_label(state) -> str:
 
 
 def _n_voxels(path) -> int:
-    import nibabel as nib
-
     try:
         shape = nib.load(str(path)).shape
     except Exception:
