@@ -18,7 +18,6 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
                                     SimpleInterface, TraitedSpec, isdefined, traits)
 
 from bids_agquant.bids import derivatives as D
-
 from bids_agquant.qmri.regions import Regions
 
 __all__ = ["DerivativeSpec", "DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS",
@@ -47,6 +46,7 @@ def specs_to_dicts(specs: Mapping) -> dict:
     """{field: DerivativeSpec} -> the plain dicts a sink's ``outputs``/``images`` input takes."""
     return {k: (v.to_dict() if isinstance(v, DerivativeSpec) else dict(v))
             for k, v in specs.items()}
+
 
 #: The file inputs of a state's sink (key of :data:`bids_agquant.bids.derivatives.OUTPUTS`).
 STATE_SINK_FIELDS = ("T1map", "R1map", "M0map", "delta_r1", "concentration", "enhancement",
