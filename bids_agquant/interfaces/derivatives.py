@@ -8,15 +8,45 @@ every map). Sidecars are rewritten only when their content changes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
+import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
                                     SimpleInterface, TraitedSpec, isdefined, traits)
 
 from bids_agquant.bids import derivatives as D
+from bids_agquant.qmri.regions import Regions
 
-__all__ = ["DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS", "write_output"]
+__all__ = ["DerivativeSpec", "DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS",
+           "write_output"]
+
+
+@dataclass(frozen=True)
+class DerivativeSpec:
+    """One output of a sink: its path relative to OUTPUT_DIR and its sidecar (None: none).
+
+    Decided when the graph is built; crosses the node boundary as :meth:`to_dict` (nipype hashes
+    and caches plain dicts) and is read back with :meth:`from_dict`.
+    """
+    path: str
+    sidecar: dict | None = field(default=None)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "sidecar": self.sidecar}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "DerivativeSpec":
+        return cls(path=str(d["path"]), sidecar=d.get("sidecar"))
+
+
+def specs_to_dicts(specs: Mapping) -> dict:
+    """{field: DerivativeSpec} -> the plain dicts a sink's ``outputs``/``images`` input takes."""
+    return {k: (v.to_dict() if isinstance(v, DerivativeSpec) else dict(v))
+            for k, v in specs.items()}
+
 
 #: The file inputs of a state's sink (key of :data:`bids_agquant.bids.derivatives.OUTPUTS`).
 STATE_SINK_FIELDS = ("T1map", "R1map", "M0map", "delta_r1", "concentration", "enhancement",
@@ -39,8 +69,6 @@ def write_output(src, dst: Path, *, dtype=None) -> bool:
     if _up_to_date(src, dst):
         return False
     if dst.name.endswith((".nii.gz", ".nii")):
-        import nibabel as nib
-
         img = nib.load(str(src))
         data = np.asarray(img.dataobj)
         if dtype is not None:
@@ -80,7 +108,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     dataset_links = traits.Dict(usedefault=True, desc="DatasetLinks name -> root folder")
     outputs = traits.Dict(mandatory=True,
-                          desc="field -> {'path': relative path, 'sidecar': dict or None}")
+                          desc="field -> DerivativeSpec.to_dict() ({'path', 'sidecar'})")
     relaxivity = traits.Dict(desc="added to the concentration sidecar")
     T1map = File(exists=True)
     R1map = File(exists=True)
@@ -106,14 +134,15 @@ class DerivativesSink(SimpleInterface):
         out_dir = Path(self.inputs.output_dir)
         _prepare_output_dir(out_dir, self.inputs.dataset_links)
         written = []
-        for field, spec in self.inputs.outputs.items():
-            src = getattr(self.inputs, field, None)
+        for name, raw in self.inputs.outputs.items():
+            spec = DerivativeSpec.from_dict(raw)
+            src = getattr(self.inputs, name, None)
             if src is None or not isdefined(src):
                 continue
-            dst = out_dir / spec["path"]
+            dst = out_dir / spec.path
             write_output(src, dst, dtype=np.float32 if dst.name.endswith(".nii.gz") else None)
-            sidecar = dict(spec.get("sidecar") or {})
-            if field == "concentration" and isdefined(self.inputs.relaxivity):
+            sidecar = dict(spec.sidecar or {})
+            if name == "concentration" and isdefined(self.inputs.relaxivity):
                 sidecar["Relaxivity"] = dict(self.inputs.relaxivity)
             if sidecar:
                 write_sidecar(_sidecar_path(dst), sidecar)
@@ -133,7 +162,7 @@ class _TableInputSpec(BaseInterfaceInputSpec):
     brain_mask_file = File(exists=True)
     regions_file = File(exists=True)
     images = traits.Dict(mandatory=True, desc="'lesion_dseg'|'control_dseg'|'brain_mask' -> "
-                                              "{'path', 'sidecar'}")
+                                              "DerivativeSpec.to_dict()")
 
 
 class LesionTableSink(SimpleInterface):
@@ -156,34 +185,38 @@ class LesionTableSink(SimpleInterface):
         write_sidecar(_sidecar_path(table), dictionary)
         written.append(str(table))
 
-        regions = {}
+        regions = Regions()
         if isdefined(self.inputs.regions_file):
-            regions = json.loads(Path(self.inputs.regions_file).read_text())
+            regions = Regions.from_dict(json.loads(Path(self.inputs.regions_file).read_text()))
         sources = {"lesion_dseg": (self.inputs.lesion_labels_file, np.int32),
                    "control_dseg": (self.inputs.control_labels_file, np.int16),
                    "brain_mask": (self.inputs.brain_mask_file, np.uint8)}
         for key, (src, dtype) in sources.items():
-            spec = self.inputs.images.get(key)
-            if spec is None or not isdefined(src):
+            raw = self.inputs.images.get(key)
+            if raw is None or not isdefined(src):
                 continue
-            dst = out_dir / spec["path"]
+            spec = DerivativeSpec.from_dict(raw)
+            dst = out_dir / spec.path
             write_output(src, dst, dtype=dtype)
-            sidecar = dict(spec.get("sidecar") or {})
-            if key == "control_dseg" and "control_diameter_mm" in regions:
-                sidecar["RegionDiameterMM"] = regions["control_diameter_mm"]
+            sidecar = dict(spec.sidecar or {})
+            if key == "control_dseg" and regions.control_diameter_mm is not None:
+                sidecar["RegionDiameterMM"] = regions.control_diameter_mm
             if sidecar:
                 write_sidecar(_sidecar_path(dst), sidecar)
             written.append(str(dst))
             if key in ("lesion_dseg", "control_dseg"):
-                names = (sorted(regions.get("lesions", {}), key=int) if key == "lesion_dseg"
-                         else [f"control-{k}" for k in sorted(regions.get("controls", {}),
-                                                               key=int)])
-                index = (names if key == "lesion_dseg"
-                         else [n.split("-")[1] for n in names])
-                lut = dst.with_name(dst.name.replace(".nii.gz", ".tsv"))
-                D.write_tsv(lut, [{"index": int(i), "name": (f"lesion-{n}" if key == "lesion_dseg"
-                                                            else n)}
-                                  for i, n in zip(index, names)], ("index", "name"))
-                written.append(str(lut))
+                written.append(_write_label_table(dst, key, regions))
         self._results["out_files"] = written
         return runtime
+
+
+def _write_label_table(dst: Path, key: str, regions: Regions) -> str:
+    """The dseg's look-up table (index, name) next to it: ``lesion-<id>`` or ``control-<k>``."""
+    if key == "lesion_dseg":
+        rows = [{"index": int(i), "name": f"lesion-{i}"} for i in sorted(regions.lesions, key=int)]
+    else:
+        rows = [{"index": int(k), "name": f"control-{k}"}
+                for k in sorted(regions.controls, key=int)]
+    lut = dst.with_name(dst.name.replace(".nii.gz", ".tsv"))
+    D.write_tsv(lut, rows, ("index", "name"))
+    return str(lut)

@@ -1,8 +1,9 @@
 """Post-contrast quantification in the reference space: delta R1, [Gd], SE, and region rows.
 
-Thin wrapper: loads reference-space maps, calls :mod:`bids_agquant.qmri.concentration`,
-:mod:`bids_agquant.qmri.enhancement` and :func:`bids_agquant.interfaces.lesions.region_rows`,
-saves maps and the rows (JSON) for the lesion table.
+Load -> call -> save: loads reference-space maps, calls
+:func:`bids_agquant.qmri.postcontrast.state_maps` and
+:func:`bids_agquant.qmri.regions.region_rows`, saves the maps and the rows (JSON) for the
+lesion table.
 """
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
                                     isdefined, traits)
 
+from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS
+from bids_agquant.qmri.postcontrast import scale_to_pre, state_maps
+from bids_agquant.qmri.regions import Regions, region_rows
+from bids_agquant.qmri.relaxivity import get_relaxivity
+
 from . import geometry as G
-from .lesions import region_rows
-from .masks import signal_mask
 from .notes import node_warning, warnings_output
 
 __all__ = ["QuantifyPostContrast"]
@@ -53,70 +57,54 @@ class QuantifyPostContrast(SimpleInterface):
     input_spec = _QuantInputSpec
     output_spec = _QuantOutputSpec
 
+    def _load(self, name):
+        """(data, affine) of an optional input image, (None, None) when unset."""
+        value = getattr(self.inputs, name)
+        if not isdefined(value):
+            return None, None
+        data, aff, _ = G.load(value)
+        return data, aff
+
+    def _scaled_post(self, t1w_post, t1w_pre):
+        """The post-contrast T1w scaled to the pre-contrast one ('brain'), and the scale."""
+        if t1w_post is None or t1w_pre is None or self.inputs.se_normalization != "brain":
+            return t1w_post, 1.0
+        if not isdefined(self.inputs.healthy_mask_file):
+            raise ValueError("SE normalisation 'brain' needs the healthy-brain mask")
+        healthy, _, _ = G.load(self.inputs.healthy_mask_file)
+        t1w_post, scale = scale_to_pre(t1w_post, t1w_pre, healthy > 0.5)
+        if not np.isfinite(scale):
+            node_warning(
+                self._results, "bids_agquant.quantify",
+                f"{Path(self.inputs.t1w_post).name}: too little healthy brain (< "
+                f"{MIN_SCALE_VOXELS} voxels) to scale the post-contrast T1w to the "
+                f"pre-contrast one; SE is not normalised (se_intensity_scale n/a)")
+        return t1w_post, scale
+
     def _run_interface(self, runtime):
-        from bids_agquant.qmri.concentration import concentration_mM, delta_r1
-        from bids_agquant.qmri.enhancement import signal_enhancement_percent
-        from bids_agquant.qmri.relaxivity import get_relaxivity
-
         cwd = Path(runtime.cwd)
-        maps, affine = {}, None
-
-        def get(name):
-            nonlocal affine
-            value = getattr(self.inputs, name)
-            if not isdefined(value):
-                return None
-            data, aff, _ = G.load(value)
-            affine = aff if affine is None else affine
-            return data
-
         rel = get_relaxivity(self.inputs.agent, self.inputs.field_strength_t,
                              self.inputs.relaxivity_overrides)
-        self._results["relaxivity"] = {
-            "Agent": rel.agent, "r1": rel.r1_per_mM_s, "Units": "1/(mM s)",
-            "PerGdIon": True, "FieldStrength": rel.field_strength_t, "Source": rel.source,
-            "MassConcentrationFactor": _finite_or_none(rel.mg_per_L_per_mM_gd),
-            "MassConcentrationFactorUnits": "mg/L per mM of Gd"}
-        r1_post, r1_pre = get("r1_post"), get("r1_pre")
-        if r1_post is not None and r1_pre is not None:
-            maps["t1_post"] = _inverse(r1_post)
-            maps["t1_pre"] = _inverse(r1_pre)
-            maps["delta_r1"] = delta_r1(r1_post, r1_pre)
-            maps["conc"] = concentration_mM(maps["delta_r1"], rel)
-            self._results["delta_r1_file"] = G.save_like(maps["delta_r1"], affine,
-                                                         cwd / "delta_r1.nii")
-            self._results["conc_file"] = G.save_like(maps["conc"], affine, cwd / "conc.nii")
-        t1w_post, t1w_pre = get("t1w_post"), get("t1w_pre")
-        scale = 1.0
-        if t1w_post is not None and t1w_pre is not None and self.inputs.se_normalization == "brain":
-            from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS, intensity_scale
-
-            if not isdefined(self.inputs.healthy_mask_file):
-                raise ValueError("SE normalisation 'brain' needs the healthy-brain mask")
-            healthy, _, _ = G.load(self.inputs.healthy_mask_file)
-            scale = intensity_scale(t1w_post, t1w_pre, healthy > 0.5)
-            if np.isfinite(scale):
-                t1w_post = t1w_post / scale
-            else:
-                node_warning(
-                    self._results, "bids_agquant.quantify",
-                    f"{Path(self.inputs.t1w_post).name}: too little healthy brain (< "
-                    f"{MIN_SCALE_VOXELS} voxels) to scale the post-contrast T1w to the "
-                    f"pre-contrast one; SE is not normalised (se_intensity_scale n/a)")
-        if t1w_post is not None and t1w_pre is not None:
-            maps["t1w_post"], maps["t1w_pre"] = t1w_post, t1w_pre
-            se = signal_enhancement_percent(t1w_post, t1w_pre)
-            se[~signal_mask(t1w_pre)] = np.nan        # background: no signal to enhance
-            maps["se"] = se
-            self._results["se_file"] = G.save_like(maps["se"], affine, cwd / "se.nii")
+        self._results["relaxivity"] = _relaxivity_sidecar(rel)
+        loaded = {name: self._load(name) for name in ("r1_post", "r1_pre", "t1w_post",
+                                                      "t1w_pre")}
+        affine = next((aff for _, aff in loaded.values() if aff is not None), None)
+        images = {name: data for name, (data, _) in loaded.items()}
+        images["t1w_post"], scale = self._scaled_post(images["t1w_post"], images["t1w_pre"])
+        maps = state_maps(relaxivity=rel, **images)
+        for arr, key, name in ((maps.delta_r1, "delta_r1_file", "delta_r1.nii"),
+                               (maps.conc, "conc_file", "conc.nii"),
+                               (maps.se, "se_file", "se.nii")):
+            if arr is not None:
+                self._results[key] = G.save_like(arr, affine, cwd / name)
 
         rows = []
         if isdefined(self.inputs.regions_file):
-            regions = json.loads(Path(self.inputs.regions_file).read_text())
+            regions = Regions.from_dict(json.loads(Path(self.inputs.regions_file).read_text()))
             lesions, _, _ = G.load(self.inputs.lesion_labels_file, dtype=np.int32)
             controls, _, _ = G.load(self.inputs.control_labels_file, dtype=np.int16)
             base = dict(self.inputs.row_base)
-            if "t1w_post" in maps:
+            if maps.t1w_post is not None:
                 base["se_intensity_scale"] = scale
             rows = region_rows(regions=regions, lesion_labels=lesions, control_labels=controls,
                                maps=maps, base=base, relaxivity=rel)
@@ -126,9 +114,12 @@ class QuantifyPostContrast(SimpleInterface):
         return runtime
 
 
-def _inverse(r1):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r1 > 0, 1.0 / r1, np.nan)
+def _relaxivity_sidecar(rel) -> dict:
+    """The ``Relaxivity`` object of the concentration sidecar."""
+    return {"Agent": rel.agent, "r1": rel.r1_per_mM_s, "Units": "1/(mM s)",
+            "PerGdIon": True, "FieldStrength": rel.field_strength_t, "Source": rel.source,
+            "MassConcentrationFactor": _finite_or_none(rel.mg_per_L_per_mM_gd),
+            "MassConcentrationFactorUnits": "mg/L per mM of Gd"}
 
 
 def _finite_or_none(x):

@@ -31,19 +31,95 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
                                     TraitedSpec, traits)
 
+from bids_agquant import geometry as pure_geometry
+
 from . import geometry as G
 
-__all__ = ["register_rigid", "RigidRegistration", "REGISTRATION_SETTINGS"]
+__all__ = ["register_rigid", "RigidRegistration", "REGISTRATION_SETTINGS", "ants_registration"]
 
+#: Every setting of the rigid registration; the transforms' ``Software`` sidecar text is made
+#: from it (:func:`bids_agquant.methods.registration_software`).
 REGISTRATION_SETTINGS = dict(target_spacing_mm=2.0, coarse_shrink_factors=(4, 2),
                              coarse_smoothing_sigmas_vox=(2, 1), coarse_iterations=(500, 250),
                              fine_iterations=100, convergence=1e-6, convergence_window=10,
-                             samples=10000, sampling_strategy="Random", histogram_bins=32, gradient_step=0.25,
-                             winsorize=(0.005, 0.995))
+                             samples=10000, sampling_strategy="Random", histogram_bins=32,
+                             gradient_step=0.25, winsorize=(0.005, 0.995))
 
 
-def _downsample_factor(affine, target_spacing_mm: float) -> int:
-    return max(1, int(target_spacing_mm // float(G.voxel_sizes(affine).min())))
+def ants_registration(fixed_img, moving_img, arguments) -> None:
+    """Run antsRegistration of antspyx's compiled library on a full command line.
+
+    ``arguments(fixed, moving)`` returns the command line (a list of strings) given the
+    references by which the two ANTs images are named in it.
+
+    Why the private ``ants.internal`` module: the public ``ants.registration`` (antspyx 0.6)
+    writes its own command line from type presets. It hard-codes *regular* metric sampling
+    (random sampling is what keeps our rigid results stable, see the module docstring), uses one
+    sampling rate for every stage, has no winsorisation option and no working random seed. The
+    only way to run antsRegistration in-process with our own command line is
+    ``get_lib_fn("antsRegistration")`` on ``process_arguments``, with the images passed as
+    ``get_pointer_string`` references. All of it stays in this one function, so that an antspyx
+    release that moves these names breaks (and is fixed in) one place.
+    """
+    from ants.internal import (get_lib_fn, get_pointer_string,  # antspyx: heavy, loaded after
+                               process_arguments)                # import_ants set one thread
+
+    args = arguments(get_pointer_string(fixed_img), get_pointer_string(moving_img))
+    code = get_lib_fn("antsRegistration")(process_arguments(args))
+    if code != 0:
+        raise RuntimeError(f"antsRegistration failed with exit code {code}")
+
+
+def _prepared(image, affine, name, target_spacing_mm):
+    """The image at ~``target_spacing_mm`` (block average, NaN/inf as 0), checked: (data, aff)."""
+    # NaN/Inf voxels (counted and warned about by the input validation; NaN in the maps) carry
+    # no signal for the metric: zero them here instead of failing the registration
+    image = np.where(np.isfinite(image), image, 0.0)
+    data, aff = pure_geometry.block_average(
+        image, affine, pure_geometry.downsample_factor(affine, target_spacing_mm))
+    if not np.isfinite(data).all():
+        raise ValueError(f"registration: the {name} image holds NaN or inf values")
+    if min(data.shape) < 4:
+        raise ValueError(f"registration: the {name} image ({data.shape}) is too small "
+                         f"(fewer than 4 voxels along an axis)")
+    return data, aff
+
+
+def _command_line(s, fixed_shape, prefix, seed, verbose):
+    """``arguments(fixed, moving)`` of :func:`ants_registration` for settings ``s``."""
+    # coarse levels only where the shrunk fixed image keeps >= 8 voxels per axis (small images)
+    coarse = [(f, sg, it) for f, sg, it in zip(s["coarse_shrink_factors"],
+                                               s["coarse_smoothing_sigmas_vox"],
+                                               s["coarse_iterations"])
+              if min(fixed_shape) // f >= 8]
+    n_fixed = float(np.prod(fixed_shape))
+    coarse_n = n_fixed / float(coarse[-1][0] ** 3) if coarse else n_fixed
+    coarse_fraction = min(1.0, s["samples"] / coarse_n)
+    fine_fraction = min(1.0, s["samples"] / n_fixed)
+    conv = f"{s['convergence']},{s['convergence_window']}"
+
+    def arguments(fs, ms):
+        def stage(fraction, iterations, shrink, sigmas):
+            return ["--transform", f"Rigid[{s['gradient_step']}]",
+                    "--metric", f"Mattes[{fs},{ms},1,{s['histogram_bins']},"
+                                f"{s['sampling_strategy']},{fraction:.6f}]",
+                    "--convergence", f"[{'x'.join(str(i) for i in iterations)},{conv}]",
+                    "--shrink-factors", "x".join(str(i) for i in shrink),
+                    "--smoothing-sigmas", "x".join(str(i) for i in sigmas) + "vox"]
+
+        return (["--dimensionality", "3", "--float", "1",
+                 "--initial-moving-transform", f"[{fs},{ms},1]"]
+                + (stage(coarse_fraction, [c[2] for c in coarse], [c[0] for c in coarse],
+                         [c[1] for c in coarse]) if coarse else [])
+                + stage(fine_fraction, (s["fine_iterations"],), (1,), (0,))
+                + ["--use-histogram-matching", "0",
+                   "--winsorize-image-intensities", f"[{s['winsorize'][0]},{s['winsorize'][1]}]",
+                   "--collapse-output-transforms", "1",
+                   "--random-seed", str(int(seed)),
+                   "--output", prefix,
+                   "--verbose", "1" if verbose else "0"])
+
+    return arguments
 
 
 def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42,
@@ -55,59 +131,13 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
     """
     s = {**REGISTRATION_SETTINGS, **(settings or {})}
     ants = G.import_ants(seed)
-    # NaN/Inf voxels (counted and warned about by the input validation; NaN in the maps) carry
-    # no signal for the metric: zero them here instead of failing the registration
-    fixed = np.where(np.isfinite(fixed), fixed, 0.0)
-    moving = np.where(np.isfinite(moving), moving, 0.0)
-    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
-
-    f_data, f_aff = G.block_average(fixed, fixed_affine,
-                                    _downsample_factor(fixed_affine, s["target_spacing_mm"]))
-    m_data, m_aff = G.block_average(moving, moving_affine,
-                                    _downsample_factor(moving_affine, s["target_spacing_mm"]))
-    for name, arr in (("fixed", f_data), ("moving", m_data)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"registration: the {name} image holds NaN or inf values")
-        if min(arr.shape) < 4:
-            raise ValueError(f"registration: the {name} image ({arr.shape}) is too small "
-                             f"(fewer than 4 voxels along an axis)")
-    # coarse levels only where the shrunk fixed image keeps >= 8 voxels per axis (small images)
-    coarse = [(f, sg, it) for f, sg, it in zip(s["coarse_shrink_factors"],
-                                               s["coarse_smoothing_sigmas_vox"],
-                                               s["coarse_iterations"])
-              if min(f_data.shape) // f >= 8]
+    f_data, f_aff = _prepared(fixed, fixed_affine, "fixed", s["target_spacing_mm"])
+    m_data, m_aff = _prepared(moving, moving_affine, "moving", s["target_spacing_mm"])
     f_img = G.to_ants(f_data, f_aff, ants)
     m_img = G.to_ants(m_data, m_aff, ants)
-    fs, ms = get_pointer_string(f_img), get_pointer_string(m_img)
-    n_fixed = float(np.prod(f_data.shape))
-    coarse_n = n_fixed / float(coarse[-1][0] ** 3) if coarse else n_fixed
-    coarse_fraction = min(1.0, s["samples"] / coarse_n)
-    fine_fraction = min(1.0, s["samples"] / n_fixed)
-    conv = f"{s['convergence']},{s['convergence_window']}"
-
-    def stage(fraction, iterations, shrink, sigmas):
-        return ["--transform", f"Rigid[{s['gradient_step']}]",
-                "--metric", f"Mattes[{fs},{ms},1,{s['histogram_bins']},{s['sampling_strategy']},{fraction:.6f}]",
-                "--convergence", f"[{'x'.join(str(i) for i in iterations)},{conv}]",
-                "--shrink-factors", "x".join(str(i) for i in shrink),
-                "--smoothing-sigmas", "x".join(str(i) for i in sigmas) + "vox"]
-
     with tempfile.TemporaryDirectory(prefix="bids_agquant_reg_") as tmp:
         prefix = os.path.join(tmp, "reg_")
-        args = (["--dimensionality", "3", "--float", "1",
-                 "--initial-moving-transform", f"[{fs},{ms},1]"]
-                + (stage(coarse_fraction, [c[2] for c in coarse], [c[0] for c in coarse],
-                         [c[1] for c in coarse]) if coarse else [])
-                + stage(fine_fraction, (s["fine_iterations"],), (1,), (0,))
-                + ["--use-histogram-matching", "0",
-                   "--winsorize-image-intensities", f"[{s['winsorize'][0]},{s['winsorize'][1]}]",
-                   "--collapse-output-transforms", "1",
-                   "--random-seed", str(int(seed)),
-                   "--output", prefix,
-                   "--verbose", "1" if verbose else "0"])
-        code = get_lib_fn("antsRegistration")(process_arguments(args))
-        if code != 0:
-            raise RuntimeError(f"antsRegistration failed with exit code {code}")
+        ants_registration(f_img, m_img, _command_line(s, f_data.shape, prefix, seed, verbose))
         return G.read_transform(prefix + "0GenericAffine.mat")
 
 
@@ -150,7 +180,7 @@ class RigidRegistration(SimpleInterface):
         G.write_transform(matrix, out)
         self._results["transform_file"] = str(out)
         if self.inputs.resample_source:
-            res = G.resample(source, s_aff, target.shape, t_aff, matrix, order=1, fill=0.0)
+            res = pure_geometry.resample(source, s_aff, target.shape, t_aff, matrix, order=1, fill=0.0)
             self._results["resampled_file"] = G.save_like(res, t_aff,
                                                           Path(runtime.cwd, "resampled.nii"))
         return runtime

@@ -11,7 +11,7 @@ Design choice (documented in the workflow too): fit in native VFA space, then re
 * The B1+ map (its own grid) is resampled in world space onto the VFA grid (same session, same
   head position) and scaled by ``b1_scale`` (0.01 for a map stored in percent).
 * Only voxels with signal are fitted (mean over flip angles above half its Otsu threshold,
-  :func:`bids_agquant.interfaces.masks.signal_mask`); the background is NaN.
+  :func:`bids_agquant.qmri.masks.signal_mask`); the background is NaN.
 """
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
                                     TraitedSpec, isdefined, traits)
 
+from bids_agquant import geometry as pure_geometry
+from bids_agquant.qmri.masks import signal_mask
+from bids_agquant.qmri.postcontrast import inverse
+from bids_agquant.qmri.vfa import VFAModel
+
 from . import geometry as G
 from .notes import node_warning, warnings_output
-from .masks import signal_mask
 
 __all__ = ["FitVFA", "MapsToReference", "compose_transforms"]
 
@@ -51,8 +55,6 @@ class FitVFA(SimpleInterface):
     output_spec = _FitVFAOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_agquant.qmri.vfa import VFAModel
-
         files = list(self.inputs.in_files)
         if len(files) != len(self.inputs.flip_angles_deg):
             raise ValueError(f"{len(files)} VFA images but {len(self.inputs.flip_angles_deg)} "
@@ -61,7 +63,7 @@ class FitVFA(SimpleInterface):
         b1 = None
         if isdefined(self.inputs.b1map):
             b1_data, b1_aff, _ = G.load(self.inputs.b1map)
-            b1 = G.resample(b1_data.astype(np.float64) * self.inputs.b1_scale, b1_aff,
+            b1 = pure_geometry.resample(b1_data.astype(np.float64) * self.inputs.b1_scale, b1_aff,
                             signal.shape[:3], affine, None, order=1, nan_aware=True,
                             dtype=np.float64)
         head = signal_mask(signal.mean(axis=-1))
@@ -80,10 +82,7 @@ class FitVFA(SimpleInterface):
 
 def compose_transforms(files) -> np.ndarray:
     """Product of transform files listed from the reference side outwards (LPS 4x4)."""
-    m = np.eye(4)
-    for f in files:
-        m = m @ G.read_transform(f)
-    return m
+    return pure_geometry.compose(G.read_transform(f) for f in files)
 
 
 class _MapsInputSpec(BaseInterfaceInputSpec):
@@ -113,13 +112,12 @@ class MapsToReference(SimpleInterface):
             chain.insert(0, self.inputs.t1w_transform)
         matrix = compose_transforms(chain)
         xfm = G.write_transform(matrix, Path(runtime.cwd, "xfm_ref_from_vfa.mat"))
-        ref_img = _header_only(self.inputs.reference_file)
+        ref_img = G.load_header(self.inputs.reference_file)
         shape, ref_aff = ref_img.shape[:3], ref_img.affine
         r1, aff, _ = G.load(self.inputs.r1_file)
         m0, _, _ = G.load(self.inputs.m0_file)
-        r1_ref, m0_ref = G.resample_many([r1, m0], aff, shape, ref_aff, matrix)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1_ref = np.where(r1_ref > 0, 1.0 / r1_ref, np.nan)
+        r1_ref, m0_ref = pure_geometry.resample_many([r1, m0], aff, shape, ref_aff, matrix)
+        t1_ref = inverse(r1_ref)
         cwd = Path(runtime.cwd)
         self._results.update(
             r1_file=G.save_like(r1_ref, ref_aff, cwd / "r1_ref.nii"),
@@ -128,8 +126,3 @@ class MapsToReference(SimpleInterface):
             transform_file=xfm)
         return runtime
 
-
-def _header_only(path):
-    import nibabel as nib
-
-    return nib.load(str(path))

@@ -74,7 +74,14 @@ __all__ = [
     "is_measurable",
     "roi_stats",
     "control_regions",
+    "place_control_regions",
+    "ControlRegions",
     "CONTROL_DIAMETER_MM",
+    "CONTROL_MIN_DIAMETER_MM",
+    "CONTROL_DIAMETER_STEP_MM",
+    "CONTROL_MARGIN_MM",
+    "N_CONTROLS",
+    "HEALTHY_MARGIN_MM",
     "healthy_brain",
 ]
 
@@ -423,6 +430,10 @@ CONTROL_DIAMETER_MM = 25.0
 CONTROL_MIN_DIAMETER_MM = 10.0
 #: Step (mm) by which the diameter shrinks while looking for room.
 CONTROL_DIAMETER_STEP_MM = 2.5
+#: Minimum distance (mm) between a control region and any lesion voxel or other region.
+CONTROL_MARGIN_MM = 10.0
+#: Number of control regions per participant.
+N_CONTROLS = 3
 
 
 def _control_diameters(diameter_mm, min_diameter_mm):
@@ -454,41 +465,21 @@ def _place_spheres(ok, centres_mm, radius, margin_mm, n, seed):
     return chosen
 
 
-def control_regions(brain_mask, lesion_labels, affine, n=3, diameter_mm=CONTROL_DIAMETER_MM,
-                    margin_mm=10.0, seed=0, min_diameter_mm=CONTROL_MIN_DIAMETER_MM,
-                    return_diameter=False):
-    """Healthy-tissue control regions: ``n`` spheres of one size in metastasis-free brain.
+@dataclass(frozen=True, eq=False)
+class ControlRegions:
+    """Healthy-tissue control regions placed by :func:`place_control_regions`.
 
-    Each region is the set of voxels whose centre lies within ``diameter_mm / 2`` of a centre
-    chosen so that the whole sphere lies inside the brain mask (the mask eroded by the radius),
-    at least ``margin_mm`` from every lesion voxel and from every other region.  Centres are
-    drawn at random among the admissible voxels with ``numpy.random.default_rng(seed)``: the
-    same inputs and seed give the same regions.
-
-    The size does not depend on the lesions, so controls are comparable across participants and
-    sessions.  When ``n`` spheres of ``diameter_mm`` do not fit, the diameter shrinks in steps
-    of 2.5 mm down to ``min_diameter_mm`` until they do (with a warning naming the size used):
-    all regions keep one size.  If not even ``min_diameter_mm`` leaves room for ``n``, as many
-    as fit are returned (warning).
-
-    Parameters
-    ----------
-    brain_mask : 3-D array, brain where > 0.5 (boolean, 0/1 or a probability map).
-    lesion_labels : 3-D array, non-zero = lesion (labels or binary), same shape.
-    affine : 4x4 voxel-to-world matrix.  Distances use the voxel sizes (exact for rotated,
-        unsheared grids).
-    n : number of regions.
-    diameter_mm : sphere diameter wanted (default :data:`CONTROL_DIAMETER_MM`).
-    margin_mm : minimum distance (mm) between a region and any lesion or other region.
-    seed : random seed.
-    min_diameter_mm : smallest diameter accepted when shrinking (at most ``diameter_mm``).
-    return_diameter : also return the diameter used.
-
-    Returns
-    -------
-    int16 label image, 0 = none, 1..n = control regions (and the diameter used in mm when
-    ``return_diameter``).  :class:`ControlRegionError` when no region fits.
+    ``labels``: int16 image, 0 = none, 1..n = regions; ``diameter_mm``: the one sphere diameter
+    used; ``warnings``: why fewer or smaller regions than asked were placed (empty when all fit).
     """
+    labels: np.ndarray
+    diameter_mm: float
+    warnings: tuple = ()
+
+
+def _control_inputs(brain_mask, lesion_labels, affine, n, diameter_mm, margin_mm,
+                    min_diameter_mm):
+    """Checked inputs of the placement: (brain bool, lesions bool, affine, min diameter)."""
     with np.errstate(invalid="ignore"):
         brain = np.nan_to_num(_check_3d(brain_mask, "brain mask").astype(np.float64)) > 0.5
     lesions = _check_3d(lesion_labels, "lesion labels")
@@ -504,10 +495,13 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, diameter_mm=CONTROL_
         raise ValueError(f"diameter_mm must be positive, got {diameter_mm!r}")
     if not (np.isfinite(min_diameter_mm) and 0 < min_diameter_mm):
         raise ValueError(f"min_diameter_mm must be positive, got {min_diameter_mm!r}")
-    min_diameter_mm = min(float(min_diameter_mm), float(diameter_mm))
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    lesion_mask = lesions != 0
+    return brain, lesions != 0, affine, min(float(min_diameter_mm), float(diameter_mm))
 
+
+def _choose_centres(brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm,
+                    seed):
+    """(diameter used, candidate voxel indices, their world centres, indices chosen)."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     # Distance (mm) from each voxel centre to the nearest non-brain voxel centre; a sphere fits
     # when that exceeds the radius plus half a voxel (a voxel whose centre is outside the mask
     # still covers half a voxel).  Both distance maps serve every size tried.
@@ -535,21 +529,12 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, diameter_mm=CONTROL_
         if len(chosen) == int(n):
             break
     diameter, chosen = best
-    radius = diameter / 2.0
-    if not chosen:
-        raise ControlRegionError(
-            f"no room for a control sphere of {min_diameter_mm:g} mm in the brain mask at "
-            f"{margin_mm:g} mm from the lesions: check that the brain mask and lesion mask are "
-            f"in one space, or lower the control diameter or margin")
-    if len(chosen) < int(n):
-        warnings.warn(f"only {len(chosen)} of {n} control regions of {diameter:g} mm fit in the "
-                      f"brain mask at {margin_mm:g} mm from the lesions and each other",
-                      stacklevel=2)
-    elif diameter < diameter_mm:
-        warnings.warn(f"control regions shrunk from {diameter_mm:g} to {diameter:g} mm "
-                      f"diameter: {n} spheres of {diameter_mm:g} mm do not fit in the brain "
-                      f"mask at {margin_mm:g} mm from the lesions and each other", stacklevel=2)
+    return diameter, candidates, centres_mm, chosen
 
+
+def _paint_spheres(brain, affine, candidates, centres_mm, chosen, radius):
+    """int16 image: label k on the brain voxels within ``radius`` of chosen centre k."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     out = np.zeros(brain.shape, dtype=np.int16)
     for k, idx in enumerate(chosen, start=1):
         centre_idx = candidates[idx]
@@ -562,4 +547,74 @@ def control_regions(brain_mask, lesion_labels, affine, n=3, diameter_mm=CONTROL_
         inside = np.linalg.norm(world - centres_mm[idx], axis=-1) <= radius
         block = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         block[inside & brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]] = k
-    return (out, float(diameter)) if return_diameter else out
+    return out
+
+
+def place_control_regions(brain_mask, lesion_labels, affine, n=N_CONTROLS,
+                          diameter_mm=CONTROL_DIAMETER_MM, margin_mm=CONTROL_MARGIN_MM, seed=0,
+                          min_diameter_mm=CONTROL_MIN_DIAMETER_MM) -> ControlRegions:
+    """Healthy-tissue control regions: ``n`` spheres of one size in metastasis-free brain.
+
+    Each region is the set of voxels whose centre lies within ``diameter_mm / 2`` of a centre
+    chosen so that the whole sphere lies inside the brain mask (the mask eroded by the radius),
+    at least ``margin_mm`` from every lesion voxel and from every other region.  Centres are
+    drawn at random among the admissible voxels with ``numpy.random.default_rng(seed)``: the
+    same inputs and seed give the same regions.
+
+    The size does not depend on the lesions, so controls are comparable across participants and
+    sessions.  When ``n`` spheres of ``diameter_mm`` do not fit, the diameter shrinks in steps
+    of :data:`CONTROL_DIAMETER_STEP_MM` down to ``min_diameter_mm`` until they do (a warning in
+    the result names the size used): all regions keep one size.  If not even
+    ``min_diameter_mm`` leaves room for ``n``, as many as fit are returned (with a warning).
+
+    Parameters
+    ----------
+    brain_mask : 3-D array, brain where > 0.5 (boolean, 0/1 or a probability map).
+    lesion_labels : 3-D array, non-zero = lesion (labels or binary), same shape.
+    affine : 4x4 voxel-to-world matrix.  Distances use the voxel sizes (exact for rotated,
+        unsheared grids).
+    n : number of regions.
+    diameter_mm : sphere diameter wanted (default :data:`CONTROL_DIAMETER_MM`).
+    margin_mm : minimum distance (mm) between a region and any lesion or other region.
+    seed : random seed.
+    min_diameter_mm : smallest diameter accepted when shrinking (at most ``diameter_mm``).
+
+    Returns
+    -------
+    :class:`ControlRegions`.  :class:`ControlRegionError` when no region fits.
+    """
+    brain, lesion_mask, affine, min_diameter_mm = _control_inputs(
+        brain_mask, lesion_labels, affine, n, diameter_mm, margin_mm, min_diameter_mm)
+    diameter, candidates, centres_mm, chosen = _choose_centres(
+        brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm, seed)
+    if not chosen:
+        raise ControlRegionError(
+            f"no room for a control sphere of {min_diameter_mm:g} mm in the brain mask at "
+            f"{margin_mm:g} mm from the lesions: check that the brain mask and lesion mask are "
+            f"in one space, or lower the control diameter or margin")
+    messages = []
+    if len(chosen) < int(n):
+        messages.append(f"only {len(chosen)} of {n} control regions of {diameter:g} mm fit in "
+                        f"the brain mask at {margin_mm:g} mm from the lesions and each other")
+    elif diameter < diameter_mm:
+        messages.append(f"control regions shrunk from {diameter_mm:g} to {diameter:g} mm "
+                        f"diameter: {n} spheres of {diameter_mm:g} mm do not fit in the brain "
+                        f"mask at {margin_mm:g} mm from the lesions and each other")
+    labels = _paint_spheres(brain, affine, candidates, centres_mm, chosen, diameter / 2.0)
+    return ControlRegions(labels, float(diameter), tuple(messages))
+
+
+def control_regions(brain_mask, lesion_labels, affine, n=N_CONTROLS,
+                    diameter_mm=CONTROL_DIAMETER_MM, margin_mm=CONTROL_MARGIN_MM, seed=0,
+                    min_diameter_mm=CONTROL_MIN_DIAMETER_MM) -> np.ndarray:
+    """The label image of :func:`place_control_regions` (its warnings issued as ``UserWarning``).
+
+    int16, 0 = none, 1..n = control regions; use :func:`place_control_regions` for the diameter
+    used as well.
+    """
+    placed = place_control_regions(brain_mask, lesion_labels, affine, n=n,
+                                   diameter_mm=diameter_mm, margin_mm=margin_mm, seed=seed,
+                                   min_diameter_mm=min_diameter_mm)
+    for message in placed.warnings:
+        warnings.warn(message, stacklevel=2)
+    return placed.labels

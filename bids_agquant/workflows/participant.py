@@ -20,12 +20,15 @@ skip outputs that are up to date). ANTs runs deterministically (one thread, fixe
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 from nipype.pipeline import engine as pe
 
+from bids_agquant import methods
 from bids_agquant.bids import derivatives as D
-from bids_agquant.interfaces.derivatives import DerivativesSink
+from bids_agquant.interfaces.derivatives import DerivativeSpec, DerivativesSink, specs_to_dicts
 from bids_agquant.interfaces.registration import REGISTRATION_SETTINGS
 from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
 from bids_agquant.workflows.quantification import init_post_contrast_wf, init_vfa_wf
@@ -35,12 +38,6 @@ __all__ = ["init_participant_wf", "state_label", "participant_outputs"]
 
 #: Seed of the control-region placement (reproducible regions).
 CONTROL_SEED = 0
-
-FIT_METHODS = {
-    "nonlinear": "nonlinear least squares of the SPGR signal over (M0, T1) (variable projection, "
-                 "vectorised Newton), started from the linear DESPOT1 solution",
-    "linear": "linear DESPOT1 regression of S/sin(a) on S/tan(a)",
-}
 
 
 def se_normalization_for(option: str, post, pre) -> str:
@@ -61,8 +58,6 @@ def state_label(state) -> str:
 
 
 def _n_voxels(path) -> int:
-    import nibabel as nib
-
     try:
         shape = nib.load(str(path)).shape
     except Exception:
@@ -125,6 +120,27 @@ def participant_outputs(plan, config) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What every part of one participant's graph needs (see :func:`init_participant_wf`)."""
+    plan: object
+    config: object
+    wf: pe.Workflow
+    ref: Path
+    output_dir: Path
+    links: dict            # DatasetLinks name -> absolute root (str)
+    roots: dict            # roots of the BIDS URIs
+    paths: dict            # participant_outputs()
+    mem: dict              # node kind -> GB
+
+    def uri(self, path):
+        return D.bids_uri(path, self.roots)
+
+    @property
+    def ref_uri(self):
+        return self.uri(self.ref)
+
+
 def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow:
     """Build the nipype workflow of one participant (see the module docstring).
 
@@ -133,76 +149,84 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
     relaxivity_overrides, ants_seed). The workflow's ``base_dir`` is ``config.work_dir``.
     """
     ref = Path(plan.reference_t1w)
-    output_dir = Path(config.output_dir).absolute()
     links, roots = _datasets(plan, config)
-
-    def uri(path):
-        return D.bids_uri(path, roots)
-
-    ref_uri = uri(ref)
     n_ref = _n_voxels(ref)
-    mem_reg = _mem_gb(0.3, 40, n_ref)
-    mem_resample = _mem_gb(0.2, 60, n_ref)
-    mem_quant = _mem_gb(0.3, 110, n_ref)
-    mem_regions = _mem_gb(0.3, 90, n_ref)
-    mem_sink = _mem_gb(0.1, 12, n_ref)
-
+    mem = {"reg": _mem_gb(0.3, 40, n_ref), "resample": _mem_gb(0.2, 60, n_ref),
+           "quant": _mem_gb(0.3, 110, n_ref), "regions": _mem_gb(0.3, 90, n_ref),
+           "sink": _mem_gb(0.1, 12, n_ref)}
     wf = pe.Workflow(name=name or f"sub_{re.sub(r'[^A-Za-z0-9]', '_', plan.participant)}_wf")
     if config.work_dir is not None:
         wf.base_dir = str(Path(config.work_dir).absolute())
     wf.config["execution"] = {"crashfile_format": "txt"}
-    links_str = {k: str(Path(v).absolute()) for k, v in links.items()}
-    paths = participant_outputs(plan, config)
+    b = _Build(plan=plan, config=config, wf=wf, ref=ref,
+               output_dir=Path(config.output_dir).absolute(),
+               links={k: str(Path(v).absolute()) for k, v in links.items()}, roots=roots,
+               paths=participant_outputs(plan, config), mem=mem)
+    reg_wfs, vfa_wfs = _add_state_wfs(b)
+    lesions, table = _add_regions(b, reg_wfs, vfa_wfs)
+    post_wfs = _add_post_contrast(b, reg_wfs, vfa_wfs, lesions, table)
+    _add_sinks(b, reg_wfs, vfa_wfs, post_wfs)
+    return wf
 
-    reg_wfs, vfa_wfs, post_wfs = {}, {}, []
-    for s in plan.states:
+
+def _add_state_wfs(b: _Build):
+    """Registration and VFA sub-workflows of every state: ({label: reg_wf}, {label: vfa_wf})."""
+    reg_wfs, vfa_wfs = {}, {}
+    for s in b.plan.states:
         label = state_label(s)
-        reg = init_registration_wf(state=s, reference_t1w=ref, seed=config.ants_seed,
-                                   mem_gb=mem_reg, name=f"reg_{label}_wf")
+        reg = init_registration_wf(state=s, reference_t1w=b.ref, seed=b.config.ants_seed,
+                                   mem_gb=b.mem["reg"], name=f"reg_{label}_wf")
         reg_wfs[label] = reg
         if s.vfa is not None:
             n_vfa = _n_voxels(s.vfa.files[0]) * len(s.vfa.files)
-            vfa = init_vfa_wf(state=s, reference_t1w=ref, method=config.vfa_fit,
-                              b1_correction=config.b1_correction,
-                              mem_fit_gb=_mem_gb(0.3, 120, n_vfa), mem_resample_gb=mem_resample,
-                              name=f"vfa_{label}_wf")
+            vfa = init_vfa_wf(state=s, reference_t1w=b.ref, method=b.config.vfa_fit,
+                              b1_correction=b.config.b1_correction,
+                              mem_fit_gb=_mem_gb(0.3, 120, n_vfa),
+                              mem_resample_gb=b.mem["resample"], name=f"vfa_{label}_wf")
             vfa_wfs[label] = vfa
-            wf.connect(reg, "outputnode.vfa_transform", vfa, "inputnode.vfa_transform")
-            if registration_target(s, ref) != ref:
-                wf.connect(reg, "outputnode.t1w_transform", vfa, "inputnode.t1w_transform")
+            b.wf.connect(reg, "outputnode.vfa_transform", vfa, "inputnode.vfa_transform")
+            if registration_target(s, b.ref) != b.ref:
+                b.wf.connect(reg, "outputnode.t1w_transform", vfa, "inputnode.t1w_transform")
+    return reg_wfs, vfa_wfs
 
-    # regions (needs the baseline pre-contrast T1 map) and the lesion table
-    base_pre = plan.state(plan.baseline_session, None)
-    post_states = [s for s in plan.states if s.is_post]
-    region_images = {
-        "lesion_dseg": {"path": str(paths["participant"]["lesion_dseg"]), "sidecar": {
-            **_describe("lesion_dseg"), "SpatialReference": ref_uri,
-            "Sources": [uri(plan.lesion_mask.path)] if plan.lesion_mask else []}},
-        "control_dseg": {"path": str(paths["participant"]["control_dseg"]), "sidecar": {
-            **_describe("control_dseg"), "SpatialReference": ref_uri,
-            "Method": "qmri.lesions.control_regions: three spheres of one diameter in the brain "
-                      f"mask, >= 10 mm from lesions and from each other, seed {CONTROL_SEED}; "
-                      f"{config.control_diameter_mm:g} mm asked, shrunk in 2.5 mm steps (down "
-                      "to 10 mm) only when three do not fit: RegionDiameterMM is the size used"}},
-        "brain_mask": {"path": str(paths["participant"]["brain_mask"]), "sidecar": {
-            **_describe("brain_mask"), "SpatialReference": ref_uri,
-            "Method": "see bids_agquant.interfaces.masks (T1 range, morphology, largest "
-                      "component)"}},
+
+def _region_images(b: _Build) -> dict:
+    """{key: DerivativeSpec} of the region images (lesion dseg only with a lesion mask)."""
+    plan, paths = b.plan, b.paths["participant"]
+    images = {
+        "lesion_dseg": DerivativeSpec(str(paths["lesion_dseg"]), {
+            **_describe("lesion_dseg"), "SpatialReference": b.ref_uri,
+            "Sources": [b.uri(plan.lesion_mask.path)] if plan.lesion_mask else []}),
+        "control_dseg": DerivativeSpec(str(paths["control_dseg"]), {
+            **_describe("control_dseg"), "SpatialReference": b.ref_uri,
+            "Method": methods.control_regions_method(
+                seed=CONTROL_SEED, diameter_mm=b.config.control_diameter_mm)}),
+        "brain_mask": DerivativeSpec(str(paths["brain_mask"]), {
+            **_describe("brain_mask"), "SpatialReference": b.ref_uri,
+            "Method": methods.brain_mask_sidecar_method()}),
     }
     if plan.lesion_mask is None:
-        region_images.pop("lesion_dseg")
+        images.pop("lesion_dseg")
+    return images
+
+
+def _add_regions(b: _Build, reg_wfs, vfa_wfs):
+    """Regions (needs the baseline pre-contrast T1 map) and the lesion table: (regions, table)."""
+    plan, ref = b.plan, b.ref
+    base_pre = plan.state(plan.baseline_session, None)
     lesions = init_regions_wf(reference_t1w=ref, lesion_mask=plan.lesion_mask, seed=CONTROL_SEED,
-                              control_diameter_mm=config.control_diameter_mm,
-                              mem_gb=mem_regions, name="regions_wf")
+                              control_diameter_mm=b.config.control_diameter_mm,
+                              mem_gb=b.mem["regions"], name="regions_wf")
     table = init_lesion_table_wf(
-        n_post=len(post_states), output_dir=str(output_dir), dataset_links=links_str,
-        table_path=str(paths["participant"]["lesion_table"]),
-        table_sidecar={}, images=region_images, mem_gb=mem_sink,
+        n_post=len([s for s in plan.states if s.is_post]), output_dir=str(b.output_dir),
+        dataset_links=b.links, table_path=str(b.paths["participant"]["lesion_table"]),
+        table_sidecar={}, images=specs_to_dicts(_region_images(b)), mem_gb=b.mem["sink"],
         name="lesion_table_wf")
-    wf.connect([(lesions, table, [(f"outputnode.{f}", f"inputnode.{f}") for f in
-                                  ("lesion_labels", "control_labels", "brain_mask", "regions")])])
+    b.wf.connect([(lesions, table, [(f"outputnode.{f}", f"inputnode.{f}") for f in
+                                    ("lesion_labels", "control_labels", "brain_mask",
+                                     "regions")])])
     if base_pre is not None and state_label(base_pre) in vfa_wfs:
-        wf.connect(vfa_wfs[state_label(base_pre)], "outputnode.t1", lesions, "inputnode.t1")
+        b.wf.connect(vfa_wfs[state_label(base_pre)], "outputnode.t1", lesions, "inputnode.t1")
     if plan.lesion_mask is not None:
         drawn_on = plan.lesion_mask.drawn_on or _pre_t1w(plan, plan.lesion_mask.session) or ref
         if Path(drawn_on) != ref:
@@ -210,11 +234,16 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
             if owner is None:
                 raise ValueError(f"lesion mask {plan.lesion_mask.path}: the T1w it was drawn on "
                                  f"({drawn_on}) is not part of the plan")
-            wf.connect(reg_wfs[state_label(owner)], "outputnode.t1w_transform",
-                       lesions, "inputnode.lesion_transform")
+            b.wf.connect(reg_wfs[state_label(owner)], "outputnode.t1w_transform",
+                         lesions, "inputnode.lesion_transform")
+    return lesions, table
 
-    # post-contrast quantification
-    for i, s in enumerate(post_states, start=1):
+
+def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
+    """Post-contrast quantification of every post state (plan order): their sub-workflows."""
+    plan, config, ref, wf = b.plan, b.config, b.ref, b.wf
+    post_wfs = []
+    for i, s in enumerate((s for s in plan.states if s.is_post), start=1):
         label = state_label(s)
         pre = plan.pre_state_for(s)
         post = init_post_contrast_wf(
@@ -224,7 +253,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
                       "contrast_agent": s.agent,
                       "pre_session_id": f"ses-{pre.session}" if pre else None},
             se_normalization=se_normalization_for(config.se_normalization, s, pre),
-            mem_gb=mem_quant, name=f"post_{label}_wf")
+            mem_gb=b.mem["quant"], name=f"post_{label}_wf")
         post_wfs.append(post)
         if pre is not None and label in vfa_wfs and state_label(pre) in vfa_wfs:
             wf.connect([(vfa_wfs[label], post, [("outputnode.r1", "inputnode.r1_post")]),
@@ -241,31 +270,34 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
                                      ("outputnode.regions", "inputnode.regions"),
                                      ("outputnode.healthy_brain", "inputnode.healthy_brain")]),
                     (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
+    return post_wfs
 
-    # sinks, one per state
-    for s in plan.states:
+
+def _add_sinks(b: _Build, reg_wfs, vfa_wfs, post_wfs) -> None:
+    """One derivatives sink per state with outputs."""
+    post_states = [s for s in b.plan.states if s.is_post]
+    for s in b.plan.states:
         label = state_label(s)
-        outputs = _state_outputs(s, plan, config, paths[label], uri, ref_uri)
+        outputs = _state_outputs(s, b.plan, b.config, b.paths[label], b.uri, b.ref_uri)
         if not outputs:
             continue
-        sink = pe.Node(DerivativesSink(output_dir=str(output_dir), dataset_links=links_str,
-                                       outputs=outputs), name=f"ds_{label}", mem_gb=mem_sink,
-                       n_procs=1)
+        sink = pe.Node(DerivativesSink(output_dir=str(b.output_dir), dataset_links=b.links,
+                                       outputs=specs_to_dicts(outputs)),
+                       name=f"ds_{label}", mem_gb=b.mem["sink"], n_procs=1)
         if label in vfa_wfs:
-            wf.connect([(vfa_wfs[label], sink, [
+            b.wf.connect([(vfa_wfs[label], sink, [
                 ("outputnode.t1", "T1map"), ("outputnode.r1", "R1map"),
                 ("outputnode.m0", "M0map"), ("outputnode.xfm_vfa", "xfm_vfa")])])
         if "xfm_t1w" in outputs:
-            wf.connect(reg_wfs[label], "outputnode.t1w_transform", sink, "xfm_t1w")
+            b.wf.connect(reg_wfs[label], "outputnode.t1w_transform", sink, "xfm_t1w")
         if s.is_post:
             post = post_wfs[post_states.index(s)]
             for field, key in (("delta_r1", "delta_r1"), ("conc", "concentration"),
                                ("se", "enhancement")):
                 if key in outputs:
-                    wf.connect(post, f"outputnode.{field}", sink, key)
+                    b.wf.connect(post, f"outputnode.{field}", sink, key)
             if "concentration" in outputs:
-                wf.connect(post, "outputnode.relaxivity", sink, "relaxivity")
-    return wf
+                b.wf.connect(post, "outputnode.relaxivity", sink, "relaxivity")
 
 
 def _pre_t1w(plan, session):
@@ -284,81 +316,79 @@ def _describe(key) -> dict:
 
 
 def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
-    """Sink spec of one state: field -> {"path": relative path, "sidecar": dict}."""
-    ref = plan.reference_t1w
+    """Sink specs of one state: {field: DerivativeSpec}."""
     out = {}
-    vfa = s.vfa
-    vfa_meta = {}
-    if vfa is not None:
-        vfa_sources = [uri(f) for f in vfa.files]
-        b1_used = vfa.b1map is not None and config.b1_correction == "auto"
-        if b1_used:
-            vfa_sources.append(uri(vfa.b1map))
-        acq = D.allowed_metadata(D.read_sidecar(vfa.files[0]))
-        acq.pop("RepetitionTime", None)
-        vfa_meta = {
-            **acq,
-            "Sources": vfa_sources,
-            "SpatialReference": ref_uri,
-            "FlipAngle": [float(a) for a in vfa.flip_angles_deg],
-            "RepetitionTimeExcitation": float(vfa.tr_s),
-            "MagneticFieldStrength": vfa.field_strength_t,
-            "EstimationMethod": f"VFA / DESPOT1: {FIT_METHODS[config.vfa_fit]}",
-            "EstimationAlgorithm": f"bids_agquant.qmri.vfa.VFAModel(method={config.vfa_fit!r})",
-            "B1Correction": bool(b1_used),
-            "B1Map": uri(vfa.b1map) if b1_used else None,
-            "Resampling": ("fitted on the VFA grid; R1 and M0 resampled once (linear, NaN-aware) "
-                           "into the reference space through the composed rigid transform "
-                           "VFA -> session T1w -> reference (" + str(paths.get("xfm_vfa")) + ")"),
-        }
-        for key in ("T1map", "R1map", "M0map"):
-            out[key] = {"path": str(paths[key]), "sidecar": {**_describe(key), **vfa_meta}}
-        out["xfm_vfa"] = {"path": str(paths["xfm_vfa"]), "sidecar": {
-            **_describe("xfm_vfa"),
-            "Sources": [uri(vfa.files[-1]), uri(registration_target(s, ref))]
-                       + ([uri(ref)] if registration_target(s, ref) != ref else []),
-            "SpatialReference": ref_uri,
-            "Software": _ants_software(), "RegistrationSeed": int(config.ants_seed)}}
+    if s.vfa is not None:
+        out.update(_vfa_outputs(s, plan, config, paths, uri, ref_uri))
     if "xfm_t1w" in paths:
-        out["xfm_t1w"] = {"path": str(paths["xfm_t1w"]), "sidecar": {
+        out["xfm_t1w"] = DerivativeSpec(str(paths["xfm_t1w"]), {
             **_describe("xfm_t1w"), "Sources": [uri(s.t1w), ref_uri],
             "SpatialReference": ref_uri, "Software": _ants_software(),
-            "RegistrationSeed": int(config.ants_seed)}}
+            "RegistrationSeed": int(config.ants_seed)})
     if s.is_post:
-        pre = plan.pre_state_for(s)
-        if "delta_r1" in paths:
-            r1_post = paths["R1map"]
-            pre_paths = D.derivative_path("R1map", pre.vfa.files[0])
-            out["delta_r1"] = {"path": str(paths["delta_r1"]), "sidecar": {
-                **_describe("delta_r1"), "Sources": [f"bids::{r1_post}", f"bids::{pre_paths}"],
-                "PreContrastSources": [f"bids::{pre_paths}"],
-                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri}}
-            out["concentration"] = {"path": str(paths["concentration"]), "sidecar": {
-                **_describe("concentration"), "Sources": [f"bids::{paths['delta_r1']}"],
-                "ContrastAgent": s.agent, "ContrastAgentLabel": s.agent_label,
-                "MagneticFieldStrength": vfa.field_strength_t if vfa else None,
-                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri}}
-        if "enhancement" in paths:
-            sources = [uri(s.t1w), uri(pre.t1w)]
-            out["enhancement"] = {"path": str(paths["enhancement"]), "sidecar": {
-                **_describe("enhancement"), "Sources": sources,
-                "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri,
-                "Resampling": "both T1w rigidly registered and resampled (linear) once into "
-                              "the reference space",
-                "IntensityNormalization": (
-                    "post-contrast T1w divided by the median of post/pre over the brain mask "
-                    ">= 10 mm from every lesion (value: se_intensity_scale in the lesion table)"
-                    if se_normalization_for(config.se_normalization, s, pre) == "brain"
-                    else "none (pre- and post-contrast T1w of one session)"
-                    if pre.session == s.session else "none (--se-normalization off)")}}
+        out.update(_post_outputs(s, plan, config, paths, uri, ref_uri))
+    return out
+
+
+def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
+    """Specs of the VFA maps and the VFA transform of a state with a VFA set."""
+    ref, vfa, out = plan.reference_t1w, s.vfa, {}
+    vfa_sources = [uri(f) for f in vfa.files]
+    b1_used = vfa.b1map is not None and config.b1_correction == "auto"
+    if b1_used:
+        vfa_sources.append(uri(vfa.b1map))
+    acq = D.allowed_metadata(D.read_sidecar(vfa.files[0]))
+    acq.pop("RepetitionTime", None)
+    vfa_meta = {
+        **acq,
+        "Sources": vfa_sources,
+        "SpatialReference": ref_uri,
+        "FlipAngle": [float(a) for a in vfa.flip_angles_deg],
+        "RepetitionTimeExcitation": float(vfa.tr_s),
+        "MagneticFieldStrength": vfa.field_strength_t,
+        "EstimationMethod": methods.vfa_estimation_method(config.vfa_fit),
+        "EstimationAlgorithm": f"bids_agquant.qmri.vfa.VFAModel(method={config.vfa_fit!r})",
+        "B1Correction": bool(b1_used),
+        "B1Map": uri(vfa.b1map) if b1_used else None,
+        "Resampling": methods.vfa_resampling(paths.get("xfm_vfa")),
+    }
+    for key in ("T1map", "R1map", "M0map"):
+        out[key] = DerivativeSpec(str(paths[key]), {**_describe(key), **vfa_meta})
+    out["xfm_vfa"] = DerivativeSpec(str(paths["xfm_vfa"]), {
+        **_describe("xfm_vfa"),
+        "Sources": [uri(vfa.files[-1]), uri(registration_target(s, ref))]
+                   + ([uri(ref)] if registration_target(s, ref) != ref else []),
+        "SpatialReference": ref_uri,
+        "Software": _ants_software(), "RegistrationSeed": int(config.ants_seed)})
+    return out
+
+
+def _post_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
+    """Specs of the delta R1, concentration and SE maps of a post-contrast state."""
+    pre, vfa, out = plan.pre_state_for(s), s.vfa, {}
+    if "delta_r1" in paths:
+        r1_post = paths["R1map"]
+        pre_paths = D.derivative_path("R1map", pre.vfa.files[0])
+        out["delta_r1"] = DerivativeSpec(str(paths["delta_r1"]), {
+            **_describe("delta_r1"), "Sources": [f"bids::{r1_post}", f"bids::{pre_paths}"],
+            "PreContrastSources": [f"bids::{pre_paths}"],
+            "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri})
+        out["concentration"] = DerivativeSpec(str(paths["concentration"]), {
+            **_describe("concentration"), "Sources": [f"bids::{paths['delta_r1']}"],
+            "ContrastAgent": s.agent, "ContrastAgentLabel": s.agent_label,
+            "MagneticFieldStrength": vfa.field_strength_t if vfa else None,
+            "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri})
+    if "enhancement" in paths:
+        out["enhancement"] = DerivativeSpec(str(paths["enhancement"]), {
+            **_describe("enhancement"), "Sources": [uri(s.t1w), uri(pre.t1w)],
+            "PreContrastSession": f"ses-{pre.session}", "SpatialReference": ref_uri,
+            "Resampling": methods.enhancement_resampling(),
+            "IntensityNormalization": methods.intensity_normalization(
+                se_normalization_for(config.se_normalization, s, pre),
+                same_session=pre.session == s.session)})
     return out
 
 
 def _ants_software() -> str:
-    versions = D.stack_versions()
-    s = REGISTRATION_SETTINGS
-    return (f"antspyx {versions.get('antspyx')} antsRegistration: rigid, Mattes MI "
-            f"({s['histogram_bins']} bins, ~{s['samples']} regular samples), images at "
-            f"~{s['target_spacing_mm']:g} mm, shrink {s['coarse_shrink_factors']} then 1, "
-            f"one thread, fixed seed")
-
+    return methods.registration_software(D.stack_versions().get("antspyx"),
+                                         REGISTRATION_SETTINGS)

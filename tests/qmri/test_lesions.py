@@ -400,9 +400,12 @@ def test_control_regions_are_reproducible_for_a_seed():
 
 def test_control_regions_diameter_and_margin_options():
     brain, lesions, affine, centres = _head()
-    regions, used = control_regions(brain, lesions, affine, n=2, diameter_mm=20.0,
-                                    margin_mm=20.0, return_diameter=True)
-    assert used == 20.0
+    placed = lz.place_control_regions(brain, lesions, affine, n=2, diameter_mm=20.0,
+                                      margin_mm=20.0)
+    regions, used = placed.labels, placed.diameter_mm
+    assert used == 20.0 and placed.warnings == ()
+    np.testing.assert_array_equal(regions, control_regions(brain, lesions, affine, n=2,
+                                                           diameter_mm=20.0, margin_mm=20.0))
     assert sorted(np.unique(regions)) == [0, 1, 2]
     for k in (1, 2):
         assert (regions == k).sum() * 8.0 == pytest.approx(math.pi / 6 * 20.0 ** 3, rel=0.1)
@@ -417,8 +420,11 @@ def test_control_regions_shrink_together_when_the_brain_is_small():
     centres = np.stack(np.meshgrid(*(np.arange(40) * 2.0 - 39.0,) * 3, indexing="ij"), -1)
     brain = np.linalg.norm(centres, axis=-1) <= 25.0
     with pytest.warns(UserWarning, match="shrunk from 25 to"):
-        regions, used = control_regions(brain, np.zeros(shape, np.int16), affine,
-                                        return_diameter=True)
+        regions = control_regions(brain, np.zeros(shape, np.int16), affine)
+    placed = lz.place_control_regions(brain, np.zeros(shape, np.int16), affine)
+    used = placed.diameter_mm
+    np.testing.assert_array_equal(placed.labels, regions)
+    assert len(placed.warnings) == 1 and placed.warnings[0].startswith("control regions shrunk")
     assert CONTROL_MIN_DIAMETER_MM <= used < CONTROL_DIAMETER_MM
     assert sorted(np.unique(regions)) == [0, 1, 2, 3]
     sizes = [int((regions == k).sum()) for k in (1, 2, 3)]
@@ -434,8 +440,8 @@ def test_control_regions_shrink_together_when_the_brain_is_small():
 def test_control_regions_warn_or_fail_without_room():
     brain, lesions, affine, _ = _head()
     with pytest.warns(UserWarning, match="only"):
-        few, used = control_regions(brain, lesions, affine, n=400, diameter_mm=20.0,
-                                    return_diameter=True)
+        few = control_regions(brain, lesions, affine, n=400, diameter_mm=20.0)
+    used = lz.place_control_regions(brain, lesions, affine, n=400, diameter_mm=20.0).diameter_mm
     assert 3 <= few.max() < 400 and used == CONTROL_MIN_DIAMETER_MM
     with pytest.raises(ControlRegionError, match="no room for a control sphere of 100 mm"):
         control_regions(brain, lesions, affine, diameter_mm=100.0, min_diameter_mm=100.0)

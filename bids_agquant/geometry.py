@@ -1,0 +1,155 @@
+"""Affine maths and resampling on numpy arrays (no file I/O, no nibabel, no ANTs).
+
+Conventions (one place):
+
+* An image is a 3-D array and its RAS+ voxel-to-world ``affine`` (4x4, millimetres), as nibabel
+  reads it (sform, else qform). Reading and writing files is done elsewhere
+  (:mod:`bids_agquant.interfaces.geometry`).
+* Transforms are 4x4 matrices in ITK's LPS physical space, in the *resampling* convention:
+  ``T_target<-source`` maps a point of the target (fixed, reference) space to the corresponding
+  point of the source (moving) image. This is what ``antsRegistration`` writes and
+  ``antsApplyTransforms`` reads. A chain reference <- T1w <- VFA is the matrix product
+  ``T_ref<-T1w @ T_T1w<-VFA`` (:func:`compose`).
+* Resampling (:func:`resample`) is done with scipy in voxel space from those matrices (linear or
+  nearest neighbour); it is deterministic and single-threaded. ``nan_aware`` linear resampling
+  interpolates only finite values (normalised convolution): a NaN (failed fit) does not spread
+  to its neighbours, and points with less than half of their interpolation weight on finite
+  values are NaN (outside the field of view too).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["LPS", "voxel_sizes", "voxel_volume_mm3", "voxel_to_world", "centroid_world",
+           "ras_to_lps_matrix", "compose", "voxel_map", "resample", "resample_many",
+           "block_average", "downsample_factor"]
+
+#: RAS <-> LPS flip (its own inverse).
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def voxel_sizes(affine) -> np.ndarray:
+    """Voxel edge lengths (mm): the norms of the affine's three columns."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def voxel_volume_mm3(affine) -> float:
+    """Volume of one voxel (mm^3): ``|det|`` of the affine's 3x3 part."""
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+
+
+def voxel_to_world(ijk, affine) -> np.ndarray:
+    """World coordinates (mm) of voxel indices ``ijk`` (..., 3)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    return np.asarray(ijk) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def centroid_world(mask, affine) -> list:
+    """World coordinates (mm, list of 3 floats) of the mean voxel of ``mask``; NaN when empty."""
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        return [float("nan")] * 3
+    c = idx.mean(axis=0)
+    return [float(v) for v in affine[:3, :3] @ c + affine[:3, 3]]
+
+
+def ras_to_lps_matrix(m_ras) -> np.ndarray:
+    """The same physical transform written in the other space (RAS <-> LPS, symmetric)."""
+    return LPS @ np.asarray(m_ras, dtype=np.float64) @ LPS
+
+
+def compose(matrices) -> np.ndarray:
+    """Product of transforms listed from the target side outwards (``T_a<-b @ T_b<-c ...``)."""
+    m = np.eye(4)
+    for t in matrices:
+        m = m @ np.asarray(t, dtype=np.float64)
+    return m
+
+
+def voxel_map(target_affine, source_affine, transform_lps=None) -> np.ndarray:
+    """4x4 map from target voxel indices to source voxel indices through ``transform_lps``."""
+    t_ras = ras_to_lps_matrix(np.eye(4) if transform_lps is None else transform_lps)
+    return np.linalg.inv(source_affine) @ t_ras @ np.asarray(target_affine, dtype=np.float64)
+
+
+def _affine_transform(vox, target_shape, arr, *, order, cval, output):
+    return ndimage.affine_transform(arr, vox[:3, :3], vox[:3, 3], output_shape=target_shape,
+                                    order=order, mode="constant", cval=cval, prefilter=False,
+                                    output=output)
+
+
+def resample(data, source_affine, target_shape, target_affine, transform_lps=None, *,
+             order: int = 1, nan_aware: bool = False, fill=np.nan, dtype=np.float32):
+    """Resample ``data`` (on ``source_affine``) onto a target grid through one transform.
+
+    ``transform_lps``: 4x4 LPS matrix, target <- source (None: identity, i.e. world space).
+    ``order``: 1 linear, 0 nearest neighbour (integer and boolean data keep an integer type,
+    boolean becomes uint8, outside is 0). Outside the source field of view: ``fill``.
+    """
+    vox = voxel_map(target_affine, source_affine, transform_lps)
+    data = np.asarray(data)
+    target_shape = tuple(int(s) for s in target_shape)
+
+    def _one(arr, cval, out_dtype):
+        return _affine_transform(vox, target_shape, arr, order=order, cval=cval,
+                                 output=out_dtype)
+
+    if order == 0:
+        if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+            return _one(data, 0, data.dtype if data.dtype != bool else np.uint8)
+        return _one(data.astype(dtype, copy=False), fill, dtype)
+    values = data.astype(np.float64, copy=False)
+    if not nan_aware:
+        return _one(values, fill, np.float64).astype(dtype)
+    finite = np.isfinite(values)
+    weights = _one(finite.astype(np.float64), 0.0, np.float64)
+    num = _one(np.where(finite, values, 0.0), 0.0, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(weights >= 0.5, num / np.maximum(weights, 1e-12), fill)
+    return out.astype(dtype)
+
+
+def resample_many(arrays, source_affine, target_shape, target_affine, transform_lps=None, *,
+                  dtype=np.float32):
+    """NaN-aware linear resampling of several maps of one grid, sharing one weight pass.
+
+    A target point gets a value when at least half of its interpolation weight falls on source
+    voxels where *every* map is finite (else NaN in all of them).
+    """
+    vox = voxel_map(target_affine, source_affine, transform_lps)
+    target_shape = tuple(int(s) for s in target_shape)
+    values = [np.asarray(a, dtype=np.float64) for a in arrays]
+    finite = np.logical_and.reduce([np.isfinite(v) for v in values])
+
+    def _one(arr):
+        return _affine_transform(vox, target_shape, arr, order=1, cval=0.0, output=np.float64)
+
+    weights = _one(finite.astype(np.float64))
+    ok = weights >= 0.5
+    inv = np.where(ok, 1.0 / np.maximum(weights, 1e-12), np.nan)
+    del weights
+    return [(_one(np.where(finite, v, 0.0)) * inv).astype(dtype) for v in values]
+
+
+def block_average(data, affine, factor: int):
+    """Downsample by an integer ``factor`` per axis (mean of factor^3 blocks): (data, affine).
+
+    The new voxel centre is the centre of its block, so world positions are preserved. Voxels
+    beyond the last whole block are dropped.
+    """
+    f = int(factor)
+    if f <= 1:
+        return data, affine
+    shape = [s // f * f for s in data.shape]
+    a = np.asarray(data, dtype=np.float32)[: shape[0], : shape[1], : shape[2]]
+    a = a.reshape(shape[0] // f, f, shape[1] // f, f, shape[2] // f, f).mean(axis=(1, 3, 5))
+    new = np.asarray(affine, dtype=np.float64).copy()
+    new[:3, 3] = affine[:3, :3] @ np.full(3, (f - 1) / 2.0) + affine[:3, 3]
+    new[:3, :3] = affine[:3, :3] * f
+    return a, new
+
+
+def downsample_factor(affine, target_spacing_mm: float) -> int:
+    """Integer block size bringing the finest voxel edge of ``affine`` to ~``target_spacing_mm``."""
+    return max(1, int(target_spacing_mm // float(voxel_sizes(affine).min())))

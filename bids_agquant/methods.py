@@ -1,0 +1,92 @@
+"""Method text of the sidecars and ``regions.json``, generated from the constants it describes.
+
+Every sentence that states a number or a choice of the pipeline is built here from the constant
+(or settings dict) the code uses, so the text cannot drift from the code. Pure strings, no I/O;
+imports only modules without heavy dependencies (the registration settings are passed in by the
+caller, :data:`bids_agquant.interfaces.registration.REGISTRATION_SETTINGS`).
+"""
+from __future__ import annotations
+
+from bids_agquant.qmri import lesions as L
+from bids_agquant.qmri import masks as M
+
+__all__ = ["FIT_METHODS", "vfa_estimation_method", "vfa_resampling", "registration_software",
+           "brain_mask_method", "brain_mask_sidecar_method", "control_regions_method",
+           "enhancement_resampling", "intensity_normalization"]
+
+#: VFA fit methods (``Config.vfa_fit``) -> what they do.
+FIT_METHODS = {
+    "nonlinear": "nonlinear least squares of the SPGR signal over (M0, T1) (variable projection, "
+                 "vectorised Newton), started from the linear DESPOT1 solution",
+    "linear": "linear DESPOT1 regression of S/sin(a) on S/tan(a)",
+}
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                 "ten")
+
+
+def _count(n: int) -> str:
+    """``n`` in words up to ten, else in digits."""
+    n = int(n)
+    return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
+
+
+def vfa_estimation_method(fit: str) -> str:
+    """``EstimationMethod`` of the VFA maps."""
+    return f"VFA / DESPOT1: {FIT_METHODS[fit]}"
+
+
+def vfa_resampling(transform_path) -> str:
+    """``Resampling`` of the VFA maps (``transform_path``: the composed transform output)."""
+    return ("fitted on the VFA grid; R1 and M0 resampled once (linear, NaN-aware) into the "
+            "reference space through the composed rigid transform VFA -> session T1w -> "
+            f"reference ({transform_path})")
+
+
+def registration_software(antspyx_version, settings: dict) -> str:
+    """``Software`` of the transforms, from the registration ``settings`` actually used."""
+    s = settings
+    return (f"antspyx {antspyx_version} antsRegistration: rigid, Mattes MI "
+            f"({s['histogram_bins']} bins, ~{s['samples']} {s['sampling_strategy'].lower()} "
+            f"samples), images at ~{s['target_spacing_mm']:g} mm, shrink "
+            f"{s['coarse_shrink_factors']} then 1, one thread, fixed seed")
+
+
+def brain_mask_method(*, from_t1: bool) -> str:
+    """How the brain mask was made (``regions.json``): from the T1 map, or the T1w fallback."""
+    if from_t1:
+        lo, hi = M.TISSUE_T1_RANGE_S
+        return (f"baseline pre-contrast T1 within {lo:g}-{hi:g} s, opened and closed with a "
+                f"{M.MORPH_RADIUS_MM:g} mm ball, largest component")
+    return ("reference T1w above its Otsu threshold, largest component, eroded by "
+            f"{M.T1W_EROSION_MM:g} mm (no baseline T1 map)")
+
+
+def brain_mask_sidecar_method() -> str:
+    """``Method`` of the brain-mask output (points to the code and its documented choices)."""
+    return "see bids_agquant.interfaces.masks (T1 range, morphology, largest component)"
+
+
+def control_regions_method(*, seed: int, diameter_mm: float, n: int = L.N_CONTROLS) -> str:
+    """``Method`` of the control-region output."""
+    return (f"qmri.lesions.control_regions: {_count(n)} spheres of one diameter in the brain "
+            f"mask, >= {L.CONTROL_MARGIN_MM:g} mm from lesions and from each other, seed {seed}; "
+            f"{diameter_mm:g} mm asked, shrunk in {L.CONTROL_DIAMETER_STEP_MM:g} mm steps (down "
+            f"to {L.CONTROL_MIN_DIAMETER_MM:g} mm) only when {_count(n)} do not fit: "
+            "RegionDiameterMM is the size used")
+
+
+def enhancement_resampling() -> str:
+    """``Resampling`` of the SE maps."""
+    return "both T1w rigidly registered and resampled (linear) once into the reference space"
+
+
+def intensity_normalization(mode: str, *, same_session: bool) -> str:
+    """``IntensityNormalization`` of an SE map (``mode``: 'brain' or 'off' for this state)."""
+    if mode == "brain":
+        return ("post-contrast T1w divided by the median of post/pre over the brain mask "
+                f">= {L.HEALTHY_MARGIN_MM:g} mm from every lesion (value: se_intensity_scale in "
+                "the lesion table)")
+    if same_session:
+        return "none (pre- and post-contrast T1w of one session)"
+    return "none (--se-normalization off)"
