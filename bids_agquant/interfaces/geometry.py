@@ -1,14 +1,14 @@
 """Image files and ANTs objects for the interfaces: NIfTI in and out, ITK transforms, ANTs images.
 
 The geometry itself (affines, transform conventions, resampling) is pure array maths in
-:mod:`bids_agquant.geometry`; its functions are re-exported here so that ``G.resample`` etc.
+:mod:`bids_agquant.qmri.geometry`; its functions are re-exported here so that ``G.resample`` etc.
 keep working for the modules that load images through this one. Conventions:
 
 * Images are read with nibabel; their RAS+ voxel-to-world ``affine`` (sform, else qform, as
   nibabel chooses) is the only geometry we use. ANTs images are built from it
   (:func:`to_ants`), so ANTs and nibabel never disagree about where a voxel is.
 * Transforms are stored as ITK/ANTs files (``.mat``) and passed around as 4x4 LPS matrices in
-  the resampling convention (see :mod:`bids_agquant.geometry`).
+  the resampling convention (see :mod:`bids_agquant.qmri.geometry`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import os
 import nibabel as nib
 import numpy as np
 
-from bids_agquant.geometry import (LPS, block_average, ras_to_lps_matrix, resample,
+from bids_agquant.qmri.geometry import (LPS, block_average, ras_to_lps_matrix, resample,
                                    resample_many, voxel_sizes)
 
 __all__ = ["LPS", "load", "load_many", "load_header", "to_ants", "import_ants",

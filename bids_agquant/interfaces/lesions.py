@@ -21,7 +21,7 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
                                     isdefined, traits)
 
-from bids_agquant import geometry as pure_geometry
+from bids_agquant.qmri import geometry as pure_geometry
 from bids_agquant import methods
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM, N_CONTROLS, healthy_brain

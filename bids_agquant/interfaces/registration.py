@@ -31,7 +31,7 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
                                     TraitedSpec, traits)
 
-from bids_agquant import geometry as pure_geometry
+from bids_agquant.qmri import geometry as pure_geometry
 
 from . import geometry as G
 

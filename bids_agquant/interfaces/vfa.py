@@ -21,7 +21,7 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
                                     TraitedSpec, isdefined, traits)
 
-from bids_agquant import geometry as pure_geometry
+from bids_agquant.qmri import geometry as pure_geometry
 from bids_agquant.qmri.masks import signal_mask
 from bids_agquant.qmri.postcontrast import inverse
 from bids_agquant.qmri.vfa import VFAModel

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bids_agquant import geometry as G
+from bids_agquant.qmri import geometry as G
 
 __all__ = ["brain_mask_from_t1", "brain_mask_from_t1w", "signal_mask", "otsu_threshold",
            "TISSUE_T1_RANGE_S", "MORPH_RADIUS_MM", "WORK_SPACING_MM", "T1W_EROSION_MM",

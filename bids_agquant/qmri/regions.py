@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage
 
-from bids_agquant import geometry as G
+from bids_agquant.qmri import geometry as G
 from bids_agquant.qmri.concentration import mg_per_L_from_mM
 from bids_agquant.qmri.enhancement import roi_signal_enhancement_percent
 from bids_agquant.qmri.lesions import roi_stats

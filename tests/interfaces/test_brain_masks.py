@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bids_agquant import geometry as G
+from bids_agquant.qmri import geometry as G
 from bids_agquant.qmri import masks as M
 
 VOXEL = 1.5

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bids_agquant import geometry as pure
+from bids_agquant.qmri import geometry as pure
 from bids_agquant.interfaces import geometry as G
 from bids_agquant.interfaces.lesions import prepare_regions
 from bids_agquant.qmri.regions import Regions

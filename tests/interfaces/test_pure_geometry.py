@@ -1,4 +1,4 @@
-"""bids_agquant.geometry: affine maths and resampling on arrays, against analytic values."""
+"""bids_agquant.qmri.geometry: affine maths and resampling on arrays, against analytic values."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from bids_agquant import geometry as G
+from bids_agquant.qmri import geometry as G
 
 
 def oblique_affine(voxel_mm=(0.9, 1.1, 1.5), deg=(12, -7, 20), origin=(-40.0, 12.0, 5.0)):
