@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compare two bids_agquant output folders file by file (a refactor must not change results).
 
-    python scripts/compare_outputs.py BEFORE_DIR AFTER_DIR [--allow-text KEY ...] [--report FILE]
+    python scripts/compare_outputs.py BEFORE_DIR AFTER_DIR [--allow-text KEY ...]
+                                      [--same-path BEFORE_PATH AFTER_PATH] [--report FILE]
 
 - NIfTI (``.nii``/``.nii.gz``): the data arrays must be identical (exact, NaN == NaN), and so must
   the affine and the shape and dtype of the stored data.
@@ -12,7 +13,9 @@
 - JSON: identical after removing the keys that change with every run (:data:`VOLATILE_KEYS`:
   timestamps, software versions, the machine-dependent container entry) and the keys named with
   ``--allow-text`` (text that the change fixes on purpose; each allowed difference is listed).
-  Numbers inside JSON are compared with the same significant-digit rule.
+  Numbers inside JSON are compared with the same significant-digit rule. ``--same-path`` says
+  that two input folders are the same data (the "before" run read a copy elsewhere): the first
+  path is read as the second in JSON text.
 - ``.mat`` transforms: identical bytes.
 - HTML, figures (PNG/SVG) and logs are not compared (they embed dates and versions); missing or
   extra files are always reported.
@@ -76,7 +79,14 @@ def compare_tsv(before: Path, after: Path) -> list[str]:
     return out
 
 
+#: (before, after) path pairs that name the same input (``--same-path``).
+SAME_PATHS: list[tuple[str, str]] = []
+
+
 def _json_diff(a, b, where: str, allowed: set[str], out: list[str]) -> None:
+    if isinstance(a, str):
+        for old, new in SAME_PATHS:
+            a = a.replace(old, new)
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if key in VOLATILE_KEYS:
@@ -162,8 +172,12 @@ def main(argv=None) -> int:
     ap.add_argument("after", type=Path)
     ap.add_argument("--allow-text", action="append", default=[], metavar="KEY",
                     help="a JSON key whose value the change alters on purpose (listed, not failed)")
+    ap.add_argument("--same-path", nargs=2, action="append", default=[],
+                    metavar=("BEFORE_PATH", "AFTER_PATH"),
+                    help="two paths of the same input data (a copy read by the before run)")
     ap.add_argument("--report", type=Path, help="also write the result to this file")
     args = ap.parse_args(argv)
+    SAME_PATHS.extend((str(a), str(b)) for a, b in args.same_path)
     lines, counts = compare(args.before, args.after, set(args.allow_text))
     failures = [ln for ln in lines if "ALLOWED " not in ln]
     summary = (f"compared {counts['nifti']} NIfTI, {counts['tsv']} TSV, {counts['json']} JSON, "
