@@ -387,7 +387,12 @@ _STORAGE_FULL = re.compile(r"\[Errno (28|122|27|30)\]|No space left on device|Di
 
 
 def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[str | None, str]:
-    """(crash file, one-line reason) of the first failed node, from nipype's text crash files."""
+    """(crash file, one-line reason) of the first failed node, from nipype's text crash files.
+
+    Text, not nipype's pickled format, on purpose: the user opens the file the error names.
+    nipype's own reader (``nipype.utils.filemanip.loadcrash``) reads only pickled crash files,
+    so the text is read here: the last line of the traceback is the reason.
+    """
     files = sorted((p for p in crash_dir.glob("crash-*") if p.stat().st_mtime >= since - 1),
                    key=lambda p: p.stat().st_mtime) if crash_dir.is_dir() else []
     chosen = None
