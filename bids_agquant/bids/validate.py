@@ -206,8 +206,8 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     integer-valued). Raises BadDataError / MissingInputError with the file named; logs a warning
     for non-finite voxels.
     """
-    import nibabel as nib  # heavy: the CLI imports this module for --help too
-    from nibabel.filebasedimages import ImageFileError
+    import nibabel as nib  # slow to import; the CLI imports this module even for --help
+    from nibabel.filebasedimages import ImageFileError  # (idem)
 
     path = Path(path)
     show = _show(path, root)
