@@ -369,7 +369,37 @@ def build_plan(layout, participant: str, config, *,
                                 fix="check the dataset, or leave this participant out")
     overrides = dict(config.relaxivity_overrides or {})
 
-    # -- collect states per session -----------------------------------------------------------
+    states, b1maps = _collect_states(layout, participant, all_sessions, config, overrides, root,
+                                     warn)
+    all_b1 = ([m for maps in b1maps.values() for m in maps]
+              if config.b1_correction != "off" else [])
+    acq = _acq_times(root, participant, warn)
+    listed = set(acq)
+    for ses in sorted(listed - set(all_sessions), key=_natural_key):
+        warn(f"ses-{ses} is listed in {sub}_sessions.tsv but has no folder; skipped")
+
+    baseline, why = _choose_baseline(states, all_sessions, acq, config, sub, warn)
+    selected = _select_sessions(states, all_sessions, baseline, acq, config, sub, warn)
+    built = _build_states(selected, states, baseline, b1maps, all_b1, config, participant, root,
+                          warn)
+    final, base_pre = _pair_pre_post(built, baseline, overrides, root, warn)
+    for ses in selected:
+        if not any(s.session == ses and s.t1w is not None for s in final):
+            warn(f"ses-{ses} has no T1w; its VFA sets are registered without a session T1w")
+
+    lesion = _find_lesion_mask(participant, config, root, baseline, all_sessions, warn)
+    covariates = _covariates(root, participant, warn)
+    plan = ParticipantPlan(participant=participant, baseline_session=baseline,
+                           reference_t1w=base_pre.t1w, states=tuple(final),
+                           lesion_mask=lesion, covariates=covariates,
+                           warnings=tuple(warnings))
+    LOGGER.debug("sub-%s: baseline ses-%s (%s)", participant, baseline, why)
+    return plan
+
+
+def _collect_states(layout, participant: str, all_sessions, config, overrides: dict, root: Path,
+                    warn):
+    """({session: {agent (None = pre): files}}, {session: TB1maps}) of one participant."""
     states: dict[str, dict] = {}   # session -> {agent(None=pre): _StateFiles}
     b1maps: dict[str, list[_Image]] = {}
     for ses in all_sessions:
@@ -386,14 +416,12 @@ def build_plan(layout, participant: str, config, *,
         if config.b1_correction != "off":
             b1maps[ses] = _images(layout, participant, ses, "fmap", "TB1map")
 
-    all_b1 = ([m for maps in b1maps.values() for m in maps]
-              if config.b1_correction != "off" else [])
-    acq = _acq_times(root, participant, warn)
-    listed = set(acq)
-    for ses in sorted(listed - set(all_sessions), key=_natural_key):
-        warn(f"ses-{ses} is listed in {sub}_sessions.tsv but has no folder; skipped")
+    return states, b1maps
 
-    # -- baseline ------------------------------------------------------------------------------
+
+def _choose_baseline(states: dict, all_sessions, acq: dict, config, sub: str, warn):
+    """(baseline session, why): --baseline-session, the only one with a pre-contrast T1w, or the
+    earliest by sessions.tsv acq_time (else the first label, with a warning)."""
     def has_pre_t1w(ses):
         st = states.get(ses, {}).get(None)
         return st is not None and bool(st.t1w)
@@ -440,7 +468,12 @@ def build_plan(layout, participant: str, config, *,
                  f"sessions.tsv gives no acq_time: baseline ses-{baseline}; pass "
                  f"--baseline-session to choose")
 
-    # -- session selection and order --------------------------------------------------------------
+    return baseline, why
+
+
+def _select_sessions(states: dict, all_sessions, baseline: str, acq: dict, config, sub: str,
+                     warn) -> list[str]:
+    """The sessions to read (--session-label, always the baseline), baseline first."""
     selected = list(states)
     if config.session_labels:
         wanted = list(dict.fromkeys(config.session_labels))
@@ -459,7 +492,13 @@ def build_plan(layout, participant: str, config, *,
 
     selected.sort(key=order_key)
 
-    # -- build states ----------------------------------------------------------------------------
+    return selected
+
+
+def _build_states(selected, states: dict, baseline: str, b1maps: dict, all_b1, config,
+                  participant: str, root: Path, warn) -> list[ContrastState]:
+    """One ContrastState per (session, agent) to read, its T1w and VFA set chosen."""
+    sub = f"sub-{participant}"
     built: list[ContrastState] = []
     for ses in selected:
         per_agent = states[ses]
@@ -479,7 +518,11 @@ def build_plan(layout, participant: str, config, *,
             built.append(ContrastState(session=ses, agent=agent, agent_label=sf.agent_label,
                                        t1w=t1w[0].path if t1w else None, vfa=vfa))
 
-    # -- pre/post pairing ------------------------------------------------------------------------
+    return built
+
+
+def _pair_pre_post(built, baseline: str, overrides: dict, root: Path, warn):
+    """(states with each post-contrast state's pre-contrast session, baseline pre state)."""
     by_key = {(s.session, s.agent): s for s in built}
     base_pre = by_key[(baseline, None)]
     final: list[ContrastState] = []
@@ -507,18 +550,7 @@ def build_plan(layout, participant: str, config, *,
             st = ContrastState(st.session, st.agent, st.agent_label, st.t1w, st.vfa, pre_ses)
             _check_relaxivity(st, overrides, root)
         final.append(st)
-    for ses in selected:
-        if not any(s.session == ses and s.t1w is not None for s in final):
-            warn(f"ses-{ses} has no T1w; its VFA sets are registered without a session T1w")
-
-    lesion = _find_lesion_mask(participant, config, root, baseline, all_sessions, warn)
-    covariates = _covariates(root, participant, warn)
-    plan = ParticipantPlan(participant=participant, baseline_session=baseline,
-                           reference_t1w=base_pre.t1w, states=tuple(final),
-                           lesion_mask=lesion, covariates=covariates,
-                           warnings=tuple(warnings))
-    LOGGER.debug("sub-%s: baseline ses-%s (%s)", participant, baseline, why)
-    return plan
+    return final, base_pre
 
 
 def _check_relaxivity(st: ContrastState, overrides: dict, root: Path) -> None:

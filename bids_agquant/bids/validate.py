@@ -206,7 +206,8 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     integer-valued). Raises BadDataError / MissingInputError with the file named; logs a warning
     for non-finite voxels.
     """
-    import nibabel as nib  # heavy: the CLI imports this module for --help too
+    import nibabel as nib  # slow to import; the CLI imports this module even for --help
+    from nibabel.filebasedimages import ImageFileError  # (idem)
 
     path = Path(path)
     show = _show(path, root)
@@ -219,9 +220,30 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for bad headers
-        why = ("not a NIfTI file" if type(exc).__name__ == "ImageFileError" else _why(exc))
+        why = "not a NIfTI file" if isinstance(exc, ImageFileError) else _why(exc)
         raise BadDataError(f"{show}: cannot read the NIfTI header ({why})",
                            fix="re-export or re-convert the file") from exc
+    shape, affine, zooms = _check_geometry(img, show, what)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip: EOFError, zlib.error, OSError, ValueError...
+        raise BadDataError(f"{show}: the image data cannot be read; the file is truncated or "
+                           f"corrupt ({_why(exc)})", fix="copy or convert the file again") from exc
+    values, n_nonfinite, vmax = _check_values(data, show, stats)
+    extra = {}
+    if "b1" in stats:
+        pos = values[values > 0]
+        extra["median_positive"] = float(np.median(pos)) if pos.size else None
+    if "mask" in stats:
+        extra["n_positive"] = int(np.count_nonzero(values > 0))
+        extra["is_integer_valued"] = bool(np.all(np.mod(values, 1) == 0))
+        extra["max_value"] = vmax
+    del data, values
+    return ImageInfo(path, shape, affine, zooms, n_nonfinite, **extra)
+
+
+def _check_geometry(img, show: str, what: str):
+    """(shape, affine, zooms) of a 3D image with an invertible affine and agreeing q/sform."""
     shape = tuple(int(s) for s in img.shape)
     if len(shape) != 3:
         kind = f"{len(shape)}D" if len(shape) != 4 else "4D"
@@ -252,11 +274,11 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
         elif not qcode and not scode:
             LOGGER.warning("%s: neither qform nor sform is set; the image has no scanner "
                            "orientation, so its position relative to other images is a guess", show)
-    try:
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip: EOFError, zlib.error, OSError, ValueError...
-        raise BadDataError(f"{show}: the image data cannot be read; the file is truncated or "
-                           f"corrupt ({_why(exc)})", fix="copy or convert the file again") from exc
+    return shape, affine, zooms
+
+
+def _check_values(data, show: str, stats: str):
+    """(finite values, number of non-finite voxels, maximum) of image data worth quantifying."""
     if data.dtype.kind == "c":
         raise BadDataError(f"{show} holds complex values", fix="store the magnitude image")
     n_nonfinite = 0
@@ -281,16 +303,7 @@ def inspect_image(path: Path, root: Path | None = None, *, what: str = "image",
     if n_nonfinite:
         LOGGER.warning("%s: %d non-finite voxels (NaN/Inf) of %d; they become NaN in the maps",
                        show, n_nonfinite, data.size)
-    extra = {}
-    if "b1" in stats:
-        pos = values[values > 0]
-        extra["median_positive"] = float(np.median(pos)) if pos.size else None
-    if "mask" in stats:
-        extra["n_positive"] = int(np.count_nonzero(values > 0))
-        extra["is_integer_valued"] = bool(np.all(np.mod(values, 1) == 0))
-        extra["max_value"] = vmax
-    del data, values
-    return ImageInfo(path, shape, affine, zooms, n_nonfinite, **extra)
+    return values, n_nonfinite, vmax
 
 
 def _why(exc: BaseException) -> str:

@@ -92,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("analysis_level", choices=AnalysisLevel.values(),
                         help="'participant': maps and lesion tables per participant; 'group': "
                              "cohort tables and figures from the participant outputs")
+    _add_bids_filters(parser)
+    _add_quantification_options(parser)
+    _add_performance_options(parser)
+    _add_other_options(parser)
+    return parser
 
+
+def _add_bids_filters(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Options for filtering BIDS queries")
     g.add_argument("--participant-label", "--participant_label", dest="participant_label",
                    nargs="+", action="extend", metavar="LABEL", default=[],
@@ -112,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index every file whatever its name, and accept a dataset without a "
                         "valid dataset_description.json")
 
+
+def _add_quantification_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Options for the quantification")
     g.add_argument("--relaxivity", metavar="AGENT=VALUE", type=_relaxivity, action="append",
                    default=[],
@@ -134,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every participant (default %(default)g; shrunk with a warning, in "
                         "2.5 mm steps down to 10 mm, when three do not fit)")
 
+
+def _add_performance_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Options to handle performance")
     g.add_argument("--nprocs", "--nthreads", "--n-cpus", dest="nprocs", type=_positive_int,
                    metavar="N", default=None,
@@ -145,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nipype plugin settings (YAML with 'plugin' and 'plugin_args', e.g. "
                         "SLURM); default: MultiProc with --nprocs")
 
+
+def _add_other_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Other options")
     g.add_argument("-w", "--work-dir", metavar="DIR", type=Path, default=None,
                    help=f"nipype work directory; a rerun with the same one resumes (default: "
@@ -156,7 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output (repeatable): -v prints the plan, tracebacks and pipeline "
                         "warnings; -vv nipype's progress; -vvv debugging")
-    return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -218,7 +218,7 @@ def _quiet_third_party(verbose: int) -> None:
 
 def _setup_nipype_logging(verbose: int, file_handler: logging.Handler | None):
     """Route nipype's loggers: file always (INFO), console with -vv; returns a cleanup callable."""
-    from nipype import config as ncfg, logging as nlogging
+    from nipype import config as ncfg, logging as nlogging  # lazy (see the imports)
 
     level = "DEBUG" if verbose >= 3 else "INFO"
     ncfg.update_config({"logging": {"workflow_level": level, "interface_level": level,
@@ -299,7 +299,7 @@ def _log_file(config: Config, name: str):
 def configure_nipype(config: Config) -> None:
     """Global nipype settings; must run before any workflow is built (nodes copy them)."""
     os.environ["NIPYPE_NO_ET"] = "1"
-    from nipype import config as ncfg
+    from nipype import config as ncfg  # lazy (see the imports)
 
     ncfg.update_config({
         "execution": {
@@ -372,7 +372,7 @@ def _cached_warnings(node) -> list[str]:
 def _count_nodes(wf) -> int | None:
     """Nodes nipype will run: identity nodes are removed from the execution graph."""
     try:
-        from nipype.interfaces.utility import IdentityInterface
+        from nipype.interfaces.utility import IdentityInterface  # lazy
         from nipype.pipeline.engine import JoinNode
         return sum(1 for n in wf._get_all_nodes()
                    if isinstance(n, JoinNode) or not isinstance(n.interface, IdentityInterface))
@@ -387,7 +387,12 @@ _STORAGE_FULL = re.compile(r"\[Errno (28|122|27|30)\]|No space left on device|Di
 
 
 def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[str | None, str]:
-    """(crash file, one-line reason) of the first failed node, from nipype's text crash files."""
+    """(crash file, one-line reason) of the first failed node, from nipype's text crash files.
+
+    Text, not nipype's pickled format, on purpose: the user opens the file the error names.
+    nipype's own reader (``nipype.utils.filemanip.loadcrash``) reads only pickled crash files,
+    so the text is read here: the last line of the traceback is the reason.
+    """
     files = sorted((p for p in crash_dir.glob("crash-*") if p.stat().st_mtime >= since - 1),
                    key=lambda p: p.stat().st_mtime) if crash_dir.is_dir() else []
     chosen = None
@@ -417,7 +422,7 @@ def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[st
 def _run_one(plan, config: Config) -> None:
     """Build and run one participant's workflow; NodeFailedError (1) when a node fails."""
     try:
-        from bids_agquant.workflows.participant import init_participant_wf
+        from bids_agquant.workflows.participant import init_participant_wf  # lazy: nipype, ANTs
     except ImportError as exc:
         raise AgquantError("the participant workflow (bids_agquant.workflows.participant) is not "
                            f"available in this installation ({exc})",
@@ -440,7 +445,7 @@ class _WarningCollector(logging.Handler):
 def _build_report(plan, config: Config, warnings: list[str]) -> None:
     """``OUTPUT_DIR/sub-<p>.html``; a failure here is logged, the maps and tables are complete."""
     try:
-        from bids_agquant.reports.participant import build_participant_report
+        from bids_agquant.reports.participant import build_participant_report  # lazy: matplotlib
         path = build_participant_report(config.output_dir, plan.participant, plan=plan,
                                         bids_dir=config.bids_dir, warnings=warnings)
     except Exception as exc:  # noqa: BLE001 - the outputs exist; the report is a view of them
@@ -567,7 +572,7 @@ def run_group_level(config: Config) -> int:
               f"{config.bids_dir}/participants.tsv, writes {config.output_dir}/group/")
         return EX_OK
     try:
-        from bids_agquant.workflows.group import run_group
+        from bids_agquant.workflows.group import run_group  # lazy: matplotlib
     except ImportError as exc:
         raise AgquantError(f"the group level (bids_agquant.workflows.group) is not available "
                            f"({exc})", fix="reinstall bids_agquant") from exc
