@@ -53,15 +53,15 @@ def _plan(bids):
         warnings=("plan says hello",))
 
 
-def test_find_maps_classifies_by_entities(outputs):
+def test_find_maps_classifies_by_registry_key(outputs):
     out, _ = outputs
-    kinds = {(m.kind, m.session, m.agent) for m in find_maps(out, "01")}
+    keys = {(m.key, m.session, m.agent) for m in find_maps(out, "01")}
     for ses, agent in (("D0", "Dotarem"), ("D1", "AGuIX"), ("D8", "AGuIX")):
-        for kind in ("T1map", "SE", "conc", "deltaR1"):
-            assert (kind, ses, agent) in kinds
-    assert ("T1map", "D0", None) in kinds
-    assert ("lesions", None, None) in kinds and ("controls", None, None) in kinds
-    assert not any(k[0] == "R1map" for k in kinds)      # desc-delta_R1map is delta R1
+        for key in ("T1map", "enhancement", "concentration", "delta_r1"):
+            assert (key, ses, agent) in keys
+    assert ("T1map", "D0", None) in keys
+    assert ("lesion_dseg", None, None) in keys and ("control_dseg", None, None) in keys
+    assert not any(k[0] == "R1map" for k in keys)      # desc-delta_R1map is delta R1
 
 
 def test_registration_check_applies_the_pipeline_transforms(outputs):
@@ -72,8 +72,7 @@ def test_registration_check_applies_the_pipeline_transforms(outputs):
     ref = np.asanyarray(nib.load(str(written["reference"])).dataobj)
     lesion_free = written["lesions"] == 0
     notes = []
-    moved = dict(_session_t1ws(out, "01", None, written["bids"], find_maps(out, "01"),
-                               written["reference"], notes))
+    moved = dict(_session_t1ws(out, "01", None, written["bids"], written["reference"], notes))
     assert not notes and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX", "ses-D8 AGuIX"}
     inner = np.zeros_like(lesion_free)
     inner[4:-4, 4:-4, 4:-4] = True
