@@ -206,6 +206,64 @@ def participant_path(key: str, participant: str, **entities) -> Path:
     return derivative_path(key, f"sub-{participant}_x", **entities)
 
 
+# ------------------------------------------------------------------ finding outputs again
+
+@dataclass(frozen=True)
+class FoundOutput:
+    """A file of OUTPUT_DIR that the registry names: its key, path and naming entities."""
+    key: str
+    path: Path                         # OUTPUT_DIR / derivative_path(key, entities)
+    entities: Mapping[str, str]        # the source entities it is named from (sub, ses, ce ...)
+
+
+def registered_key(relative) -> tuple[str, dict] | None:
+    """(key, source entities) of a path relative to OUTPUT_DIR, None if the registry does not
+    name it so: a file is output ``key`` only when :func:`derivative_path` gives exactly this
+    path for the source entities read from its name (a sidecar or a stray file never matches)."""
+    rel = Path(relative)
+    try:
+        ents, suffix, extension = parse_bids_name(rel.name)
+        source = {k: ents[k] for k in SOURCE_ENTITIES if k in ents}
+        stand_in = format_bids_name(source, "x")
+    except ValueError:
+        return None
+    if "sub" not in source:
+        return None
+    for key, spec in OUTPUTS.items():
+        if spec.suffix == suffix and spec.extension == extension and \
+                derivative_path(key, stand_in) == rel:
+            return key, source
+    return None
+
+
+def list_outputs(output_dir, participant: str) -> list[FoundOutput]:
+    """Every registered output of ``sub-<participant>`` present in OUTPUT_DIR, sorted by path."""
+    output_dir = Path(output_dir)
+    root = output_dir / f"sub-{participant}"
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            hit = registered_key(path.relative_to(output_dir))
+            if hit is not None:
+                found.append(FoundOutput(hit[0], path, hit[1]))
+    return sorted(found, key=lambda f: f.path)
+
+
+def find_outputs(output_dir, participant: str, key: str | None = None,
+                 **entities) -> list[FoundOutput]:
+    """The registered outputs of one participant with this ``key`` (any when None) and these
+    source entities (``ses="D1"``; ``ce=None``: without a ``ce`` entity)."""
+    if key is not None and key not in OUTPUTS:
+        raise KeyError(f"{key}: not an output of the registry (OUTPUTS)")
+    return [f for f in list_outputs(output_dir, participant)
+            if (key is None or f.key == key)
+            and all(f.entities.get(k) == v for k, v in entities.items())]
+
+
+__all__ += ["FoundOutput", "registered_key", "list_outputs", "find_outputs"]
+
+
 # --------------------------------------------------------------------------------- BIDS URIs
 
 def find_dataset_root(path) -> Path | None:

@@ -7,8 +7,10 @@ maps over the reference anatomy with lesion outlines, on axial slices through th
 lesions; the lesion table; warnings; software versions.
 
 Everything is read from the participant's derivatives in OUTPUT_DIR (so the report can be
-rebuilt at any time), found by their BIDS entities (see :func:`find_maps`); missing pieces give a
-note in the report, never an error. Call it at the end of a participant run::
+rebuilt at any time), found through the output registry
+(:func:`bids_agquant.bids.derivatives.list_outputs`: a file is shown only when the registry names
+it so); missing pieces give a note in the report, never an error. Call it at the end of a
+participant run::
 
     from bids_agquant.reports.participant import build_participant_report
     build_participant_report(config.output_dir, plan.participant, plan=plan,
@@ -31,84 +33,39 @@ matplotlib.use("Agg")
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from nibabel.processing import resample_from_to  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from bids_agquant.bids import derivatives as D  # noqa: E402
+from bids_agquant.interfaces import geometry as G  # noqa: E402
 from bids_agquant.reports import html as H  # noqa: E402
 from bids_agquant.reports._io import software_versions, write_text_atomic  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
-__all__ = ["build_participant_report", "find_maps", "MapFile"]
+__all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
 
 LOG = logging.getLogger("bids_agquant.reports")
 
-_ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
+#: Registry keys (:data:`bids_agquant.bids.derivatives.OUTPUTS`) of the NIfTI outputs the report
+#: reads: the maps per contrast state and the participant's label images.
+SHOWN_MAPS = ("T1map", "R1map", "M0map", "delta_r1", "enhancement", "concentration",
+              "brain_mask", "lesion_dseg", "control_dseg")
 
 
 @dataclass(frozen=True)
 class MapFile:
-    """One NIfTI output of the participant with its entities and what it holds (``kind``)."""
+    """One NIfTI output of the participant: its registry key, session and contrast agent."""
     path: Path
-    kind: str                 # T1w, T1map, R1map, M0map, deltaR1, SE, conc, lesions, controls
+    key: str                  # key of bids_agquant.bids.derivatives.OUTPUTS (SHOWN_MAPS)
     session: str | None
     agent: str | None         # ce- label, None for pre-contrast
-    space: str | None
-    entities: dict
-
-
-def _entities(name: str) -> tuple[dict, str]:
-    stem = re.sub(r"\.nii(\.gz)?$", "", name)
-    parts = stem.split("_")
-    ents = {}
-    for p in parts[:-1]:
-        m = _ENTITY.match(p)
-        if m:
-            ents[m.group(1)] = m.group(2)
-    return ents, parts[-1]
-
-
-def _kind(ents: dict, suffix: str) -> str | None:
-    """What a derivative holds, from its suffix and desc/label entities (case-insensitive)."""
-    s = suffix.lower()
-    tags = " ".join(str(ents.get(k, "")).lower() for k in ("desc", "label"))
-    words = f"{s} {tags}"
-    if s in ("dseg", "mask", "probseg"):
-        if "control" in words:
-            return "controls"
-        if "lesion" in words or "metasta" in words:
-            return "lesions"
-        if "brain" in words:
-            return "brainmask"
-        return None
-    if s == "t1w":
-        return "T1w"
-    if re.search(r"delta.?r1|\bdr1", words) or (s == "r1map" and "delta" in tags):
-        return "deltaR1"
-    if s == "t1map":
-        return "T1map"
-    if s == "r1map":
-        return "R1map"
-    if s == "m0map":
-        return "M0map"
-    if re.search(r"conc|concentration|\bgd\b", words):
-        return "conc"
-    if re.search(r"enhanc|\bse\b|semap|sigenh|percent", words):
-        return "SE"
-    return None
+    entities: dict            # the source entities the registry names it from
 
 
 def find_maps(output_dir: Path | str, participant: str) -> list[MapFile]:
-    """Every NIfTI of ``sub-<participant>`` in OUTPUT_DIR that the report knows how to show."""
-    root = Path(output_dir) / f"sub-{participant}"
-    out = []
-    for f in sorted(root.rglob("*.nii*")):
-        if not f.name.endswith((".nii", ".nii.gz")) or "/log/" in f.as_posix():
-            continue
-        ents, suffix = _entities(f.name)
-        kind = _kind(ents, suffix)
-        if kind is None:
-            continue
-        out.append(MapFile(f, kind, ents.get("ses"), ents.get("ce"), ents.get("space"), ents))
-    return out
+    """The registered NIfTI outputs of ``sub-<participant>`` the report shows, sorted by path."""
+    return [MapFile(f.path, f.key, f.entities.get("ses"), f.entities.get("ce"), dict(f.entities))
+            for f in D.list_outputs(output_dir, participant) if f.key in SHOWN_MAPS]
 
 
 # ------------------------------------------------------------------------------------------
@@ -126,7 +83,6 @@ def _on_grid(img: nib.Nifti1Image, ref: nib.Nifti1Image, order: int = 1) -> np.n
         data = data[..., 0]
     if data.shape == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3):
         return data
-    from nibabel.processing import resample_from_to
     res = resample_from_to(nib.Nifti1Image(data, img.affine), (ref.shape[:3], ref.affine),
                            order=order, mode="constant", cval=np.nan if order else 0)
     return np.asarray(res.dataobj, dtype=np.float32)
@@ -427,95 +383,99 @@ def _log_warnings(output_dir: Path, participant: str) -> list[str]:
 
 
 _STYLES = {
-    "SE": dict(cmap="inferno", vmin=0.0, vmax=None, unit="SE (%)", mask_small=None, alpha=0.85),
-    "conc": dict(cmap="viridis", vmin=0.0, vmax=None, unit="Gd (mM)", mask_small=None,
-                 alpha=0.85),
+    "enhancement": dict(cmap="inferno", vmin=0.0, vmax=None, unit="SE (%)", mask_small=None,
+                        alpha=0.85),
+    "concentration": dict(cmap="viridis", vmin=0.0, vmax=None, unit="Gd (mM)", mask_small=None,
+                          alpha=0.85),
     "T1map": dict(cmap="magma_r", vmin=0.0, vmax=None, unit="T1 (s)", alpha=1.0,
                   mask_nonpositive=True),
 }
 
+#: The mosaics of the maps section: registry key, column title, lowest top of the colour scale
+#: (None: fixed scale), caption.
+_MOSAICS = (
+    ("enhancement", "SE (%)", 10.0,
+     "Signal enhancement 100 \u00d7 (post \u2212 pre) / pre of the T1w images"),
+    ("concentration", "Gd (mM)", 0.005, "Gd concentration \u0394R1 / r1 from the VFA T1 maps"),
+    ("T1map", "T1 (s)", None, "T1 from the variable-flip-angle fit"),
+)
 
-def _reference_t1w(output_dir: Path, participant: str, plan, bids_dir, maps) -> Path | None:
-    """The reference T1w: the plan's, else the sidecars' ``SpatialReference``, else a
-    pre-contrast T1w in the outputs."""
+
+def _reference_t1w(plan, bids_dir, maps) -> Path | None:
+    """The reference T1w: the plan's, else the maps' sidecars' ``SpatialReference`` in
+    BIDS_DIR (the registry names no T1w output)."""
     if plan is not None and getattr(plan, "reference_t1w", None) and Path(
             plan.reference_t1w).is_file():
         return Path(plan.reference_t1w)
-    if bids_dir is not None:
-        for m in maps:
-            side = Path(re.sub(r"\.nii(\.gz)?$", ".json", str(m.path)))
-            try:
-                ref = json.loads(side.read_text()).get("SpatialReference")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(ref, str) and ref:
-                rel = ref.split(":", 2)[-1] if ref.startswith("bids:") else ref
-                cand = Path(bids_dir) / rel.lstrip("/")
-                if cand.is_file():
-                    return cand
-    t1ws = [m for m in maps if m.kind == "T1w"]
-    pre = [m for m in t1ws if m.agent is None]
-    return (pre or t1ws)[0].path if t1ws else None
+    if bids_dir is None:
+        return None
+    for m in maps:
+        side = D.read_sidecar(m.path)
+        ref = side.get("SpatialReference") if isinstance(side, dict) else None
+        if isinstance(ref, str) and ref:
+            rel = ref.split(":", 2)[-1] if ref.startswith("bids:") else ref
+            cand = Path(bids_dir) / rel.lstrip("/")
+            if cand.is_file():
+                return cand
+    return None
 
 
-def _raw_t1w_for(xfm: Path, participant: str, plan, bids_dir) -> Path | None:
+def _raw_t1w_for(xfm: D.FoundOutput, participant: str, plan, bids_dir) -> Path | None:
     """The native T1w a ``from-orig_to-T1w`` transform belongs to (plan, else BIDS_DIR)."""
-    ents, _ = _entities(xfm.name.replace(".mat", ".nii.gz").replace(".txt", ".nii.gz"))
-    ses, ce = ents.get("ses"), ents.get("ce")
+    ses, ce = xfm.entities.get("ses"), xfm.entities.get("ce")
     if plan is not None:
         for st in plan.states:
             if st.t1w and st.session == ses and (st.agent_label or None) == ce:
                 return Path(st.t1w)
     if bids_dir is None:
         return None
-    keep = {k: v for k, v in ents.items() if k in ("sub", "ses", "acq", "ce", "rec", "run")}
-    name = "_".join(f"{k}-{v}" for k, v in keep.items()) + "_T1w.nii"
     folder = Path(bids_dir) / f"sub-{participant}" / (f"ses-{ses}" if ses else "") / "anat"
-    for ext in (".gz", ""):
-        if (folder / (name + ext)).is_file():
-            return folder / (name + ext)
+    for ext in (".nii.gz", ".nii"):
+        raw = folder / D.format_bids_name(dict(xfm.entities), "T1w", ext)
+        if raw.is_file():
+            return raw
     return None
 
 
-def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes):
-    """(label, image in the reference space) of every session T1w but the reference.
+class _NoAnts(Exception):
+    """antspyx (which reads ITK transforms) is not installed."""
 
-    Registered T1w outputs are used as they are; otherwise the native T1w is resampled onto the
-    reference grid through the pipeline's ``from-orig_to-T1w`` transform (display only).
-    """
-    out = []
-    done = set()
-    for m in sorted((m for m in maps if m.kind == "T1w" and m.path != ref_path),
-                    key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
-        out.append((_state_label(m.session, m.agent), _load(m.path)))
-        done.add((m.session, m.agent))
-    xfms = sorted((Path(output_dir) / f"sub-{participant}").rglob("*_from-orig_to-T1w_*xfm.*"))
-    if not xfms:
-        return out
+
+def _moved_t1w(raw: Path, xfm: D.FoundOutput, ref: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The native T1w ``raw`` on the reference grid through the pipeline's transform."""
+    data, affine, _ = G.load(raw)
     try:
-        from bids_agquant.interfaces import geometry as G
-    except ImportError as exc:                      # antspyx missing: say so, do not fail
-        notes.append(f"registration check skipped: {exc}")
-        return out
-    ref = nib.load(str(ref_path))
-    ref_shape = ref.shape[:3]
-    for xfm in sorted(xfms, key=lambda p: _natural_key(p.name)):
-        ents, _ = _entities(xfm.name.rsplit(".", 1)[0] + ".nii")
-        key = (ents.get("ses"), ents.get("ce"))
-        if key in done:
-            continue
+        transform = G.read_transform(xfm.path)
+    except ImportError as exc:
+        raise _NoAnts() from exc
+    moved = G.resample(data, affine, ref.shape[:3], ref.affine, transform, order=1, fill=0.0)
+    return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))
+
+
+def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, notes):
+    """(label, image in the reference space) of every session T1w but the reference: the native
+    T1w resampled onto the reference grid through its registered ``xfm_t1w`` transform (display
+    only). A transform that cannot be applied gives a one-line note (details in the debug log).
+    """
+    xfms = sorted(D.find_outputs(output_dir, participant, "xfm_t1w"),
+                  key=lambda f: _natural_key(f.path.name))
+    ref = nib.load(str(ref_path)) if xfms else None
+    out, done = [], set()
+    for xfm in xfms:
+        key = (xfm.entities.get("ses"), xfm.entities.get("ce"))
         raw = _raw_t1w_for(xfm, participant, plan, bids_dir)
-        if raw is None or Path(raw).resolve() == Path(ref_path).resolve():
+        if key in done or raw is None or Path(raw).resolve() == Path(ref_path).resolve():
             continue
         try:
-            data, affine, _ = G.load(raw)
-            moved = G.resample(data, affine, ref_shape, ref.affine, G.read_transform(xfm),
-                               order=1, fill=0.0)
+            out.append((_state_label(*key), _moved_t1w(raw, xfm, ref)))
+        except _NoAnts:
+            notes.append("registration check skipped: antspyx is not installed")
+            break
         except Exception as exc:  # noqa: BLE001 - a report must not fail on one image
-            notes.append(f"registration check of {xfm.name} skipped: {exc}")
+            LOG.debug("registration check of %s skipped", xfm.path, exc_info=True)
+            notes.append(f"registration check of {_state_label(*key)} skipped: its T1w or "
+                         f"transform could not be read ({type(exc).__name__})")
             continue
-        out.append((_state_label(*key), nib.as_closest_canonical(
-            nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))))
         done.add(key)
     return sorted(out, key=lambda x: _natural_key(x[0]))
 
@@ -534,6 +494,65 @@ def _data3d(img: nib.Nifti1Image) -> np.ndarray:
     return d[..., 0] if d.ndim > 3 else d
 
 
+
+def _map_states(maps, plan) -> tuple[list, list]:
+    """(post-contrast, pre-contrast) states ``(session, agent)`` that have a shown map, in the
+    plan's order; the pre-contrast ones reduced to the baseline when the plan names it."""
+    order = {}
+    if plan is not None:
+        for i, st in enumerate(plan.states):
+            order.setdefault(st.session, i)
+    states = sorted({(m.session, m.agent) for m in maps if m.key in _STYLES},
+                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
+                                   k[1] or ""))
+    post = [k for k in states if k[1]]
+    pre = [k for k in states if not k[1]]
+    if plan is not None:
+        pre = [k for k in pre if k[0] == plan.baseline_session] or pre
+    return post, pre
+
+
+def _high(d, inside_mask, floor):
+    """Colour range of one state: 98th percentile inside the lesions (at least floor)."""
+    if d is None:
+        return floor
+    v = d[inside_mask] if inside_mask is not None else d
+    v = v[np.isfinite(v)]
+    return max(float(np.percentile(v, 98)) if v.size else floor, floor)
+
+
+def _noise(d, background) -> float:
+    """Robust SD (1.4826 x MAD) of a map in lesion-free brain: its noise level."""
+    if d is None or background is None or not background.any():
+        return 0.0
+    v = d[background]
+    v = v[np.isfinite(v)]
+    return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else 0.0
+
+
+def _mosaic_style(key, d, floor, lesions, brain) -> dict:
+    """Colour scale of one row: fixed for T1; for SE and Gd up to the lesions' 98th percentile,
+    transparent below max(5 % of it, twice the noise, 2 % for SE)."""
+    if key == "T1map":
+        return dict(_STYLES["T1map"], vmax=2.5)
+    inside_mask = lesions > 0 if lesions is not None and (lesions > 0).any() else None
+    background = brain
+    if background is not None and lesions is not None:
+        background = background & (lesions == 0)
+    vmax = _high(d, inside_mask, floor)
+    thr = max(0.05 * vmax, 2.0 * _noise(d, background), 2.0 if key == "enhancement" else 0.0)
+    return dict(_STYLES[key], vmax=max(vmax, 1.5 * thr), mask_small=thr)
+
+
+_MAPS_NOTE = ('<p class="note">Rows are contrast states, columns axial slices through the '
+              "largest lesions, over the reference T1w; each row has its own colour scale. "
+              "Cyan: lesion outlines; dashed green: healthy-tissue control regions. Maps are "
+              "shown inside the brain mask; SE and concentrations are transparent below twice "
+              "their noise level in lesion-free brain (robust SD), 5 % of the row's colour range "
+              "and, for SE, 2 %.</p>")
+_NO_MAPS = '<p class="empty">No T1, SE or concentration map was found.</p>'
+
+
 def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
                   brain: np.ndarray | None = None) -> str:
     """Mosaic of T1 / SE / concentration per post-contrast state (+ the baseline T1 pre)."""
@@ -541,77 +560,117 @@ def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
 
     def crop(a):
         return None if a is None else a[bx, by, :]
-    order = {}
-    if plan is not None:
-        for i, st in enumerate(plan.states):
-            order.setdefault(st.session, i)
-    states = sorted({(m.session, m.agent) for m in maps if m.kind in ("SE", "conc", "T1map")},
-                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
-                                   k[1] or ""))
-    if not states:
-        return '<p class="empty">No T1, SE or concentration map was found.</p>'
+    post, pre = _map_states(maps, plan)
+    if not post and not pre:
+        return _NO_MAPS
     anat, lesions, controls, brain = crop(anat), crop(lesions), crop(controls), crop(brain)
-    inside_mask = lesions > 0 if lesions is not None and (lesions > 0).any() else None
-    post = [k for k in states if k[1]]
-    pre = [k for k in states if not k[1]]
-    if plan is not None:
-        pre = [k for k in pre if k[0] == plan.baseline_session] or pre
 
-    def load(key, kind):
-        m = next((m for m in maps if (m.session, m.agent) == key and m.kind == kind), None)
+    def load(state, key):
+        m = next((m for m in maps if (m.session, m.agent) == state and m.key == key), None)
         return None if m is None else crop(_on_grid(_load(m.path), ref_img))
 
-    def high(d, floor):
-        """Colour range of one state: 98th percentile inside the lesions (at least floor)."""
-        if d is None:
-            return floor
-        v = d[inside_mask] if inside_mask is not None else d
-        v = v[np.isfinite(v)]
-        return max(float(np.percentile(v, 98)) if v.size else floor, floor)
-
-    background = brain if brain is not None else None
-    if background is not None and lesions is not None:
-        background = background & (lesions == 0)
-
-    def noise(d):
-        """Robust SD (1.4826 x MAD) of a map in lesion-free brain: its noise level."""
-        if d is None or background is None or not background.any():
-            return 0.0
-        v = d[background]
-        v = v[np.isfinite(v)]
-        return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else 0.0
-
     figures = []
-    for kind, title, floor, caption in (
-            ("SE", "SE (%)", 10.0, "Signal enhancement 100 \u00d7 (post \u2212 pre) / pre of "
-             "the T1w images"),
-            ("conc", "Gd (mM)", 0.005, "Gd concentration \u0394R1 / r1 from the VFA T1 maps"),
-            ("T1map", "T1 (s)", None, "T1 from the variable-flip-angle fit")):
-        keys = post + (pre[:1] if kind == "T1map" else [])
+    for key, title, floor, caption in _MOSAICS:
         rows = []
-        for key in keys:
-            d = load(key, kind)
-            if kind == "T1map":
-                style = dict(_STYLES["T1map"], vmax=2.5)
-            else:
-                vmax = high(d, floor)
-                thr = max(0.05 * vmax, 2.0 * noise(d), 2.0 if kind == "SE" else 0.0)
-                style = dict(_STYLES[kind], vmax=max(vmax, 1.5 * thr), mask_small=thr)
-            rows.append((_state_label(*key), [(title, d, style)]))
+        for state in post + (pre[:1] if key == "T1map" else []):
+            d = load(state, key)
+            rows.append((_state_label(*state),
+                         [(title, d, _mosaic_style(key, d, floor, lesions, brain))]))
         if not rows or all(r[1][0][1] is None for r in rows):
             continue
         png = _maps_figure(rows, anat, lesions, controls, slices, _aspect(ref_img), brain)
         figures.append(f"<h3>{H.esc(caption)}</h3>" + H.image_html(
             png, "image/png", "", alt=caption, css_class="figure mosaic"))
-    if not figures:
-        return '<p class="empty">No T1, SE or concentration map was found.</p>'
-    return ("".join(figures)
-            + '<p class="note">Rows are contrast states, columns axial slices through the '
-              "largest lesions, over the reference T1w; each row has its own colour scale. "
-              "Cyan: lesion outlines; dashed green: healthy-tissue control regions. Maps are "
-              "shown inside the brain mask; SE and concentrations are transparent below twice "
-              "their noise level in lesion-free brain (robust SD), 5 % of the row's colour range "
-              "and, for SE, 2 %.</p>")
+    return "".join(figures) + _MAPS_NOTE if figures else _NO_MAPS
+
+
+# ------------------------------------------------------------------------------------------
+# The page
+# ------------------------------------------------------------------------------------------
+def _display_grid(plan, bids_dir, maps, notes):
+    """(reference T1w path or None, image of the display grid or None)."""
+    ref_path = _reference_t1w(plan, bids_dir, maps)
+    if ref_path is not None:
+        return ref_path, _load(ref_path)
+    if maps:
+        notes.append("reference T1w not found (pass plan= or bids_dir=): the first map is the "
+                     "display grid")
+        return None, _load(maps[0].path)
+    return None, None
+
+
+def _label_images(maps, ref_img):
+    """(lesion labels, control labels, brain mask) on the display grid (None when absent)."""
+    if ref_img is None:
+        return None, None, None
+
+    def first(key):
+        return next((m.path for m in maps if m.key == key), None)
+    les, ctl, bm = first("lesion_dseg"), first("control_dseg"), first("brain_mask")
+    brain = None if bm is None else _on_grid(_load(bm), ref_img, order=0) > 0.5
+    lesions = None if les is None else np.rint(_on_grid(_load(les), ref_img, order=0)).astype(int)
+    controls = None if ctl is None else np.rint(
+        _on_grid(_load(ctl), ref_img, order=0)).astype(int)
+    return lesions, controls, brain
+
+
+def _summary_section(maps, lesion_tsv: Path, warnings) -> tuple:
+    sessions = sorted({m.session for m in maps if m.session})
+    n_meas = 0
+    if lesion_tsv.is_file():
+        _, lrows = _read_lesion_table(lesion_tsv)
+        n_meas = len({r["lesion_id"] for r in lrows if str(r.get("measurable")).lower()
+                      in ("true", "1", "yes") and not r["lesion_id"].startswith("control")})
+    cards = [("sessions", str(len(sessions)), ", ".join(f"ses-{s}" for s in sessions) or "-"),
+             ("measurable lesions", str(n_meas), "longest diameter \u2265 10 mm"),
+             ("maps found", str(len(maps)), "NIfTI outputs of this participant"),
+             ("warnings", str(len(warnings)), "see below" if warnings else "none")]
+    return ("summary", "Summary", H.section(
+        "summary", "Summary", H.cards_html(cards) + H.warnings_html(warnings)))
+
+
+def _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img, brain,
+                          notes) -> tuple:
+    moving = _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, notes) \
+        if ref_path is not None else []
+    if moving:
+        png = _registration_figure(ref_img, _data3d(ref_img),
+                                   [(label, _on_grid(img, ref_img)) for label, img in moving],
+                                   brain)
+        body = H.image_html(png, "image/png",
+                            "Each row is one session's T1w brought into the reference space "
+                            "with the transform the pipeline computed; yellow and orange lines "
+                            "are intensity contours of the reference T1w (baseline "
+                            "pre-contrast). They should follow the same edges in every row.",
+                            css_class="figure mosaic")
+    else:
+        body = ('<p class="empty">No session T1w could be brought into the reference space '
+                '(no T1w in space-T1w and no transform with its source T1w).</p>')
+    return ("registration", "Registration", H.section(
+        "registration", "Registration checks", body,
+        "Every session is brought rigidly into the baseline pre-contrast T1w before any "
+        "voxelwise difference is taken."))
+
+
+def _quantitative_section(maps, ref_img, labels, plan, n_slices) -> tuple:
+    lesions, controls, brain = labels
+    if ref_img is not None:
+        anat = _data3d(ref_img)
+        slices = _choose_slices(anat.shape, lesions, n_slices)
+        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan, brain)
+    else:
+        body = '<p class="empty">No maps were found in the outputs.</p>'
+    return ("maps", "Maps", H.section(
+        "maps", "Quantitative maps", body, "All maps are in the reference space."))
+
+
+def _software_section(output_dir: Path, maps, notes) -> tuple:
+    files = [m.path.relative_to(output_dir).as_posix() for m in maps]
+    body = (H.versions_html(_versions(output_dir))
+            + f"<details><summary>Outputs shown ({len(files)} files)</summary><p>"
+            + "<br>".join(f"<code>{H.esc(f)}</code>" for f in files) + "</p></details>"
+            + "".join(f'<p class="note">{H.esc(n)}</p>' for n in notes))
+    return ("software", "Software", H.section("software", "Software", body))
 
 
 def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
@@ -631,87 +690,21 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     all_warnings = list(dict.fromkeys([*(getattr(plan, "warnings", ()) or ()), *warnings,
                                        *_log_warnings(output_dir, participant)]))
     notes = []
-
-    ref_path = _reference_t1w(output_dir, participant, plan, bids_dir, maps)
-    ref_img = None
-    if ref_path is not None:
-        ref_img = _load(ref_path)
-    elif maps:
-        ref_img = _load(maps[0].path)
-        notes.append("reference T1w not found (pass plan= or bids_dir=): the first map is the "
-                     "display grid")
-    sections = []
-
-    # lesions on the reference grid
-    lesions = controls = brain = None
-    if ref_img is not None:
-        les = [m for m in maps if m.kind == "lesions"]
-        ctl = [m for m in maps if m.kind == "controls"]
-        bm = [m for m in maps if m.kind == "brainmask"]
-        if bm:
-            brain = _on_grid(_load(bm[0].path), ref_img, order=0) > 0.5
-        if les:
-            lesions = np.rint(_on_grid(_load(les[0].path), ref_img, order=0)).astype(int)
-        if ctl:
-            controls = np.rint(_on_grid(_load(ctl[0].path), ref_img, order=0)).astype(int)
-
-    sessions = sorted({m.session for m in maps if m.session})
-    lesion_tsv = output_dir / f"sub-{participant}" / f"sub-{participant}_desc-lesions_stats.tsv"
-    n_meas = 0
-    if lesion_tsv.is_file():
-        _, lrows = _read_lesion_table(lesion_tsv)
-        n_meas = len({r["lesion_id"] for r in lrows if str(r.get("measurable")).lower()
-                      in ("true", "1", "yes") and not r["lesion_id"].startswith("control")})
-    cards = [("sessions", str(len(sessions)), ", ".join(f"ses-{s}" for s in sessions) or "-"),
-             ("measurable lesions", str(n_meas), "longest diameter \u2265 10 mm"),
-             ("maps found", str(len(maps)), "NIfTI outputs of this participant"),
-             ("warnings", str(len(all_warnings)), "see below" if all_warnings else "none")]
-    sections.append(("summary", "Summary", H.section(
-        "summary", "Summary", H.cards_html(cards) + H.warnings_html(all_warnings))))
-    sections.append(("plan", "Plan", H.section(
-        "plan", "Plan that was run", _plan_html(plan, bids_dir),
-        "Which images were used for each session and contrast state.")))
-
-    # registration
-    moving = _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes) \
-        if ref_path is not None else []
-    if moving:
-        png = _registration_figure(ref_img, _data3d(ref_img),
-                                   [(label, _on_grid(img, ref_img)) for label, img in moving],
-                                   brain)
-        body = H.image_html(png, "image/png",
-                            "Each row is one session's T1w brought into the reference space "
-                            "with the transform the pipeline computed; yellow and orange lines "
-                            "are intensity contours of the reference T1w (baseline "
-                            "pre-contrast). They should follow the same edges in every row.",
-                            css_class="figure mosaic")
-    else:
-        body = ('<p class="empty">No session T1w could be brought into the reference space '
-                '(no T1w in space-T1w and no transform with its source T1w).</p>')
-    sections.append(("registration", "Registration", H.section(
-        "registration", "Registration checks", body,
-        "Every session is brought rigidly into the baseline pre-contrast T1w before any "
-        "voxelwise difference is taken.")))
-
-    # maps
-    if ref_img is not None:
-        anat = _data3d(ref_img)
-        slices = _choose_slices(anat.shape, lesions, n_slices)
-        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan, brain)
-    else:
-        body = '<p class="empty">No maps were found in the outputs.</p>'
-    sections.append(("maps", "Maps", H.section(
-        "maps", "Quantitative maps", body, "All maps are in the reference space.")))
-
-    sections.append(("lesions", "Lesions", H.section(
-        "lesions", "Lesion table", _lesion_table_html(lesion_tsv))))
-    files = [m.path.relative_to(output_dir).as_posix() for m in maps]
-    body = (H.versions_html(_versions(output_dir))
-            + f"<details><summary>Outputs shown ({len(files)} files)</summary><p>"
-            + "<br>".join(f"<code>{H.esc(f)}</code>" for f in files) + "</p></details>"
-            + "".join(f'<p class="note">{H.esc(n)}</p>' for n in notes))
-    sections.append(("software", "Software", H.section("software", "Software", body)))
-
+    ref_path, ref_img = _display_grid(plan, bids_dir, maps, notes)
+    labels = _label_images(maps, ref_img)
+    lesion_tsv = output_dir / D.participant_path("lesion_table", participant)
+    sections = [
+        _summary_section(maps, lesion_tsv, all_warnings),
+        ("plan", "Plan", H.section("plan", "Plan that was run", _plan_html(plan, bids_dir),
+                                   "Which images were used for each session and contrast "
+                                   "state.")),
+        _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img,
+                              labels[2], notes),
+        _quantitative_section(maps, ref_img, labels, plan, n_slices),
+        ("lesions", "Lesions", H.section("lesions", "Lesion table",
+                                         _lesion_table_html(lesion_tsv))),
+        _software_section(output_dir, maps, notes),     # last: shows the notes of the others
+    ]
     text = H.page(f"sub-{participant}", "Participant report &middot; AGuIX quantification",
                   sections)
     return write_text_atomic(output_dir / f"sub-{participant}.html", text)

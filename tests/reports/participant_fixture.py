@@ -1,9 +1,10 @@
 """Small participant derivatives for the report tests (a synthetic head, two lesions, controls).
 
-Until the participant pipeline writes real outputs, these files stand in for them with the
-names of ``bids/derivatives.py``: maps in ``space-T1w`` per session and contrast state
-(``T1map``, ``SEmap``, ``Conc``, ``desc-delta_R1map``), ``from-orig_to-T1w`` transforms, lesion
-and control label images, the lesion table; the native T1w images live in a raw BIDS folder
+These files stand in for the pipeline's, named as it names them (every path comes from the
+output registry, ``bids/derivatives.py``): maps in ``space-T1w`` per session and contrast state
+(``T1map``, ``SEmap``, ``Conc``, ``desc-delta_R1map``), ``from-orig_to-T1w`` transforms with
+their JSON sidecars, lesion and control label images, the lesion table, JSON sidecars beside the
+maps and a log folder; the native T1w images live in a raw BIDS folder
 beside the outputs (``<out>_bids``), moved by known shifts that the transforms undo (except at
 D8, whose transform is deliberately wrong). Values are analytic (SE 100 % and 0.04 mM in
 lesion 1, ...), so a test can check what the report says.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from bids_agquant.bids import derivatives as D
 
 SHAPE = (40, 48, 36)
 VOXEL_MM = (2.0, 2.0, 2.5)
@@ -73,9 +76,6 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
     root = out / p
     written = {}
 
-    def anat(ses):
-        return root / f"ses-{ses}" / "anat"
-
     bids = out.parent / f"{out.name}_bids"
     raw = bids / p
 
@@ -91,23 +91,27 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
         post = t1w * np.where(lesions > 0, fac, 1.0)
         shift = SHIFT_VOXELS.get(ses, 0)
         # the native image: the head moved by +shift voxels along x (= +2*shift mm, RAS)
-        _save(np.roll(post, shift, axis=0), raw_anat(ses) / f"{p}_ses-{ses}_ce-{agent}_T1w.nii.gz")
+        source = raw_anat(ses) / f"{p}_ses-{ses}_ce-{agent}_T1w.nii.gz"
+        _save(np.roll(post, shift, axis=0), source)
         t_ras = np.eye(4)
         t_ras[0, 3] = shift * VOXEL_MM[0] * (0 if ses in WRONG_TRANSFORM else 1)
-        anat(ses).mkdir(parents=True, exist_ok=True)
-        xfm = f"{p}_ses-{ses}_ce-{agent}_from-orig_to-T1w_mode-image_xfm.mat"
-        G.write_transform(G.ras_to_lps_matrix(t_ras), anat(ses) / xfm)
-        stem = anat(ses) / f"{p}_ses-{ses}_ce-{agent}_space-T1w"
-        _save(1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head,
-              Path(f"{stem}_T1map.nii.gz"))
-        Path(f"{stem}_T1map.json").write_text(json.dumps(sidecar))
-        _save(se * (fac - 1.0) / (SE_IN_LESION[1] / 100), Path(f"{stem}_SEmap.nii.gz"))
-        _save(conc, Path(f"{stem}_Conc.nii.gz"))
-        _save(8.9 * conc, Path(f"{stem}_desc-delta_R1map.nii.gz"))
+        xfm = out / D.derivative_path("xfm_t1w", source)
+        xfm.parent.mkdir(parents=True, exist_ok=True)
+        G.write_transform(G.ras_to_lps_matrix(t_ras), xfm)
+        # the pipeline's sidecar beside the transform (what the report must never read as one)
+        xfm.with_suffix(".json").write_text(json.dumps({
+            "Description": D.OUTPUTS["xfm_t1w"].description, **sidecar}))
+        t1map = _save(1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head,
+                      out / D.derivative_path("T1map", source))
+        Path(str(t1map).replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+        _save(se * (fac - 1.0) / (SE_IN_LESION[1] / 100),
+              out / D.derivative_path("enhancement", source))
+        _save(conc, out / D.derivative_path("concentration", source))
+        _save(8.9 * conc, out / D.derivative_path("delta_r1", source))
     written["bids"] = bids
-    _save(t1map_pre, anat("D0") / f"{p}_ses-D0_space-T1w_T1map.nii.gz")
-    _save(lesions, root / "anat" / f"{p}_space-T1w_desc-lesions_dseg.nii.gz", np.int16)
-    _save(controls, root / "anat" / f"{p}_space-T1w_desc-controls_dseg.nii.gz", np.int16)
+    _save(t1map_pre, out / D.derivative_path("T1map", bids / ref_rel))
+    _save(lesions, out / D.participant_path("lesion_dseg", participant), np.int16)
+    _save(controls, out / D.participant_path("control_dseg", participant), np.int16)
     cols = ["participant_id", "session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
             "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent", "t1_pre_mean_s",
             "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM", "conc_sd_mM",
@@ -125,7 +129,7 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
         lines.append("\t".join(map(str, [p, "ses-D1", "AGuIX", f"control-{k}", 8.0, "false",
                                          200, 0.3, 1.0, 1.2, 1.2, 0.0, 0.0001, 0.001, 0.1,
                                          20])))
-    (root / f"{p}_desc-lesions_stats.tsv").write_text("\n".join(lines) + "\n")
+    (out / D.participant_path("lesion_table", participant)).write_text("\n".join(lines) + "\n")
     (out / "dataset_description.json").write_text(json.dumps({
         "Name": "bids_agquant outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_agquant", "Version": "0.1.0"}]}))

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 from html.parser import HTMLParser
 
 import pytest
 import numpy as np
 from participant_fixture import CONTROLS, LESIONS, make_participant_outputs
 
+from bids_agquant.bids import derivatives as D
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
-from bids_agquant.reports.participant import (_session_t1ws, build_participant_report,
-                                               find_maps)
+from bids_agquant.reports.participant import (SHOWN_MAPS, _session_t1ws,
+                                               build_participant_report, find_maps)
 
 
 class _Collect(HTMLParser):
@@ -53,15 +55,15 @@ def _plan(bids):
         warnings=("plan says hello",))
 
 
-def test_find_maps_classifies_by_entities(outputs):
+def test_find_maps_classifies_by_registry_key(outputs):
     out, _ = outputs
-    kinds = {(m.kind, m.session, m.agent) for m in find_maps(out, "01")}
+    keys = {(m.key, m.session, m.agent) for m in find_maps(out, "01")}
     for ses, agent in (("D0", "Dotarem"), ("D1", "AGuIX"), ("D8", "AGuIX")):
-        for kind in ("T1map", "SE", "conc", "deltaR1"):
-            assert (kind, ses, agent) in kinds
-    assert ("T1map", "D0", None) in kinds
-    assert ("lesions", None, None) in kinds and ("controls", None, None) in kinds
-    assert not any(k[0] == "R1map" for k in kinds)      # desc-delta_R1map is delta R1
+        for key in ("T1map", "enhancement", "concentration", "delta_r1"):
+            assert (key, ses, agent) in keys
+    assert ("T1map", "D0", None) in keys
+    assert ("lesion_dseg", None, None) in keys and ("control_dseg", None, None) in keys
+    assert not any(k[0] == "R1map" for k in keys)      # desc-delta_R1map is delta R1
 
 
 def test_registration_check_applies_the_pipeline_transforms(outputs):
@@ -72,8 +74,7 @@ def test_registration_check_applies_the_pipeline_transforms(outputs):
     ref = np.asanyarray(nib.load(str(written["reference"])).dataobj)
     lesion_free = written["lesions"] == 0
     notes = []
-    moved = dict(_session_t1ws(out, "01", None, written["bids"], find_maps(out, "01"),
-                               written["reference"], notes))
+    moved = dict(_session_t1ws(out, "01", None, written["bids"], written["reference"], notes))
     assert not notes and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX", "ses-D8 AGuIX"}
     inner = np.zeros_like(lesion_free)
     inner[4:-4, 4:-4, 4:-4] = True
@@ -126,3 +127,93 @@ def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
     text = path.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "reference T1w not found" not in text
+
+
+class _Notes(HTMLParser):
+    """Texts of the ``<p class="note">`` paragraphs and of the ``<code>`` elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.notes, self.codes, self._in = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "p" and dict(attrs).get("class") == "note":
+            self._in, self.notes = "note", self.notes + [""]
+        elif tag == "code":
+            self._in, self.codes = "code", self.codes + [""]
+
+    def handle_endtag(self, tag):
+        if tag in ("p", "code"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "note":
+            self.notes[-1] += data
+        elif self._in == "code":
+            self.codes[-1] += data
+
+
+def _copy(outputs, tmp_path):
+    out, written = outputs
+    shutil.copytree(out, tmp_path / "out")
+    shutil.copytree(written["bids"], tmp_path / "out_bids")
+    return tmp_path / "out", tmp_path / "out_bids"
+
+
+def test_report_shows_every_registered_map_and_no_error(outputs):
+    """The maps the registry finds on disk are exactly the ones the report lists; no note of
+    the report is an error, and none holds a path."""
+    out, written = outputs
+    on_disk = [p.relative_to(out) for p in (out / "sub-01").rglob("*") if p.is_file()]
+    registered = {rel: D.registered_key(rel) for rel in on_disk}
+    expected = {rel.as_posix() for rel, hit in registered.items()
+                if hit is not None and hit[0] in SHOWN_MAPS}
+    # every NIfTI the fixture wrote is a registered map; the sidecars and the log are not
+    assert expected == {rel.as_posix() for rel in on_disk if rel.name.endswith(".nii.gz")}
+    assert not any(hit for rel, hit in registered.items() if rel.suffix == ".json"
+                   and "stats" not in rel.name)
+    assert {m.path.relative_to(out).as_posix() for m in find_maps(out, "01")} == expected
+    notes = []
+    _session_t1ws(out, "01", _plan(written["bids"]), written["bids"], written["reference"],
+                  notes)
+    assert notes == []
+    path = build_participant_report(out, "01", plan=_plan(written["bids"]),
+                                    bids_dir=written["bids"])
+    parser = _Notes()
+    parser.feed(path.read_text())
+    assert expected <= set(parser.codes)
+    assert f">{len(expected)}<" in path.read_text()          # the "maps found" card
+    for note in parser.notes:
+        assert "skipped" not in note and "error" not in note.lower()
+        assert str(out) not in note and "/tmp" not in note
+
+
+def test_transform_sidecar_is_never_read_as_a_transform(outputs, tmp_path):
+    """Each registered transform has its JSON sidecar beside it; only the transform is found,
+    and a session whose transform is missing (sidecar left) is simply not shown."""
+    out, bids = _copy(outputs, tmp_path)
+    xfms = D.find_outputs(out, "01", "xfm_t1w")
+    assert len(xfms) == 3
+    for f in xfms:
+        side = f.path.with_suffix(".json")
+        assert f.path.suffix == ".mat" and side.is_file()
+        assert D.registered_key(side.relative_to(out)) is None
+    d8 = D.find_outputs(out, "01", "xfm_t1w", ses="D8")
+    assert len(d8) == 1
+    d8[0].path.unlink()                                    # the sidecar stays
+    notes = []
+    moved = dict(_session_t1ws(out, "01", None, bids, bids / "sub-01" / "ses-D0" / "anat"
+                               / "sub-01_ses-D0_T1w.nii.gz", notes))
+    assert notes == [] and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX"}
+
+
+def test_unreadable_transform_gives_a_one_line_note_without_paths(outputs, tmp_path):
+    out, bids = _copy(outputs, tmp_path)
+    (bad,) = D.find_outputs(out, "01", "xfm_t1w", ses="D1")
+    bad.path.write_bytes(b"not an ITK transform")
+    notes = []
+    moved = dict(_session_t1ws(out, "01", None, bids, bids / "sub-01" / "ses-D0" / "anat"
+                               / "sub-01_ses-D0_T1w.nii.gz", notes))
+    assert "ses-D1 AGuIX" not in moved and len(moved) == 2
+    assert len(notes) == 1 and "ses-D1 AGuIX" in notes[0]
+    assert "\n" not in notes[0] and "/" not in notes[0] and bad.path.name not in notes[0]
