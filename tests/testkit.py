@@ -43,8 +43,9 @@ def cli_runner(capsys):
 
 
 class PageParts(HTMLParser):
-    """The parts of an HTML page the report tests look at: element ids, image sources, and any
-    tag that would load something from outside the page (``link``, ``script``, ``iframe``)."""
+    """The parts of an HTML page the report tests look at: element ids, image sources, any tag
+    that would load something from outside the page (``link``, ``script``, ``iframe``), and the
+    texts of the ``<p class="note">`` paragraphs and of the ``<code>`` elements."""
 
     EXTERNAL_TAGS = ("link", "script", "iframe")
 
@@ -53,6 +54,9 @@ class PageParts(HTMLParser):
         self.ids: set[str] = set()
         self.imgs: list[str] = []
         self.external: list[tuple[str, str | None]] = []
+        self.notes: list[str] = []
+        self.codes: list[str] = []
+        self._in: str | None = None
         if text is not None:
             self.feed(text)
 
@@ -64,6 +68,22 @@ class PageParts(HTMLParser):
             self.imgs.append(a.get("src", ""))
         if tag in self.EXTERNAL_TAGS:
             self.external.append((tag, a.get("href") or a.get("src")))
+        if tag == "p" and a.get("class") == "note":
+            self._in = "note"
+            self.notes.append("")
+        elif tag == "code":
+            self._in = "code"
+            self.codes.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("p", "code"):
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "note":
+            self.notes[-1] += data
+        elif self._in == "code":
+            self.codes[-1] += data
 
 
 def read_tsv(path: Path, delimiter: str = "\t") -> list[dict]:

@@ -4,31 +4,16 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-from html.parser import HTMLParser
 
-import pytest
 import numpy as np
+import pytest
 from participant_fixture import CONTROLS, LESIONS, make_participant_outputs
+from testkit import PageParts
 
 from bids_agquant.bids import derivatives as D
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
 from bids_agquant.reports.participant import (SHOWN_MAPS, _session_t1ws,
                                                build_participant_report, find_maps)
-
-
-class _Collect(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.ids, self.imgs, self.external = set(), [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if "id" in a:
-            self.ids.add(a["id"])
-        if tag == "img":
-            self.imgs.append(a.get("src", ""))
-        if tag in ("link", "script", "iframe"):
-            self.external.append(tag)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +76,7 @@ def test_participant_report_sections_images_and_content(outputs):
                                     warnings=["registration of ses-D8 moved 2 mm"])
     assert path == out / "sub-01.html"
     text = path.read_text()
-    parser = _Collect()
-    parser.feed(text)
+    parser = PageParts(text)
     assert {"summary", "plan", "registration", "maps", "lesions", "software"} <= parser.ids
     assert not parser.external                      # self-contained: no scripts or stylesheets
     assert len(parser.imgs) == 4                    # registration + SE, Gd and T1 mosaics
@@ -129,30 +113,6 @@ def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
     assert "reference T1w not found" not in text
 
 
-class _Notes(HTMLParser):
-    """Texts of the ``<p class="note">`` paragraphs and of the ``<code>`` elements."""
-
-    def __init__(self):
-        super().__init__()
-        self.notes, self.codes, self._in = [], [], None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "p" and dict(attrs).get("class") == "note":
-            self._in, self.notes = "note", self.notes + [""]
-        elif tag == "code":
-            self._in, self.codes = "code", self.codes + [""]
-
-    def handle_endtag(self, tag):
-        if tag in ("p", "code"):
-            self._in = None
-
-    def handle_data(self, data):
-        if self._in == "note":
-            self.notes[-1] += data
-        elif self._in == "code":
-            self.codes[-1] += data
-
-
 def _copy(outputs, tmp_path):
     out, written = outputs
     shutil.copytree(out, tmp_path / "out")
@@ -179,8 +139,7 @@ def test_report_shows_every_registered_map_and_no_error(outputs):
     assert notes == []
     path = build_participant_report(out, "01", plan=_plan(written["bids"]),
                                     bids_dir=written["bids"])
-    parser = _Notes()
-    parser.feed(path.read_text())
+    parser = PageParts(path.read_text())
     assert expected <= set(parser.codes)
     assert f">{len(expected)}<" in path.read_text()          # the "maps found" card
     for note in parser.notes:
