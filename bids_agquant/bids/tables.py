@@ -11,7 +11,9 @@ Cells (:func:`format_cell`), the rule every TSV the app writes follows
 - anything else -> ``str(value)`` with tabs and newlines replaced by spaces.
 
 Six significant digits are far below the noise of any quantity the app measures (a map voxel, a
-region mean, a regression slope) and keep the tables readable.
+region mean, a regression slope) and keep the tables readable. Every table of the app uses 6
+(:data:`DIGITS`); the phantom simulator writes its raw and ground-truth tables with 10
+(``digits=10``), the precision its published sample dataset was written with.
 
 Reading (:func:`read_tsv`): every column is read as text, BIDS ``n/a`` and empty cells become
 missing (NaN in pandas); numbers are converted by the caller, which knows its columns.
@@ -38,9 +40,12 @@ import pandas as pd
 
 from bids_agquant.bids.atomic import atomic_write_text
 
-__all__ = ["MISSING", "format_cell", "write_tsv", "tsv_text", "read_tsv", "json_safe",
+__all__ = ["DIGITS", "MISSING", "cell", "format_cell", "write_tsv", "tsv_text", "read_tsv", "json_safe",
            "natural_key", "read_participants", "read_sessions", "SOFTWARE",
            "software_versions"]
+
+#: Significant digits of a float cell in every table the app writes.
+DIGITS = 6
 
 #: Cell texts read as missing (case-insensitive, after stripping).
 MISSING = frozenset({"", "n/a", "na", "nan", "none", "null"})
@@ -48,8 +53,8 @@ MISSING = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
 # ------------------------------------------------------------------------------------ cells
 
-def format_cell(value) -> str:
-    """One TSV cell by the rule of the module docstring."""
+def format_cell(value, digits: int = DIGITS) -> str:
+    """One TSV cell by the rule of the module docstring (floats to ``digits`` significant)."""
     if value is None:
         return "n/a"
     if isinstance(value, (bool, np.bool_)):
@@ -62,7 +67,7 @@ def format_cell(value) -> str:
             return "n/a"
         if v.is_integer() and abs(v) < 1e15:
             return str(int(v))
-        return format(v, ".6g")
+        return format(v, f".{digits}g")
     text = str(value)
     return text.replace("\t", " ").replace("\n", " ") if text else "n/a"
 
@@ -73,17 +78,18 @@ def _records(rows_or_df) -> Iterable[Mapping]:
     return rows_or_df
 
 
-def tsv_text(rows_or_df, columns: Iterable[str]) -> str:
+def tsv_text(rows_or_df, columns: Iterable[str], digits: int = DIGITS) -> str:
     """The TSV text (header + one line per row) of dict rows or a DataFrame."""
     columns = list(columns)
     lines = ["\t".join(columns)]
-    lines += ["\t".join(format_cell(r.get(c)) for c in columns) for r in _records(rows_or_df)]
+    lines += ["\t".join(format_cell(r.get(c), digits) for c in columns)
+              for r in _records(rows_or_df)]
     return "\n".join(lines) + "\n"
 
 
-def write_tsv(path, rows_or_df, columns: Iterable[str]) -> Path:
-    """Write a TSV atomically (:func:`bids_agquant.bids.derivatives.atomic_write_text`)."""
-    return atomic_write_text(path, tsv_text(rows_or_df, columns))
+def write_tsv(path, rows_or_df, columns: Iterable[str], digits: int = DIGITS) -> Path:
+    """Write a TSV atomically (:func:`bids_agquant.bids.atomic.atomic_write_text`)."""
+    return atomic_write_text(path, tsv_text(rows_or_df, columns, digits))
 
 
 def read_tsv(path, encoding: str = "utf-8-sig") -> pd.DataFrame:

@@ -16,7 +16,6 @@ note in the report, never an error. Call it at the end of a participant run::
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -34,7 +33,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from bids_agquant.reports import html as H  # noqa: E402
-from bids_agquant.reports._io import software_versions, write_text_atomic  # noqa: E402
+from bids_agquant.bids import columns as C  # noqa: E402
+from bids_agquant.bids import tables as T  # noqa: E402
+from bids_agquant.reports._io import write_text_atomic  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
 __all__ = ["build_participant_report", "find_maps", "MapFile"]
@@ -350,9 +351,10 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
 
 
 def _read_lesion_table(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        return list(reader.fieldnames or []), list(reader)
+    """Columns and text rows of a lesion table; missing cells are ``"n/a"``."""
+    df = T.read_tsv(path)
+    return list(df.columns), [{k: T.cell(r, k) or "n/a" for k in df.columns}
+                              for r in df.to_dict("records")]
 
 
 def _lesion_table_html(path: Path) -> str:
@@ -374,12 +376,7 @@ def _lesion_table_html(path: Path) -> str:
             except ValueError:
                 t[c] = v
         typed.append(t)
-    heads = {"session_id": "session", "contrast_agent": "agent", "lesion_id": "lesion",
-             "longest_diameter_mm": "diameter (mm)", "volume_mm3": "volume (mm\u00b3)",
-             "se_mean_percent": "SE (%)", "se_sd_percent": "SE SD (%)",
-             "t1_pre_mean_s": "T1 pre (s)", "t1_post_mean_s": "T1 post (s)",
-             "delta_r1_mean_per_s": "\u0394R1 (1/s)", "conc_mean_mM": "conc (mM)",
-             "conc_mean_mg_per_L": "conc (mg/L)", "n_voxels": "voxels"}
+    heads = C.headers(C.LESION_TABLE)
 
     def hl(r):
         if str(r.get("lesion_id", "")).startswith("control"):
@@ -392,7 +389,7 @@ def _lesion_table_html(path: Path) -> str:
 
 
 def _versions(output_dir: Path) -> dict:
-    v = software_versions()
+    v = T.software_versions()
     desc = Path(output_dir) / "dataset_description.json"
     try:
         gen = json.loads(desc.read_text()).get("GeneratedBy", [])
@@ -486,7 +483,7 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
     out = []
     done = set()
     for m in sorted((m for m in maps if m.kind == "T1w" and m.path != ref_path),
-                    key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
+                    key=lambda m: (T.natural_key(m.session or ""), m.agent or "")):
         out.append((_state_label(m.session, m.agent), _load(m.path)))
         done.add((m.session, m.agent))
     xfms = sorted((Path(output_dir) / f"sub-{participant}").rglob("*_from-orig_to-T1w_*xfm.*"))
@@ -499,7 +496,7 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
         return out
     ref = nib.load(str(ref_path))
     ref_shape = ref.shape[:3]
-    for xfm in sorted(xfms, key=lambda p: _natural_key(p.name)):
+    for xfm in sorted(xfms, key=lambda p: T.natural_key(p.name)):
         ents, _ = _entities(xfm.name.rsplit(".", 1)[0] + ".nii")
         key = (ents.get("ses"), ents.get("ce"))
         if key in done:
@@ -517,16 +514,11 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
         out.append((_state_label(*key), nib.as_closest_canonical(
             nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))))
         done.add(key)
-    return sorted(out, key=lambda x: _natural_key(x[0]))
+    return sorted(out, key=lambda x: T.natural_key(x[0]))
 
 
 def _state_label(session: str | None, agent: str | None) -> str:
     return f"ses-{session} {agent or 'pre'}"
-
-
-def _natural_key(label: str):
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
-            for t in re.findall(r"\d+|\D+", label or "")]
 
 
 def _data3d(img: nib.Nifti1Image) -> np.ndarray:
@@ -546,7 +538,7 @@ def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
         for i, st in enumerate(plan.states):
             order.setdefault(st.session, i)
     states = sorted({(m.session, m.agent) for m in maps if m.kind in ("SE", "conc", "T1map")},
-                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
+                    key=lambda k: (order.get(k[0], 10 ** 6), T.natural_key(k[0] or ""),
                                    k[1] or ""))
     if not states:
         return '<p class="empty">No T1, SE or concentration map was found.</p>'
