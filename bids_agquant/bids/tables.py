@@ -5,9 +5,10 @@ Cells (:func:`format_cell`), the rule every TSV the app writes follows
 - ``None``, NaN, +-inf and the empty string -> ``n/a`` (BIDS missing value);
 - booleans (Python or numpy) -> ``true`` / ``false``;
 - integers (Python or numpy) -> the integer, e.g. ``115``;
-- floats -> 6 significant digits (``format(v, ".6g")``), except floats holding an integer below
-  1e15, printed as that integer: ``919.9999973109889`` -> ``920``, ``3.0`` -> ``3``,
-  ``0.0123456789`` -> ``0.0123457``, ``1.5e-07`` -> ``1.5e-07``;
+- floats -> 6 significant digits (``format(v, ".6g")``), and floats holding an integer below
+  1e15 as that integer (no exponent): ``919.9999973109889`` -> ``920``, ``3.0`` -> ``3``,
+  ``1234567.0`` -> ``1234567``, ``0.0123456789`` -> ``0.0123457``, ``1.5e-07`` -> ``1.5e-07``
+  (``-0.0`` -> ``-0``, as the format prints it);
 - anything else -> ``str(value)`` with tabs and newlines replaced by spaces.
 
 Six significant digits are far below the noise of any quantity the app measures (a map voxel, a
@@ -65,8 +66,8 @@ def format_cell(value, digits: int = DIGITS) -> str:
         v = float(value)
         if not math.isfinite(v):
             return "n/a"
-        if v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
+        if v.is_integer() and 10 ** digits <= abs(v) < 1e15:
+            return str(int(v))           # below 10**digits the format prints the integer too
         return format(v, f".{digits}g")
     text = str(value)
     return text.replace("\t", " ").replace("\n", " ") if text else "n/a"

@@ -2,7 +2,7 @@
 
 Atomic: the content goes to a temporary file in the destination folder, is flushed to disk and
 then renamed over the destination, so a reader (or a concurrent job) never sees half a file.
-The implementation is the project's one in :mod:`bids_agquant.bids.derivatives`; these names are
+The implementation is the project's one in :mod:`bids_agquant.bids.atomic`; these names are
 kept for the report and group code.
 """
 from __future__ import annotations

@@ -233,8 +233,8 @@ def test_tsv_cells():
         ["true", "115", "n/a", "a b"]
     assert float(f(1.2345678901234e-7)) == pytest.approx(1.2345678901234e-7, rel=1e-6)
     # 6 significant digits; integer-valued floats print as integers
-    assert [f(919.9999973109889), f(3.0), f(0.0123456789), f(-2.5e-7)] == \
-        ["920", "3", "0.0123457", "-2.5e-07"]
+    assert [f(919.9999973109889), f(3.0), f(1234567.0), f(0.0123456789), f(-2.5e-7)] == \
+        ["920", "3", "1234567", "0.0123457", "-2.5e-07"]
 
 
 def test_lesion_table_columns_cover_the_interface_and_have_a_dictionary():
