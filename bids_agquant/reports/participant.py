@@ -35,6 +35,7 @@ from scipy import ndimage  # noqa: E402
 from bids_agquant.reports import html as H  # noqa: E402
 from bids_agquant.bids import columns as C  # noqa: E402
 from bids_agquant.bids import tables as T  # noqa: E402
+from bids_agquant.bids.tables import software_versions  # noqa: E402
 from bids_agquant.reports._io import write_text_atomic  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
@@ -389,7 +390,7 @@ def _lesion_table_html(path: Path) -> str:
 
 
 def _versions(output_dir: Path) -> dict:
-    v = T.software_versions()
+    v = software_versions()
     desc = Path(output_dir) / "dataset_description.json"
     try:
         gen = json.loads(desc.read_text()).get("GeneratedBy", [])
@@ -483,7 +484,7 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
     out = []
     done = set()
     for m in sorted((m for m in maps if m.kind == "T1w" and m.path != ref_path),
-                    key=lambda m: (T.natural_key(m.session or ""), m.agent or "")):
+                    key=lambda m: (_natural_key(m.session or ""), m.agent or "")):
         out.append((_state_label(m.session, m.agent), _load(m.path)))
         done.add((m.session, m.agent))
     xfms = sorted((Path(output_dir) / f"sub-{participant}").rglob("*_from-orig_to-T1w_*xfm.*"))
@@ -496,7 +497,7 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
         return out
     ref = nib.load(str(ref_path))
     ref_shape = ref.shape[:3]
-    for xfm in sorted(xfms, key=lambda p: T.natural_key(p.name)):
+    for xfm in sorted(xfms, key=lambda p: _natural_key(p.name)):
         ents, _ = _entities(xfm.name.rsplit(".", 1)[0] + ".nii")
         key = (ents.get("ses"), ents.get("ce"))
         if key in done:
@@ -514,11 +515,14 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, maps, ref_path, notes
         out.append((_state_label(*key), nib.as_closest_canonical(
             nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))))
         done.add(key)
-    return sorted(out, key=lambda x: T.natural_key(x[0]))
+    return sorted(out, key=lambda x: _natural_key(x[0]))
 
 
 def _state_label(session: str | None, agent: str | None) -> str:
     return f"ses-{session} {agent or 'pre'}"
+
+
+_natural_key = T.natural_key
 
 
 def _data3d(img: nib.Nifti1Image) -> np.ndarray:
@@ -538,7 +542,7 @@ def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
         for i, st in enumerate(plan.states):
             order.setdefault(st.session, i)
     states = sorted({(m.session, m.agent) for m in maps if m.kind in ("SE", "conc", "T1map")},
-                    key=lambda k: (order.get(k[0], 10 ** 6), T.natural_key(k[0] or ""),
+                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
                                    k[1] or ""))
     if not states:
         return '<p class="empty">No T1, SE or concentration map was found.</p>'
