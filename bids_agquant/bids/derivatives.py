@@ -43,22 +43,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from bids_agquant.bids.atomic import (_complete_temp, _unlink, atomic_write_bytes,  # noqa: F401
+                                      atomic_write_text, remove_stale_temporaries, write_nifti)
+from bids_agquant.bids.tables import json_safe, software_versions, write_tsv  # noqa: F401
 from bids_agquant.config import REFERENCE_SPACE
 
 __all__ = [
     "OUTPUTS", "OutputSpec", "ENTITY_ORDER", "SOURCE_ENTITIES", "BIDSIGNORE",
-    "SIDECAR_ALLOW_LIST", "LESION_TABLE_COLUMNS", "LESION_TABLE_DICTIONARY", "PIPELINE_NAME",
+    "SIDECAR_ALLOW_LIST", "PIPELINE_NAME",
     "parse_bids_name", "format_bids_name", "derivative_path", "participant_path",
     "bids_uri", "find_dataset_root", "allowed_metadata", "read_sidecar",
     "atomic_write_bytes", "atomic_write_text", "write_json", "write_nifti", "write_tsv",
     "dataset_description", "ensure_dataset_description", "update_bidsignore",
-    "stack_versions", "container_info", "format_tsv_value",
+    "container_info", "remove_stale_temporaries",
 ]
 
 PIPELINE_NAME = "bids_agquant"
@@ -318,163 +319,14 @@ def allowed_metadata(sidecar: Mapping) -> dict:
     return {k: sidecar[k] for k in SIDECAR_ALLOW_LIST if k in sidecar}
 
 
-# ----------------------------------------------------------------------------- atomic writes
-
-#: The writers' temporary files are hidden and sit beside their target:
-#: ``.<target name>.<8 random characters from mkstemp>.tmp[<target extension>]``.
-_TEMP_MARK = ".tmp"
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}" + re.escape(_TEMP_MARK)
-                        + r"(\.[A-Za-z0-9.]+)?$")
-
-
-def _temp_in(target: Path, suffix: str = "") -> tuple[int, str]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                            suffix=_TEMP_MARK + suffix)
-
-
-def remove_stale_temporaries(folder, beside=None) -> list[Path]:
-    """Delete the temporary files of these writers that a killed run left; returns them.
-
-    A SIGKILL (or a node killed by its scheduler) skips the writers' own cleanup. Looks in
-    ``folder`` and below, and beside the single file ``beside`` (e.g. ``sub-<p>.html``, whose
-    folder holds other jobs' files). Call it only for a folder one job owns (``sub-<p>/``,
-    ``group/``): a dataset-level temporary may belong to a concurrent job.
-    """
-    folder = Path(folder)
-    found = [p for p in folder.rglob(".*") if _TEMP_NAME.match(p.name)] if folder.is_dir() else []
-    if beside is not None:
-        beside = Path(beside)
-        if beside.parent.is_dir():
-            found += [p for p in beside.parent.glob(f".{beside.name}.*")
-                      if _TEMP_NAME.match(p.name)]
-    for p in found:
-        _unlink(p)
-    return found
-
-
-def _complete_temp(target: Path, data: bytes) -> str:
-    """A hidden temporary file beside ``target`` holding ``data``, flushed to disk, mode 0644."""
-    fd, tmp = _temp_in(target)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    tmp = _complete_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
+# ----------------------------------------------------------------------------- writes
 
 def write_json(path, obj) -> Path:
     """Atomic JSON write (sorted keys off: the order we give is the reading order)."""
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def write_nifti(path, img) -> Path:
-    """Atomic NIfTI write of a nibabel image (compressed when ``path`` ends with .gz)."""
-    import nibabel as nib
-
-    path = Path(path)
-    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = _temp_in(path, ext)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return path
-
-
-def format_tsv_value(value) -> str:
-    """TSV cell: ``n/a`` for None/NaN/inf, ``true``/``false`` for booleans, repr-precise floats."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return "n/a"
-        return repr(value) if abs(value) >= 1e-4 or value == 0 else f"{value:.6e}"
-    try:
-        import numpy as np
-        if isinstance(value, np.generic):
-            return format_tsv_value(value.item())
-    except ImportError:  # pragma: no cover
-        pass
-    text = str(value)
-    return "n/a" if text == "" else text.replace("\t", " ").replace("\n", " ")
-
-
-def write_tsv(path, rows: Iterable[Mapping], columns: Iterable[str]) -> Path:
-    columns = list(columns)
-    lines = ["\t".join(columns)]
-    for r in rows:
-        lines.append("\t".join(format_tsv_value(r.get(c)) for c in columns))
-    return atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _unlink(p) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
-
-
-def _jsonable(obj):
-    """Plain JSON types: paths to str, numpy scalars to Python, NaN/inf to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            obj = obj.item()
-        except (ValueError, AttributeError):
-            pass
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    return obj
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------- dataset-level files
-
-#: Python distributions whose exact versions go into dataset_description ``GeneratedBy``.
-STACK = ("numpy", "scipy", "nibabel", "antspyx", "nipype", "pybids")
-
-
-def stack_versions() -> dict[str, str]:
-    out = {}
-    for dist in STACK:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
 
 def container_info() -> dict | None:
     """The software container we run in, when known.
@@ -508,7 +360,7 @@ def dataset_description(*, dataset_links: Mapping[str, Path] | None = None) -> d
     """The content of OUTPUT_DIR/dataset_description.json."""
     from bids_agquant import __version__
 
-    versions = stack_versions()
+    versions = software_versions(stack_only=True)
     generated = {
         "Name": PIPELINE_NAME,
         "Version": __version__,
@@ -544,7 +396,7 @@ def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] 
     target = Path(output_dir) / "dataset_description.json"
     if target.exists():
         return target
-    text = json.dumps(_jsonable(dataset_description(dataset_links=dataset_links)), indent=2) + "\n"
+    text = json.dumps(json_safe(dataset_description(dataset_links=dataset_links)), indent=2) + "\n"
     tmp = _complete_temp(target, text.encode("utf-8"))
     try:
         try:
@@ -573,100 +425,3 @@ def update_bidsignore(output_dir, patterns: Iterable[str] = BIDSIGNORE) -> Path:
     if missing:
         atomic_write_text(target, "\n".join(lines + missing) + "\n")
     return target
-
-
-# ----------------------------------------------------------------------------- lesion table
-
-#: Columns of the participant lesion table, in order: interface.md's, then ours.
-LESION_TABLE_COLUMNS = (
-    "participant_id", "session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
-    "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent", "t1_pre_mean_s",
-    "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM", "conc_sd_mM",
-    "conc_mean_mg_per_L", "n_voxels",
-    # additional columns
-    "region_type", "longest_3d_diameter_mm", "pre_session_id", "se_median_percent",
-    "se_voxel_mean_percent", "delta_r1_sd_per_s", "conc_median_mM", "conc_sd_mg_per_L",
-    "n_voxels_conc", "n_voxels_se", "r1_per_mM_s", "field_strength_t", "mg_per_L_per_mM",
-    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "se_intensity_scale",
-)
-
-#: JSON data dictionary of the lesion table (BIDS tabular-file sidecar).
-LESION_TABLE_DICTIONARY = {
-    "participant_id": {"Description": "Participant label (sub-<label>)."},
-    "session_id": {"Description": "Session of the post-contrast state (ses-<label>)."},
-    "contrast_agent": {"Description": "Contrast agent of the post-contrast state, canonical "
-                                      "name of the relaxivity registry (e.g. AGuIX, Dotarem)."},
-    "lesion_id": {"Description": "Lesion label in the lesion dseg (the input dseg label, or the "
-                                 "connected-component number of a binary mask); healthy-tissue "
-                                 "control regions are control-<k>."},
-    "longest_diameter_mm": {"Description": "Longest axial (RECIST 1.1) diameter, measured on "
-                                           "the input mask's own grid; n/a for controls.",
-                            "Units": "mm"},
-    "measurable": {"Description": "Longest axial diameter >= 10 mm (RECIST 1.1 / RANO); n/a for "
-                                  "controls.", "Levels": {"true": "measurable",
-                                                          "false": "not measurable"}},
-    "volume_mm3": {"Description": "Volume of the region: on the input mask's grid for lesions, "
-                                  "in the reference space for controls.", "Units": "mm^3"},
-    "se_mean_percent": {"Description": "Signal enhancement of the ROI mean T1w signals, "
-                                       "100 * (mean(S_post) - mean(S_pre)) / mean(S_pre) (the "
-                                       "paper's definition), over the region's core: the region "
-                                       "eroded by one reference voxel, so that rim voxels "
-                                       "partly outside the lesion do not dilute it (the whole "
-                                       "region when the core has fewer than 8 voxels).",
-                        "Units": "%"},
-    "se_sd_percent": {"Description": "Standard deviation (ddof=1) of the voxelwise SE over the "
-                                     "region's core.", "Units": "%"},
-    "t1_pre_mean_s": {"Description": "Mean T1 of the pre-contrast state over the region (maps at "
-                                     "the VFA resolution: rim voxels mix with the surrounding "
-                                     "tissue).", "Units": "s"},
-    "t1_post_mean_s": {"Description": "Mean T1 of the post-contrast state over the region (VFA "
-                                      "resolution, as t1_pre_mean_s).", "Units": "s"},
-    "delta_r1_mean_per_s": {"Description": "Mean of R1_post - R1_pre over the ROI.",
-                            "Units": "1/s"},
-    "conc_mean_mM": {"Description": "Mean gadolinium concentration over the region, delta R1 / "
-                                    "r1 (maps at the VFA resolution, resampled once).",
-                     "Units": "mM"},
-    "conc_sd_mM": {"Description": "Standard deviation (ddof=1) of the concentration over the ROI.",
-                   "Units": "mM"},
-    "conc_mean_mg_per_L": {"Description": "Mean mass concentration of the agent, conc_mean_mM x "
-                                          "mg_per_L_per_mM (n/a when the agent's molar mass is "
-                                          "unknown).", "Units": "mg/L"},
-    "n_voxels": {"Description": "Voxels of the region in the reference space (the ROI of the "
-                                "T1, delta R1 and concentration statistics)."},
-    "n_voxels_se": {"Description": "Voxels of the region's core (the ROI of the SE "
-                                   "statistics)."},
-    "region_type": {"Description": "lesion or control.",
-                    "Levels": {"lesion": "metastasis from the input mask",
-                               "control": "healthy-tissue control region"}},
-    "longest_3d_diameter_mm": {"Description": "Largest 3D distance across the lesion (input "
-                                              "mask grid).", "Units": "mm"},
-    "pre_session_id": {"Description": "Session of the pre-contrast state used (ses-<label>)."},
-    "se_intensity_scale": {"Description": "The post-contrast T1w was divided by this before SE: "
-                                          "the median of post / pre over the brain mask >= 10 "
-                                          "mm from every lesion (--se-normalization; 1 when not "
-                                          "applied, n/a when there was too little healthy "
-                                          "brain)."},
-    "se_median_percent": {"Description": "Median of the voxelwise SE over the region's core.",
-                          "Units": "%"},
-    "se_voxel_mean_percent": {"Description": "Mean of the voxelwise SE over the region's core "
-                                             "(biased upward by noise, see se_mean_percent).",
-                              "Units": "%"},
-    "delta_r1_sd_per_s": {"Description": "Standard deviation of delta R1 over the ROI.",
-                          "Units": "1/s"},
-    "conc_median_mM": {"Description": "Median concentration over the ROI.", "Units": "mM"},
-    "conc_sd_mg_per_L": {"Description": "Standard deviation of the mass concentration.",
-                         "Units": "mg/L"},
-    "n_voxels_conc": {"Description": "ROI voxels with a finite concentration (both VFA fits "
-                                     "succeeded)."},
-    "r1_per_mM_s": {"Description": "Relaxivity r1 per Gd ion used.", "Units": "1/(mM s)"},
-    "field_strength_t": {"Description": "Field strength the relaxivity applies to (n/a for a "
-                                        "user override).", "Units": "T"},
-    "mg_per_L_per_mM": {"Description": "Factor from mM of Gd to mg/L of agent (molar mass / Gd "
-                                       "per particle).", "Units": "mg/L/mM"},
-    "centroid_x_mm": {"Description": "ROI centroid, reference-space world x (RAS+).",
-                      "Units": "mm"},
-    "centroid_y_mm": {"Description": "ROI centroid, reference-space world y (RAS+).",
-                      "Units": "mm"},
-    "centroid_z_mm": {"Description": "ROI centroid, reference-space world z (RAS+).",
-                      "Units": "mm"},
-}

@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 
 from bids_agquant.bids import validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
+from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
 from bids_agquant.qmri import relaxivity
 
@@ -168,10 +169,6 @@ def select_participants(layout, requested: Sequence[str], bids_dir: Path) -> lis
 # helpers
 
 
-def _natural_key(label: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", label)]
-
-
 def _rel(path, root: Path) -> str:
     try:
         return str(Path(path).relative_to(root))
@@ -179,27 +176,20 @@ def _rel(path, root: Path) -> str:
         return str(path)
 
 
-def _read_tsv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                for row in csv.DictReader(fh, delimiter="\t")]
-
-
 def _acq_times(bids_dir: Path, participant: str, warn) -> dict[str, datetime]:
     path = bids_dir / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
-    if not path.exists():
-        return {}
     try:
-        rows = _read_tsv(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        df = read_sessions(bids_dir, participant)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         warn(f"{_rel(path, bids_dir)}: cannot be read ({exc}); session order by label")
         return {}
+    if df is None:
+        return {}
     out = {}
-    for row in rows:
-        ses = row.get("session_id", "")
-        ses = ses[4:] if ses.startswith("ses-") else ses
-        text = row.get("acq_time", "")
-        if not ses or not text or text.lower() == "n/a":
+    for row in df.to_dict("records"):
+        ses = row.get("session") or ""
+        text = cell(row, "acq_time")
+        if not ses or not text:
             continue
         try:
             t = datetime.fromisoformat(text)
@@ -359,7 +349,7 @@ def build_plan(layout, participant: str, config, *,
         warnings.append(msg)
 
     sub = f"sub-{participant}"
-    all_sessions = sorted(layout.get_sessions(subject=participant), key=_natural_key)
+    all_sessions = sorted(layout.get_sessions(subject=participant), key=natural_key)
     if not all_sessions:
         if layout.get(subject=participant, suffix=["T1w", "VFA"], extension=NIFTI):
             raise MissingInputError(f"{sub}: images are not inside ses-<label> folders",
@@ -375,7 +365,7 @@ def build_plan(layout, participant: str, config, *,
               if config.b1_correction != "off" else [])
     acq = _acq_times(root, participant, warn)
     listed = set(acq)
-    for ses in sorted(listed - set(all_sessions), key=_natural_key):
+    for ses in sorted(listed - set(all_sessions), key=natural_key):
         warn(f"ses-{ses} is listed in {sub}_sessions.tsv but has no folder; skipped")
 
     baseline, why = _choose_baseline(states, all_sessions, acq, config, sub, warn)
@@ -462,7 +452,7 @@ def _choose_baseline(states: dict, all_sessions, acq: dict, config, sub: str, wa
                 warn(f"sessions.tsv gives no acq_time for {untimed}; baseline chosen among the "
                      f"others")
         else:
-            baseline = sorted(candidates, key=_natural_key)[0]
+            baseline = sorted(candidates, key=natural_key)[0]
             why = "first session label (no acq_time in sessions.tsv)"
             warn(f"several sessions hold a pre-contrast T1w ({', '.join(candidates)}) and "
                  f"sessions.tsv gives no acq_time: baseline ses-{baseline}; pass "
@@ -488,7 +478,7 @@ def _select_sessions(states: dict, all_sessions, baseline: str, acq: dict, confi
 
     def order_key(s):
         return (s != baseline, acq.get(s, datetime.max) if all(x in acq for x in selected)
-                else datetime.max, _natural_key(s))
+                else datetime.max, natural_key(s))
 
     selected.sort(key=order_key)
 
@@ -658,17 +648,18 @@ def _is_ours(deriv_dir: Path) -> bool:
 
 
 def _covariates(root: Path, participant: str, warn) -> dict:
-    path = root / "participants.tsv"
-    if not path.exists():
+    try:
+        df = read_participants(root)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        warn(f"participants.tsv cannot be read ({exc}); no covariates")
+        return {}
+    if df is None:
         warn("participants.tsv is missing: no dose or weight (dose-normalised and %ID/g values "
              "are skipped)")
         return {}
-    try:
-        rows = _read_tsv(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        warn(f"participants.tsv cannot be read ({exc}); no covariates")
-        return {}
-    matching = [r for r in rows if r.get("participant_id") in (f"sub-{participant}", participant)]
+    rows = [{k: cell(r, k) for k in df.columns} for r in df.to_dict("records")]
+    present = set(df.columns)
+    matching = [r for r in rows if r.get("participant") == participant]
     row = matching[0] if matching else None
     if len(matching) > 1:
         warn(f"participants.tsv has {len(matching)} rows for sub-{participant}; using the first "
@@ -679,11 +670,11 @@ def _covariates(root: Path, participant: str, warn) -> dict:
     out: dict = {}
     for key in NUMERIC_COVARIATES:
         text = row.get(key)
-        if text is None:
+        if key not in present:
             if key != "age":
                 warn(f"participants.tsv has no {key} column")
             continue
-        if text.lower() in ("", "n/a"):
+        if text is None:
             if key != "age":
                 warn(f"participants.tsv: {key} is n/a for sub-{participant}")
             out[key] = None
@@ -700,9 +691,8 @@ def _covariates(root: Path, participant: str, warn) -> dict:
             value = None
         out[key] = value
     for key in TEXT_COVARIATES:
-        text = row.get(key)
-        if text is not None:
-            out[key] = None if text.lower() in ("", "n/a") else text
+        if key in present:
+            out[key] = row.get(key)
     return out
 
 

@@ -17,7 +17,9 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
                                     SimpleInterface, TraitedSpec, isdefined, traits)
 
+from bids_agquant.bids import columns as C
 from bids_agquant.bids import derivatives as D
+from bids_agquant.bids import tables as T
 from bids_agquant.qmri.regions import Regions
 
 __all__ = ["DerivativeSpec", "DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS",
@@ -82,7 +84,7 @@ def write_output(src, dst: Path, *, dtype=None) -> bool:
 
 
 def write_sidecar(path: Path, content: dict) -> None:
-    text = json.dumps(D._jsonable(content), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(T.json_safe(content), indent=2, allow_nan=False) + "\n"
     try:
         if path.read_text() == text:
             return
@@ -179,8 +181,8 @@ class LesionTableSink(SimpleInterface):
         for f in (self.inputs.rows_files if isdefined(self.inputs.rows_files) else []):
             rows.extend(json.loads(Path(f).read_text()))
         table = out_dir / self.inputs.table_path
-        D.write_tsv(table, rows, D.LESION_TABLE_COLUMNS)
-        dictionary = {c: D.LESION_TABLE_DICTIONARY[c] for c in D.LESION_TABLE_COLUMNS}
+        T.write_tsv(table, rows, C.columns(C.LESION_TABLE))
+        dictionary = C.dictionary(C.LESION_TABLE)
         dictionary.update(self.inputs.table_sidecar)
         write_sidecar(_sidecar_path(table), dictionary)
         written.append(str(table))
@@ -218,5 +220,5 @@ def _write_label_table(dst: Path, key: str, regions: Regions) -> str:
         rows = [{"index": int(k), "name": f"control-{k}"}
                 for k in sorted(regions.controls, key=int)]
     lut = dst.with_name(dst.name.replace(".nii.gz", ".tsv"))
-    D.write_tsv(lut, rows, ("index", "name"))
+    T.write_tsv(lut, rows, ("index", "name"))
     return str(lut)

@@ -14,6 +14,7 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
                                     isdefined, traits)
 
+from bids_agquant.bids.tables import json_safe
 from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS
 from bids_agquant.qmri.postcontrast import scale_to_pre, state_maps
 from bids_agquant.qmri.regions import Regions, region_rows
@@ -109,7 +110,7 @@ class QuantifyPostContrast(SimpleInterface):
             rows = region_rows(regions=regions, lesion_labels=lesions, control_labels=controls,
                                maps=maps, base=base, relaxivity=rel)
         out = cwd / "rows.json"
-        out.write_text(json.dumps(_plain(rows), indent=1))
+        out.write_text(json.dumps(json_safe(rows), indent=1))
         self._results["rows_file"] = str(out)
         return runtime
 
@@ -126,13 +127,3 @@ def _finite_or_none(x):
     return float(x) if np.isfinite(x) else None
 
 
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

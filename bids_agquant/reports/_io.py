@@ -1,19 +1,17 @@
-"""Small file helpers of the report and group code: atomic writes and software versions.
+"""Small file helpers of the report and group code: atomic writes.
 
 Atomic: the content goes to a temporary file in the destination folder, is flushed to disk and
 then renamed over the destination, so a reader (or a concurrent job) never sees half a file.
-The implementation is the project's one in :mod:`bids_agquant.bids.derivatives`; these names are
+The implementation is the project's one in :mod:`bids_agquant.bids.atomic`; these names are
 kept for the report and group code.
 """
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from pathlib import Path
 
-from bids_agquant.bids.derivatives import atomic_write_bytes, atomic_write_text
+from bids_agquant.bids.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "software_versions"]
+__all__ = ["write_bytes_atomic", "write_text_atomic"]
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
@@ -24,22 +22,3 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
 def write_text_atomic(path: Path | str, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_text(path, text)
-
-
-_PACKAGES = ("bids_agquant", "numpy", "scipy", "nibabel", "nipype", "antspyx", "pybids",
-             "matplotlib")
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that shape the numbers and figures."""
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name == "bids_agquant":
-                from bids_agquant import __version__
-                out[name] = __version__
-            else:
-                out[name] = "not installed"
-    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bids_agquant.bids import columns as C
 from bids_agquant.reports import html as H
 from bids_agquant.reports._io import write_text_atomic
 
@@ -32,28 +33,8 @@ def _fig(figures: dict, name: str, caption: str) -> str:
 
 
 _FIT_COLS = ["n", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "p_value"]
-_HEAD = {"slope_ci_low": "slope 95 % CI low", "slope_ci_high": "slope 95 % CI high",
-         "r2": "R\u00b2", "p_value": "p", "dose_mg_per_kg": "dose (mg/kg)", "n_lesions": "lesions",
-         "n_participants": "participants", "mean": "mean SE (%)", "sd": "SD (%)",
-         "median": "median (%)", "se_aguix_mean_percent": "AGuIX SE (%)",
-         "se_dotarem_mean_percent": "Dotarem SE (%)", "sensitivity_percent": "sensitivity (%)",
-         "sensitivity_median_lesion_percent": "median lesion ratio (%)",
-         "conc_mean_mg_per_L_mean": "conc. mean (mg/L)", "conc_mean_mg_per_L_sd": "conc. SD (mg/L)",
-         "se_peak_mean_percent": "peak SE (%)", "se_later_mean_percent": "later SE (%)",
-         "persistence_percent": "persistence (%)", "conc_upper_mg_per_L": "upper bound (mg/L)",
-         "slope_percent_per_mg_per_L": "slope (%/(mg/L))", "n_quantified": "quantified",
-         "se_control_mean_percent": "mean SE (%)", "se_control_max_abs_percent": "max |SE| (%)",
-         "conc_control_mean_mM": "mean conc (mM)", "conc_control_max_abs_mM": "max |conc| (mM)",
-         "delta_r1_control_mean_per_s": "mean \u0394R1 (1/s)",
-         "detection_limit_mM": "detection limit (mM)", "percent_id_per_g": "%ID/g",
-         "conc_mean_mg_per_L": "conc (mg/L)", "weight_kg": "weight (kg)",
-         "primary_tumor": "primary tumour", "intercept_ci_low": "intercept 95 % CI low",
-         "intercept_ci_high": "intercept 95 % CI high", "participant_id": "participant",
-         "session_id": "session", "lesion_id": "lesion", "contrast_agent": "agent",
-         "n_controls": "controls", "peak_session": "peak session",
-         "later_session": "later session", "dose_or_scope": "dose (mg/kg)",
-         "se_mean_percent": "SE (%)",
-         "longest_diameter_mm": "diameter (mm)", "se_dose_normalised_percent": "SE norm. (%)"}
+#: Display headers of a group table's columns (the column registry, data/columns.tsv).
+_HEAD = C.headers
 
 
 def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
@@ -95,10 +76,11 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                  "least-squares fit of the means with its 95 % confidence band (paper Fig. 2A).")
             + "<h3>Per dose</h3>"
             + H.table_html(t["dose_response_by_dose"].columns, t["dose_response_by_dose"].rows,
-                           _HEAD)
+                           _HEAD("dose_response_by_dose"))
             + "<h3>Regressions</h3>"
             + H.table_html(["model"] + _FIT_COLS + ["intercept_ci_low", "intercept_ci_high"],
-                           t["dose_response_regression"].rows, _HEAD))
+                           t["dose_response_regression"].rows,
+                           _HEAD("dose_response_regression")))
     sections.append(("dose", "Dose response", H.section(
         "dose", "Dose response", body,
         "Signal enhancement (SE) in measurable lesions two hours after AGuIX, against the "
@@ -112,10 +94,10 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                    "dashed lines are the bin means (paper Fig. 2C).")
             + "</div>"
             + H.table_html(["factor", "group", "n", "mean", "sd", "median", "min", "max"], grp,
-                           _HEAD | {"mean": "mean (%)"})
+                           _HEAD("se_normalised_by_group"))
             + "<h3>Tests for a difference between groups</h3>"
             + H.table_html(["factor", "test", "statistic", "p_value", "n_groups", "n", "groups",
-                            "note"], t["group_tests"].rows, _HEAD)
+                            "note"], t["group_tests"].rows, _HEAD("group_tests"))
             + '<p class="note">Kruskal\u2013Wallis H test: groups are small and SE is skewed, '
               "so a rank test that assumes neither normality nor equal variances is used; "
               "lesions of one participant are treated as independent, as in the paper.</p>")
@@ -131,9 +113,9 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                    "mean AGuIX SE / mean Dotarem SE over the same lesions.")
             + "</div>"
             + H.table_html(["dose_or_scope", "primary_tumor"] + _FIT_COLS,
-                           t["aguix_vs_dotarem"].rows, _HEAD | {"dose_or_scope": "dose (mg/kg)"})
+                           t["aguix_vs_dotarem"].rows, _HEAD("aguix_vs_dotarem"))
             + H.table_html(t["sensitivity_by_dose"].columns, t["sensitivity_by_dose"].rows,
-                           _HEAD))
+                           _HEAD("sensitivity_by_dose")))
     sections.append(("dotarem", "AGuIX versus Dotarem", H.section(
         "dotarem", "AGuIX versus Dotarem", body,
         "Lesion-by-lesion comparison with the clinical agent given at the reference session.")))
@@ -144,10 +126,11 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                  "\u0394R1, one least-squares line per participant (paper Fig. 3B).")
             + H.table_html(["participant_id", "dose_mg_per_kg", "primary_tumor",
                             "conc_mean_mg_per_L_mean", "conc_mean_mg_per_L_sd"] + _FIT_COLS,
-                           t["se_vs_concentration"].rows, _HEAD)
+                           t["se_vs_concentration"].rows, _HEAD("se_vs_concentration"))
             + "<h3>Uptake (%ID/g), measurable lesions at the peak session</h3>"
             + H.table_html(["participant_id", "session_id", "lesion_id", "conc_mean_mg_per_L",
-                            "dose_mg_per_kg", "weight_kg", "percent_id_per_g"], idg, _HEAD,
+                            "dose_mg_per_kg", "weight_kg", "percent_id_per_g"], idg,
+                           _HEAD("percent_id_per_g"),
                            formats={"percent_id_per_g": lambda v: H.fmt(v) if v is None
                                     else f"{v:.2e}"}))
     sections.append(("concentration", "Concentration", H.section(
@@ -162,10 +145,7 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                             "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
                             "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"],
                            t["persistence_by_participant"].rows,
-                           _HEAD | {"conc_later_mean_mg_per_L": "later conc (mg/L)",
-                                    "slope_percent_per_mg_per_L": "SE/conc slope",
-                                    "conc_upper_mg_per_L": "bound (mg/L)",
-                                    "persistence_percent": "later/peak (%)"})
+                           _HEAD("persistence_by_participant"))
             + '<p class="note">Not quantified = concentration n/a or not above 3 \u00d7 the RMS '
               "of the control-region concentrations of that session; the bound is SE / slope of "
               "the participant's SE-versus-concentration regression (per lesion, also with the "
@@ -179,7 +159,8 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
             + H.table_html(["participant_id", "session_id", "contrast_agent", "n_controls",
                             "se_control_mean_percent", "se_control_max_abs_percent",
                             "conc_control_mean_mM", "conc_control_max_abs_mM",
-                            "delta_r1_control_mean_per_s", "flag"], t["controls"].rows, _HEAD,
+                            "delta_r1_control_mean_per_s", "flag"], t["controls"].rows,
+                           _HEAD("controls"),
                            highlight=lambda r: "flag" if r["flag"] != "ok" else None))
     sections.append(("controls", "Healthy controls", H.section(
         "controls", "Healthy-tissue controls", body,
@@ -205,7 +186,7 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                             "lesion_id", "longest_diameter_mm", "se_mean_percent",
                             "se_dose_normalised_percent", "conc_mean_mg_per_L",
                             "conc_quantified", "primary_tumor", "dose_mg_per_kg"], measurable,
-                           _HEAD)
+                           _HEAD("cohort_lesions"))
             + "</details>")
     sections.append(("sessions", "Sessions and lesions", H.section(
         "sessions", "Sessions and lesions", body,

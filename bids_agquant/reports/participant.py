@@ -18,7 +18,6 @@ participant run::
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -39,7 +38,10 @@ from scipy import ndimage  # noqa: E402
 from bids_agquant.bids import derivatives as D  # noqa: E402
 from bids_agquant.interfaces import geometry as G  # noqa: E402
 from bids_agquant.reports import html as H  # noqa: E402
-from bids_agquant.reports._io import software_versions, write_text_atomic  # noqa: E402
+from bids_agquant.bids import columns as C  # noqa: E402
+from bids_agquant.bids import tables as T  # noqa: E402
+from bids_agquant.bids.tables import software_versions  # noqa: E402
+from bids_agquant.reports._io import write_text_atomic  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
 __all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
@@ -306,9 +308,10 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
 
 
 def _read_lesion_table(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        return list(reader.fieldnames or []), list(reader)
+    """Columns and text rows of a lesion table; missing cells are ``"n/a"``."""
+    df = T.read_tsv(path)
+    return list(df.columns), [{k: T.cell(r, k) or "n/a" for k in df.columns}
+                              for r in df.to_dict("records")]
 
 
 def _lesion_table_html(path: Path) -> str:
@@ -330,12 +333,7 @@ def _lesion_table_html(path: Path) -> str:
             except ValueError:
                 t[c] = v
         typed.append(t)
-    heads = {"session_id": "session", "contrast_agent": "agent", "lesion_id": "lesion",
-             "longest_diameter_mm": "diameter (mm)", "volume_mm3": "volume (mm\u00b3)",
-             "se_mean_percent": "SE (%)", "se_sd_percent": "SE SD (%)",
-             "t1_pre_mean_s": "T1 pre (s)", "t1_post_mean_s": "T1 post (s)",
-             "delta_r1_mean_per_s": "\u0394R1 (1/s)", "conc_mean_mM": "conc (mM)",
-             "conc_mean_mg_per_L": "conc (mg/L)", "n_voxels": "voxels"}
+    heads = C.headers(C.LESION_TABLE)
 
     def hl(r):
         if str(r.get("lesion_id", "")).startswith("control"):
@@ -484,9 +482,7 @@ def _state_label(session: str | None, agent: str | None) -> str:
     return f"ses-{session} {agent or 'pre'}"
 
 
-def _natural_key(label: str):
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
-            for t in re.findall(r"\d+|\D+", label or "")]
+_natural_key = T.natural_key
 
 
 def _data3d(img: nib.Nifti1Image) -> np.ndarray:

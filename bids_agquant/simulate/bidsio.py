@@ -9,6 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..bids.tables import tsv_text
+
 __all__ = ["write_nifti", "write_json", "write_tsv", "t1w_name", "vfa_name", "b1_name",
            "BIDS_VERSION"]
 
@@ -56,23 +58,14 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (float, np.floating)):
-        if not np.isfinite(v):
-            return "n/a"
-        return f"{float(v):.10g}"
-    return str(v)
+#: Significant digits of the phantom's table cells (the app's cell rule, more digits).
+TSV_DIGITS = 10
 
 
 def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["\t".join(columns)] + ["\t".join(_fmt(r.get(c)) for c in columns) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(tsv_text(rows, columns, TSV_DIGITS))
     return path
 
 

@@ -35,7 +35,6 @@ import csv
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,10 +42,12 @@ from typing import Iterable
 
 import numpy as np
 
+from bids_agquant.bids import columns as C
+from bids_agquant.bids import tables as T
 from bids_agquant.errors import GroupDataError, GroupInputError  # noqa: F401 - re-exported
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.relaxivity import canonical_agent
-from bids_agquant.reports._io import software_versions, write_text_atomic
+from bids_agquant.reports._io import write_text_atomic
 
 __all__ = ["run_group", "analyse_cohort", "GroupAnalysis", "Table", "GroupInputError",
            "GroupDataError", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
@@ -74,116 +75,8 @@ LESION_TABLE_COLUMNS = (
 _FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd_percent",
                   "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM",
                   "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
-_MISSING = {"", "n/a", "na", "nan", "none", "null"}
+_MISSING = T.MISSING
 _NAN = float("nan")
-
-
-# --------------------------------------------------------------------------------------------
-# Data dictionary: one description (and unit) per output column
-# --------------------------------------------------------------------------------------------
-_COLUMNS: dict[str, tuple[str, str | None]] = {
-    "participant_id": ("Participant label (sub-<label>).", None),
-    "session_id": ("Session label (ses-<label>).", None),
-    "contrast_agent": ("Contrast agent of the post-contrast state (registry name).", None),
-    "lesion_id": ("Lesion label; healthy-tissue control regions are control-<k>.", None),
-    "is_control": ("True for a healthy-tissue control region.", None),
-    "longest_diameter_mm": ("Longest axial (RECIST) diameter of the lesion.", "mm"),
-    "measurable": ("Longest diameter >= 10 mm (RECIST 1.1 / RANO).", None),
-    "volume_mm3": ("Lesion volume.", "mm^3"),
-    "se_mean_percent": ("Mean signal enhancement 100*(post-pre)/pre over the ROI.", "%"),
-    "se_sd_percent": ("SD of the signal enhancement over the ROI voxels.", "%"),
-    "t1_pre_mean_s": ("Mean pre-contrast T1 over the ROI.", "s"),
-    "t1_post_mean_s": ("Mean post-contrast T1 over the ROI.", "s"),
-    "delta_r1_mean_per_s": ("Mean R1 change (post - pre) over the ROI.", "1/s"),
-    "conc_mean_mM": ("Mean Gd concentration over the ROI.", "mM"),
-    "conc_sd_mM": ("SD of the Gd concentration over the ROI voxels.", "mM"),
-    "conc_mean_mg_per_L": ("Mean agent mass concentration over the ROI.", "mg/L"),
-    "n_voxels": ("Voxels in the ROI.", None),
-    "dose_mg_per_kg": ("Injected AGuIX dose (participants.tsv).", "mg/kg"),
-    "weight_kg": ("Body weight (participants.tsv).", "kg"),
-    "primary_tumor": ("Primary tumour type (participants.tsv).", None),
-    "session_order": ("Rank of the session in time within the participant (1 = first).", None),
-    "session_order_source": ("How sessions were ordered: sessions.tsv acq_time, or the session "
-                             "labels in natural order when acq_time is missing.", None),
-    "agent_session_index": ("Rank of the session among the participant's sessions carrying the "
-                            "same agent (1 = first).", None),
-    "session_role": ("peak: first AGuIX session (trial D1, 2 h); persistence: later AGuIX "
-                     "session (D8); reference: first Dotarem session (D0); other: anything else.",
-                     None),
-    "size_bin": ("Bin of the longest diameter: 10-20 mm, 20-50 mm (50 included), other.", None),
-    "se_dose_normalised_percent": ("SE * 100 / dose (AGuIX rows): SE scaled to 100 mg/kg.", "%"),
-    "percent_id_per_g": ("Percent of the injected AGuIX dose per gram of tissue "
-                         "(density 1 kg/L).", "%ID/g"),
-    "detection_limit_mM": ("Limit of detection of the concentration for this participant, "
-                           "session and agent: 3 x RMS of the control-region means (or 3 standard "
-                           "errors of the lesion mean without controls).", "mM"),
-    "conc_quantified": ("Mean concentration is finite and above the limit of detection.", None),
-    "conc_upper_mg_per_L": ("Upper bound max(SE, 0) / slope with the participant's peak "
-                            "SE-versus-concentration slope, where the concentration is not "
-                            "quantified (per participant: mean SE of those lesions).", "mg/L"),
-    "conc_upper_conservative_mg_per_L": ("Upper bound SE / (lower 95 % limit of the slope), "
-                                         "where that limit is positive.", "mg/L"),
-    "dose_or_scope": ("Dose group (mg/kg) or 'all'.", None),
-    "n_participants": ("Participants contributing.", None),
-    "n_lesions": ("Measurable lesions contributing.", None),
-    "se_mean_percent_mean": ("Mean over lesions of the lesion mean SE.", "%"),
-    "model": ("What was regressed on what.", None),
-    "x": ("Regressor (with unit).", None),
-    "y": ("Response (with unit).", None),
-    "n": ("Points in the regression / group / test.", None),
-    "slope": ("Least-squares slope (unit: y per x).", None),
-    "slope_ci_low": ("Lower 95 % confidence limit of the slope (t distribution, n-2 dof).", None),
-    "slope_ci_high": ("Upper 95 % confidence limit of the slope.", None),
-    "intercept": ("Least-squares intercept (unit of y).", None),
-    "intercept_ci_low": ("Lower 95 % confidence limit of the intercept.", None),
-    "intercept_ci_high": ("Upper 95 % confidence limit of the intercept.", None),
-    "r2": ("Coefficient of determination.", None),
-    "p_value": ("Two-sided p-value (regression: slope = 0).", None),
-    "factor": ("Grouping factor.", None),
-    "group": ("Group label.", None),
-    "mean": ("Mean.", None),
-    "sd": ("Standard deviation (ddof = 1).", None),
-    "median": ("Median.", None),
-    "min": ("Minimum.", None),
-    "max": ("Maximum.", None),
-    "test": ("Statistical test used.", None),
-    "statistic": ("Test statistic (Kruskal-Wallis H or ANOVA F).", None),
-    "n_groups": ("Groups with data in the test.", None),
-    "groups": ("Groups in the test.", None),
-    "note": ("Why a statistic is missing, when it is.", None),
-    "se_aguix_mean_percent": ("Mean AGuIX peak SE over the paired measurable lesions.", "%"),
-    "se_dotarem_mean_percent": ("Mean Dotarem reference SE over the same lesions.", "%"),
-    "sensitivity_percent": ("AGuIX sensitivity relative to Dotarem: 100 * mean AGuIX SE / mean "
-                            "Dotarem SE over the same lesions.", "%"),
-    "sensitivity_median_lesion_percent": ("Median over lesions of 100 * SE_AGuIX / SE_Dotarem.",
-                                          "%"),
-    "conc_mean_mg_per_L_mean": ("Mean over lesions of the lesion mean concentration.", "mg/L"),
-    "conc_mean_mg_per_L_sd": ("SD over lesions of the lesion mean concentration.", "mg/L"),
-    "peak_session": ("Peak AGuIX session (ses-<label>).", None),
-    "later_session": ("Later AGuIX session (ses-<label>).", None),
-    "se_peak_percent": ("Lesion mean SE at the peak session.", "%"),
-    "se_later_percent": ("Lesion mean SE at the later session.", "%"),
-    "persistence_percent": ("100 * SE later / SE peak.", "%"),
-    "conc_peak_mg_per_L": ("Lesion mean concentration at the peak session.", "mg/L"),
-    "conc_later_mg_per_L": ("Lesion mean concentration at the later session (n/a when not "
-                            "quantified).", "mg/L"),
-    "se_peak_mean_percent": ("Mean over lesions of the peak SE.", "%"),
-    "se_peak_sd_percent": ("SD over lesions of the peak SE.", "%"),
-    "se_later_mean_percent": ("Mean over lesions of the later SE.", "%"),
-    "se_later_sd_percent": ("SD over lesions of the later SE.", "%"),
-    "n_quantified": ("Lesions whose later concentration was quantified.", None),
-    "conc_later_mean_mg_per_L": ("Mean later concentration over the quantified lesions.",
-                                 "mg/L"),
-    "slope_percent_per_mg_per_L": ("Peak SE-versus-concentration slope used for the bound.",
-                                   "%/(mg/L)"),
-    "n_controls": ("Control regions.", None),
-    "se_control_mean_percent": ("Mean SE over the control regions.", "%"),
-    "se_control_max_abs_percent": ("Largest |mean SE| of a control region.", "%"),
-    "conc_control_mean_mM": ("Mean concentration over the control regions.", "mM"),
-    "conc_control_max_abs_mM": ("Largest |mean concentration| of a control region.", "mM"),
-    "delta_r1_control_mean_per_s": ("Mean R1 change over the control regions.", "1/s"),
-    "flag": ("ok, or what exceeded its threshold (|SE| > 10 %, |conc| > 0.01 mM).", None),
-}
 
 
 @dataclass
@@ -237,14 +130,16 @@ def _to_bool(text) -> bool | None:
     return None
 
 
-def _read_tsv(path: Path) -> tuple[list[str], list[dict]]:
+def _rows(df) -> tuple[list[str], list[dict]]:
+    """Columns and rows (text, None when missing) of a :func:`bids_agquant.bids.tables` frame."""
+    return list(df.columns), [{k: T.cell(r, k) for k in df.columns} for r in df.to_dict("records")]
+
+
+def _read_tsv(path: Path, hint: str = "") -> tuple[list[str], list[dict]]:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter="\t")
-            rows = [dict(r) for r in reader]
-            return list(reader.fieldnames or []), rows
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise GroupDataError(f"cannot read {path}: {exc}") from exc
+        return _rows(T.read_tsv(path))
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise GroupDataError(f"cannot read {path}: {exc}{hint}") from exc
 
 
 def find_lesion_tables(output_dir: Path, participants: Iterable[str] = ()) -> list[Path]:
@@ -256,20 +151,15 @@ def find_lesion_tables(output_dir: Path, participants: Iterable[str] = ()) -> li
 
 def read_lesion_table(path: Path) -> list[dict]:
     """Parse one participant lesion table into typed rows (floats, bools, canonical agents)."""
-    columns, raw = _read_tsv(path)
+    folder_participant = _strip(path.parent.name, "sub-")
+    columns, raw = _read_tsv(path, f" (a truncated or edited table?); rerun the participant "
+                                   f"level for sub-{folder_participant}")
     missing = [c for c in LESION_TABLE_COLUMNS if c not in columns]
     if missing:
         raise GroupDataError(f"{path}: missing column(s) {', '.join(missing)}; the lesion table "
                              f"must have the columns of interface.md (rerun the participant level)")
-    folder_participant = _strip(path.parent.name, "sub-")
     rows = []
     for i, r in enumerate(raw, start=2):
-        if None in r or any(v is None for v in r.values()):   # csv's restkey / restval
-            n = len([v for k, v in r.items() if k is not None and v is not None]) + len(
-                r.get(None) or [])
-            raise GroupDataError(f"{path}, line {i}: {n} fields where the header has "
-                                 f"{len(columns)} (a truncated or edited table); rerun the "
-                                 f"participant level for sub-{folder_participant}")
         row = {"participant": _strip(r["participant_id"], "sub-") or folder_participant,
                "session": _strip(r["session_id"], "ses-"),
                "agent_label": (r["contrast_agent"] or "").strip(),
@@ -291,11 +181,15 @@ def read_lesion_table(path: Path) -> list[dict]:
 def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, dict]:
     """Covariates per participant label: dose_mg_per_kg, weight_kg (floats), primary_tumor."""
     path = Path(bids_dir) / "participants.tsv" if bids_dir else None
-    if path is None or not path.is_file():
+    try:
+        df = T.read_participants(bids_dir) if bids_dir else None
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise GroupDataError(f"cannot read {path}: {exc}") from exc
+    if df is None:
         _warn(warnings, f"no participants.tsv in {bids_dir}: dose, weight and primary tumour are "
                         f"unknown, so every statistic that needs them is skipped")
         return {}
-    columns, raw = _read_tsv(path)
+    columns, raw = _rows(df)
     if "participant_id" not in columns:
         raise GroupDataError(f"{path}: no participant_id column (BIDS requires it)")
     for c in ("dose_mg_per_kg", "weight_kg", "primary_tumor"):
@@ -304,7 +198,7 @@ def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, d
                             f"skipped")
     out = {}
     for r in raw:
-        p = _strip(r.get("participant_id"), "sub-")
+        p = r.get("participant") or ""
         if p in out:      # as the participant level: the first row counts
             _warn(warnings, f"participants.tsv has several rows for sub-{p}; using the first")
             continue
@@ -326,11 +220,6 @@ def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, d
     return out
 
 
-def _natural_key(label: str):
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
-            for t in re.findall(r"\d+|\D+", label)]
-
-
 def _parse_time(text) -> datetime | None:
     s = "" if text is None else str(text).strip()
     if not s or s.lower() in _MISSING:
@@ -345,18 +234,16 @@ def _parse_time(text) -> datetime | None:
 def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | None
                    ) -> tuple[list[str], str]:
     """Sessions in time order and how it was decided (``acq_time`` or natural label order)."""
-    sessions = sorted(set(sessions), key=_natural_key)
-    path = (Path(bids_dir) / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
-            if bids_dir else None)
-    if path is not None and path.is_file():
-        try:
-            _, raw = _read_tsv(path)
-        except GroupDataError:
-            raw = []
-        times = {_strip(r.get("session_id"), "ses-"): _parse_time(r.get("acq_time"))
-                 for r in raw}
+    sessions = sorted(set(sessions), key=T.natural_key)
+    try:
+        df = T.read_sessions(bids_dir, participant) if bids_dir else None
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+        df = None
+    if df is not None:
+        _, raw = _rows(df)
+        times = {r.get("session") or "": _parse_time(r.get("acq_time")) for r in raw}
         if sessions and all(times.get(s) is not None for s in sessions):
-            return sorted(sessions, key=lambda s: (times[s], _natural_key(s))), \
+            return sorted(sessions, key=lambda s: (times[s], T.natural_key(s))), \
                 "sessions.tsv acq_time"
     return sessions, "session labels (natural order)"
 
@@ -406,7 +293,7 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
     from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
                                                  se_upper_bound_concentration)
     warnings = [] if warnings is None else warnings
-    participants = sorted({r["participant"] for r in rows}, key=_natural_key)
+    participants = sorted({r["participant"] for r in rows}, key=T.natural_key)
     missing_cov = [p for p in participants if p not in covariates]
     if covariates and missing_cov:
         _warn(warnings, f"participants.tsv has no row for {', '.join(map(_sub, missing_cov))}: "
@@ -723,7 +610,7 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
          "conc_upper_conservative_mg_per_L"], pers_rows)
     pp_rows = []
     for key in sorted({(r["participant_id"], r["later_session"]) for r in pers_rows},
-                      key=lambda k: (_natural_key(k[0]), _natural_key(k[1]))):
+                      key=lambda k: (T.natural_key(k[0]), T.natural_key(k[1]))):
         sel = [r for r in pers_rows if (r["participant_id"], r["later_session"]) == key]
         pm, psd = _mean_sd([r["se_peak_percent"] for r in sel])
         lm, lsd = _mean_sd([r["se_later_percent"] for r in sel])
@@ -758,7 +645,7 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
     ctl_rows = []
     keys = sorted({(r["participant"], r["session"], r["agent"]) for r in rows
                    if r["is_control"] and r["agent"]},
-                  key=lambda k: (_natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
+                  key=lambda k: (T.natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
     for p, s, a in keys:
         sel = [r for r in rows if r["is_control"] and (r["participant"], r["session"], r["agent"])
                == (p, s, a)]
@@ -806,9 +693,9 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
                    "session_order_source", "agent_session_index", "session_role", "size_bin",
                    "se_dose_normalised_percent", "percent_id_per_g", "detection_limit_mM",
                    "conc_quantified", "conc_upper_mg_per_L", "conc_upper_conservative_mg_per_L"]
-    ordered = sorted(rows, key=lambda r: (_natural_key(r["participant"]), r["session_order"],
+    ordered = sorted(rows, key=lambda r: (T.natural_key(r["participant"]), r["session_order"],
                                           r["agent"] or "", r["is_control"],
-                                          _natural_key(r["lesion_id"])))
+                                          T.natural_key(r["lesion_id"])))
     cohort_rows = []
     for r in ordered:
         out = {c: r.get(c) for c in cohort_cols}
@@ -824,21 +711,6 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
     summary = _summary(tables, fits, tests, roles, warnings, participants)
     return GroupAnalysis(tables=tables, warnings=warnings, session_roles=roles, fits=fits,
                          tests=tests, n_participants=len(participants), summary=summary)
-
-
-def _clean(v):
-    """JSON-safe value (NaN -> None, numpy scalars -> Python)."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def _summary(tables, fits, tests, roles, warnings, participants) -> dict:
@@ -864,46 +736,21 @@ def _summary(tables, fits, tests, roles, warnings, participants) -> dict:
                        "size_bins_mm": [list(b) for b in cohort.SIZE_BINS_MM]},
         "agents": {"study": STUDY_AGENT, "reference": REFERENCE_AGENT},
         "warnings": list(warnings),
-        "software": software_versions(),
+        "software": T.software_versions(),
     }
-    return _clean(out)
+    return T.json_safe(out)
 
 
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
-            return "n/a"
-        if float(v).is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        return format(float(v), ".6g")
-    s = str(v)
-    return s.replace("\t", " ").replace("\n", " ") if s else "n/a"
-
-
 def table_tsv(table: Table) -> str:
-    lines = ["\t".join(table.columns)]
-    lines += ["\t".join(_fmt(r.get(c)) for c in table.columns) for r in table.rows]
-    return "\n".join(lines) + "\n"
+    return T.tsv_text(table.rows, table.columns)
 
 
 def table_dictionary(table: Table) -> dict:
-    out = {}
-    for c in table.columns:
-        desc, unit = _COLUMNS.get(c, (c.replace("_", " ").capitalize() + ".", None))
-        entry = {"Description": desc}
-        if unit:
-            entry["Units"] = unit
-        out[c] = entry
-    return out
+    """The table's BIDS data dictionary, from the column registry (data/columns.tsv)."""
+    return C.dictionary(table.name, table.columns)
 
 
 def write_tables(analysis: GroupAnalysis, group_dir: Path) -> list[Path]:
@@ -945,7 +792,7 @@ def run_group(config) -> None:
     figures = write_group_figures(analysis, group_dir)
     analysis.summary["figures"] = {k: [p.name for p in v] for k, v in figures.items()}
     write_text_atomic(group_dir / "summary.json",
-                      json.dumps(_clean(analysis.summary), indent=2) + "\n")
+                      json.dumps(T.json_safe(analysis.summary), indent=2) + "\n")
     from bids_agquant.reports.group import build_group_report
     report = build_group_report(analysis, group_dir, figures)
     LOG.info("group level: %d table(s), %d figure(s), report %s", len(analysis.tables),

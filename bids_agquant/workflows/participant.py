@@ -28,6 +28,7 @@ from nipype.pipeline import engine as pe
 
 from bids_agquant import methods
 from bids_agquant.bids import derivatives as D
+from bids_agquant.bids.tables import software_versions
 from bids_agquant.interfaces.derivatives import DerivativeSpec, DerivativesSink, specs_to_dicts
 from bids_agquant.interfaces.registration import REGISTRATION_SETTINGS
 from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
@@ -390,5 +391,5 @@ def _post_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
 
 
 def _ants_software() -> str:
-    return methods.registration_software(D.stack_versions().get("antspyx"),
+    return methods.registration_software(software_versions(stack_only=True).get("antspyx"),
                                          REGISTRATION_SETTINGS)

@@ -13,7 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_agquant.bids import columns as C
 from bids_agquant.bids import derivatives as D
+from bids_agquant.bids import tables as T
 
 VFA = "/data/sub-01/ses-D1/anat/sub-01_ses-D1_acq-fast_ce-AGuIX_flip-3_VFA.nii.gz"
 T1W = "/data/sub-01/ses-D1/anat/sub-01_ses-D1_ce-AGuIX_T1w.nii.gz"
@@ -224,10 +226,15 @@ def test_bidsignore_merges_with_existing_lines(tmp_path):
 
 
 def test_tsv_cells():
-    f = D.format_tsv_value
+    f = T.format_cell
     assert [f(None), f(float("nan")), f(True), f(False), f(np.float32(0.5)), f(3), f("")] == \
         ["n/a", "n/a", "true", "false", "0.5", "3", "n/a"]
+    assert [f(np.bool_(True)), f(np.int64(115)), f(float("-inf")), f("a\tb")] == \
+        ["true", "115", "n/a", "a b"]
     assert float(f(1.2345678901234e-7)) == pytest.approx(1.2345678901234e-7, rel=1e-6)
+    # 6 significant digits; integer-valued floats print as integers
+    assert [f(919.9999973109889), f(3.0), f(1234567.0), f(0.0123456789), f(-2.5e-7)] == \
+        ["920", "3", "1234567", "0.0123457", "-2.5e-07"]
 
 
 def test_lesion_table_columns_cover_the_interface_and_have_a_dictionary():
@@ -235,9 +242,11 @@ def test_lesion_table_columns_cover_the_interface_and_have_a_dictionary():
                 "longest_diameter_mm", "measurable", "volume_mm3", "se_mean_percent",
                 "se_sd_percent", "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
                 "conc_mean_mM", "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels"]
-    assert list(D.LESION_TABLE_COLUMNS[:len(required)]) == required
-    assert set(D.LESION_TABLE_COLUMNS) == set(D.LESION_TABLE_DICTIONARY)
-    assert all("Description" in v for v in D.LESION_TABLE_DICTIONARY.values())
+    columns = C.columns(C.LESION_TABLE)
+    assert list(columns[:len(required)]) == required
+    dictionary = C.dictionary(C.LESION_TABLE)
+    assert list(dictionary) == list(columns)
+    assert all(v["Description"] for v in dictionary.values())
 
 
 def test_pybids_indexes_a_written_derivative_dataset(tmp_path):

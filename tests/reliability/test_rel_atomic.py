@@ -180,7 +180,7 @@ REVIEWED_WRITERS = {
     ("cli/run.py", "_log_file", "open"),
 }
 #: the atomic helpers themselves
-HELPERS = {"bids/derivatives.py", "reports/_io.py"}
+HELPERS = {"bids/atomic.py", "bids/derivatives.py", "reports/_io.py"}
 #: the simulator writes raw input datasets, not outputs
 SKIP = ("simulate/",)
 

@@ -306,11 +306,12 @@ def test_no_identifying_metadata_in_the_work_dir(shared):
 def test_output_sidecars_copy_only_allow_listed_input_fields(shared):
     """Allow-list, not deny-list: of the keys the input sidecars hold, an output sidecar may only
     carry the allow-listed acquisition fields and the app's own fields of the same name."""
-    from bids_agquant.bids.derivatives import LESION_TABLE_COLUMNS, SIDECAR_ALLOW_LIST
+    from bids_agquant.bids import columns as C
+    from bids_agquant.bids.derivatives import SIDECAR_ALLOW_LIST
     from bids_agquant.bids.layout import NUMERIC_COVARIATES, TEXT_COVARIATES
 
     # the app's own fields that inputs may hold too; covariates are an allow-list of their own
-    own = ({"Description", "Sources", "Units", "FlipAngle"} | set(LESION_TABLE_COLUMNS)
+    own = ({"Description", "Sources", "Units", "FlipAngle"} | set(C.columns(C.LESION_TABLE))
            | set(NUMERIC_COVARIATES) | set(TEXT_COVARIATES))
     input_keys = set()
     for f in shared["ds"].rglob("*.json"):

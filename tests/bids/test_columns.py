@@ -1,0 +1,66 @@
+"""The column registry (data/columns.tsv, bids_agquant.bids.columns) and the participant table."""
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+
+import numpy as np
+
+from bids_agquant.bids import columns as C
+from bids_agquant.qmri import lesions as L
+from bids_agquant.qmri import regions as R
+from bids_agquant.qmri.relaxivity import get_relaxivity
+
+AFF = np.diag([2.0, 2.0, 2.0, 1.0])
+SHAPE = (20, 20, 20)
+
+
+def _raw_registry() -> list[dict]:
+    path = resources.files("bids_agquant") / "data" / C.REGISTRY
+    with resources.as_file(path) as p, open(p, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def test_registry_rows_are_unique_and_complete():
+    rows = _raw_registry()
+    keys = [(r["table"], r["column"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert all(r["description"] not in ("", "n/a") for r in rows)
+    assert all(r[k] for r in rows for k in ("units", "levels", "header"))  # n/a, never empty
+
+
+def test_the_json_dictionary_is_the_registry_text():
+    for r in _raw_registry():
+        entry = C.dictionary(r["table"], [r["column"]])[r["column"]]
+        expected = {"Description": r["description"]}
+        if r["units"] != "n/a":
+            expected["Units"] = r["units"]
+        if r["levels"] != "n/a":
+            expected["Levels"] = json.loads(r["levels"])
+        assert entry == expected
+        assert C.header(r["table"], r["column"]) == (r["column"] if r["header"] == "n/a"
+                                                     else r["header"])
+
+
+def test_every_column_the_participant_table_writes_is_registered():
+    """The rows of qmri.regions.region_rows (with every map and the workflow's row base)."""
+    lesions = np.zeros(SHAPE, np.int32)
+    lesions[2:8, 2:8, 2:8] = 1
+    controls = np.zeros(SHAPE, np.int16)
+    controls[12:18, 12:18, 12:18] = 1
+    sizes = L.lesion_diameters(L.label_lesions(lesions, "dseg").labels, AFF)
+    reg = R.Regions(lesions=R.lesion_regions(sizes, np.array([0, 1]), lesions, AFF),
+                    controls=R.control_region_records(controls, AFF),
+                    brain_mask_method="test", control_diameter_mm=10.0)
+    ones = np.ones(SHAPE)
+    maps = R.StateMaps(t1_pre=ones, t1_post=0.5 * ones, delta_r1=ones, conc=0.2 * ones,
+                       se=10.0 * ones, t1w_pre=100.0 * ones, t1w_post=110.0 * ones)
+    # the keys of workflows.participant's row_base, plus the SE scale of interfaces.quantify
+    base = {"participant_id": "sub-01", "session_id": "ses-D1", "contrast_agent": "AGuIX",
+            "pre_session_id": "ses-D0", "se_intensity_scale": 1.0}
+    rows = R.region_rows(regions=reg, lesion_labels=lesions, control_labels=controls,
+                         maps=maps, base=base, relaxivity=get_relaxivity("AGuIX", 3.0, {}))
+    written = set().union(*(r.keys() for r in rows))
+    assert written <= set(C.columns(C.LESION_TABLE))
+    assert set(C.columns(C.LESION_TABLE)) - written == set(), "registered but never written"
