@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from bids_agquant.config import Config  # noqa: E402
 from bids_agquant.qmri import cohort  # noqa: E402
-from bids_agquant.workflows.group import LESION_TABLE_COLUMNS, run_group  # noqa: E402
+from bids_agquant.group import LESION_TABLE_COLUMNS, run_group  # noqa: E402
 
 DOSES = (15.0, 15.0, 15.0, 30.0, 30.0, 30.0, 50.0, 50.0, 50.0, 75.0, 75.0, 75.0,
          100.0, 100.0, 100.0)

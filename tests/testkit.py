@@ -45,7 +45,8 @@ def cli_runner(capsys):
 class PageParts(HTMLParser):
     """The parts of an HTML page the report tests look at: element ids, image sources, any tag
     that would load something from outside the page (``link``, ``script``, ``iframe``), and the
-    texts of the ``<p class="note">`` paragraphs and of the ``<code>`` elements."""
+    texts of the ``<p class="note">`` paragraphs and of the ``<code>`` elements, and the summary
+    cards (``cards[label] == {"value": ..., "note": ...}``)."""
 
     EXTERNAL_TAGS = ("link", "script", "iframe")
 
@@ -56,12 +57,17 @@ class PageParts(HTMLParser):
         self.external: list[tuple[str, str | None]] = []
         self.notes: list[str] = []
         self.codes: list[str] = []
+        self.cards: dict[str, dict[str, str]] = {}
         self._in: str | None = None
+        self._card_part: str | None = None
+        self._card_label: str | None = None
         if text is not None:
             self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if a.get("class") in ("card-label", "card-value", "card-note"):
+            self._card_part = a["class"][len("card-"):]
         if "id" in a:
             self.ids.add(a["id"])
         if tag == "img":
@@ -76,10 +82,16 @@ class PageParts(HTMLParser):
             self.codes.append("")
 
     def handle_endtag(self, tag):
+        self._card_part = None
         if tag in ("p", "code"):
             self._in = None
 
     def handle_data(self, data):
+        if self._card_part == "label":
+            self._card_label = data.strip()
+            self.cards[self._card_label] = {}
+        elif self._card_part and self._card_label is not None:
+            self.cards[self._card_label][self._card_part] = data.strip()
         if self._in == "note":
             self.notes[-1] += data
         elif self._in == "code":

@@ -29,6 +29,7 @@ software whose versions the outputs record (:data:`SOFTWARE`, :func:`software_ve
 from __future__ import annotations
 
 import csv
+import json
 import math
 import platform
 import re
@@ -42,7 +43,7 @@ import pandas as pd
 from bids_agquant.bids.atomic import atomic_write_text
 
 __all__ = ["DIGITS", "MISSING", "cell", "format_cell", "write_tsv", "tsv_text", "read_tsv", "json_safe",
-           "natural_key", "read_participants", "read_sessions", "SOFTWARE",
+           "natural_key", "strip_prefix", "json_text", "read_participants", "read_sessions", "SOFTWARE",
            "software_versions"]
 
 #: Significant digits of a float cell in every table the app writes.
@@ -93,12 +94,14 @@ def write_tsv(path, rows_or_df, columns: Iterable[str], digits: int = DIGITS) ->
     return atomic_write_text(path, tsv_text(rows_or_df, columns, digits))
 
 
-def read_tsv(path, encoding: str = "utf-8-sig") -> pd.DataFrame:
+def read_tsv(path, encoding: str = "utf-8-sig", short_rows_missing: bool = False) -> pd.DataFrame:
     """A BIDS TSV as a DataFrame of text columns; ``n/a`` and empty cells are missing (NaN).
 
     Header names and cells are stripped. Raises ``OSError``/``UnicodeDecodeError``/
     ``csv.Error`` as reading does; a row with more or fewer fields than the header raises
-    ``ValueError`` naming its line.
+    ``ValueError`` naming its line, except that with ``short_rows_missing`` the cells a short row
+    lacks are missing (``n/a``; hand-edited ``participants.tsv``/``sessions.tsv``, whose readers
+    then warn per missing value).
     """
     with open(path, newline="", encoding=encoding) as fh:
         reader = csv.reader(fh, delimiter="\t")
@@ -111,6 +114,8 @@ def read_tsv(path, encoding: str = "utf-8-sig") -> pd.DataFrame:
         for line, cells in enumerate(reader, start=2):
             if not cells:
                 continue
+            if short_rows_missing and len(cells) < len(header):
+                cells = cells + [""] * (len(header) - len(cells))
             if len(cells) != len(header):
                 raise ValueError(f"{path}, line {line}: {len(cells)} fields where the header "
                                  f"has {len(header)}")
@@ -147,6 +152,12 @@ def json_safe(obj):
 
 # ------------------------------------------------------------------------------ natural sort
 
+def json_text(obj) -> str:
+    """``obj`` as the JSON text every output file uses: sanitised (:func:`json_safe`), indented by
+    2, with a final newline."""
+    return json.dumps(json_safe(obj), indent=2) + "\n"
+
+
 def natural_key(label) -> list:
     """Sort key ordering digit runs by value: ``D0 < D1 < D8 < D28``, ``01 < 2``."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower())
@@ -155,7 +166,8 @@ def natural_key(label) -> list:
 
 # ------------------------------------------------------------------ participants / sessions
 
-def _strip(label, prefix: str) -> str:
+def strip_prefix(label, prefix: str) -> str:
+    """``label`` without a leading ``prefix`` (``sub-01`` -> ``01``), stripped of blanks."""
     label = "" if label is None else str(label).strip()
     return label[len(prefix):] if label.startswith(prefix) else label
 
@@ -170,9 +182,9 @@ def read_participants(bids_dir) -> pd.DataFrame | None:
     path = Path(bids_dir) / "participants.tsv"
     if not path.is_file():
         return None
-    df = read_tsv(path)
+    df = read_tsv(path, short_rows_missing=True)
     if "participant_id" in df.columns:
-        df["participant"] = [_strip(cell(r, "participant_id"), "sub-")
+        df["participant"] = [strip_prefix(cell(r, "participant_id"), "sub-")
                              for r in df.to_dict("records")]
     return df
 
@@ -186,9 +198,9 @@ def read_sessions(bids_dir, participant: str) -> pd.DataFrame | None:
     path = Path(bids_dir) / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
     if not path.is_file():
         return None
-    df = read_tsv(path)
+    df = read_tsv(path, short_rows_missing=True)
     if "session_id" in df.columns:
-        df["session"] = [_strip(cell(r, "session_id"), "ses-") for r in df.to_dict("records")]
+        df["session"] = [strip_prefix(cell(r, "session_id"), "ses-") for r in df.to_dict("records")]
     return df
 
 

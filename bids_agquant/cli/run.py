@@ -12,7 +12,7 @@ Order of work (nothing is computed before every input is checked):
    ``workflows.participant.init_participant_wf(plan, config)`` and run it with the configured
    nipype plugin, printing one line per finished node (a failing node exits 1 naming the node
    and its crash file), then write its HTML report ``OUTPUT_DIR/sub-<p>.html``;
-4. group level: ``workflows.group.run_group(config)``.
+4. group level: ``group.run_group(config)``.
 
 Every non-zero exit prints one line first on stderr, ``bids-agquant: error: <what>; <fix>``;
 the traceback follows only with ``-v``. Logs go to stdout and, per participant, to
@@ -572,9 +572,9 @@ def run_group_level(config: Config) -> int:
               f"{config.bids_dir}/participants.tsv, writes {config.output_dir}/group/")
         return EX_OK
     try:
-        from bids_agquant.workflows.group import run_group  # lazy: matplotlib
+        from bids_agquant.group import run_group  # lazy: matplotlib
     except ImportError as exc:
-        raise AgquantError(f"the group level (bids_agquant.workflows.group) is not available "
+        raise AgquantError(f"the group level (bids_agquant.group) is not available "
                            f"({exc})", fix="reinstall bids_agquant") from exc
     if not config.output_dir.is_dir():
         raise MissingInputError(f"OUTPUT_DIR {config.output_dir} does not exist",

@@ -36,6 +36,8 @@ __all__ = [
     "REFERENCE_DOSE_MG_PER_KG", "linear_regression", "dose_normalised_se", "size_bin",
     "size_bins", "summarise", "summarise_groups", "group_difference_test", "sensitivity_percent",
     "persistence_percent", "regress_by_group", "detection_limit", "DETECTION_LIMIT_K",
+    "detection_limit_of_mean", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
+    "CONTROL_CONC_THRESHOLD_MM", "MEASURABLE_DIAMETER_MM",
 ]
 
 #: The paper normalises SE to its highest dose: SE_norm = SE * 100 / dose (mg/kg).
@@ -352,6 +354,19 @@ def regress_by_group(x, y, labels, confidence: float = 0.95) -> dict[str, Linear
     return out
 
 
+#: The agent under study (dose escalation, peak and persistence sessions).
+STUDY_AGENT = "AGuIX"
+#: The clinical agent it is compared with (first session carrying it).
+REFERENCE_AGENT = "Dotarem"
+#: A healthy-tissue control is flagged when |mean SE| or |mean concentration| exceeds these.
+#: 10 % is well above the SE noise of a control ROI and well below the 25 % mean SE of the lowest
+#: dose; 0.01 mM (about 10 mg/L of AGuIX) is a third of the paper's lowest per-patient lesion mean
+#: at 100 mg/kg and twice the pipeline's accuracy target on phantoms (0.005 mM).
+CONTROL_SE_THRESHOLD_PERCENT = 10.0
+CONTROL_CONC_THRESHOLD_MM = 0.01
+#: RECIST 1.1 / RANO: a lesion is measurable from this longest diameter on (mm).
+MEASURABLE_DIAMETER_MM = 10.0
+
 #: Multiple of the control-region noise that a lesion value must exceed to count as quantified
 #: (the usual 3-sigma limit of detection).
 DETECTION_LIMIT_K = 3.0
@@ -369,3 +384,12 @@ def detection_limit(control_values, k: float = DETECTION_LIMIT_K) -> float:
     if v.size == 0:
         return _NAN
     return float(k * math.sqrt(float(np.mean(v * v))))
+
+
+def detection_limit_of_mean(sd, n_voxels, k: float = DETECTION_LIMIT_K) -> float:
+    """Limit of detection without control regions: ``k`` standard errors of the ROI's own mean,
+    ``k * sd / sqrt(n_voxels)``; NaN when ``sd`` is not finite or there are no voxels."""
+    sd, n = float(sd), float(n_voxels)
+    if not (math.isfinite(sd) and n > 0):
+        return _NAN
+    return float(k * sd / math.sqrt(n))

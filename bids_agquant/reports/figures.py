@@ -1,6 +1,6 @@
 """Group figures in the spirit of the paper's Fig. 2 and 3 (matplotlib, Agg backend).
 
-Each ``fig_*`` function takes a :class:`~bids_agquant.workflows.group.GroupAnalysis` and returns a
+Each ``fig_*`` function takes a :class:`~bids_agquant.group.analysis.GroupAnalysis` and returns a
 matplotlib Figure, or None when the data it needs are missing. :func:`write_group_figures` saves
 every figure as SVG and PNG under ``group/`` (atomically) and returns their paths.
 """
@@ -336,8 +336,6 @@ def fig_persistence(analysis) -> Figure | None:
 
 def fig_controls(analysis) -> Figure | None:
     """Healthy-tissue controls: largest |SE| and |concentration| per session, by session role."""
-    from bids_agquant.workflows.group import (CONTROL_CONC_THRESHOLD_MM,
-                                              CONTROL_SE_THRESHOLD_PERCENT)
     rows = analysis.tables["controls"].rows
     if not rows:
         return None
@@ -349,9 +347,9 @@ def fig_controls(analysis) -> Figure | None:
         fig = Figure(figsize=(8.4, 3.6), layout="constrained")
         axes = fig.subplots(1, 2)
         for ax, key, thr, unit, title in (
-                (axes[0], "se_control_max_abs_percent", CONTROL_SE_THRESHOLD_PERCENT, "%",
+                (axes[0], "se_control_max_abs_percent", cohort.CONTROL_SE_THRESHOLD_PERCENT, "%",
                  "largest |SE| of a control region"),
-                (axes[1], "conc_control_max_abs_mM", CONTROL_CONC_THRESHOLD_MM, "mM",
+                (axes[1], "conc_control_max_abs_mM", cohort.CONTROL_CONC_THRESHOLD_MM, "mM",
                  "largest |concentration| of a control region")):
             top = thr
             for i, role in enumerate(roles):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bids_agquant.bids import columns as C
-from bids_agquant.bids import derivatives as D
+from bids_agquant.bids import atomic, derivatives as D
 from bids_agquant.bids import tables as T
 
 VFA = "/data/sub-01/ses-D1/anat/sub-01_ses-D1_acq-fast_ce-AGuIX_flip-3_VFA.nii.gz"
@@ -275,17 +275,17 @@ def test_pybids_indexes_a_written_derivative_dataset(tmp_path):
 
 def test_remove_stale_temporaries_removes_only_the_writers_leftovers(tmp_path):
     sub = tmp_path / "sub-01" / "anat"
-    fd, left = D._temp_in(sub / "sub-01_T1map.nii.gz", ".nii.gz")   # as a killed writer leaves it
+    fd, left = atomic._temp_in(sub / "sub-01_T1map.nii.gz", ".nii.gz")   # as a killed writer leaves it
     os.close(fd)
-    fd, report_tmp = D._temp_in(tmp_path / "sub-01.html")
+    fd, report_tmp = atomic._temp_in(tmp_path / "sub-01.html")
     os.close(fd)
-    fd, other_tmp = D._temp_in(tmp_path / "sub-02.html")
+    fd, other_tmp = atomic._temp_in(tmp_path / "sub-02.html")
     os.close(fd)
     kept = [sub / ".keep", sub / "sub-01_T1map.nii.gz", tmp_path / "sub-01.html"]
     for p in kept:
         p.write_text("x")
-    found = D.remove_stale_temporaries(tmp_path / "sub-01", tmp_path / "sub-01.html")
+    found = atomic.remove_stale_temporaries(tmp_path / "sub-01", tmp_path / "sub-01.html")
     assert sorted(map(str, found)) == sorted([left, report_tmp])
     assert not os.path.exists(left) and not os.path.exists(report_tmp)
     assert os.path.exists(other_tmp) and all(p.exists() for p in kept)
-    assert D.remove_stale_temporaries(tmp_path / "missing") == []
+    assert atomic.remove_stale_temporaries(tmp_path / "missing") == []

@@ -9,7 +9,7 @@ from bids_agquant import errors
 from bids_agquant.cli import run
 from bids_agquant.cli.plugin import PluginSettingsError
 from bids_agquant.qmri import relaxivity
-from bids_agquant.workflows import group
+from bids_agquant import group
 
 
 @pytest.mark.parametrize("cls, code", [

@@ -13,7 +13,7 @@ from paper_cohort import (DIAMETERS, PAPER_DOSES, PAPER_MEAN_SE, PAPER_SENSITIVI
 from scipy import stats
 
 from bids_agquant.config import Config
-from bids_agquant.workflows.group import GroupDataError, GroupInputError, run_group
+from bids_agquant.group import GroupDataError, GroupInputError, run_group
 
 
 def _num(v: str) -> float:

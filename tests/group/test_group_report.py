@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
-from html.parser import HTMLParser
+
+from paper_cohort import read_tsv
+from testkit import PageParts
 
 SECTIONS = ("overview", "dose", "groups", "dotarem", "concentration", "persistence", "controls",
             "sessions", "software")
@@ -11,27 +14,21 @@ FIGURES = ("dose_response", "se_by_tumor", "se_vs_diameter", "aguix_vs_dotarem",
            "se_vs_concentration", "persistence", "controls")
 
 
-class _Collect(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.ids, self.imgs, self.links, self.scripts = set(), [], [], 0
+def _shown(text: str, label: str) -> list[str]:
+    """The numbers shown after ``label`` in ``text`` (e.g. ``R² 0.90`` -> ["0.90"])."""
+    return re.findall(rf"{re.escape(label)}\s*(-?\d+(?:\.\d+)?)", text)
 
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if "id" in a:
-            self.ids.add(a["id"])
-        if tag == "img":
-            self.imgs.append(a.get("src", ""))
-        if tag in ("link", "script"):
-            self.scripts += 1
-            self.links.append(a.get("href") or a.get("src"))
+
+def _rounds_to(shown: str, value: float) -> bool:
+    """``shown`` is ``value`` rounded to the decimals it shows."""
+    decimals = len(shown.split(".")[1]) if "." in shown else 0
+    return abs(float(shown) - value) <= 0.5 * 10 ** -decimals + 1e-12
 
 
 def test_group_report_sections_and_inline_images(paper_group):
     _, out = paper_group
     text = (out / "group" / "report.html").read_text()
-    parser = _Collect()
-    parser.feed(text)
+    parser = PageParts(text)
     assert set(SECTIONS) <= parser.ids
     assert len(parser.imgs) == len(FIGURES)
     for src in parser.imgs:          # self-contained: every image is a decodable data URI
@@ -39,10 +36,32 @@ def test_group_report_sections_and_inline_images(paper_group):
         assert m, src[:60]
         payload = base64.b64decode(m.group(2))
         assert payload.startswith(b"<?xml") or payload.startswith(b"\x89PNG")
-    assert parser.scripts == 0 and "http://" not in text.split("<body>")[1].split("<footer")[0]
-    # the key numbers are shown
-    assert "1.08 %/(mg/kg)" in text and "R\u00b2 0.90" in text
-    assert "kruskal-wallis" in text and "sub-04" in text
+    assert not parser.external and "http://" not in text.split("<body>")[1].split("<footer")[0]
+    # the key numbers are the computed ones: the dose-response card against the regression of
+    # the per-dose means in dose_response_regression.tsv, the tests against group_tests.tsv
+    fit = next(r for r in read_tsv(out / "group" / "dose_response_regression.tsv")
+               if r["model"] == "mean SE per dose on dose")
+    card = parser.cards["dose-response slope"]
+    (slope,) = _shown(card["value"], "")
+    assert _rounds_to(slope, float(fit["slope"])), (card, fit["slope"])
+    (r2,) = _shown(card["note"], "R\u00b2")
+    assert _rounds_to(r2, float(fit["r2"]))
+    low, high = re.findall(r"-?\d+\.\d+", card["note"].split("CI")[1])[:2]
+    assert _rounds_to(low, float(fit["slope_ci_low"]))
+    assert _rounds_to(high, float(fit["slope_ci_high"]))
+    tests = {r["factor"]: r for r in read_tsv(out / "group" / "group_tests.tsv")}
+    for label, factor in (("tumour types differ?", "primary_tumor"),
+                          ("size bins differ?", "size_bin")):
+        p = float(tests[factor]["p_value"])
+        value = parser.cards[label]["value"]
+        shown = value.removeprefix("p = ")
+        if shown.startswith("<"):
+            assert p < float(shown.lstrip("< "))
+        else:                       # two significant digits
+            assert abs(float(shown) - p) <= 0.5 * 10 ** (math.floor(math.log10(p)) - 1), (value, p)
+        assert tests[factor]["test"] in parser.cards[label]["note"]
+    n = len({r["participant_id"] for r in read_tsv(out / "group" / "cohort_lesions.tsv")})
+    assert parser.cards["participants"]["value"] == str(n)
 
 
 def test_figures_written_as_svg_and_png(paper_group):

@@ -1,82 +1,32 @@
-"""Group level: the trial's cohort tables, regressions and figures from the participant outputs.
+"""Group level, analysis: every cohort table, fit and test from the typed lesion rows.
 
-``run_group(config)`` reads every participant lesion table
-``OUTPUT_DIR/sub-<p>/sub-<p>_desc-lesions_stats.tsv`` and the covariates of
-``BIDS_DIR/participants.tsv`` (``dose_mg_per_kg``, ``weight_kg``, ``primary_tumor``) and writes,
-under ``OUTPUT_DIR/group/`` only, TSV tables with JSON data dictionaries, figures (SVG + PNG),
-``summary.json`` and ``report.html``. It never recomputes participant work.
-
-Session roles come from the data, never from session labels:
-
-- the agent of a row is its ``contrast_agent`` (canonicalised through the relaxivity registry, so
-  ``gadoterate`` is Dotarem);
-- the sessions of a participant are put in time order from ``acq_time`` of
-  ``BIDS_DIR/sub-<p>/sub-<p>_sessions.tsv`` when every session has one; otherwise from the session
-  labels in natural order (``D0 < D1 < D8 < D28``, ``day1 < day8``, ``01 < 02``), with a warning;
-- per agent, the first session carrying it is index 1. The first AGuIX session is the **peak**
-  (the trial's D1, 2 h after injection), every later AGuIX session is **persistence** (D8: residual
-  nanoparticles, nothing injected); the first Dotarem session is the **reference** of the
-  AGuIX-versus-Dotarem comparison (D0). Later Dotarem sessions (D28) stay in the cohort table only.
-
-"Concentration cannot be quantified" (later sessions): the lesion's mean concentration is ``n/a``
-or not above the limit of detection of that participant, session and agent, which is three times
-the root mean square of the control-region mean concentrations
-(:func:`bids_agquant.qmri.cohort.detection_limit`); without control rows it is three standard
-errors of the lesion's own mean (``3 * conc_sd_mM / sqrt(n_voxels)``). There the concentration is
-bounded from SE with the participant's peak SE-versus-concentration slope: ``C_upper = SE / slope``
-(paper), and more conservatively with the lower 95 % confidence limit of that slope.
-
-Missing covariates skip only the statistics that need them, with a warning in the log, in
-``summary.json`` and in the report.
+Statistics, thresholds and the detection-limit formulas are in :mod:`bids_agquant.qmri.cohort`;
+this module puts rows together (session roles, covariates) and makes one table per output.
 """
 from __future__ import annotations
 
-import csv
-import json
-import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from bids_agquant.bids import columns as C
-from bids_agquant.bids import tables as T
-from bids_agquant.errors import GroupDataError, GroupInputError  # noqa: F401 - re-exported
+from bids_agquant.bids import tables
+from bids_agquant.group.load import order_sessions, warn as _warn
 from bids_agquant.qmri import cohort
-from bids_agquant.qmri.relaxivity import canonical_agent
-from bids_agquant.reports._io import write_text_atomic
+from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
+                                             se_upper_bound_concentration)
 
-__all__ = ["run_group", "analyse_cohort", "GroupAnalysis", "Table", "GroupInputError",
-           "GroupDataError", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
-           "CONTROL_CONC_THRESHOLD_MM", "LESION_TABLE_COLUMNS"]
+__all__ = ["Table", "GroupAnalysis", "analyse_cohort", "STUDY_AGENT", "REFERENCE_AGENT",
+           "CONTROL_SE_THRESHOLD_PERCENT", "CONTROL_CONC_THRESHOLD_MM"]
 
-LOG = logging.getLogger("bids_agquant.group")
-
-#: The agent under study (dose escalation, peak and persistence sessions).
-STUDY_AGENT = "AGuIX"
-#: The clinical agent it is compared with (first session carrying it).
-REFERENCE_AGENT = "Dotarem"
-#: A healthy-tissue control is flagged when |mean SE| or |mean concentration| exceeds these.
-#: 10 % is well above the SE noise of a control ROI and well below the 25 % mean SE of the lowest
-#: dose; 0.01 mM (about 10 mg/L of AGuIX) is a third of the paper's lowest per-patient lesion mean
-#: at 100 mg/kg and twice the pipeline's accuracy target on phantoms (0.005 mM).
-CONTROL_SE_THRESHOLD_PERCENT = 10.0
-CONTROL_CONC_THRESHOLD_MM = 0.01
-
-#: Columns every participant lesion table must have (interface.md).
-LESION_TABLE_COLUMNS = (
-    "participant_id", "session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
-    "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent", "t1_pre_mean_s",
-    "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM", "conc_sd_mM", "conc_mean_mg_per_L",
-    "n_voxels")
-_FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd_percent",
-                  "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM",
-                  "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
-_MISSING = T.MISSING
+STUDY_AGENT = cohort.STUDY_AGENT
+REFERENCE_AGENT = cohort.REFERENCE_AGENT
+CONTROL_SE_THRESHOLD_PERCENT = cohort.CONTROL_SE_THRESHOLD_PERCENT
+CONTROL_CONC_THRESHOLD_MM = cohort.CONTROL_CONC_THRESHOLD_MM
 _NAN = float("nan")
+_natural_key = tables.natural_key
+_strip = tables.strip_prefix
 
 
 @dataclass
@@ -102,159 +52,6 @@ class GroupAnalysis:
     tests: dict[str, cohort.GroupTest]
     n_participants: int
     summary: dict
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
-def _strip(label: str | None, prefix: str) -> str:
-    label = "" if label is None else str(label).strip()
-    return label[len(prefix):] if label.startswith(prefix) else label
-
-
-def _to_float(text) -> float:
-    if text is None:
-        return _NAN
-    s = str(text).strip()
-    if s.lower() in _MISSING:
-        return _NAN
-    return float(s)
-
-
-def _to_bool(text) -> bool | None:
-    s = "" if text is None else str(text).strip().lower()
-    if s in ("true", "1", "yes", "y", "t", "1.0"):
-        return True
-    if s in ("false", "0", "no", "n", "f", "0.0"):
-        return False
-    return None
-
-
-def _rows(df) -> tuple[list[str], list[dict]]:
-    """Columns and rows (text, None when missing) of a :func:`bids_agquant.bids.tables` frame."""
-    return list(df.columns), [{k: T.cell(r, k) for k in df.columns} for r in df.to_dict("records")]
-
-
-def _read_tsv(path: Path, hint: str = "") -> tuple[list[str], list[dict]]:
-    try:
-        return _rows(T.read_tsv(path))
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise GroupDataError(f"cannot read {path}: {exc}{hint}") from exc
-
-
-def find_lesion_tables(output_dir: Path, participants: Iterable[str] = ()) -> list[Path]:
-    """Participant lesion tables under ``output_dir`` (restricted to ``participants`` if given)."""
-    wanted = {_strip(p, "sub-") for p in participants}
-    found = sorted(Path(output_dir).glob("sub-*/sub-*_desc-lesions_stats.tsv"))
-    return [p for p in found if not wanted or _strip(p.parent.name, "sub-") in wanted]
-
-
-def read_lesion_table(path: Path) -> list[dict]:
-    """Parse one participant lesion table into typed rows (floats, bools, canonical agents)."""
-    folder_participant = _strip(path.parent.name, "sub-")
-    columns, raw = _read_tsv(path, f" (a truncated or edited table?); rerun the participant "
-                                   f"level for sub-{folder_participant}")
-    missing = [c for c in LESION_TABLE_COLUMNS if c not in columns]
-    if missing:
-        raise GroupDataError(f"{path}: missing column(s) {', '.join(missing)}; the lesion table "
-                             f"must have the columns of interface.md (rerun the participant level)")
-    rows = []
-    for i, r in enumerate(raw, start=2):
-        row = {"participant": _strip(r["participant_id"], "sub-") or folder_participant,
-               "session": _strip(r["session_id"], "ses-"),
-               "agent_label": (r["contrast_agent"] or "").strip(),
-               "lesion_id": (r["lesion_id"] or "").strip()}
-        label = row["agent_label"]
-        row["agent"] = None if label.lower() in _MISSING else (canonical_agent(label) or label)
-        row["is_control"] = row["lesion_id"].startswith("control")
-        row["measurable"] = bool(_to_bool(r["measurable"])) and not row["is_control"]
-        for c in _FLOAT_COLUMNS:
-            try:
-                row[c] = _to_float(r[c])
-            except ValueError:
-                raise GroupDataError(f"{path}, line {i}: column {c} holds {r[c]!r}, not a "
-                                     f"number or n/a") from None
-        rows.append(row)
-    return rows
-
-
-def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, dict]:
-    """Covariates per participant label: dose_mg_per_kg, weight_kg (floats), primary_tumor."""
-    path = Path(bids_dir) / "participants.tsv" if bids_dir else None
-    try:
-        df = T.read_participants(bids_dir) if bids_dir else None
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise GroupDataError(f"cannot read {path}: {exc}") from exc
-    if df is None:
-        _warn(warnings, f"no participants.tsv in {bids_dir}: dose, weight and primary tumour are "
-                        f"unknown, so every statistic that needs them is skipped")
-        return {}
-    columns, raw = _rows(df)
-    if "participant_id" not in columns:
-        raise GroupDataError(f"{path}: no participant_id column (BIDS requires it)")
-    for c in ("dose_mg_per_kg", "weight_kg", "primary_tumor"):
-        if c not in columns:
-            _warn(warnings, f"participants.tsv has no {c} column: statistics that need it are "
-                            f"skipped")
-    out = {}
-    for r in raw:
-        p = r.get("participant") or ""
-        if p in out:      # as the participant level: the first row counts
-            _warn(warnings, f"participants.tsv has several rows for sub-{p}; using the first")
-            continue
-        cov = {}
-        for c in ("dose_mg_per_kg", "weight_kg"):
-            try:
-                cov[c] = _to_float(r.get(c))
-            except ValueError:
-                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
-                                f"number; treated as missing")
-                cov[c] = _NAN
-            if not (cov[c] > 0 and math.isfinite(cov[c])) and not math.isnan(cov[c]):
-                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
-                                f"positive number; treated as missing")
-                cov[c] = _NAN
-        tumor = (r.get("primary_tumor") or "").strip()
-        cov["primary_tumor"] = None if tumor.lower() in _MISSING else tumor
-        out[p] = cov
-    return out
-
-
-def _parse_time(text) -> datetime | None:
-    s = "" if text is None else str(text).strip()
-    if not s or s.lower() in _MISSING:
-        return None
-    try:
-        t = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    return t.replace(tzinfo=None)
-
-
-def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | None
-                   ) -> tuple[list[str], str]:
-    """Sessions in time order and how it was decided (``acq_time`` or natural label order)."""
-    sessions = sorted(set(sessions), key=T.natural_key)
-    try:
-        df = T.read_sessions(bids_dir, participant) if bids_dir else None
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
-        df = None
-    if df is not None:
-        _, raw = _rows(df)
-        times = {r.get("session") or "": _parse_time(r.get("acq_time")) for r in raw}
-        if sessions and all(times.get(s) is not None for s in sessions):
-            return sorted(sessions, key=lambda s: (times[s], T.natural_key(s))), \
-                "sessions.tsv acq_time"
-    return sessions, "session labels (natural order)"
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-def _warn(warnings: list[str], message: str) -> None:
-    if message not in warnings:
-        warnings.append(message)
-        LOG.warning(message)
 
 
 def _finite(v) -> bool:
@@ -290,16 +87,47 @@ def _mean_sd(values) -> tuple[float, float]:
 def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path | None = None,
                    warnings: list[str] | None = None) -> GroupAnalysis:
     """All group statistics from typed lesion rows (see :func:`read_lesion_table`)."""
-    from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
-                                                 se_upper_bound_concentration)
     warnings = [] if warnings is None else warnings
-    participants = sorted({r["participant"] for r in rows}, key=T.natural_key)
+    participants = sorted({r["participant"] for r in rows}, key=_natural_key)
     missing_cov = [p for p in participants if p not in covariates]
     if covariates and missing_cov:
         _warn(warnings, f"participants.tsv has no row for {', '.join(map(_sub, missing_cov))}: "
                         f"their covariate statistics are skipped")
+    c = _Cohort(rows, participants, covariates, bids_dir, warnings)
+    for step in (_session_roles, _covariate_warnings, _derived_quantities, _select_lesions,
+                 _dose_response, _by_tumour_and_size, _aguix_vs_dotarem, _se_vs_concentration,
+                 _upper_bounds, _percent_id_per_g, _persistence, _controls, _cohort_table):
+        step(c)
+    summary = _summary(c.tables, c.fits, c.tests, c.roles, warnings, participants)
+    return GroupAnalysis(tables=c.tables, warnings=warnings, session_roles=c.roles, fits=c.fits,
+                         tests=c.tests, n_participants=len(participants), summary=summary)
 
-    # -- covariates and session roles on every row --------------------------------------------
+
+@dataclass
+class _Cohort:
+    """What the steps of :func:`analyse_cohort` share: the typed rows (annotated in place), the
+    selections made from them and the tables, fits and tests made so far."""
+    rows: list[dict]
+    participants: list[str]
+    covariates: dict[str, dict]
+    bids_dir: Path | None
+    warnings: list[str]
+    roles: dict[str, dict] = field(default_factory=dict)
+    dose_known: bool = False
+    tumor_known: bool = False
+    study_rows: list[dict] = field(default_factory=list)
+    lesions: list[dict] = field(default_factory=list)
+    measurable: list[dict] = field(default_factory=list)
+    peak: list[dict] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)
+    fits: dict[str, object] = field(default_factory=dict)
+    tests: dict[str, cohort.GroupTest] = field(default_factory=dict)
+
+
+def _session_roles(c: _Cohort) -> None:
+    """Covariates, session order and session role on every row; the roles per participant."""
+    rows, participants, warnings = c.rows, c.participants, c.warnings
+    bids_dir, covariates = c.bids_dir, c.covariates
     roles: dict[str, dict] = {}
     by_label = []
     for p in participants:
@@ -332,7 +160,12 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         _warn(warnings, f"no acq_time for every session in sub-<p>_sessions.tsv: sessions "
                         f"ordered by label for {', '.join(by_label)}; check that this is the "
                         f"order in time")
+    c.roles = roles
 
+
+def _covariate_warnings(c: _Cohort) -> None:
+    """What the covariates allow, with a warning for each statistic they do not."""
+    rows, warnings = c.rows, c.warnings
     dose_known = any(_finite(r["dose_mg_per_kg"]) for r in rows)
     weight_known = any(_finite(r["weight_kg"]) for r in rows)
     tumor_known = any(r["primary_tumor"] for r in rows)
@@ -352,7 +185,12 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
     if not tumor_known:
         _warn(warnings, "primary_tumor unknown for every participant: statistics by primary "
                         "tumour are skipped")
+    c.dose_known, c.tumor_known, c.study_rows = dose_known, tumor_known, study_rows
 
+
+def _derived_quantities(c: _Cohort) -> None:
+    """Dose-normalised SE, %ID/g and the detection limit on every row."""
+    rows = c.rows
     # dose normalisation and %ID/g (study agent only)
     for r in rows:
         is_study = r["agent"] == STUDY_AGENT
@@ -372,13 +210,16 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         lod_controls = cohort.detection_limit(controls)
         for r in group:
             lod = lod_controls
-            if (not _finite(lod) and not r["is_control"] and _finite(r["conc_sd_mM"])
-                    and r["n_voxels"] > 0):
-                lod = cohort.DETECTION_LIMIT_K * r["conc_sd_mM"] / math.sqrt(r["n_voxels"])
+            if not _finite(lod) and not r["is_control"]:
+                lod = cohort.detection_limit_of_mean(r["conc_sd_mM"], r["n_voxels"])
             r["detection_limit_mM"] = lod
             r["conc_quantified"] = bool(_finite(r["conc_mean_mM"]) and _finite(lod)
                                         and r["conc_mean_mM"] > lod)
 
+
+def _select_lesions(c: _Cohort) -> None:
+    """Lesions, measurable lesions and the peak-session lesions with an SE."""
+    rows, warnings, study_rows = c.rows, c.warnings, c.study_rows
     lesions = [r for r in rows if not r["is_control"]]
     measurable = [r for r in lesions if r["measurable"]]
     peak = [r for r in measurable if r["session_role"] == "peak"
@@ -386,12 +227,13 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
     if study_rows and not peak:
         _warn(warnings, f"no measurable lesion (>= 10 mm) with a {STUDY_AGENT} SE: cohort "
                         f"statistics on lesions are empty")
+    c.lesions, c.measurable, c.peak = lesions, measurable, peak
 
-    tables: dict[str, Table] = {}
-    fits: dict[str, object] = {}
-    tests: dict[str, cohort.GroupTest] = {}
 
-    # -- dose response ----------------------------------------------------------------------
+def _dose_response(c: _Cohort) -> None:
+    """Per-dose SE and the dose-response regressions (paper Fig. 2A)."""
+    warnings, dose_known, study_rows, peak = c.warnings, c.dose_known, c.study_rows, c.peak
+    fits, tables = c.fits, c.tables
     dosed = [r for r in peak if _finite(r["dose_mg_per_kg"])]
     doses = sorted({r["dose_mg_per_kg"] for r in dosed})
     by_dose_rows = []
@@ -431,7 +273,11 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         "Ordinary least squares with 95 % confidence intervals (t distribution, n-2 dof); "
         "slope in % per mg/kg.", ["model", "x", "y"] + _FIT_COLUMNS, reg_rows)
 
-    # -- dose-normalised SE by primary tumour and size bin ------------------------------------
+
+def _by_tumour_and_size(c: _Cohort) -> None:
+    """Dose-normalised SE by primary tumour and size bin, and the tests between groups."""
+    warnings, tumor_known, peak, tests = c.warnings, c.tumor_known, c.peak, c.tests
+    tables = c.tables
     norm = [r for r in peak if _finite(r["se_dose_normalised_percent"])]
     grp_rows, test_rows = [], []
     factors = []
@@ -468,7 +314,11 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         "assumption). Size bins outside 10-50 mm are not tested.",
         ["factor", "test", "statistic", "p_value", "n_groups", "n", "groups", "note"], test_rows)
 
-    # -- AGuIX versus Dotarem --------------------------------------------------------------
+
+def _aguix_vs_dotarem(c: _Cohort) -> None:
+    """Peak AGuIX SE against the reference Dotarem SE of the same lesions; sensitivity."""
+    warnings, study_rows, measurable, peak = c.warnings, c.study_rows, c.measurable, c.peak
+    fits, tables = c.fits, c.tables
     ref_by_lesion = {(r["participant"], r["lesion_id"]): r for r in measurable
                      if r["session_role"] == "reference" and _finite(r["se_mean_percent"])}
     pairs = [(r, ref_by_lesion[(r["participant"], r["lesion_id"])]) for r in peak
@@ -524,7 +374,10 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         ["dose_mg_per_kg", "n_lesions", "se_aguix_mean_percent", "se_dotarem_mean_percent",
          "sensitivity_percent", "sensitivity_median_lesion_percent"], sens_rows)
 
-    # -- SE versus concentration per participant --------------------------------------------
+
+def _se_vs_concentration(c: _Cohort) -> None:
+    """Per-participant regression of lesion SE on concentration (paper Fig. 3B)."""
+    participants, peak, fits, tables = c.participants, c.peak, c.fits, c.tables
     conc_rows = []
     conc_fits: dict[str, cohort.LinearFit] = {}
     for p in participants:
@@ -548,7 +401,11 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         ["participant_id", "session_id", "dose_mg_per_kg", "primary_tumor",
          "conc_mean_mg_per_L_mean", "conc_mean_mg_per_L_sd"] + _FIT_COLUMNS, conc_rows)
 
-    # -- upper bound where the concentration is not quantified -------------------------------
+
+def _upper_bounds(c: _Cohort) -> None:
+    """SE-based upper bounds of the concentration where it is not quantified (on the rows)."""
+    rows = c.rows
+    conc_fits = c.fits.get("se_vs_concentration", {})
     for r in rows:
         r["conc_upper_mg_per_L"] = _NAN
         r["conc_upper_conservative_mg_per_L"] = _NAN
@@ -563,7 +420,10 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
                 r["conc_upper_conservative_mg_per_L"] = float(
                     se_upper_bound_concentration(se_pos, fit.slope_ci_low))
 
-    # -- %ID/g ----------------------------------------------------------------------------
+
+def _percent_id_per_g(c: _Cohort) -> None:
+    """Uptake in percent of the injected dose per gram."""
+    lesions, tables = c.lesions, c.tables
     idg_rows = [dict(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
                      lesion_id=r["lesion_id"], session_role=r["session_role"],
                      measurable=r["measurable"], dose_mg_per_kg=r["dose_mg_per_kg"],
@@ -579,7 +439,11 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
          "dose_mg_per_kg", "weight_kg", "conc_mean_mg_per_L", "conc_quantified",
          "percent_id_per_g"], idg_rows)
 
-    # -- persistence ------------------------------------------------------------------------
+
+def _persistence(c: _Cohort) -> None:
+    """Later AGuIX sessions against the peak, per lesion and per participant."""
+    measurable, peak, tables = c.measurable, c.peak, c.tables
+    conc_fits = c.fits.get("se_vs_concentration", {})
     peak_by_lesion = {(r["participant"], r["lesion_id"]): r for r in peak}
     pers_rows = []
     for r in measurable:
@@ -610,7 +474,7 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
          "conc_upper_conservative_mg_per_L"], pers_rows)
     pp_rows = []
     for key in sorted({(r["participant_id"], r["later_session"]) for r in pers_rows},
-                      key=lambda k: (T.natural_key(k[0]), T.natural_key(k[1]))):
+                      key=lambda k: (_natural_key(k[0]), _natural_key(k[1]))):
         sel = [r for r in pers_rows if (r["participant_id"], r["later_session"]) == key]
         pm, psd = _mean_sd([r["se_peak_percent"] for r in sel])
         lm, lsd = _mean_sd([r["se_later_percent"] for r in sel])
@@ -641,11 +505,14 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
          "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
          "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"], pp_rows)
 
-    # -- healthy controls -------------------------------------------------------------------
+
+def _controls(c: _Cohort) -> None:
+    """Healthy-tissue control regions per participant, session and agent, with flags."""
+    rows, roles, warnings, tables = c.rows, c.roles, c.warnings, c.tables
     ctl_rows = []
     keys = sorted({(r["participant"], r["session"], r["agent"]) for r in rows
                    if r["is_control"] and r["agent"]},
-                  key=lambda k: (T.natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
+                  key=lambda k: (_natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
     for p, s, a in keys:
         sel = [r for r in rows if r["is_control"] and (r["participant"], r["session"], r["agent"])
                == (p, s, a)]
@@ -684,7 +551,10 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
          "conc_control_max_abs_mM", "delta_r1_control_mean_per_s", "detection_limit_mM", "flag"],
         ctl_rows)
 
-    # -- the cohort table (first, for readers) ---------------------------------------------
+
+def _cohort_table(c: _Cohort) -> None:
+    """Every row with covariates, roles and derived quantities (first table, for readers)."""
+    rows, tables = c.rows, c.tables
     cohort_cols = ["participant_id", "session_id", "contrast_agent", "lesion_id", "is_control",
                    "longest_diameter_mm", "measurable", "volume_mm3", "se_mean_percent",
                    "se_sd_percent", "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
@@ -693,9 +563,9 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
                    "session_order_source", "agent_session_index", "session_role", "size_bin",
                    "se_dose_normalised_percent", "percent_id_per_g", "detection_limit_mM",
                    "conc_quantified", "conc_upper_mg_per_L", "conc_upper_conservative_mg_per_L"]
-    ordered = sorted(rows, key=lambda r: (T.natural_key(r["participant"]), r["session_order"],
+    ordered = sorted(rows, key=lambda r: (_natural_key(r["participant"]), r["session_order"],
                                           r["agent"] or "", r["is_control"],
-                                          T.natural_key(r["lesion_id"])))
+                                          _natural_key(r["lesion_id"])))
     cohort_rows = []
     for r in ordered:
         out = {c: r.get(c) for c in cohort_cols}
@@ -706,19 +576,18 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
         "cohort_lesions", "Cohort lesion table",
         "Every row of every participant lesion table, with covariates, session roles and the "
         "derived quantities of the group level.", cohort_cols, cohort_rows)
-    tables = {"cohort_lesions": cohort_table, **tables}
-
-    summary = _summary(tables, fits, tests, roles, warnings, participants)
-    return GroupAnalysis(tables=tables, warnings=warnings, session_roles=roles, fits=fits,
-                         tests=tests, n_participants=len(participants), summary=summary)
+    c.tables = {"cohort_lesions": cohort_table, **tables}
 
 
-def _summary(tables, fits, tests, roles, warnings, participants) -> dict:
+_clean = tables.json_safe
+
+
+def _summary(out_tables, fits, tests, roles, warnings, participants) -> dict:
     out = {
         "participants": [_sub(p) for p in participants],
         "n_participants": len(participants),
         "n_measurable_lesions_peak": int(sum(
-            1 for r in tables["cohort_lesions"].rows if r["session_role"] == "peak"
+            1 for r in out_tables["cohort_lesions"].rows if r["session_role"] == "peak"
             and r["measurable"] and not r["is_control"])),
         "session_roles": {_sub(p): {"order": [_ses(s) for s in v["order"]],
                                     "ordered_by": v["source"],
@@ -732,68 +601,10 @@ def _summary(tables, fits, tests, roles, warnings, participants) -> dict:
         "thresholds": {"control_se_percent": CONTROL_SE_THRESHOLD_PERCENT,
                        "control_conc_mM": CONTROL_CONC_THRESHOLD_MM,
                        "detection_limit_k": cohort.DETECTION_LIMIT_K,
-                       "measurable_diameter_mm": 10.0,
+                       "measurable_diameter_mm": cohort.MEASURABLE_DIAMETER_MM,
                        "size_bins_mm": [list(b) for b in cohort.SIZE_BINS_MM]},
         "agents": {"study": STUDY_AGENT, "reference": REFERENCE_AGENT},
         "warnings": list(warnings),
-        "software": T.software_versions(),
+        "software": tables.software_versions(),
     }
-    return T.json_safe(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-def table_tsv(table: Table) -> str:
-    return T.tsv_text(table.rows, table.columns)
-
-
-def table_dictionary(table: Table) -> dict:
-    """The table's BIDS data dictionary, from the column registry (data/columns.tsv)."""
-    return C.dictionary(table.name, table.columns)
-
-
-def write_tables(analysis: GroupAnalysis, group_dir: Path) -> list[Path]:
-    """Write every table as TSV plus a JSON data dictionary; returns the paths written."""
-    written = []
-    for t in analysis.tables.values():
-        written.append(write_text_atomic(group_dir / f"{t.name}.tsv", table_tsv(t)))
-        written.append(write_text_atomic(group_dir / f"{t.name}.json",
-                                         json.dumps(table_dictionary(t), indent=2) + "\n"))
-    return written
-
-
-def run_group(config) -> None:
-    """Group level of the BIDS-App (see module docstring). Writes only under OUTPUT_DIR/group/.
-
-    Raises :class:`GroupInputError` when no participant lesion table exists and
-    :class:`GroupDataError` when one cannot be read.
-    """
-    output_dir = Path(config.output_dir)
-    bids_dir = Path(config.bids_dir) if getattr(config, "bids_dir", None) else None
-    labels = tuple(getattr(config, "participant_labels", ()) or ())
-    tables = find_lesion_tables(output_dir, labels)
-    if not tables:
-        which = f" for {', '.join(map(_sub, (_strip(p, 'sub-') for p in labels)))}" if labels \
-            else ""
-        raise GroupInputError(
-            f"no participant lesion table (sub-*/sub-*_desc-lesions_stats.tsv) in {output_dir}"
-            f"{which}: run the participant level first")
-    LOG.info("group level: %d participant lesion table(s) in %s", len(tables), output_dir)
-    warnings: list[str] = []
-    rows = [row for path in tables for row in read_lesion_table(path)]
-    covariates = read_participants(bids_dir, warnings)
-    analysis = analyse_cohort(rows, covariates, bids_dir, warnings)
-
-    group_dir = output_dir / "group"
-    group_dir.mkdir(parents=True, exist_ok=True)
-    write_tables(analysis, group_dir)
-    from bids_agquant.reports.figures import write_group_figures
-    figures = write_group_figures(analysis, group_dir)
-    analysis.summary["figures"] = {k: [p.name for p in v] for k, v in figures.items()}
-    write_text_atomic(group_dir / "summary.json",
-                      json.dumps(T.json_safe(analysis.summary), indent=2) + "\n")
-    from bids_agquant.reports.group import build_group_report
-    report = build_group_report(analysis, group_dir, figures)
-    LOG.info("group level: %d table(s), %d figure(s), report %s", len(analysis.tables),
-             len(figures), report)
+    return _clean(out)

@@ -1,0 +1,14 @@
+"""The group level of the BIDS-App: cohort tables, statistics, figures and report.
+
+- :mod:`~bids_agquant.group.load`: participant lesion tables and covariates into typed rows;
+- :mod:`~bids_agquant.group.analysis`: one table per output, from those rows (the statistics and
+  thresholds are in :mod:`bids_agquant.qmri.cohort`);
+- :mod:`~bids_agquant.group.run`: :func:`run_group`, which writes ``OUTPUT_DIR/group/`` (tables,
+  figures and report through :mod:`bids_agquant.reports`).
+"""
+from bids_agquant.group.analysis import GroupAnalysis, Table, analyse_cohort
+from bids_agquant.group.load import GroupDataError, GroupInputError, LESION_TABLE_COLUMNS
+from bids_agquant.group.run import run_group
+
+__all__ = ["run_group", "analyse_cohort", "GroupAnalysis", "Table", "GroupInputError",
+           "GroupDataError", "LESION_TABLE_COLUMNS"]
