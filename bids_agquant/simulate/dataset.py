@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from ..qmri.relaxivity import get_relaxivity
 from ..qmri.spgr import spgr_signal
 from . import bidsio
+from . import truth as _truth
 from .acquire import (StateSpec, add_rician_noise, evaluate_on_grid, render, resample_to_grid,
                       sample_properties)
 from .anatomy import TISSUES, HeadModel
@@ -132,7 +135,6 @@ def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
 
 
 def _relpath(target: Path, start: Path) -> str:
-    import os
     return os.path.relpath(target, start)
 
 
@@ -591,7 +593,6 @@ def _write_lesion_derivatives(cfg, out, sub, ses, comp):
     anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
     affine = None
     ref_rel = bidsio.t1w_name(sub, ses, None)
-    import nibabel as nib
     affine = nib.load(out / ref_rel).affine
     space = f"_space-{cfg.mask_space}" if cfg.mask_space else ""
     sources = [f"bids:raw:{ref_rel}"]
@@ -658,9 +659,8 @@ def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -
 
 
 def _truth_readme(cfg: PhantomConfig, command: str) -> str:
-    from . import truth as _t
     return (f"Regenerate (from the same working directory):\n\n    {command}\n\n"
             "# Ground truth of a bids_agquant phantom dataset\n\n"
             f"Phantom model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}. Load with\n"
             "`bids_agquant.simulate.truth.load_truth(<this directory>)`.\n\n```\n"
-            + (_t.__doc__ or "") + "```\n")
+            + (_truth.__doc__ or "") + "```\n")
