@@ -153,6 +153,24 @@ class VFAModel:
         b1 : optional multiplicative B1+ factor on the nominal flip angle: scalar or array
             broadcastable to the spatial shape (1 = nominal).
         """
+        sig = self._check_signal(signal)
+        spatial = sig.shape[:-1]
+        n = int(np.prod(spatial, dtype=np.int64))
+        flat = sig.reshape(n, self.flip_angles_deg.size)
+        fit_mask = _fit_mask(mask, spatial)
+        b1_out, b1_flat, b1_scalar = _b1_factors(b1, spatial, n)
+        with np.errstate(all="ignore"):
+            q, k, rss, sst, nused, scale, iters = self._fit_voxels(flat, fit_mask.reshape(n),
+                                                                   b1_flat, b1_scalar)
+            t1, m0, residual, r2, valid = self._to_t1_m0(q, k, rss, sst, nused, scale)
+        return VFAFit(t1=t1.reshape(spatial), m0=m0.reshape(spatial), r2=r2.reshape(spatial),
+                      residual=residual.reshape(spatial), valid=valid.reshape(spatial),
+                      mask=fit_mask, flip_angles_deg=self.flip_angles_deg, tr_s=self.tr_s,
+                      b1=b1_out, method=self.method, extra={"max_newton_iterations": iters})
+
+    # ------------------------------------------------------------------ steps of fit
+    def _check_signal(self, signal) -> np.ndarray:
+        """The signal as an array with the flip angles on its last axis; raise if it is not one."""
         sig = np.asarray(signal)
         nf = self.flip_angles_deg.size
         if sig.ndim < 1 or sig.shape[-1] != nf:
@@ -161,71 +179,83 @@ class VFAModel:
         if not (np.issubdtype(sig.dtype, np.floating) or np.issubdtype(sig.dtype, np.integer)
                 or sig.dtype == np.bool_):
             raise ValueError(f"signal must be a real numeric array, got dtype {sig.dtype}")
-        spatial = sig.shape[:-1]
-        n = int(np.prod(spatial, dtype=np.int64))
-        flat = sig.reshape(n, nf)
+        return sig
 
-        if mask is None:
-            fit_mask = np.ones(spatial, dtype=bool)
-        else:
-            m = np.asarray(mask)
-            if m.shape != spatial:
-                raise ValueError(f"mask has shape {m.shape}, expected the signal's spatial shape "
-                                 f"{spatial}")
-            fit_mask = m.astype(bool)
-        b1_out = None
-        b1_flat = None       # per-voxel B1 factors (flattened), or None
-        b1_scalar = None     # one valid B1 factor for every voxel, or None
-        if b1 is not None:
-            b = np.asarray(b1, dtype=np.float64)
-            if b.ndim == 0:
-                b1_out = float(b)
-                if np.isfinite(b) and b > 0:
-                    b1_scalar = float(b)
-                else:        # invalid everywhere: the per-voxel path marks every voxel failed
-                    b1_flat = np.full(n, float(b))
-            else:
-                try:
-                    b = np.broadcast_to(b, spatial)
-                except ValueError:
-                    raise ValueError(f"b1 has shape {b.shape}, not broadcastable to the signal's "
-                                     f"spatial shape {spatial}") from None
-                b1_out = np.array(b)
-                b1_flat = b1_out.reshape(n)
-
+    def _fit_voxels(self, flat, mflat, b1_flat, b1_scalar):
+        """Fit the voxels inside the mask, CHUNK at a time: per voxel the SPGR parameters
+        ``q``, ``k``, the residual and total sums of squares, the number of angles used and the
+        signal scale (NaN outside the mask), and the most Newton iterations any chunk needed."""
+        n = flat.shape[0]
         q = np.full(n, np.nan)
         k = np.full(n, np.nan)
         rss = np.full(n, np.nan)
         sst = np.full(n, np.nan)
         nused = np.zeros(n)
         scale = np.full(n, np.nan)
-        mflat = fit_mask.reshape(n)
         sel = None if mflat.all() else np.flatnonzero(mflat)
         n_sel = n if sel is None else sel.size
         alpha_const = effective_flip_rad(self.flip_angles_deg, b1_scalar)  # (nf,)
         nonlinear = self.method == "nonlinear"
         iters = 0
-        with np.errstate(all="ignore"):
-            for start in range(0, n_sel, CHUNK):
-                stop = min(start + CHUNK, n_sel)
-                ix = slice(start, stop) if sel is None else sel[start:stop]
-                block = flat[ix]
-                bblock = None if b1_flat is None else b1_flat[ix]
-                res = _fit_block(block, self.flip_angles_deg, alpha_const, bblock, nonlinear)
-                q[ix], k[ix], rss[ix], sst[ix], nused[ix], scale[ix] = res[:6]
-                iters = max(iters, res[6])
-            valid = np.isfinite(q) & (q > 0) & (q < 1) & np.isfinite(k) & (k > 0)
-            t1 = np.where(valid, -self.tr_s / np.log1p(-q), np.nan)
-            m0 = np.where(valid, k * scale / q, np.nan)
-            valid &= np.isfinite(t1) & (t1 > 0) & np.isfinite(m0)
-            t1[~valid] = np.nan
-            m0[~valid] = np.nan
-            residual = np.where(valid, np.sqrt(rss / nused) * scale, np.nan)
-            r2 = np.where(valid, np.where(sst > 0, 1.0 - rss / sst, np.nan), np.nan)
-        return VFAFit(t1=t1.reshape(spatial), m0=m0.reshape(spatial), r2=r2.reshape(spatial),
-                      residual=residual.reshape(spatial), valid=valid.reshape(spatial),
-                      mask=fit_mask, flip_angles_deg=self.flip_angles_deg, tr_s=self.tr_s,
-                      b1=b1_out, method=self.method, extra={"max_newton_iterations": iters})
+        for start in range(0, n_sel, CHUNK):
+            stop = min(start + CHUNK, n_sel)
+            ix = slice(start, stop) if sel is None else sel[start:stop]
+            block = flat[ix]
+            bblock = None if b1_flat is None else b1_flat[ix]
+            res = _fit_block(block, self.flip_angles_deg, alpha_const, bblock, nonlinear)
+            q[ix], k[ix], rss[ix], sst[ix], nused[ix], scale[ix] = res[:6]
+            iters = max(iters, res[6])
+        return q, k, rss, sst, nused, scale, iters
+
+    def _to_t1_m0(self, q, k, rss, sst, nused, scale):
+        """T1, M0, RMS residual, R2 and validity from the fitted SPGR parameters; NaN where
+        the fit is not a physical T1 and M0."""
+        valid = np.isfinite(q) & (q > 0) & (q < 1) & np.isfinite(k) & (k > 0)
+        t1 = np.where(valid, -self.tr_s / np.log1p(-q), np.nan)
+        m0 = np.where(valid, k * scale / q, np.nan)
+        valid &= np.isfinite(t1) & (t1 > 0) & np.isfinite(m0)
+        t1[~valid] = np.nan
+        m0[~valid] = np.nan
+        residual = np.where(valid, np.sqrt(rss / nused) * scale, np.nan)
+        r2 = np.where(valid, np.where(sst > 0, 1.0 - rss / sst, np.nan), np.nan)
+        return t1, m0, residual, r2, valid
+
+
+def _fit_mask(mask, spatial) -> np.ndarray:
+    """The voxels to fit: every voxel without a mask, else the mask as bool (checked shape)."""
+    if mask is None:
+        return np.ones(spatial, dtype=bool)
+    m = np.asarray(mask)
+    if m.shape != spatial:
+        raise ValueError(f"mask has shape {m.shape}, expected the signal's spatial shape "
+                         f"{spatial}")
+    return m.astype(bool)
+
+
+def _b1_factors(b1, spatial, n):
+    """The B1+ factor as given back in the fit (``b1_out``), and as the kernels take it: one
+    valid factor for every voxel (``b1_scalar``), or per-voxel factors, flattened (``b1_flat``);
+    both None without B1. An invalid scalar becomes per-voxel factors, so every voxel fails."""
+    b1_out = None
+    b1_flat = None
+    b1_scalar = None
+    if b1 is not None:
+        b = np.asarray(b1, dtype=np.float64)
+        if b.ndim == 0:
+            b1_out = float(b)
+            if np.isfinite(b) and b > 0:
+                b1_scalar = float(b)
+            else:        # invalid everywhere: the per-voxel path marks every voxel failed
+                b1_flat = np.full(n, float(b))
+        else:
+            try:
+                b = np.broadcast_to(b, spatial)
+            except ValueError:
+                raise ValueError(f"b1 has shape {b.shape}, not broadcastable to the signal's "
+                                 f"spatial shape {spatial}") from None
+            b1_out = np.array(b)
+            b1_flat = b1_out.reshape(n)
+    return b1_out, b1_flat, b1_scalar
 
 
 # ---------------------------------------------------------------------- kernels

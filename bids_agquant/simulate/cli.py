@@ -15,6 +15,7 @@ import sys
 import time
 
 from .config import PRESETS
+from .dataset import simulate_dataset
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -85,7 +86,6 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(build_parser().parse_args(argv))
     out, truth, preset, overwrite = args.pop("out"), args.pop("truth"), args.pop("preset"), args.pop("overwrite")
-    from .dataset import simulate_dataset
     t0 = time.perf_counter()
     try:
         result = simulate_dataset(out, truth_dir=truth, preset=preset, overwrite=overwrite,

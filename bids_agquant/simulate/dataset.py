@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from ..qmri.relaxivity import get_relaxivity
 from ..qmri.spgr import spgr_signal
 from . import bidsio
+from . import truth as _truth
 from .acquire import (StateSpec, add_rician_noise, evaluate_on_grid, render, resample_to_grid,
                       sample_properties)
 from .anatomy import TISSUES, HeadModel
@@ -132,7 +135,6 @@ def simulate_dataset(out_dir, *, truth_dir=None, preset: str | None = None,
 
 
 def _relpath(target: Path, start: Path) -> str:
-    import os
     return os.path.relpath(target, start)
 
 
@@ -252,7 +254,29 @@ def _session_date(pi: int, spec: SessionSpec) -> _dt.datetime:
     return when + _dt.timedelta(hours=2) if spec.conc_model == "aguix_peak" else when
 
 
+@dataclass(frozen=True)
+class _SignalLevels:
+    """Counts per unit of simulated signal (white matter at ``signal_wm_counts``) and the Rician
+    noise sigma (0 = noiseless) of the T1w and VFA images."""
+    k_t1w: float
+    k_vfa: float
+    sigma_t1w: float
+    sigma_vfa: float
+
+    @classmethod
+    def of(cls, cfg: PhantomConfig) -> "_SignalLevels":
+        wm_t1, wm_m0 = TISSUES["wm"]
+        wm_t1w = float(spgr_signal(wm_m0, wm_t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s)[0])
+        wm_vfa = float(spgr_signal(wm_m0, wm_t1, cfg.vfa_flip_angles_deg, cfg.vfa_tr_s).max())
+        return cls(k_t1w=cfg.signal_wm_counts / wm_t1w, k_vfa=cfg.signal_wm_counts / wm_vfa,
+                   sigma_t1w=cfg.signal_wm_counts / cfg.snr if cfg.snr else 0.0,
+                   sigma_vfa=cfg.signal_wm_counts / cfg.vfa_snr_value if cfg.vfa_snr_value else 0.0)
+
+
 def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, truth_root: Path):
+    """Draw participant ``pi`` (head, lesions, uptake, demographics, session poses), write its
+    images, sidecars and sessions table, then its truth maps and lesion masks. Returns its truth
+    metadata, lesion rows, motion rows and participants.tsv row."""
     head = HeadModel.random(_rng(cfg, pi, _ANATOMY))
     ref_voxel = float(min(cfg.t1w_voxel_mm))
     lesions = place_lesions(_rng(cfg, pi, _LESIONS), head, cfg.lesion_diameters_mm,
@@ -261,127 +285,19 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
     dose = float(cfg.doses[pi % len(cfg.doses)])
     tumor = str(cfg.primary_tumors[pi % len(cfg.primary_tumors)])
     _draw_concentrations(cfg, _rng(cfg, pi, _CONC), lesions, cfg.sessions, dose)
-    rng_demo = _rng(cfg, pi, _DEMOGRAPHICS)
-    prow = {"participant_id": f"sub-{sub}", "age": int(rng_demo.integers(38, 78)),
-            "sex": str(rng_demo.choice(["F", "M"])), "weight_kg": round(float(rng_demo.uniform(50, 95)), 1),
-            "dose_mg_per_kg": dose, "primary_tumor": tumor}
-
-    dropped = set(cfg.drop_sessions.get(sub, ()))
-    if cfg.sessions[0].label in dropped:
-        raise ValueError(f"drop_sessions: cannot drop the baseline session {cfg.sessions[0].label} "
-                         f"of participant {sub}")
-    sessions = tuple(s for s in cfg.sessions if s.label not in dropped)
-    # B1 is scaled to span b1_range over the head (a 4 mm lattice filling the scalp ellipsoid
-    # grown by the largest surface bumps)
-    outer = head.radii + 3 * head.shape_amp_mm
-    lat = np.stack(np.meshgrid(*[np.arange(-1, 1.0001, 4.0 / r) for r in outer], indexing="ij"), -1)
-    lat = lat.reshape(-1, 3)
-    lat = (lat[(lat ** 2).sum(1) <= 1.0] * outer + head.centre).T
-    acqs = _session_geometry(cfg, pi, head, sessions, lat)
+    prow = _draw_demographics(cfg, pi, sub, dose, tumor)
+    sessions = _kept_sessions(cfg, sub)
+    acqs = _session_geometry(cfg, pi, head, sessions, _b1_lattice(head))
     relax = {a: get_relaxivity(a, cfg.field_strength_t) for a in {s.agent for s in sessions if s.agent}}
-
-    wm_t1, wm_m0 = TISSUES["wm"]
-    k_t1w = cfg.signal_wm_counts / float(spgr_signal(wm_m0, wm_t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s)[0])
-    k_vfa = cfg.signal_wm_counts / float(spgr_signal(wm_m0, wm_t1, cfg.vfa_flip_angles_deg, cfg.vfa_tr_s).max())
-    sigma_t1w = cfg.signal_wm_counts / cfg.snr if cfg.snr else 0.0
-    sigma_vfa = cfg.signal_wm_counts / cfg.vfa_snr_value if cfg.vfa_snr_value else 0.0
+    levels = _SignalLevels.of(cfg)
 
     series = 0
     sessions_rows, motion_rows, pmeta_sessions = [], [], {}
     for acq in acqs:
-        spec = acq.spec
-        date = _session_date(pi, spec)
-        common = _sidecar_common(cfg, sub, date.strftime("%Y%m%d"))
-        states = [StateSpec(acq.key(a), relax[a].r1_per_mM_s if a else 0.0) for a in spec.states()]
-        vfa_files_all = []
-        # --- T1w -------------------------------------------------------------------------
-        sig, _ = render(head, lesions, acq.pose, acq.b1, acq.t1w_grid, states, [cfg.t1w_flip_deg],
-                        cfg.t1w_tr_s, pv_step_mm=cfg.pv_step_mm, chunk_points=cfg.chunk_points)
-        for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
-            series += 1
-            counts = sig.pop(st.key)[..., 0].astype(np.float64) * k_t1w
-            if sigma_t1w:
-                counts = add_rician_noise(counts, sigma_t1w, _rng(cfg, pi, _NOISE, acq.index, st_i, 99))
-            counts *= acq.gain
-            rel = bidsio.t1w_name(sub, spec.label, agent)
-            bidsio.write_nifti(out / rel, counts, acq.t1w_grid.affine, compresslevel=cfg.compresslevel,
-                               **_store(cfg, counts, bool(sigma_t1w)))
-            sc = dict(common, SeriesDescription=f"t1_fl3d{'_' + agent if agent else ''}",
-                      ProtocolName="t1_fl3d_iso", SeriesNumber=series,
-                      SliceThickness=round(float(cfg.t1w_voxel_mm[2]), 6), EchoTime=cfg.t1w_te_s,
-                      RepetitionTime=cfg.t1w_tr_s, RepetitionTimeExcitation=cfg.t1w_tr_s,
-                      FlipAngle=cfg.t1w_flip_deg, **_contrast_fields(agent))
-            bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
-            acq.files[f"t1w:{st.key}"] = rel
-        del sig
-        # --- VFA -------------------------------------------------------------------------
-        sig, conc = render(head, lesions, acq.pose, acq.b1, acq.vfa_grid, states,
-                           cfg.vfa_flip_angles_deg, cfg.vfa_tr_s, pv_step_mm=cfg.pv_step_mm,
-                           chunk_points=cfg.chunk_points, with_conc=True)
-        acq.vfa_conc = conc
-        for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
-            stack = sig.pop(st.key)
-            for fi, fa in enumerate(cfg.vfa_flip_angles_deg):
-                series += 1
-                counts = stack[..., fi].astype(np.float64) * k_vfa
-                if sigma_vfa:
-                    counts = add_rician_noise(counts, sigma_vfa, _rng(cfg, pi, _NOISE, acq.index, st_i, fi))
-                counts *= acq.gain
-                rel = bidsio.vfa_name(sub, spec.label, agent, fi + 1)
-                bidsio.write_nifti(out / rel, counts, acq.vfa_grid.affine,
-                                   compresslevel=cfg.compresslevel, **_store(cfg, counts, bool(sigma_vfa)))
-                sc = dict(common, SeriesDescription=f"vfa_fa{fa:g}{'_' + agent if agent else ''}",
-                          ProtocolName="vfa_fl3d", SeriesNumber=series,
-                          SliceThickness=round(float(cfg.vfa_voxel_mm[2]), 6), EchoTime=cfg.vfa_te_s,
-                          RepetitionTime=cfg.vfa_tr_s, RepetitionTimeExcitation=cfg.vfa_tr_s,
-                          FlipAngle=float(fa), **_contrast_fields(agent))
-                bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
-                acq.files[f"vfa:{st.key}:{fi + 1}"] = rel
-                vfa_files_all.append(rel)
-        del sig
-        # --- TB1map ----------------------------------------------------------------------
-        series += 1
-        b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
-        percent = cfg.b1_units == "percent"
-        rel = bidsio.b1_name(sub, spec.label)
-        b1_store = (dict(dtype=np.int16, slope=0.1 if percent else 0.001) if sigma_vfa
-                    else dict(dtype=np.float32))
-        bidsio.write_nifti(out / rel, b1_vals * (100.0 if percent else 1.0), acq.b1_grid.affine,
-                           compresslevel=cfg.compresslevel, **b1_store)
-        sc = {k: common[k] for k in ("Modality", "MagneticFieldStrength", "ImagingFrequency",
-                                     "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
-                                     "ConversionSoftware", "ConversionSoftwareVersion")}
-        sc.update({k: common[k] for k in _IDENTIFYING if k in common})
-        sc.update(SeriesDescription="b1map", SeriesNumber=series, MRAcquisitionType="3D",
-                  SliceThickness=round(float(acq.b1_grid.voxel_mm[2]), 6),
-                  IntendedFor=[f"bids::{f}" for f in vfa_files_all])
-        bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
-        acq.files["b1"] = rel
-
-        sessions_rows.append({"session_id": f"ses-{spec.label}",
-                              "acq_time": date.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "days_from_baseline": float(spec.day - cfg.sessions[0].day),
-                              "contrast_agent": spec.agent or "n/a"})
-        ex, ey, ez = euler_xyz_deg(acq.pose)
-        motion_rows.append({"participant_id": f"sub-{sub}", "session_id": f"ses-{spec.label}",
-                            "rotation_deg": acq.rotation_deg, "rot_x_deg": ex, "rot_y_deg": ey,
-                            "rot_z_deg": ez, "translation_mm": float(np.linalg.norm(acq.translation_mm)),
-                            "trans_x_mm": float(acq.translation_mm[0]),
-                            "trans_y_mm": float(acq.translation_mm[1]),
-                            "trans_z_mm": float(acq.translation_mm[2]), "gain": acq.gain,
-                            "matrix": ",".join(repr(round(float(v), 10)) for v in acq.pose.ravel())})
-        pmeta_sessions[spec.label] = {
-            "day": spec.day, "states": [acq.key(a) for a in spec.states()],
-            "agent": spec.agent, "has_pre": spec.pre, "pose": acq.pose.tolist(),
-            "rotation_deg": acq.rotation_deg, "translation_mm": acq.translation_mm.tolist(),
-            "rotation_centre_mm": head.centre.tolist(), "gain": acq.gain,
-            "grids": {name: {"shape": list(g.shape), "affine": g.affine.tolist()}
-                      for name, g in (("t1w", acq.t1w_grid), ("vfa", acq.vfa_grid), ("b1", acq.b1_grid))},
-            "b1_field": {"centre": acq.b1.centre.tolist(), "width_mm": acq.b1.width_mm,
-                         "gradient": acq.b1.gradient.tolist(), "curvature": acq.b1.curvature,
-                         "offset": acq.b1.offset, "scale": acq.b1.scale},
-            "files": acq.files,
-        }
+        series = _acquire_session(cfg, pi, sub, out, head, lesions, acq, relax, levels, series)
+        sessions_rows.append(_sessions_row(cfg, pi, acq.spec))
+        motion_rows.append(_motion_row(sub, acq))
+        pmeta_sessions[acq.spec.label] = _session_meta(head, acq)
     bidsio.write_tsv(out / f"sub-{sub}" / f"sub-{sub}_sessions.tsv", sessions_rows,
                      ["session_id", "acq_time", "days_from_baseline", "contrast_agent"])
 
@@ -394,24 +310,176 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
     return pmeta, lesion_rows, motion_rows, prow
 
 
+def _draw_demographics(cfg: PhantomConfig, pi: int, sub: str, dose: float, tumor: str) -> dict:
+    """The participant's participants.tsv row: random age, sex and weight, the given dose and tumour."""
+    rng_demo = _rng(cfg, pi, _DEMOGRAPHICS)
+    return {"participant_id": f"sub-{sub}", "age": int(rng_demo.integers(38, 78)),
+            "sex": str(rng_demo.choice(["F", "M"])), "weight_kg": round(float(rng_demo.uniform(50, 95)), 1),
+            "dose_mg_per_kg": dose, "primary_tumor": tumor}
+
+
+def _kept_sessions(cfg: PhantomConfig, sub: str) -> tuple[SessionSpec, ...]:
+    """The configured sessions minus those ``drop_sessions`` drops for ``sub`` (never the baseline)."""
+    dropped = set(cfg.drop_sessions.get(sub, ()))
+    if cfg.sessions[0].label in dropped:
+        raise ValueError(f"drop_sessions: cannot drop the baseline session {cfg.sessions[0].label} "
+                         f"of participant {sub}")
+    return tuple(s for s in cfg.sessions if s.label not in dropped)
+
+
+def _b1_lattice(head: HeadModel) -> np.ndarray:
+    """World points (3, n) over which B1 is scaled to span b1_range: a 4 mm lattice filling the
+    scalp ellipsoid grown by the largest surface bumps."""
+    outer = head.radii + 3 * head.shape_amp_mm
+    lat = np.stack(np.meshgrid(*[np.arange(-1, 1.0001, 4.0 / r) for r in outer], indexing="ij"), -1)
+    lat = lat.reshape(-1, 3)
+    return (lat[(lat ** 2).sum(1) <= 1.0] * outer + head.centre).T
+
+
+def _acquire_session(cfg, pi, sub, out, head, lesions, acq: _Acq, relax, levels: _SignalLevels,
+                     series: int) -> int:
+    """Write one session's T1w, VFA and TB1map images and sidecars (recorded in ``acq.files``);
+    returns the last series number used."""
+    common = _sidecar_common(cfg, sub, _session_date(pi, acq.spec).strftime("%Y%m%d"))
+    states = [StateSpec(acq.key(a), relax[a].r1_per_mM_s if a else 0.0) for a in acq.spec.states()]
+    series = _write_t1w(cfg, pi, sub, out, head, lesions, acq, states, common, levels, series)
+    series, vfa_files = _write_vfa(cfg, pi, sub, out, head, lesions, acq, states, common, levels,
+                                   series)
+    return _write_b1map(cfg, sub, out, acq, common, vfa_files, bool(levels.sigma_vfa), series)
+
+
+def _write_t1w(cfg, pi, sub, out, head, lesions, acq: _Acq, states, common, levels: _SignalLevels,
+               series: int) -> int:
+    """One T1w image per contrast state of the session, with noise and gain; returns the last
+    series number used."""
+    spec = acq.spec
+    sig, _ = render(head, lesions, acq.pose, acq.b1, acq.t1w_grid, states, [cfg.t1w_flip_deg],
+                    cfg.t1w_tr_s, pv_step_mm=cfg.pv_step_mm, chunk_points=cfg.chunk_points)
+    for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
+        series += 1
+        counts = sig.pop(st.key)[..., 0].astype(np.float64) * levels.k_t1w
+        if levels.sigma_t1w:
+            counts = add_rician_noise(counts, levels.sigma_t1w,
+                                      _rng(cfg, pi, _NOISE, acq.index, st_i, 99))
+        counts *= acq.gain
+        rel = bidsio.t1w_name(sub, spec.label, agent)
+        bidsio.write_nifti(out / rel, counts, acq.t1w_grid.affine, compresslevel=cfg.compresslevel,
+                           **_store(cfg, counts, bool(levels.sigma_t1w)))
+        sc = dict(common, SeriesDescription=f"t1_fl3d{'_' + agent if agent else ''}",
+                  ProtocolName="t1_fl3d_iso", SeriesNumber=series,
+                  SliceThickness=round(float(cfg.t1w_voxel_mm[2]), 6), EchoTime=cfg.t1w_te_s,
+                  RepetitionTime=cfg.t1w_tr_s, RepetitionTimeExcitation=cfg.t1w_tr_s,
+                  FlipAngle=cfg.t1w_flip_deg, **_contrast_fields(agent))
+        bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+        acq.files[f"t1w:{st.key}"] = rel
+    return series
+
+
+def _write_vfa(cfg, pi, sub, out, head, lesions, acq: _Acq, states, common,
+               levels: _SignalLevels, series: int) -> tuple[int, list[str]]:
+    """One VFA image per contrast state and flip angle, with noise and gain; keeps the true
+    concentration on the VFA grid in ``acq.vfa_conc``. Returns the last series number used and
+    the images written."""
+    spec = acq.spec
+    sig, conc = render(head, lesions, acq.pose, acq.b1, acq.vfa_grid, states,
+                       cfg.vfa_flip_angles_deg, cfg.vfa_tr_s, pv_step_mm=cfg.pv_step_mm,
+                       chunk_points=cfg.chunk_points, with_conc=True)
+    acq.vfa_conc = conc
+    vfa_files = []
+    for st_i, (agent, st) in enumerate(zip(spec.states(), states)):
+        stack = sig.pop(st.key)
+        for fi, fa in enumerate(cfg.vfa_flip_angles_deg):
+            series += 1
+            counts = stack[..., fi].astype(np.float64) * levels.k_vfa
+            if levels.sigma_vfa:
+                counts = add_rician_noise(counts, levels.sigma_vfa,
+                                          _rng(cfg, pi, _NOISE, acq.index, st_i, fi))
+            counts *= acq.gain
+            rel = bidsio.vfa_name(sub, spec.label, agent, fi + 1)
+            bidsio.write_nifti(out / rel, counts, acq.vfa_grid.affine,
+                               compresslevel=cfg.compresslevel,
+                               **_store(cfg, counts, bool(levels.sigma_vfa)))
+            sc = dict(common, SeriesDescription=f"vfa_fa{fa:g}{'_' + agent if agent else ''}",
+                      ProtocolName="vfa_fl3d", SeriesNumber=series,
+                      SliceThickness=round(float(cfg.vfa_voxel_mm[2]), 6), EchoTime=cfg.vfa_te_s,
+                      RepetitionTime=cfg.vfa_tr_s, RepetitionTimeExcitation=cfg.vfa_tr_s,
+                      FlipAngle=float(fa), **_contrast_fields(agent))
+            bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+            acq.files[f"vfa:{st.key}:{fi + 1}"] = rel
+            vfa_files.append(rel)
+    return series, vfa_files
+
+
+def _write_b1map(cfg, sub, out, acq: _Acq, common, vfa_files, noisy: bool, series: int) -> int:
+    """The session's TB1map (factor or percent; int16 when the VFA is noisy), intended for its VFA
+    images; returns its series number."""
+    series += 1
+    b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
+    percent = cfg.b1_units == "percent"
+    rel = bidsio.b1_name(sub, acq.spec.label)
+    b1_store = (dict(dtype=np.int16, slope=0.1 if percent else 0.001) if noisy
+                else dict(dtype=np.float32))
+    bidsio.write_nifti(out / rel, b1_vals * (100.0 if percent else 1.0), acq.b1_grid.affine,
+                       compresslevel=cfg.compresslevel, **b1_store)
+    sc = {k: common[k] for k in ("Modality", "MagneticFieldStrength", "ImagingFrequency",
+                                 "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
+                                 "ConversionSoftware", "ConversionSoftwareVersion")}
+    sc.update({k: common[k] for k in _IDENTIFYING if k in common})
+    sc.update(SeriesDescription="b1map", SeriesNumber=series, MRAcquisitionType="3D",
+              SliceThickness=round(float(acq.b1_grid.voxel_mm[2]), 6),
+              IntendedFor=[f"bids::{f}" for f in vfa_files])
+    bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
+    acq.files["b1"] = rel
+    return series
+
+
+def _sessions_row(cfg: PhantomConfig, pi: int, spec: SessionSpec) -> dict:
+    """The session's row of the participant's sessions.tsv."""
+    return {"session_id": f"ses-{spec.label}",
+            "acq_time": _session_date(pi, spec).strftime("%Y-%m-%dT%H:%M:%S"),
+            "days_from_baseline": float(spec.day - cfg.sessions[0].day),
+            "contrast_agent": spec.agent or "n/a"}
+
+
+def _motion_row(sub: str, acq: _Acq) -> dict:
+    """The session's row of the truth motion.tsv: head pose relative to baseline, and gain."""
+    ex, ey, ez = euler_xyz_deg(acq.pose)
+    return {"participant_id": f"sub-{sub}", "session_id": f"ses-{acq.spec.label}",
+            "rotation_deg": acq.rotation_deg, "rot_x_deg": ex, "rot_y_deg": ey,
+            "rot_z_deg": ez, "translation_mm": float(np.linalg.norm(acq.translation_mm)),
+            "trans_x_mm": float(acq.translation_mm[0]),
+            "trans_y_mm": float(acq.translation_mm[1]),
+            "trans_z_mm": float(acq.translation_mm[2]), "gain": acq.gain,
+            "matrix": ",".join(repr(round(float(v), 10)) for v in acq.pose.ravel())}
+
+
+def _session_meta(head: HeadModel, acq: _Acq) -> dict:
+    """The session's entry in truth.json: states, pose, grids, B1 field and files."""
+    spec = acq.spec
+    return {
+        "day": spec.day, "states": [acq.key(a) for a in spec.states()],
+        "agent": spec.agent, "has_pre": spec.pre, "pose": acq.pose.tolist(),
+        "rotation_deg": acq.rotation_deg, "translation_mm": acq.translation_mm.tolist(),
+        "rotation_centre_mm": head.centre.tolist(), "gain": acq.gain,
+        "grids": {name: {"shape": list(g.shape), "affine": g.affine.tolist()}
+                  for name, g in (("t1w", acq.t1w_grid), ("vfa", acq.vfa_grid), ("b1", acq.b1_grid))},
+        "b1_field": {"centre": acq.b1.centre.tolist(), "width_mm": acq.b1.width_mm,
+                     "gradient": acq.b1.gradient.tolist(), "curvature": acq.b1.curvature,
+                     "offset": acq.b1.offset, "scale": acq.b1.scale},
+        "files": acq.files,
+    }
+
+
 def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root, dose, tumor):
+    """Truth maps on the baseline pre-contrast T1w grid, the lesion-mask derivatives, and the
+    truth lesion rows (one per lesion and post-contrast session); returns the rows and the
+    reference-grid entry of truth.json."""
     base = acqs[0]
     ref = base.t1w_grid
     ident = np.eye(4)
     soft = float(np.mean(ref.voxel_mm))
     props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points)
-    # lesion labels: 26-connected components of the mask (as qmri.lesions), in scipy's raster order
-    mask = props["lesion_index"] >= 0
-    comp, ncomp = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    label_of = {}
-    for k, les in enumerate(lesions):
-        labs = np.unique(comp[props["lesion_index"] == k])
-        if labs.size != 1 or labs[0] == 0:
-            raise ValueError(f"lesion of {les.diameter_mm} mm does not form one component on the "
-                             f"{ref.voxel_mm} mm grid: use larger lesions or a finer T1w grid")
-        label_of[k] = int(labs[0])
-    if ncomp != len(lesions) or len(set(label_of.values())) != len(lesions):
-        raise ValueError("lesion masks touch each other: use fewer or smaller lesions")
+    comp, label_of = _label_lesions(props["lesion_index"], lesions, ref)
 
     def tw(name, data, **kw):
         bidsio.write_nifti(truth_root / map_filename(sub, name), data, ref.affine,
@@ -446,42 +514,78 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
         tw(f"conc:{key}", conc_true, dtype=np.float32)
         tw(f"conc_vfa:{key}", conc_vfa, dtype=np.float32)
         pre_label = acq.spec.label if acq.spec.pre else base.spec.label
-        r1 = relax[agent].r1_per_mM_s
-        for k, les in enumerate(lesions):
-            lab = label_of[k]
-            vox = comp == lab
-            ijk = np.argwhere(vox).mean(axis=0)
-            c = float(les.conc_mM.get(key, 0.0))
-            t1_post = 1.0 / (1.0 / les.t1_pre_s + r1 * c)
-            b1_pre, b1_post = b1_at[pre_label][k], b1_at[acq.spec.label][k]
-            s = lambda t1, b: float(spgr_signal(1.0, t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s, b)[0])
-            rows.append({
-                "participant_id": f"sub-{sub}", "session_id": f"ses-{acq.spec.label}",
-                "contrast_agent": agent, "lesion_id": lab,
-                "centroid_x_mm": les.centre[0], "centroid_y_mm": les.centre[1],
-                "centroid_z_mm": les.centre[2],
-                "centroid_i": ijk[0], "centroid_j": ijk[1], "centroid_k": ijk[2],
-                "longest_diameter_mm": les.diameter_mm,
-                "axial_diameter_mm": axial_diameter_mm(les, (0.0, 0.0, 1.0)),
-                "measurable": axial_diameter_mm(les, (0.0, 0.0, 1.0)) >= MEASURABLE_DIAMETER_MM - 1e-9,
-                "volume_mm3": les.volume_mm3, "n_voxels": int(vox.sum()),
-                "t1_pre_s": les.t1_pre_s, "t1_post_s": t1_post, "delta_r1_per_s": r1 * c,
-                "r1_per_mM_s": r1, "conc_mM": c,
-                "conc_vfa_mM": float(conc_vfa[vox].mean()), "conc_pv_mM": float(conc_true[vox].mean()),
-                "conc_mg_per_L": c * relax[agent].mg_per_L_per_mM_gd,
-                "se_percent": 100.0 * (s(t1_post, b1_post) / s(les.t1_pre_s, b1_pre) - 1.0),
-                "se_nominal_percent": 100.0 * (s(t1_post, 1.0) / s(les.t1_pre_s, 1.0) - 1.0),
-                "pre_session_id": f"ses-{pre_label}", "b1_pre": b1_pre, "b1_post": b1_post,
-                "dose_mg_per_kg": dose, "primary_tumor": tumor,
-            })
+        rows += _lesion_rows(cfg, sub, acq, lesions, label_of, comp, relax[agent], conc_true,
+                             conc_vfa, pre_label, b1_at, dose, tumor)
     rows.sort(key=lambda r: (list(by_label).index(r["session_id"][4:]), r["lesion_id"]))
-    ref_meta = {"session": base.spec.label, "file": base.files[f"t1w:{base.key(None)}"],
-                "shape": list(ref.shape), "affine": ref.affine.tolist(),
-                "maps": {n: map_filename(sub, n) for n in
-                         ["T1", "M0", "lesions"] + [f"B1:{a.spec.label}" for a in acqs]
-                         + [p for a in acqs if a.spec.agent
-                            for p in (f"conc:{a.key(a.spec.agent)}", f"conc_vfa:{a.key(a.spec.agent)}")]}}
-    return rows, ref_meta
+    return rows, _reference_meta(sub, acqs)
+
+
+def _label_lesions(lesion_index: np.ndarray, lesions: list[Lesion], ref: Grid):
+    """Lesion labels: the 26-connected components of the lesion mask (as qmri.lesions), in
+    scipy's raster order, and the label of each lesion; raise unless each lesion is exactly one
+    component of its own."""
+    mask = lesion_index >= 0
+    comp, ncomp = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    label_of = {}
+    for k, les in enumerate(lesions):
+        labs = np.unique(comp[lesion_index == k])
+        if labs.size != 1 or labs[0] == 0:
+            raise ValueError(f"lesion of {les.diameter_mm} mm does not form one component on the "
+                             f"{ref.voxel_mm} mm grid: use larger lesions or a finer T1w grid")
+        label_of[k] = int(labs[0])
+    if ncomp != len(lesions) or len(set(label_of.values())) != len(lesions):
+        raise ValueError("lesion masks touch each other: use fewer or smaller lesions")
+    return comp, label_of
+
+
+def _lesion_rows(cfg, sub, acq: _Acq, lesions, label_of, comp, relax, conc_true, conc_vfa,
+                 pre_label, b1_at, dose, tumor) -> list[dict]:
+    """The truth lesions.tsv rows of one post-contrast session: geometry, T1 before and after,
+    concentration (uniform, partial-volume and on the VFA grid) and the signal enhancement."""
+    agent = acq.spec.agent
+    key = acq.key(agent)
+    r1 = relax.r1_per_mM_s
+    rows = []
+    for k, les in enumerate(lesions):
+        lab = label_of[k]
+        vox = comp == lab
+        ijk = np.argwhere(vox).mean(axis=0)
+        c = float(les.conc_mM.get(key, 0.0))
+        t1_post = 1.0 / (1.0 / les.t1_pre_s + r1 * c)
+        b1_pre, b1_post = b1_at[pre_label][k], b1_at[acq.spec.label][k]
+        s = lambda t1, b: float(spgr_signal(1.0, t1, [cfg.t1w_flip_deg], cfg.t1w_tr_s, b)[0])
+        rows.append({
+            "participant_id": f"sub-{sub}", "session_id": f"ses-{acq.spec.label}",
+            "contrast_agent": agent, "lesion_id": lab,
+            "centroid_x_mm": les.centre[0], "centroid_y_mm": les.centre[1],
+            "centroid_z_mm": les.centre[2],
+            "centroid_i": ijk[0], "centroid_j": ijk[1], "centroid_k": ijk[2],
+            "longest_diameter_mm": les.diameter_mm,
+            "axial_diameter_mm": axial_diameter_mm(les, (0.0, 0.0, 1.0)),
+            "measurable": axial_diameter_mm(les, (0.0, 0.0, 1.0)) >= MEASURABLE_DIAMETER_MM - 1e-9,
+            "volume_mm3": les.volume_mm3, "n_voxels": int(vox.sum()),
+            "t1_pre_s": les.t1_pre_s, "t1_post_s": t1_post, "delta_r1_per_s": r1 * c,
+            "r1_per_mM_s": r1, "conc_mM": c,
+            "conc_vfa_mM": float(conc_vfa[vox].mean()), "conc_pv_mM": float(conc_true[vox].mean()),
+            "conc_mg_per_L": c * relax.mg_per_L_per_mM_gd,
+            "se_percent": 100.0 * (s(t1_post, b1_post) / s(les.t1_pre_s, b1_pre) - 1.0),
+            "se_nominal_percent": 100.0 * (s(t1_post, 1.0) / s(les.t1_pre_s, 1.0) - 1.0),
+            "pre_session_id": f"ses-{pre_label}", "b1_pre": b1_pre, "b1_post": b1_post,
+            "dose_mg_per_kg": dose, "primary_tumor": tumor,
+        })
+    return rows
+
+
+def _reference_meta(sub: str, acqs: list[_Acq]) -> dict:
+    """The truth.json entry of the reference grid (baseline pre-contrast T1w) and its maps."""
+    base = acqs[0]
+    ref = base.t1w_grid
+    return {"session": base.spec.label, "file": base.files[f"t1w:{base.key(None)}"],
+            "shape": list(ref.shape), "affine": ref.affine.tolist(),
+            "maps": {n: map_filename(sub, n) for n in
+                     ["T1", "M0", "lesions"] + [f"B1:{a.spec.label}" for a in acqs]
+                     + [p for a in acqs if a.spec.agent
+                        for p in (f"conc:{a.key(a.spec.agent)}", f"conc_vfa:{a.key(a.spec.agent)}")]}}
 
 
 def _write_lesion_derivatives(cfg, out, sub, ses, comp):
@@ -489,7 +593,6 @@ def _write_lesion_derivatives(cfg, out, sub, ses, comp):
     anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
     affine = None
     ref_rel = bidsio.t1w_name(sub, ses, None)
-    import nibabel as nib
     affine = nib.load(out / ref_rel).affine
     space = f"_space-{cfg.mask_space}" if cfg.mask_space else ""
     sources = [f"bids:raw:{ref_rel}"]
@@ -556,9 +659,8 @@ def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -
 
 
 def _truth_readme(cfg: PhantomConfig, command: str) -> str:
-    from . import truth as _t
     return (f"Regenerate (from the same working directory):\n\n    {command}\n\n"
             "# Ground truth of a bids_agquant phantom dataset\n\n"
             f"Phantom model {PHANTOM_MODEL_VERSION}, seed {cfg.seed}. Load with\n"
             "`bids_agquant.simulate.truth.load_truth(<this directory>)`.\n\n```\n"
-            + (_t.__doc__ or "") + "```\n")
+            + (_truth.__doc__ or "") + "```\n")
