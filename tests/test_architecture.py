@@ -246,10 +246,8 @@ def test_qmri_imports_only_numpy_scipy_and_the_standard_library(modules):
     assert not bad, "qmri imports beyond numpy/scipy/stdlib:\n" + "\n".join(bad)
 
 
-_BEING_REMOVED = pytest.mark.xfail(strict=False, reason="issue 11: being removed file by file")
 
 
-@_BEING_REMOVED
 def test_function_local_imports_only_of_heavy_or_optional_modules(modules):
     bad = disallowed_local_imports(modules)
     print("\n".join(bad))
@@ -258,7 +256,6 @@ def test_function_local_imports_only_of_heavy_or_optional_modules(modules):
                      f"reason):\n" + "\n".join(bad))
 
 
-@_BEING_REMOVED
 def test_no_function_longer_than_the_limit(modules):
     bad = long_functions(modules)
     print("\n".join(bad))

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from bids_agquant import __version__
 from bids_agquant.bids.atomic import (_complete_temp, _unlink, atomic_write_bytes,  # noqa: F401
                                       atomic_write_text, remove_stale_temporaries, write_nifti)
 from bids_agquant.bids.tables import json_safe, software_versions, write_tsv  # noqa: F401
@@ -358,8 +359,6 @@ def container_info() -> dict | None:
 
 def dataset_description(*, dataset_links: Mapping[str, Path] | None = None) -> dict:
     """The content of OUTPUT_DIR/dataset_description.json."""
-    from bids_agquant import __version__
-
     versions = software_versions(stack_only=True)
     generated = {
         "Name": PIPELINE_NAME,

@@ -40,6 +40,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from bids_agquant import __version__
 from bids_agquant.bids.atomic import atomic_write_text
 
 __all__ = ["DIGITS", "MISSING", "cell", "format_cell", "write_tsv", "tsv_text", "read_tsv", "json_safe",
@@ -225,7 +226,6 @@ def software_versions(stack_only: bool = False) -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "bids_agquant":
-                from bids_agquant import __version__   # a source tree without installed metadata
                 out[name] = __version__
             else:
                 out[name] = "not installed"

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 from bids_agquant.bids import columns as C
+from bids_agquant.qmri import cohort
 from bids_agquant.reports import html as H
 from bids_agquant.reports._io import write_text_atomic
 
@@ -37,8 +38,8 @@ _FIT_COLS = ["n", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "
 _HEAD = C.headers
 
 
-def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
-    """Write ``group_dir/report.html`` (self-contained) and return its path."""
+def _key_cards(analysis) -> list[tuple[str, str, str]]:
+    """The overview cards: participants, dose-response slope, group tests, healthy controls."""
     t = analysis.tables
     fm = analysis.fits.get("dose_means")
     n_peak = analysis.summary.get("n_measurable_lesions_peak", 0)
@@ -61,14 +62,25 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
          f"{len(t['controls'].rows)} participant-sessions checked" if t["controls"].rows
          else "no control regions in the lesion tables"),
     ]
-    sections = []
-    sections.append(("overview", "Overview", H.section(
+    return cards
+
+
+def _section_overview(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``overview`` section: (anchor, title, HTML)."""
+    cards = _key_cards(analysis)
+    return ("overview", "Overview", H.section(
         "overview", "Overview",
         H.cards_html(cards) + H.warnings_html(analysis.warnings),
         "Cohort statistics of the AGuIX trial from the participant lesion tables in this "
         "folder: dose response, primary tumour and size, comparison with Dotarem, "
         "concentration and persistence. Only measurable lesions (longest diameter "
-        "\u2265 10 mm) enter the statistics; all lesions are in <code>cohort_lesions.tsv</code>.")))
+        f"\u2265 {cohort.MEASURABLE_DIAMETER_MM:g} mm) enter the statistics; all lesions are in "
+        "<code>cohort_lesions.tsv</code>."))
+
+
+def _section_dose(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``dose`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     body = (_fig(figures, "dose_response",
                  "Each dot is one measurable lesion at the peak AGuIX session (coloured by "
@@ -81,10 +93,15 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
             + H.table_html(["model"] + _FIT_COLS + ["intercept_ci_low", "intercept_ci_high"],
                            t["dose_response_regression"].rows,
                            _HEAD("dose_response_regression")))
-    sections.append(("dose", "Dose response", H.section(
+    return ("dose", "Dose response", H.section(
         "dose", "Dose response", body,
         "Signal enhancement (SE) in measurable lesions two hours after AGuIX, against the "
-        "injected dose.")))
+        "injected dose."))
+
+
+def _section_groups(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``groups`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     grp = t["se_normalised_by_group"].rows
     body = ('<div class="grid2">'
@@ -101,10 +118,15 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
             + '<p class="note">Kruskal\u2013Wallis H test: groups are small and SE is skewed, '
               "so a rank test that assumes neither normality nor equal variances is used; "
               "lesions of one participant are treated as independent, as in the paper.</p>")
-    sections.append(("groups", "Tumour type and size", H.section(
+    return ("groups", "Tumour type and size", H.section(
         "groups", "Tumour type and size", body,
         "Does uptake depend on the primary tumour or on the size of the metastasis? "
-        "SE is normalised to 100 mg/kg to remove the dose effect.")))
+        "SE is normalised to 100 mg/kg to remove the dose effect."))
+
+
+def _section_dotarem(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``dotarem`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     body = ('<div class="grid2">'
             + _fig(figures, "aguix_vs_dotarem", "Peak AGuIX SE against the Dotarem SE of the "
@@ -116,9 +138,14 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                            t["aguix_vs_dotarem"].rows, _HEAD("aguix_vs_dotarem"))
             + H.table_html(t["sensitivity_by_dose"].columns, t["sensitivity_by_dose"].rows,
                            _HEAD("sensitivity_by_dose")))
-    sections.append(("dotarem", "AGuIX versus Dotarem", H.section(
+    return ("dotarem", "AGuIX versus Dotarem", H.section(
         "dotarem", "AGuIX versus Dotarem", body,
-        "Lesion-by-lesion comparison with the clinical agent given at the reference session.")))
+        "Lesion-by-lesion comparison with the clinical agent given at the reference session."))
+
+
+def _section_concentration(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``concentration`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     idg = [r for r in t["percent_id_per_g"].rows if r["measurable"]
            and r["session_role"] == "peak"]
@@ -133,10 +160,15 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                            _HEAD("percent_id_per_g"),
                            formats={"percent_id_per_g": lambda v: H.fmt(v) if v is None
                                     else f"{v:.2e}"}))
-    sections.append(("concentration", "Concentration", H.section(
+    return ("concentration", "Concentration", H.section(
         "concentration", "Concentration", body,
         "SE versus concentration per participant; its slope also bounds the concentration "
-        "where it cannot be quantified at later sessions.")))
+        "where it cannot be quantified at later sessions."))
+
+
+def _section_persistence(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``persistence`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     body = (_fig(figures, "persistence", "Each line is one measurable lesion: SE at the peak "
                  "(trial D1) and at a later AGuIX session (D8).")
@@ -146,13 +178,19 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                             "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"],
                            t["persistence_by_participant"].rows,
                            _HEAD("persistence_by_participant"))
-            + '<p class="note">Not quantified = concentration n/a or not above 3 \u00d7 the RMS '
+            + '<p class="note">Not quantified = concentration n/a or not above '
+              f"{cohort.DETECTION_LIMIT_K:g} \u00d7 the RMS "
               "of the control-region concentrations of that session; the bound is SE / slope of "
               "the participant's SE-versus-concentration regression (per lesion, also with the "
               "lower 95 % limit of the slope, in <code>persistence.tsv</code>).</p>")
-    sections.append(("persistence", "Persistence", H.section(
+    return ("persistence", "Persistence", H.section(
         "persistence", "Persistence", body,
-        "Enhancement that remains at later sessions without a new injection.")))
+        "Enhancement that remains at later sessions without a new injection."))
+
+
+def _section_controls(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``controls`` section: (anchor, title, HTML)."""
+    t = analysis.tables
 
     body = (_fig(figures, "controls", "Largest |mean| over the control regions of each session; "
                  "dashed lines are the flag thresholds.")
@@ -162,11 +200,15 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                             "delta_r1_control_mean_per_s", "flag"], t["controls"].rows,
                            _HEAD("controls"),
                            highlight=lambda r: "flag" if r["flag"] != "ok" else None))
-    sections.append(("controls", "Healthy controls", H.section(
+    return ("controls", "Healthy controls", H.section(
         "controls", "Healthy-tissue controls", body,
         "Three metastasis-free regions per participant should show no enhancement and no "
-        "concentration.")))
+        "concentration."))
 
+
+def _section_sessions(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``sessions`` section: (anchor, title, HTML)."""
+    t = analysis.tables
     def _who(p):
         report = Path(group_dir).parent / f"{p}.html"
         return (f'<a href="../{H.esc(p)}.html">{H.esc(p)}</a>' if report.is_file()
@@ -188,19 +230,33 @@ def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
                             "conc_quantified", "primary_tumor", "dose_mg_per_kg"], measurable,
                            _HEAD("cohort_lesions"))
             + "</details>")
-    sections.append(("sessions", "Sessions and lesions", H.section(
+    return ("sessions", "Sessions and lesions", H.section(
         "sessions", "Sessions and lesions", body,
         "How each participant's sessions were ordered and which role each got; the participant "
-        "links open the participant reports (sub-&lt;label&gt;.html beside group/).")))
+        "links open the participant reports (sub-&lt;label&gt;.html beside group/)."))
 
+
+def _section_software(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``software`` section: (anchor, title, HTML)."""
     files = sorted(p.name for p in Path(group_dir).iterdir() if p.suffix in (".tsv", ".json",
                                                                               ".svg", ".png"))
     body = ("<h3>Software</h3>" + H.versions_html(analysis.summary.get("software", {}))
             + "<h3>Files in this folder</h3><p>"
             + " ".join(f"<code>{H.esc(f)}</code>" for f in files) + "</p>")
-    sections.append(("software", "Software and files", H.section(
-        "software", "Software and files", body)))
+    return ("software", "Software and files", H.section(
+        "software", "Software and files", body))
 
+
+#: The report's sections, in page order.
+_SECTIONS = (_section_overview, _section_dose, _section_groups, _section_dotarem,
+             _section_concentration, _section_persistence, _section_controls, _section_sessions,
+             _section_software)
+
+
+def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
+    """Write ``group_dir/report.html`` (self-contained) and return its path."""
+    sections = [section(analysis, figures, group_dir) for section in _SECTIONS]
+    n_peak = analysis.summary.get("n_measurable_lesions_peak", 0)
     text = H.page("Group report",
                   f"{analysis.n_participants} participants &middot; {n_peak} measurable lesions",
                   sections)
