@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_agquant.bids import tables
+from bids_agquant.bids import columns, tables
 from bids_agquant.group.load import order_sessions, warn as _warn
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
@@ -41,6 +41,12 @@ class Table:
     def column(self, name: str) -> list:
         return [r.get(name) for r in self.rows]
 
+    @classmethod
+    def registered(cls, name: str, title: str, description: str, rows: list[dict]) -> "Table":
+        """A table whose columns, in order, are those of the column registry
+        (``data/columns.tsv``): the one home of every group table's columns."""
+        return cls(name, title, description, list(columns.columns(name)), rows)
+
 
 @dataclass
 class GroupAnalysis:
@@ -62,10 +68,6 @@ def _fit_row(fit: cohort.LinearFit) -> dict:
     return {k: getattr(fit, k) for k in ("n", "slope", "slope_ci_low", "slope_ci_high",
                                          "intercept", "intercept_ci_low", "intercept_ci_high",
                                          "r2", "p_value")}
-
-
-_FIT_COLUMNS = ["n", "slope", "slope_ci_low", "slope_ci_high", "intercept", "intercept_ci_low",
-                "intercept_ci_high", "r2", "p_value"]
 
 
 def _sub(p: str) -> str:
@@ -244,11 +246,10 @@ def _dose_response(c: _Cohort) -> None:
                              "n_participants": len({r["participant"] for r in sel}),
                              "n_lesions": s.n, "mean": s.mean, "sd": s.sd, "median": s.median,
                              "min": s.minimum, "max": s.maximum})
-    tables["dose_response_by_dose"] = Table(
+    tables["dose_response_by_dose"] = Table.registered(
         "dose_response_by_dose", "Signal enhancement per AGuIX dose",
         "Mean and SD of the peak-session SE over measurable lesions (>= 10 mm), per dose "
         "(paper Fig. 2A).",
-        ["dose_mg_per_kg", "n_participants", "n_lesions", "mean", "sd", "median", "min", "max"],
         by_dose_rows)
     reg_rows = []
     if len(doses) >= 2:
@@ -268,10 +269,10 @@ def _dose_response(c: _Cohort) -> None:
     elif dose_known and study_rows:
         _warn(warnings, "fewer than two AGuIX doses with measurable lesions: no dose-response "
                         "regression")
-    tables["dose_response_regression"] = Table(
+    tables["dose_response_regression"] = Table.registered(
         "dose_response_regression", "Dose response: regressions of SE on dose",
         "Ordinary least squares with 95 % confidence intervals (t distribution, n-2 dof); "
-        "slope in % per mg/kg.", ["model", "x", "y"] + _FIT_COLUMNS, reg_rows)
+        "slope in % per mg/kg.", reg_rows)
 
 
 def _by_tumour_and_size(c: _Cohort) -> None:
@@ -304,15 +305,15 @@ def _by_tumour_and_size(c: _Cohort) -> None:
     if peak and tumor_known and not norm:
         _warn(warnings, "no dose-normalised SE (dose missing): primary tumour and size "
                         "statistics skipped")
-    tables["se_normalised_by_group"] = Table(
+    tables["se_normalised_by_group"] = Table.registered(
         "se_normalised_by_group", "Dose-normalised SE by primary tumour and size",
         "SE * 100 / dose over measurable lesions at the peak AGuIX session (paper Fig. 2B/C).",
-        ["factor", "group", "n", "mean", "sd", "median", "min", "max"], grp_rows)
-    tables["group_tests"] = Table(
+        grp_rows)
+    tables["group_tests"] = Table.registered(
         "group_tests", "Tests for differences between groups",
         "Kruskal-Wallis H test on the dose-normalised SE (small, skewed groups; no normality "
         "assumption). Size bins outside 10-50 mm are not tested.",
-        ["factor", "test", "statistic", "p_value", "n_groups", "n", "groups", "note"], test_rows)
+        test_rows)
 
 
 def _aguix_vs_dotarem(c: _Cohort) -> None:
@@ -350,12 +351,12 @@ def _aguix_vs_dotarem(c: _Cohort) -> None:
                                  x="Dotarem SE (%)", y="AGuIX SE (%)", **_fit_row(fit)))
         fits["aguix_vs_dotarem"] = cmp_fits
         fits["aguix_vs_dotarem_scope"] = scope_label
-    tables["aguix_vs_dotarem"] = Table(
+    tables["aguix_vs_dotarem"] = Table.registered(
         "aguix_vs_dotarem", "AGuIX versus Dotarem, lesion by lesion",
         "Regression of the peak AGuIX SE on the reference Dotarem SE of the same measurable "
         "lesions, per primary tumour, at the highest dose (paper Fig. 3A: 100 mg/kg, the same Gd "
         "quantity as one Dotarem dose).",
-        ["dose_or_scope", "primary_tumor", "x", "y"] + _FIT_COLUMNS, cmp_rows)
+        cmp_rows)
     sens_rows = []
     for d in sorted({a["dose_mg_per_kg"] for a, _ in pairs if _finite(a["dose_mg_per_kg"])}):
         sel = [(a, b) for a, b in pairs if a["dose_mg_per_kg"] == d]
@@ -368,11 +369,10 @@ def _aguix_vs_dotarem(c: _Cohort) -> None:
                           "sensitivity_percent": float(cohort.sensitivity_percent(ma, md)),
                           "sensitivity_median_lesion_percent":
                               float(np.nanmedian(per)) if np.isfinite(per).any() else _NAN})
-    tables["sensitivity_by_dose"] = Table(
+    tables["sensitivity_by_dose"] = Table.registered(
         "sensitivity_by_dose", "Sensitivity of AGuIX relative to Dotarem",
         "100 x mean AGuIX SE / mean Dotarem SE over the measurable lesions seen in both, per dose.",
-        ["dose_mg_per_kg", "n_lesions", "se_aguix_mean_percent", "se_dotarem_mean_percent",
-         "sensitivity_percent", "sensitivity_median_lesion_percent"], sens_rows)
+        sens_rows)
 
 
 def _se_vs_concentration(c: _Cohort) -> None:
@@ -394,12 +394,11 @@ def _se_vs_concentration(c: _Cohort) -> None:
                               conc_mean_mg_per_L_mean=m, conc_mean_mg_per_L_sd=sd,
                               **_fit_row(fit)))
     fits["se_vs_concentration"] = conc_fits
-    tables["se_vs_concentration"] = Table(
+    tables["se_vs_concentration"] = Table.registered(
         "se_vs_concentration", "SE versus concentration, per participant",
         "Regression of the lesion SE (%) on the lesion AGuIX concentration (mg/L) over the "
         "measurable lesions of the peak session (paper Fig. 3B); slope in % per mg/L.",
-        ["participant_id", "session_id", "dose_mg_per_kg", "primary_tumor",
-         "conc_mean_mg_per_L_mean", "conc_mean_mg_per_L_sd"] + _FIT_COLUMNS, conc_rows)
+        conc_rows)
 
 
 def _upper_bounds(c: _Cohort) -> None:
@@ -431,13 +430,11 @@ def _percent_id_per_g(c: _Cohort) -> None:
                      conc_quantified=r["conc_quantified"],
                      percent_id_per_g=r["percent_id_per_g"])
                 for r in lesions if r["agent"] == STUDY_AGENT and _finite(r["percent_id_per_g"])]
-    tables["percent_id_per_g"] = Table(
+    tables["percent_id_per_g"] = Table.registered(
         "percent_id_per_g", "Uptake: percent of injected dose per gram",
         "%ID/g = 100 * (C mg/L / 1000) / (dose mg/kg * weight kg), tissue density 1 kg/L, for "
         "every AGuIX lesion row with a concentration.",
-        ["participant_id", "session_id", "lesion_id", "session_role", "measurable",
-         "dose_mg_per_kg", "weight_kg", "conc_mean_mg_per_L", "conc_quantified",
-         "percent_id_per_g"], idg_rows)
+        idg_rows)
 
 
 def _persistence(c: _Cohort) -> None:
@@ -464,14 +461,11 @@ def _persistence(c: _Cohort) -> None:
             detection_limit_mM=r["detection_limit_mM"], conc_quantified=r["conc_quantified"],
             conc_upper_mg_per_L=r["conc_upper_mg_per_L"],
             conc_upper_conservative_mg_per_L=r["conc_upper_conservative_mg_per_L"]))
-    tables["persistence"] = Table(
+    tables["persistence"] = Table.registered(
         "persistence", "Persistence at later AGuIX sessions, per lesion",
         "SE at each later AGuIX session (trial D8) against the peak session (D1), and the "
         "concentration or, where it cannot be quantified, its SE-based upper bound.",
-        ["participant_id", "lesion_id", "peak_session", "later_session", "dose_mg_per_kg",
-         "se_peak_percent", "se_later_percent", "persistence_percent", "conc_peak_mg_per_L",
-         "conc_later_mg_per_L", "detection_limit_mM", "conc_quantified", "conc_upper_mg_per_L",
-         "conc_upper_conservative_mg_per_L"], pers_rows)
+        pers_rows)
     pp_rows = []
     for key in sorted({(r["participant_id"], r["later_session"]) for r in pers_rows},
                       key=lambda k: (_natural_key(k[0]), _natural_key(k[1]))):
@@ -495,15 +489,12 @@ def _persistence(c: _Cohort) -> None:
                             persistence_percent=float(cohort.persistence_percent(lm, pm)),
                             n_quantified=len(quantified), conc_later_mean_mg_per_L=conc_q,
                             slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper))
-    tables["persistence_by_participant"] = Table(
+    tables["persistence_by_participant"] = Table.registered(
         "persistence_by_participant", "Persistence per participant",
         "Mean lesion SE at the peak and later AGuIX sessions; the mean later concentration of "
         "the lesions where it is quantified and, for the others, the upper bound mean later SE "
         "over the participant's SE-versus-concentration slope (paper: about 10 uM at D8).",
-        ["participant_id", "peak_session", "later_session", "n_lesions", "se_peak_mean_percent",
-         "se_peak_sd_percent", "se_later_mean_percent", "se_later_sd_percent",
-         "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
-         "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"], pp_rows)
+        pp_rows)
 
 
 def _controls(c: _Cohort) -> None:
@@ -542,13 +533,10 @@ def _controls(c: _Cohort) -> None:
             detection_limit_mM=sel[0]["detection_limit_mM"], flag=flag))
     if rows and not ctl_rows:
         _warn(warnings, "no healthy-tissue control rows (control-<k>) in the lesion tables")
-    tables["controls"] = Table(
+    tables["controls"] = Table.registered(
         "controls", "Healthy-tissue controls",
         f"Control regions should show no SE and no concentration; flagged when |SE| > "
         f"{CONTROL_SE_THRESHOLD_PERCENT:g} % or |conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM.",
-        ["participant_id", "session_id", "contrast_agent", "session_role", "n_controls",
-         "se_control_mean_percent", "se_control_max_abs_percent", "conc_control_mean_mM",
-         "conc_control_max_abs_mM", "delta_r1_control_mean_per_s", "detection_limit_mM", "flag"],
         ctl_rows)
 
 
