@@ -89,7 +89,7 @@ def plain_script(bids_dir: Path) -> dict:
     t = time.perf_counter()
     base = plan.state(plan.baseline_session, None)
     G.save_like(1.0 / r1_ref[base.key], ref_aff, tmp / "t1.nii")
-    lesions, controls, _, info, _ = prepare_regions(
+    lesions, controls, _, info, _, _ = prepare_regions(
         reference_file=plan.reference_t1w, lesion_file=plan.lesion_mask.path,
         lesion_kind=plan.lesion_mask.kind, t1_file=tmp / "t1.nii")
     times["regions"] += time.perf_counter() - t

@@ -7,11 +7,14 @@ caller, :data:`bids_agquant.interfaces.registration.REGISTRATION_SETTINGS`).
 """
 from __future__ import annotations
 
+from bids_agquant.qmri import brain as B
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri import masks as M
+from bids_agquant.templates import TEMPLATE_NAME
 
 __all__ = ["FIT_METHODS", "vfa_estimation_method", "vfa_resampling", "registration_software",
-           "brain_mask_method", "brain_mask_sidecar_method", "control_regions_method",
+           "brain_mask_method", "brain_extraction_method", "tissue_classes_method",
+           "control_regions_method",
            "enhancement_resampling", "intensity_normalization"]
 
 #: VFA fit methods (``Config.vfa_fit``) -> what they do.
@@ -52,19 +55,43 @@ def registration_software(antspyx_version, settings: dict) -> str:
             f"{s['coarse_shrink_factors']} then 1, one thread, fixed seed")
 
 
+def brain_extraction_method(settings: dict, *, from_t1: bool = True) -> str:
+    """How the brain (intracranial) mask was made: sidecar ``Method`` and ``regions.json``.
+
+    ``settings``: :data:`bids_agquant.interfaces.brain.TEMPLATE_REGISTRATION`.
+    """
+    s = settings
+    text = (f"{TEMPLATE_NAME} registered affinely (antsRegistration, Mattes MI on a random "
+            f"{s['sampling_fraction']:g} of the voxels at ~{s['spacing_mm']:g} mm, fixed seed) "
+            f"to the baseline pre-contrast T1w stripped by a rough T1-window mask grown "
+            f"{s['strip_dilation_mm']:g} mm; its intracranial volume resampled onto the "
+            f"reference grid")
+    if not from_t1:
+        return text + (f" and eroded by {B.FINAL_EROSION_MM:g} mm (no baseline T1 map to "
+                       f"decide voxel by voxel)")
+    return text + (f"; inside it grown by at most {B.PRIOR_GROWTH_MM:g} mm, the voxels with "
+                   f"M0 >= {B.BONE_M0_FRACTION:g} x the brain median and T1 >= "
+                   f"{B.FAT_T1_S:g} s connected to its {B.CORE_DEPTH_MM:g} mm-deep core "
+                   f"(after a {B.OPENING_MM:g} mm opening), holes filled, eroded "
+                   f"{B.FINAL_EROSION_MM:g} mm")
+
+
+def tissue_classes_method() -> str:
+    """``Method`` of the tissue probability maps and dseg."""
+    return (f"Gaussian mixture (diagonal) of {', '.join(B.TISSUE_CLASSES)} on R1 and the "
+            f"relative T1w inside the brain mask, {B.EM_ITERATIONS} EM iterations, class "
+            f"probabilities weighted by the registered {TEMPLATE_NAME} priors to the power "
+            f"{B.PRIOR_WEIGHT:g}")
+
+
 def brain_mask_method(*, from_t1: bool) -> str:
-    """How the brain mask was made (``regions.json``): from the T1 map, or the T1w fallback."""
+    """The rough mask (T1 window) that strips the T1w for the template registration."""
     if from_t1:
         lo, hi = M.TISSUE_T1_RANGE_S
         return (f"baseline pre-contrast T1 within {lo:g}-{hi:g} s, opened and closed with a "
                 f"{M.MORPH_RADIUS_MM:g} mm ball, largest component")
     return ("reference T1w above its Otsu threshold, largest component, eroded by "
             f"{M.T1W_EROSION_MM:g} mm (no baseline T1 map)")
-
-
-def brain_mask_sidecar_method() -> str:
-    """``Method`` of the brain-mask output (points to the code and its documented choices)."""
-    return "see bids_agquant.interfaces.masks (T1 range, morphology, largest component)"
 
 
 def control_regions_method(*, seed: int, diameter_mm: float, n: int = L.N_CONTROLS) -> str:

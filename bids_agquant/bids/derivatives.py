@@ -60,7 +60,7 @@ __all__ = [
     "bids_uri", "find_dataset_root", "allowed_metadata", "read_sidecar",
     "atomic_write_bytes", "atomic_write_text", "write_json", "write_nifti", "write_tsv",
     "dataset_description", "ensure_dataset_description", "update_bidsignore",
-    "container_info", "remove_stale_temporaries",
+    "container_info", "remove_stale_temporaries", "TISSUE_IMAGES",
 ]
 
 PIPELINE_NAME = "bids_agquant"
@@ -120,7 +120,18 @@ OUTPUTS: dict[str, OutputSpec] = {
         "Rigid transform (ITK/ANTs) taking the VFA set into the reference space: VFA -> "
         "session T1w -> reference, composed into one (resampling convention)")),
     "brain_mask": OutputSpec("mask", desc="brain", description=(
-        "Brain tissue mask used to place the healthy-tissue control regions")),
+        "Intracranial mask (brain parenchyma and CSF) of the baseline pre-contrast T1w: the MNI152 "
+        "template registered to it, decided voxel by voxel with the T1 and M0 maps")),
+    "tissue_dseg": OutputSpec("dseg", desc="tissue", description=(
+        "Tissue classes inside the brain mask (1 GM, 2 WM, 3 CSF): the most probable class of "
+        "the tissue probability maps")),
+    "tissue_dseg_tsv": OutputSpec("dseg", extension=".tsv", desc="tissue"),
+    "probseg_gm": OutputSpec("probseg", entities=(("label", "GM"),), description=(
+        "Grey-matter probability (0-1) inside the brain mask")),
+    "probseg_wm": OutputSpec("probseg", entities=(("label", "WM"),), description=(
+        "White-matter probability (0-1) inside the brain mask")),
+    "probseg_csf": OutputSpec("probseg", entities=(("label", "CSF"),), description=(
+        "Cerebrospinal-fluid probability (0-1) inside the brain mask")),
     "lesion_dseg": OutputSpec("dseg", desc="lesions", description=(
         "Lesion labels (one integer per lesion, lesion_id of the lesion table) in the reference "
         "space, nearest-neighbour resampled from the input mask")),
@@ -133,6 +144,9 @@ OUTPUTS: dict[str, OutputSpec] = {
     "lesion_table_json": OutputSpec("stats", extension=".json", desc="lesions", space=False,
                                     custom=True, level="subject"),
 }
+
+#: The tissue-class images of the brain extraction (participant level, reference space).
+TISSUE_IMAGES = ("tissue_dseg", "probseg_gm", "probseg_wm", "probseg_csf")
 
 #: Lines of ``.bidsignore``: our custom suffixes and non-BIDS folders.
 BIDSIGNORE = ("*_Conc.nii.gz", "*_Conc.json", "*_SEmap.nii.gz", "*_SEmap.json", "*_xfm.mat",

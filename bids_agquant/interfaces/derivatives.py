@@ -20,6 +20,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
 from bids_agquant.bids import columns as C
 from bids_agquant.bids import derivatives as D
 from bids_agquant.bids import tables as T
+from bids_agquant.qmri.brain import TISSUE_CLASSES
 from bids_agquant.qmri.regions import Regions
 
 __all__ = ["DerivativeSpec", "DerivativesSink", "LesionTableSink", "STATE_SINK_FIELDS",
@@ -162,6 +163,8 @@ class _TableInputSpec(BaseInterfaceInputSpec):
     lesion_labels_file = File(exists=True)
     control_labels_file = File(exists=True)
     brain_mask_file = File(exists=True)
+    probseg_files = InputMultiObject(File(exists=True), desc="GM, WM, CSF probabilities")
+    tissue_dseg_file = File(exists=True)
     regions_file = File(exists=True)
     images = traits.Dict(mandatory=True, desc="'lesion_dseg'|'control_dseg'|'brain_mask' -> "
                                               "DerivativeSpec.to_dict()")
@@ -208,8 +211,33 @@ class LesionTableSink(SimpleInterface):
             written.append(str(dst))
             if key in ("lesion_dseg", "control_dseg"):
                 written.append(_write_label_table(dst, key, regions))
+        written += self._tissue_images(out_dir)
         self._results["out_files"] = written
         return runtime
+
+    def _tissue_images(self, out_dir: Path) -> list[str]:
+        """The tissue dseg (+ look-up table) and one probseg per class."""
+        written = []
+        if isdefined(self.inputs.tissue_dseg_file) and "tissue_dseg" in self.inputs.images:
+            spec = DerivativeSpec.from_dict(self.inputs.images["tissue_dseg"])
+            dst = out_dir / spec.path
+            write_output(self.inputs.tissue_dseg_file, dst, dtype=np.uint8)
+            write_sidecar(_sidecar_path(dst), dict(spec.sidecar or {}))
+            lut = dst.with_name(dst.name.replace(".nii.gz", ".tsv"))
+            T.write_tsv(lut, [{"index": i, "name": n} for i, n in
+                              enumerate(TISSUE_CLASSES, start=1)], ("index", "name"))
+            written += [str(dst), str(lut)]
+        files = self.inputs.probseg_files if isdefined(self.inputs.probseg_files) else []
+        for cls, src in zip(TISSUE_CLASSES, files):
+            raw = self.inputs.images.get(f"probseg_{cls.lower()}")
+            if raw is None:
+                continue
+            spec = DerivativeSpec.from_dict(raw)
+            dst = out_dir / spec.path
+            write_output(src, dst, dtype=np.float32)
+            write_sidecar(_sidecar_path(dst), dict(spec.sidecar or {}))
+            written.append(str(dst))
+        return written
 
 
 def _write_label_table(dst: Path, key: str, regions: Regions) -> str:

@@ -18,18 +18,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject,
+                                    SimpleInterface, TraitedSpec,
                                     isdefined, traits)
 
 from bids_agquant.qmri import geometry as pure_geometry
 from bids_agquant import methods
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM, N_CONTROLS, healthy_brain
+from bids_agquant.qmri.brain import TISSUE_CLASSES
 from bids_agquant.qmri.masks import brain_mask_from_t1, brain_mask_from_t1w
 from bids_agquant.qmri.regions import (Regions, control_region_records, lesion_regions,
                                        region_rows, se_core)
 
 from . import geometry as G
+from .brain import TEMPLATE_REGISTRATION
 from .notes import node_warning, warnings_output
 
 __all__ = ["PrepareRegions", "PreparedRegions", "prepare_regions", "region_rows", "se_core",
@@ -37,12 +40,13 @@ __all__ = ["PrepareRegions", "PreparedRegions", "prepare_regions", "region_rows"
 
 
 class PreparedRegions(NamedTuple):
-    """What :func:`prepare_regions` returns (unpacks as the old 5-tuple)."""
+    """What :func:`prepare_regions` returns."""
     lesion_labels: np.ndarray      # lesion ids of the input, reference grid (int32)
     control_labels: np.ndarray     # control regions 1..n, reference grid (int16)
     brain: np.ndarray              # brain mask, reference grid (bool)
     regions: Regions
     affine: np.ndarray             # the reference affine
+    healthy: np.ndarray            # brain parenchyma (the brain mask without tissue classes)
 
 
 def _lesions_in_reference(lesion_file, lesion_kind, lesion_transform, shape, ref_aff):
@@ -63,25 +67,45 @@ def _lesions_in_reference(lesion_file, lesion_kind, lesion_transform, shape, ref
     return lesions_ref, lesion_regions(sizes, ids, lesions_ref, ref_aff)
 
 
-def _controls(brain, lesions_ref, ref_aff, *, n, seed, diameter_mm):
+def _controls(brain, lesions_ref, ref_aff, *, n, seed, diameter_mm, parenchyma=None):
     """(control labels, diameter used or None, warnings) of the control placement."""
     try:
         placed = L.place_control_regions(brain, lesions_ref, ref_aff, n=n, seed=seed,
-                                         diameter_mm=diameter_mm)
+                                         diameter_mm=diameter_mm, parenchyma=parenchyma)
     except L.ControlRegionError as exc:
         return np.zeros(brain.shape, dtype=np.int16), None, (str(exc),)
     return placed.labels, placed.diameter_mm, placed.warnings
 
 
+def _brain(reference_file, ref_aff, t1_file, brain_mask_file, probseg_files):
+    """(brain mask, {class: probability} or None, method text) of the regions."""
+    if brain_mask_file:
+        brain = G.load(brain_mask_file)[0] > 0.5
+        tissues = None
+        if probseg_files:
+            tissues = {cls: G.load(f)[0] for cls, f in zip(TISSUE_CLASSES, probseg_files)}
+        method = methods.brain_extraction_method(TEMPLATE_REGISTRATION, from_t1=bool(t1_file))
+        return brain, tissues, method
+    if t1_file:
+        brain = brain_mask_from_t1(G.load(t1_file)[0], ref_aff)
+    else:
+        brain = brain_mask_from_t1w(G.load(reference_file)[0], ref_aff)
+    return brain, None, methods.brain_mask_method(from_t1=bool(t1_file))
+
+
 def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
                     lesion_transform=None, t1_file=None, seed=0, n_controls=N_CONTROLS,
-                    control_diameter_mm=CONTROL_DIAMETER_MM) -> PreparedRegions:
+                    control_diameter_mm=CONTROL_DIAMETER_MM, brain_mask_file=None,
+                    probseg_files=None) -> PreparedRegions:
     """Load the images, compute everything region-related (see the module docstring).
 
     The lesion labels hold the lesion ids of the input (dseg labels, or component numbers of a
     mask); the :class:`~bids_agquant.qmri.regions.Regions` record holds per lesion id its sizes
-    (input grid) and reference-space centroid, per control its volume and centroid (and the
-    sphere diameter used), and how the brain mask was made.
+    (input grid) and reference-space centroid, per control its volume, centroid and tissue
+    composition (and the sphere diameter used), and how the brain mask was made. With the
+    brain extraction's mask and tissue probabilities (``brain_mask_file``, ``probseg_files``)
+    the controls lie in parenchyma and the healthy brain is parenchyma; without them the
+    rough T1-window mask of :mod:`bids_agquant.qmri.masks` is used.
     """
     ref_img = G.load_header(reference_file)
     shape, ref_aff = ref_img.shape[:3], ref_img.affine.astype(np.float64)
@@ -89,18 +113,18 @@ def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
     if lesion_file:
         lesions_ref, lesions = _lesions_in_reference(lesion_file, lesion_kind, lesion_transform,
                                                      shape, ref_aff)
-    if t1_file:
-        brain = brain_mask_from_t1(G.load(t1_file)[0], ref_aff)
-    else:
-        brain = brain_mask_from_t1w(G.load(reference_file)[0], ref_aff)
+    brain, tissues, method = _brain(reference_file, ref_aff, t1_file, brain_mask_file,
+                                    probseg_files)
+    parenchyma = None if tissues is None else tissues["GM"] + tissues["WM"]
     controls, used, messages = _controls(brain, lesions_ref, ref_aff, n=n_controls, seed=seed,
-                                         diameter_mm=control_diameter_mm)
-    regions = Regions(lesions=lesions, controls=control_region_records(controls, ref_aff),
-                      brain_mask_method=methods.brain_mask_method(from_t1=bool(t1_file)),
-                      control_warnings=tuple(messages),
+                                         diameter_mm=control_diameter_mm, parenchyma=parenchyma)
+    regions = Regions(lesions=lesions,
+                      controls=control_region_records(controls, ref_aff, tissues),
+                      brain_mask_method=method, control_warnings=tuple(messages),
                       lesion_source=str(lesion_file) if lesion_file else None,
                       control_diameter_mm=used)
-    return PreparedRegions(lesions_ref, controls, brain, regions, ref_aff)
+    healthy = brain if parenchyma is None else brain & (parenchyma > 0.5)
+    return PreparedRegions(lesions_ref, controls, brain, regions, ref_aff, healthy)
 
 
 class _PrepareInputSpec(BaseInterfaceInputSpec):
@@ -110,6 +134,9 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     lesion_transform = File(exists=True, desc="T_ref<-drawn_on transform (.mat); absent: the mask "
                                               "is on the reference grid or world-aligned")
     t1_file = File(exists=True, desc="baseline pre-contrast T1 map in the reference space")
+    brain_mask_file = File(exists=True, desc="brain mask of the brain extraction (reference)")
+    probseg_files = InputMultiObject(File(exists=True), desc="GM, WM, CSF probabilities "
+                                                             "(reference space, that order)")
     seed = traits.Int(0, usedefault=True, desc="control-region placement seed")
     control_diameter_mm = traits.Float(CONTROL_DIAMETER_MM, usedefault=True,
                                        desc="control sphere diameter wanted (mm)")
@@ -131,11 +158,12 @@ class PrepareRegions(SimpleInterface):
     def _run_interface(self, runtime):
         opt = lambda name: getattr(self.inputs, name) if isdefined(getattr(self.inputs, name)) \
             else None  # noqa: E731
-        lesions, controls, brain, regions, aff = prepare_regions(
+        lesions, controls, brain, regions, aff, healthy = prepare_regions(
             reference_file=self.inputs.reference_file, lesion_file=opt("lesion_file"),
             lesion_kind=self.inputs.lesion_kind, lesion_transform=opt("lesion_transform"),
             t1_file=opt("t1_file"), seed=self.inputs.seed,
-            control_diameter_mm=self.inputs.control_diameter_mm)
+            control_diameter_mm=self.inputs.control_diameter_mm,
+            brain_mask_file=opt("brain_mask_file"), probseg_files=opt("probseg_files"))
         for message in regions.control_warnings:
             node_warning(self._results, "bids_agquant.regions",
                          f"{Path(self.inputs.reference_file).name}: {message}")
@@ -147,7 +175,7 @@ class PrepareRegions(SimpleInterface):
         self._results["brain_mask_file"] = G.save_like(brain, aff, cwd / "brain.nii",
                                                        dtype=np.uint8)
         self._results["healthy_mask_file"] = G.save_like(
-            healthy_brain(brain, lesions, aff), aff, cwd / "healthy.nii", dtype=np.uint8)
+            healthy_brain(healthy, lesions, aff), aff, cwd / "healthy.nii", dtype=np.uint8)
         out = cwd / "regions.json"
         out.write_text(json.dumps(regions.to_dict(), indent=1))
         self._results["regions_file"] = str(out)

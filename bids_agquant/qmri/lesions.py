@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 from scipy.spatial import ConvexHull, QhullError
 
 __all__ = [
@@ -434,6 +434,9 @@ CONTROL_DIAMETER_STEP_MM = 2.5
 CONTROL_MARGIN_MM = 10.0
 #: Number of control regions per participant.
 N_CONTROLS = 3
+#: With tissue classes, a control sphere's mean parenchyma (GM + WM) probability must reach
+#: this: the paper's controls are brain regions free of metastases, not CSF.
+CONTROL_MIN_PARENCHYMA_FRACTION = 0.95
 
 
 def _control_diameters(diameter_mm, min_diameter_mm):
@@ -498,8 +501,25 @@ def _control_inputs(brain_mask, lesion_labels, affine, n, diameter_mm, margin_mm
     return brain, lesions != 0, affine, min(float(min_diameter_mm), float(diameter_mm))
 
 
+def _ball(radius_mm, spacing):
+    """Boolean ball of ``radius_mm`` on a grid of voxel sizes ``spacing`` (odd box)."""
+    reach = np.floor(radius_mm / np.asarray(spacing)).astype(int)
+    axes = [np.arange(-r, r + 1) * sp for r, sp in zip(reach, spacing)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    return x * x + y * y + z * z <= radius_mm * radius_mm
+
+
+def sphere_mean(values, radius_mm, spacing, where):
+    """Mean of ``values`` over the ball of ``radius_mm`` centred on each voxel of ``where``
+    (the ball's voxel centres; outside the array counts as 0)."""
+    ball = _ball(radius_mm, spacing)
+    total = signal.fftconvolve(np.asarray(values, dtype=np.float64), ball.astype(np.float64),
+                               mode="same")
+    return total[where] / float(ball.sum())
+
+
 def _choose_centres(brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm,
-                    seed):
+                    seed, parenchyma=None, min_parenchyma=CONTROL_MIN_PARENCHYMA_FRACTION):
     """(diameter used, candidate voxel indices, their world centres, indices chosen)."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     # Distance (mm) from each voxel centre to the nearest non-brain voxel centre; a sphere fits
@@ -523,6 +543,10 @@ def _choose_centres(brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm,
         ok = room_inside >= radius + 0.5 * spacing.max()
         if room_lesion is not None:
             ok &= room_lesion > radius + margin_mm
+        if parenchyma is not None and ok.any():
+            fraction = np.zeros(ok.shape)
+            fraction[ok] = sphere_mean(parenchyma, radius, spacing, room)[ok]
+            ok &= fraction >= min_parenchyma
         chosen = _place_spheres(ok, centres_mm, radius, margin_mm, int(n), seed)
         if best is None or len(chosen) > len(best[1]):
             best = (diameter, chosen)
@@ -552,7 +576,9 @@ def _paint_spheres(brain, affine, candidates, centres_mm, chosen, radius):
 
 def place_control_regions(brain_mask, lesion_labels, affine, n=N_CONTROLS,
                           diameter_mm=CONTROL_DIAMETER_MM, margin_mm=CONTROL_MARGIN_MM, seed=0,
-                          min_diameter_mm=CONTROL_MIN_DIAMETER_MM) -> ControlRegions:
+                          min_diameter_mm=CONTROL_MIN_DIAMETER_MM, parenchyma=None,
+                          min_parenchyma_fraction=CONTROL_MIN_PARENCHYMA_FRACTION
+                          ) -> ControlRegions:
     """Healthy-tissue control regions: ``n`` spheres of one size in metastasis-free brain.
 
     Each region is the set of voxels whose centre lies within ``diameter_mm / 2`` of a centre
@@ -578,6 +604,9 @@ def place_control_regions(brain_mask, lesion_labels, affine, n=N_CONTROLS,
     margin_mm : minimum distance (mm) between a region and any lesion or other region.
     seed : random seed.
     min_diameter_mm : smallest diameter accepted when shrinking (at most ``diameter_mm``).
+    parenchyma : optional 3-D parenchyma (GM + WM) probability, same shape: a sphere is then
+        admissible only when its mean parenchyma probability is at least
+        ``min_parenchyma_fraction`` (default :data:`CONTROL_MIN_PARENCHYMA_FRACTION`).
 
     Returns
     -------
@@ -585,11 +614,20 @@ def place_control_regions(brain_mask, lesion_labels, affine, n=N_CONTROLS,
     """
     brain, lesion_mask, affine, min_diameter_mm = _control_inputs(
         brain_mask, lesion_labels, affine, n, diameter_mm, margin_mm, min_diameter_mm)
+    if parenchyma is not None:
+        parenchyma = np.clip(np.nan_to_num(_check_3d(parenchyma, "parenchyma").astype(
+            np.float64)), 0.0, 1.0)
+        if parenchyma.shape != brain.shape:
+            raise ValueError(f"parenchyma map of shape {parenchyma.shape} and brain mask of "
+                             f"shape {brain.shape} differ")
     diameter, candidates, centres_mm, chosen = _choose_centres(
-        brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm, seed)
+        brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm, seed,
+        parenchyma, min_parenchyma_fraction)
     if not chosen:
         raise ControlRegionError(
-            f"no room for a control sphere of {min_diameter_mm:g} mm in the brain mask at "
+            f"no room for a control sphere of {min_diameter_mm:g} mm in the brain mask"
+            + (f" (>= {min_parenchyma_fraction:g} parenchyma)" if parenchyma is not None else "")
+            + f" at "
             f"{margin_mm:g} mm from the lesions: check that the brain mask and lesion mask are "
             f"in one space, or lower the control diameter or margin")
     messages = []

@@ -22,6 +22,7 @@ from bids_agquant.qmri.enhancement import roi_signal_enhancement_percent
 from bids_agquant.qmri.lesions import roi_stats
 
 __all__ = ["LesionRegion", "ControlRegion", "Regions", "StateMaps", "lesion_regions",
+           "TISSUE_FRACTION_COLUMNS",
            "control_region_records", "region_rows", "se_core", "label_boxes",
            "SE_CORE_EROSION_VOXELS", "SE_CORE_MIN_VOXELS"]
 
@@ -62,15 +63,19 @@ class ControlRegion:
     volume_mm3: float | None
     n_voxels: int
     centroid_mm: tuple = _NAN3
+    tissue_fractions: Mapping | None = None      # {"GM": .., "WM": .., "CSF": ..} mean probability
 
     def to_dict(self) -> dict:
-        return {"volume_mm3": self.volume_mm3, "n_voxels": self.n_voxels,
-                "centroid_mm": list(self.centroid_mm)}
+        out = {"volume_mm3": self.volume_mm3, "n_voxels": self.n_voxels,
+               "centroid_mm": list(self.centroid_mm)}
+        if self.tissue_fractions is not None:
+            out["tissue_fractions"] = dict(self.tissue_fractions)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ControlRegion":
         return cls(d.get("volume_mm3"), d.get("n_voxels"),
-                   tuple(d.get("centroid_mm") or _NAN3))
+                   tuple(d.get("centroid_mm") or _NAN3), d.get("tissue_fractions"))
 
 
 @dataclass(frozen=True)
@@ -165,14 +170,24 @@ def lesion_regions(sizes: Mapping, ids, lesions_ref, ref_affine) -> dict:
     return out
 
 
-def control_region_records(controls, ref_affine) -> dict:
-    """{control number (str): :class:`ControlRegion`} of a control label image 1..n."""
+#: Tissue-fraction columns of the lesion table: (column, tissue class of the probability maps).
+TISSUE_FRACTION_COLUMNS = (("gm_fraction", "GM"), ("wm_fraction", "WM"),
+                           ("csf_fraction", "CSF"))
+
+
+def control_region_records(controls, ref_affine, tissues: Mapping | None = None) -> dict:
+    """{control number (str): :class:`ControlRegion`} of a control label image 1..n;
+    ``tissues`` ({class: probability map}) gives each region's mean tissue composition."""
     vox = G.voxel_volume_mm3(ref_affine)
     out = {}
     for k in range(1, int(controls.max()) + 1):
         roi = controls == k
+        fractions = None
+        if tissues is not None and roi.any():
+            fractions = {cls: float(np.mean(np.asarray(p)[roi])) for cls, p in tissues.items()}
         out[str(k)] = ControlRegion(volume_mm3=float(roi.sum()) * vox, n_voxels=int(roi.sum()),
-                                    centroid_mm=tuple(G.centroid_world(roi, ref_affine)))
+                                    centroid_mm=tuple(G.centroid_world(roi, ref_affine)),
+                                    tissue_fractions=fractions)
     return out
 
 
@@ -223,6 +238,10 @@ def _identity_columns(row: dict, kind: str, lid: str, meta, relaxivity) -> None:
         row["longest_3d_diameter_mm"] = meta.longest_3d_diameter_mm
         row["measurable"] = meta.measurable
     row["centroid_x_mm"], row["centroid_y_mm"], row["centroid_z_mm"] = meta.centroid_mm
+    fractions = getattr(meta, "tissue_fractions", None)
+    if fractions:
+        for column, cls in TISSUE_FRACTION_COLUMNS:
+            row[column] = fractions.get(cls)
     if relaxivity is not None:
         row["r1_per_mM_s"] = relaxivity.r1_per_mM_s
         row["field_strength_t"] = relaxivity.field_strength_t

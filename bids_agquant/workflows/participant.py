@@ -30,6 +30,7 @@ from bids_agquant import methods
 from bids_agquant.bids import derivatives as D
 from bids_agquant.bids.tables import software_versions
 from bids_agquant.interfaces.derivatives import DerivativeSpec, DerivativesSink, specs_to_dicts
+from bids_agquant.interfaces.brain import TEMPLATE_REGISTRATION
 from bids_agquant.interfaces.registration import REGISTRATION_SETTINGS
 from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
 from bids_agquant.workflows.quantification import init_post_contrast_wf, init_vfa_wf
@@ -117,7 +118,7 @@ def participant_outputs(plan, config) -> dict:
     p = plan.participant
     out["participant"] = {k: D.participant_path(k, p) for k in
                           ("lesion_table", "lesion_table_json", "brain_mask", "control_dseg",
-                           "lesion_dseg")}
+                           "lesion_dseg") + D.TISSUE_IMAGES}
     return out
 
 
@@ -203,9 +204,13 @@ def _region_images(b: _Build) -> dict:
             "Method": methods.control_regions_method(
                 seed=CONTROL_SEED, diameter_mm=b.config.control_diameter_mm)}),
         "brain_mask": DerivativeSpec(str(paths["brain_mask"]), {
-            **_describe("brain_mask"), "SpatialReference": b.ref_uri,
-            "Method": methods.brain_mask_sidecar_method()}),
+            **_describe("brain_mask"), "SpatialReference": b.ref_uri, "Type": "Brain",
+            "Sources": [b.uri(b.ref)], "Method": methods.brain_extraction_method(TEMPLATE_REGISTRATION)}),
     }
+    for key in D.TISSUE_IMAGES:
+        images[key] = DerivativeSpec(str(paths[key]), {
+            **_describe(key), "SpatialReference": b.ref_uri, "Sources": [b.uri(b.ref)],
+            "Method": methods.tissue_classes_method()})
     if plan.lesion_mask is None:
         images.pop("lesion_dseg")
     return images
@@ -217,7 +222,8 @@ def _add_regions(b: _Build, reg_wfs, vfa_wfs):
     base_pre = plan.state(plan.baseline_session, None)
     lesions = init_regions_wf(reference_t1w=ref, lesion_mask=plan.lesion_mask, seed=CONTROL_SEED,
                               control_diameter_mm=b.config.control_diameter_mm,
-                              mem_gb=b.mem["regions"], name="regions_wf")
+                              ants_seed=b.config.ants_seed, mem_gb=b.mem["regions"],
+                              name="regions_wf")
     table = init_lesion_table_wf(
         n_post=len([s for s in plan.states if s.is_post]), output_dir=str(b.output_dir),
         dataset_links=b.links, table_path=str(b.paths["participant"]["lesion_table"]),
@@ -225,9 +231,10 @@ def _add_regions(b: _Build, reg_wfs, vfa_wfs):
         name="lesion_table_wf")
     b.wf.connect([(lesions, table, [(f"outputnode.{f}", f"inputnode.{f}") for f in
                                     ("lesion_labels", "control_labels", "brain_mask",
-                                     "regions")])])
+                                     "regions", "probseg", "tissue_dseg")])])
     if base_pre is not None and state_label(base_pre) in vfa_wfs:
-        b.wf.connect(vfa_wfs[state_label(base_pre)], "outputnode.t1", lesions, "inputnode.t1")
+        b.wf.connect([(vfa_wfs[state_label(base_pre)], lesions,
+                       [("outputnode.t1", "inputnode.t1"), ("outputnode.m0", "inputnode.m0")])])
     if plan.lesion_mask is not None:
         drawn_on = plan.lesion_mask.drawn_on or _pre_t1w(plan, plan.lesion_mask.session) or ref
         if Path(drawn_on) != ref:

@@ -50,10 +50,11 @@ def test_every_column_the_participant_table_writes_is_registered():
     controls = np.zeros(SHAPE, np.int16)
     controls[12:18, 12:18, 12:18] = 1
     sizes = L.lesion_diameters(L.label_lesions(lesions, "dseg").labels, AFF)
-    reg = R.Regions(lesions=R.lesion_regions(sizes, np.array([0, 1]), lesions, AFF),
-                    controls=R.control_region_records(controls, AFF),
-                    brain_mask_method="test", control_diameter_mm=10.0)
     ones = np.ones(SHAPE)
+    tissues = {"GM": 0.3 * ones, "WM": 0.6 * ones, "CSF": 0.1 * ones}
+    reg = R.Regions(lesions=R.lesion_regions(sizes, np.array([0, 1]), lesions, AFF),
+                    controls=R.control_region_records(controls, AFF, tissues),
+                    brain_mask_method="test", control_diameter_mm=10.0)
     maps = R.StateMaps(t1_pre=ones, t1_post=0.5 * ones, delta_r1=ones, conc=0.2 * ones,
                        se=10.0 * ones, t1w_pre=100.0 * ones, t1w_post=110.0 * ones)
     # the keys of workflows.participant's row_base, plus the SE scale of interfaces.quantify

@@ -29,7 +29,7 @@ def write_head(tmp_path, radius_mm):
 
 def test_regions_from_the_t1w_fallback(tmp_path):
     ref, mask, lesion, aff = write_head(tmp_path, 44.0)
-    lesions, controls, brain, regions, affine = prepare_regions(
+    lesions, controls, brain, regions, affine, _ = prepare_regions(
         reference_file=ref, lesion_file=mask, seed=0, control_diameter_mm=12.0)
     np.testing.assert_array_equal(affine, aff)
     np.testing.assert_array_equal(lesions, lesion.astype(np.int32))      # one grid: as drawn
@@ -44,7 +44,7 @@ def test_regions_from_the_t1w_fallback(tmp_path):
 
 def test_no_room_for_controls_is_a_warning_not_an_error(tmp_path):
     ref, _, _, _ = write_head(tmp_path, 14.0)          # brain eroded by 10 mm: a 4 mm ball
-    _, controls, _, regions, _ = prepare_regions(reference_file=ref, control_diameter_mm=40.0)
+    _, controls, _, regions, _, _ = prepare_regions(reference_file=ref, control_diameter_mm=40.0)
     assert not controls.any() and regions.controls == {}
     assert regions.control_diameter_mm is None
     assert "control_diameter_mm" not in regions.to_dict()
@@ -59,7 +59,7 @@ def test_a_lesion_mask_on_another_grid_is_brought_in_by_nearest_neighbour(tmp_pa
     fine[:3, 3] -= 0.5
     up = np.repeat(np.repeat(np.repeat(lesion, 2, 0), 2, 1), 2, 2)
     path = G.save_like(up, fine, tmp_path / "fine.nii", dtype=np.uint8)
-    lesions, _, _, regions, _ = prepare_regions(reference_file=ref, lesion_file=path,
+    lesions, _, _, regions, _, _ = prepare_regions(reference_file=ref, lesion_file=path,
                                                 control_diameter_mm=12.0)
     assert regions.lesions["1"].n_voxels_input_grid == 8 * lesion.sum()
     assert regions.lesions["1"].volume_mm3 == pytest.approx(lesion.sum() * 8.0)
