@@ -65,20 +65,22 @@ TISSUE_CLASSES = ("GM", "WM", "CSF")
 
 
 def erode(mask, radius_mm, spacing):
-    """Voxels deeper than ``radius_mm`` inside ``mask`` (outside the array counts as outside)."""
+    """Voxels of ``mask`` whose centre lies deeper than ``radius_mm`` below its surface (half a
+    voxel outside the outermost voxel centres; outside the array counts as outside)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    return depth > radius_mm
+    return depth - 0.5 * float(np.min(spacing)) > radius_mm
 
 
 def dilate(mask, radius_mm, spacing):
-    """Voxels within ``radius_mm`` of ``mask``."""
+    """Voxels whose centre lies within ``radius_mm`` outside the surface of ``mask``."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+    distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    return distance - 0.5 * float(np.min(spacing)) <= radius_mm
 
 
 def largest_component(mask):
@@ -92,10 +94,7 @@ def largest_component(mask):
 
 
 def _tissue_like(t1_s, m0, prior_mask):
-    """Boolean: M0 and T1 of CSF or parenchyma (not bone, air, fat or marrow); without a T1
-    map every voxel counts (the mask is then the template's, eroded)."""
-    if t1_s is None:
-        return np.ones(prior_mask.shape, dtype=bool)
+    """Boolean: M0 and T1 of CSF or parenchyma (not bone, air, fat or marrow)."""
     t1 = np.asarray(t1_s, dtype=np.float64)
     finite = np.isfinite(t1)
     ok = finite & (np.where(finite, t1, 0.0) >= FAT_T1_S)
@@ -137,6 +136,8 @@ def _box(mask, margin_vox):
 
 
 def _refined(prior, t1_s, m0, spacing):
+    if t1_s is None:                    # nothing to decide with: the template's volume
+        return erode(prior, FINAL_EROSION_MM, spacing)
     candidate = _tissue_like(t1_s, m0, prior) & dilate(prior, PRIOR_GROWTH_MM, spacing)
     candidate = dilate(erode(candidate, OPENING_MM, spacing), OPENING_MM, spacing) & candidate
     core = erode(prior, CORE_DEPTH_MM, spacing) & candidate
