@@ -64,8 +64,8 @@ def brain_extraction_method(settings: dict, *, from_t1: bool = True) -> str:
     text = (f"{TEMPLATE_NAME} registered affinely (antsRegistration, Mattes MI on a random "
             f"{s['sampling_fraction']:g} of the voxels at ~{s['spacing_mm']:g} mm, fixed seed) "
             f"to the baseline pre-contrast T1w stripped by a rough T1-window mask grown "
-            f"{s['strip_dilation_mm']:g} mm; its intracranial volume resampled onto the "
-            f"reference grid")
+            f"{s['strip_dilation_mm'][0]:g} mm, then again to the T1w stripped by the mask of "
+            f"that first pass; its intracranial volume resampled onto the reference grid")
     if not from_t1:
         return text + (f" and eroded by {B.FINAL_EROSION_MM:g} mm (no baseline T1 map to "
                        f"decide voxel by voxel)")

@@ -26,7 +26,11 @@ mixture (diagonal covariance) of white matter, grey matter and CSF to the voxels
 with features R1 (1/s) and the T1w intensity (relative to its median in the mask), each voxel's
 class probabilities weighted by the template's prior probabilities raised to
 :data:`PRIOR_WEIGHT`. Class means start at the prior-weighted means, so no field strength is
-assumed.
+assumed. The T1w then turns the classes into partial-volume fractions: a voxel darker than
+the grey-matter level holds CSF in proportion to how far it lies towards the CSF level (the
+median T1w of the ventricles, where the CSF prior exceeds :data:`CSF_CORE_PRIOR`); grey and
+white matter share the rest as their posteriors do. (Sulcal CSF is mostly partial volume at
+1 mm; classes alone put a third of it in grey matter.)
 """
 from __future__ import annotations
 
@@ -218,6 +222,32 @@ def _em(x_all, prior_all, iterations):
     return _posteriors(x_all, log_prior_all, mu, sd, frac), mu
 
 
+#: The CSF T1w level is the median over mask voxels whose CSF prior exceeds this (ventricles),
+#: when there are at least :data:`MIN_CSF_CORE_VOXELS` of them (else the mixture's CSF mean).
+CSF_CORE_PRIOR = 0.9
+MIN_CSF_CORE_VOXELS = 100
+
+
+def _partial_volume(post, mask, t1w, csf_prior, means):
+    """Posteriors -> partial-volume fractions: the CSF fraction of a voxel darker than grey
+    matter on the T1w is linear between the GM and CSF levels; GM and WM share the rest in
+    the ratio of their posteriors."""
+    rel = np.asarray(t1w, dtype=np.float64)[mask]
+    rel = rel / np.nanmedian(rel)
+    gm_level = means["GM"]["T1w_relative"]
+    core = csf_prior > CSF_CORE_PRIOR
+    csf_level = (float(np.nanmedian(rel[core])) if core.sum() >= MIN_CSF_CORE_VOXELS
+                 else means["CSF"]["T1w_relative"])
+    if not (np.isfinite(csf_level) and csf_level < gm_level):
+        return post
+    with np.errstate(invalid="ignore"):
+        f_csf = np.clip((gm_level - rel) / (gm_level - csf_level), 0.0, 1.0)
+    f_csf = np.where(np.isfinite(f_csf), f_csf, post[:, 2])
+    tissue = post[:, 0] + post[:, 1]
+    share = np.where(tissue > 0, post[:, 0] / np.maximum(tissue, 1e-12), 0.5)
+    return np.stack([(1 - f_csf) * share, (1 - f_csf) * (1 - share), f_csf], axis=1)
+
+
 def tissue_probabilities(mask, priors, r1=None, t1w=None,
                          iterations: int = EM_ITERATIONS) -> TissueProbabilities:
     """GM/WM/CSF probabilities inside ``mask`` (see the module doc).
@@ -241,6 +271,8 @@ def tissue_probabilities(mask, priors, r1=None, t1w=None,
         post[good] = post_good
         means = {cls: {name: float(mu[k, j]) for j, (name, _) in enumerate(feats)}
                  for k, cls in enumerate(TISSUE_CLASSES)}
+    if t1w is not None and "CSF" in means:
+        post = _partial_volume(post, mask, t1w, pri[:, 2], means)
     post[post < PROBABILITY_FLOOR] = 0.0
     maps = []
     for k in range(3):
