@@ -133,3 +133,11 @@ def test_control_placement_says_parenchyma_when_none_fits():
     with pytest.raises(L.ControlRegionError, match="parenchyma"):
         L.place_control_regions(brain, np.zeros(brain.shape, int), AFF, n=3, diameter_mm=15.0,
                                 min_diameter_mm=10.0, parenchyma=0.5 * brain)
+
+
+def test_the_documents_state_the_parenchyma_rule_the_code_applies():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    stated = f"{L.CONTROL_MIN_PARENCHYMA_FRACTION * 100:g} % parenchyma"
+    for doc in ("README.md", "docs/cli.md"):
+        assert stated in (root / doc).read_text(), f"{doc} does not say '{stated}'"
