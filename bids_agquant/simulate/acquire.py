@@ -19,7 +19,7 @@ from .geometry import Grid
 from .lesions import Lesion, lesion_fractions
 
 __all__ = ["StateSpec", "render", "sample_properties", "add_rician_noise", "resample_to_grid",
-           "subsampling"]
+           "subsampling", "average_on_grid"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
     for i0, i1 in _slabs(grid, per_slab, chunk_points):
         pts = grid.points(i0, i1, sub, transform=inv_pose)
         npts = pts.shape[1]
-        m0, r1 = head.tissue(pts, soft)
+        m0, r1, uptake = head.tissue_and_uptake(pts, soft, [s.key for s in states])
         which, frac = lesion_fractions(lesions, pts, soft)
         live = np.flatnonzero((m0 > 0) | (which >= 0))          # air gives no signal
         p_live = pts[:, live]
@@ -74,12 +74,15 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
         out_shape = (i1 - i0, grid.shape[1], grid.shape[2], nsub, nflip)
         for st in states:
             sig = base.copy()
+            if st.key in uptake:                 # healthy tissue that enhances (anatomy's own)
+                _enhance(sig, m0[live], r1[live], st.r1_per_mM_s * uptake[st.key][live],
+                         flip_angles_deg, tr_s, b1_live)
             if les.size:
                 les_r1 = np.array([1.0 / L.t1_pre_s + st.r1_per_mM_s * L.conc_mM.get(st.key, 0.0)
                                    for L in lesions])
                 s_les = spgr_signal(les_m0[les_idx], 1.0 / les_r1[les_idx], flip_angles_deg,
                                     tr_s, b1_live[les])
-                sig[les] = (1.0 - f_les) * base[les] + f_les * s_les
+                sig[les] = (1.0 - f_les) * sig[les] + f_les * s_les
             full = np.zeros((npts, nflip))
             full[live] = sig
             signals[st.key][i0:i1] = full.reshape(out_shape).mean(axis=3)
@@ -91,6 +94,15 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
                     c[hit] = frac[hit] * les_c[which[hit]]
                 conc[st.key][i0:i1] = c.reshape(out_shape[:3] + (nsub,)).mean(axis=3)
     return signals, conc
+
+
+def _enhance(sig: np.ndarray, m0: np.ndarray, r1: np.ndarray, delta_r1: np.ndarray,
+             flip_angles_deg, tr_s: float, b1: np.ndarray) -> None:
+    """Replace in ``sig`` (n, nflip) the signal of points whose R1 rises by ``delta_r1``."""
+    hit = np.flatnonzero(delta_r1 > 0)
+    if hit.size:
+        sig[hit] = spgr_signal(m0[hit], 1.0 / (r1[hit] + delta_r1[hit]), flip_angles_deg, tr_s,
+                               b1[hit])
 
 
 def sample_properties(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, grid: Grid, *,
@@ -132,6 +144,20 @@ def evaluate_on_grid(func, pose: np.ndarray, grid: Grid, chunk_points: int) -> n
     for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2], chunk_points):
         pts = grid.points(i0, i1, transform=inv_pose)
         out[i0:i1] = func(pts).reshape((i1 - i0,) + grid.shape[1:])
+    return out
+
+
+def average_on_grid(func, grid: Grid, sub, chunk_points: int) -> dict[str, np.ndarray]:
+    """Voxel means over ``sub`` sub-voxel points of each map ``func(head_points (3, N))``
+    returns (a dict name -> (N,) array), on ``grid`` with the head at baseline (identity pose)."""
+    nsub = int(np.prod(sub))
+    out: dict[str, np.ndarray] = {}
+    for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2] * nsub, chunk_points):
+        values = func(grid.points(i0, i1, sub))
+        for name, v in values.items():
+            if name not in out:
+                out[name] = np.zeros(grid.shape)
+            out[name][i0:i1] = v.reshape((i1 - i0,) + grid.shape[1:] + (nsub,)).mean(axis=3)
     return out
 
 
