@@ -106,21 +106,25 @@ def _enhance(sig: np.ndarray, m0: np.ndarray, r1: np.ndarray, delta_r1: np.ndarr
 
 
 def sample_properties(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, grid: Grid, *,
-                      soft_mm: float, chunk_points: int):
+                      soft_mm: float, chunk_points: int, state_keys=()):
     """True tissue maps at the voxel centres of ``grid`` (head in ``pose``).
 
     Returns dict with ``t1_s`` (pre-contrast, lesions included by R1 partial volume), ``m0``,
     ``lesion_index`` (int, -1 none; centre inside the lesion), ``lesion_nearest`` (the lesion whose
-    partial-volume ramp reaches the voxel, -1 none) and ``lesion_fraction``.
+    partial-volume ramp reaches the voxel, -1 none), ``lesion_fraction`` and ``anatomy``: the
+    head model's own truth maps (``head.truth_properties``; lesions not included).
     """
     inv_pose = np.linalg.inv(pose)
     out = {"t1_s": np.zeros(grid.shape), "m0": np.zeros(grid.shape),
            "lesion_index": np.full(grid.shape, -1, dtype=np.int32),
            "lesion_nearest": np.full(grid.shape, -1, dtype=np.int32),
-           "lesion_fraction": np.zeros(grid.shape)}
+           "lesion_fraction": np.zeros(grid.shape), "anatomy": {}}
     for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2], chunk_points):
         pts = grid.points(i0, i1, transform=inv_pose)
-        m0, r1 = head.tissue(pts, soft_mm)
+        m0, r1, maps = head.truth_properties(pts, soft_mm, state_keys)
+        shp = (i1 - i0,) + grid.shape[1:]
+        for name, v in maps.items():
+            out["anatomy"].setdefault(name, np.zeros(grid.shape))[i0:i1] = v.reshape(shp)
         which, frac = lesion_fractions(lesions, pts, soft_mm)
         les = which >= 0
         if les.any():
@@ -128,7 +132,6 @@ def sample_properties(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, 
             lm0 = np.array([L.m0 for L in lesions])[which[les]]
             r1[les] = (1 - frac[les]) * r1[les] + frac[les] * lr1
             m0[les] = (1 - frac[les]) * m0[les] + frac[les] * lm0
-        shp = (i1 - i0,) + grid.shape[1:]
         out["t1_s"][i0:i1] = (1.0 / r1).reshape(shp)
         out["m0"][i0:i1] = m0.reshape(shp)
         out["lesion_index"][i0:i1] = np.where(frac > 0.5, which, -1).reshape(shp)

@@ -200,6 +200,11 @@ class HeadModel:
         m0, r1 = self.tissue(points, soft_mm)
         return m0, r1, {}
 
+    def truth_properties(self, points: np.ndarray, soft_mm: float, state_keys=()):
+        """``(m0, r1, maps)``: :meth:`tissue` and the anatomy's own truth maps (none here)."""
+        m0, r1 = self.tissue(points, soft_mm)
+        return m0, r1, {}
+
     def delta_r1(self, points: np.ndarray, soft_mm: float, state_key: str,
                  r1_per_mM_s: float) -> np.ndarray:
         """R1 increase (1/s) of healthy tissue in a contrast state: 0 in this model."""

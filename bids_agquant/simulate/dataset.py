@@ -30,7 +30,7 @@ from .config import PHANTOM_MODEL_VERSION, PhantomConfig, SessionSpec, make_conf
 from .fields import B1Field
 from .geometry import Grid, euler_xyz_deg, random_rotation, rigid, rotation_angle_deg
 from .lesions import Lesion, axial_diameter_mm, place_lesions
-from .mni import TRUTH_FRACTIONS, MNIHead, draw_enhancement
+from .mni import MNIHead, draw_enhancement
 from .truth import LESION_COLUMNS, MOTION_COLUMNS, Truth, load_truth, map_filename
 
 __all__ = ["simulate_dataset", "GENERATOR_NAME"]
@@ -492,7 +492,9 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
     ref = base.t1w_grid
     ident = np.eye(4)
     soft = float(np.mean(ref.voxel_mm))
-    props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points)
+    post_keys = [a.key(a.spec.agent) for a in acqs if a.spec.agent]
+    props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points,
+                              state_keys=post_keys)
     comp, label_of = _label_lesions(props["lesion_index"], lesions, ref)
 
     def tw(name, data, **kw):
@@ -531,22 +533,20 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
         rows += _lesion_rows(cfg, sub, acq, lesions, label_of, comp, relax[agent], conc_true,
                              conc_vfa, pre_label, b1_at, dose, tumor)
     rows.sort(key=lambda r: (list(by_label).index(r["session_id"][4:]), r["lesion_id"]))
-    extra = _write_anatomy_truth(cfg, head, ref, acqs, tw) if isinstance(head, MNIHead) else []
-    return rows, _reference_meta(sub, acqs, extra)
+    for name, data in _anatomy_maps(cfg, head, ref, post_keys, props["anatomy"]).items():
+        tw(name, data, dtype=np.float32)
+    return rows, _reference_meta(sub, acqs, list(props["anatomy"]))
 
 
-def _write_anatomy_truth(cfg, head: MNIHead, ref: Grid, acqs, tw) -> list[str]:
-    """Partial-volume fraction maps of the anatomy (voxel means over sub-voxel points ~pv_step_mm
-    apart) and its concentration per post-contrast state on the reference grid; returns the
-    names written."""
+def _anatomy_maps(cfg, head, ref: Grid, keys, sampled: dict) -> dict:
+    """The head model's truth maps (``mni``: tissue fractions, its concentration per state) as
+    voxel means over sub-voxel points ~pv_step_mm apart; ``sampled`` (at the voxel centres)
+    already is that when one point per voxel suffices."""
     sub, soft = subsampling(ref.voxel_mm, cfg.pv_step_mm)
-    keys = [a.key(a.spec.agent) for a in acqs if a.spec.agent]
-    maps = average_on_grid(lambda pts: head.truth_maps(pts, soft, keys), ref, sub,
+    if not sampled or sub == (1, 1, 1):
+        return sampled
+    return average_on_grid(lambda pts: head.truth_properties(pts, soft, keys)[2], ref, sub,
                            cfg.chunk_points)
-    names = list(TRUTH_FRACTIONS) + [f"conc_anatomy:{k}" for k in keys]
-    for name in names:
-        tw(name, maps.pop(name), dtype=np.float32)
-    return names
 
 
 def _label_lesions(lesion_index: np.ndarray, lesions: list[Lesion], ref: Grid):

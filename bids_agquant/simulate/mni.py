@@ -3,8 +3,8 @@ template, inside dura, skull (tables and fatty diploe), temporal muscle, fat, sk
 
 Mapping (head space -> template), evaluated for every point (pull-back, so it is never inverted):
 
-1. affine: undo the participant's rotation (a few degrees about the head centre) and anisotropic
-   scaling (0.9-1.1 per axis); the result ``q`` is in template-aligned millimetres ("affine
+1. affine: undo the participant's rotation (up to 4 degrees about the head centre) and anisotropic
+   scaling (0.95 x 0.9-1.1 per axis, see :data:`TEMPLATE_SIZE`); the result ``q`` is in template-aligned millimetres ("affine
    space"), where the extracranial layers, the neck and all random fields live;
 2. smooth random displacement ``q + u(q)`` (Gaussian random field per component, smoothed over
    ~12 mm, RMS ~2-3.5 mm);
@@ -224,20 +224,32 @@ def _temporal_weight(q: np.ndarray) -> np.ndarray:
     return lateral * vertical * sagittal
 
 
-def _layer_bounds(head: "MNIHead", q: np.ndarray) -> list[np.ndarray]:
+def _layer_bounds(fb: np.ndarray, fs: np.ndarray, tw: np.ndarray) -> list[np.ndarray]:
     """Outer boundaries (mm from the intracranial surface) of dura, inner table, diploe, outer
-    table, temporal muscle, fat and skin at affine-space points ``q``."""
-    fb, fd, fs = head.bone_field(q), head.diploe_field(q), head.soft_field(q)
-    tw = _temporal_weight(q)
+    table, temporal muscle, fat and skin, from the bone and soft-tissue thickness fields (unit
+    sd) and the temporal-muscle weight at the same points."""
     vary = lambda amp, f: np.clip(1.0 + amp * f, 1.0 / MAX_VARIATION, MAX_VARIATION)
     thick = [LAYER_MM["dura"] * vary(0.15, fb),
              LAYER_MM["inner_table"] * vary(0.25, fb),
-             LAYER_MM["diploe"] * vary(0.4, fd) * (1.0 - 0.6 * tw),
+             LAYER_MM["diploe"] * vary(0.4, fb) * (1.0 - 0.6 * tw),
              LAYER_MM["outer_table"] * vary(0.25, fb),
              TEMPORAL_MUSCLE_MM * tw * vary(0.2, fs),
              LAYER_MM["fat"] * vary(0.4, fs) * (1.0 - 0.5 * tw),
              LAYER_MM["skin"] * vary(0.15, fs)]
-    return list(np.cumsum(thick, axis=0))
+    bounds = [thick[0]]
+    for t in thick[1:]:
+        bounds.append(bounds[-1] + t)
+    return bounds
+
+
+def _reach_field(bone: LatticeField, soft: LatticeField) -> LatticeField:
+    """Upper bound of the skin's outer boundary (mm from the intracranial surface) on the
+    fields' lattice (the largest of each node's neighbours, so interpolation never falls short)."""
+    shape = bone.values.shape
+    nodes = np.indices(shape).reshape(3, -1) * bone.spacing + bone.origin[:, None]
+    outer = _layer_bounds(bone.values.ravel(), soft.values.ravel(), _temporal_weight(nodes))[-1]
+    grown = ndimage.maximum_filter(outer.reshape(shape), size=3, mode="nearest")
+    return LatticeField(bone.origin, bone.spacing, grown.astype(np.float32))
 
 
 def _neck(q: np.ndarray, cord_xy: np.ndarray, w: float) -> tuple[np.ndarray, dict]:
@@ -272,9 +284,9 @@ class MNIHead:
     radii: np.ndarray               # semi-axes (mm) of an ellipsoid holding the head
     warp: BrainWarp
     distance: LatticeField          # signed distance to the intracranial surface, affine space
-    bone_field: LatticeField
-    diploe_field: LatticeField
-    soft_field: LatticeField
+    bone_field: LatticeField        # thickness variation of dura, tables and diploe (unit sd)
+    soft_field: LatticeField        # ... of temporal muscle, fat and skin
+    reach_field: LatticeField       # upper bound of the skin's outer boundary (mm)
     texture_m0: LatticeField
     texture_r1: LatticeField
     ventricle_factor: float
@@ -293,11 +305,12 @@ class MNIHead:
         ventricle_factor = float(rng.uniform(0.8, 1.4))
         warp = _random_warp(rng, centre, template, ventricle_factor)
         grf = lambda spacing, sigma: gaussian_random_field(rng, FIELD_LO, FIELD_HI, spacing, sigma)
-        bone, diploe, soft = grf(4.0, 10.0), grf(4.0, 10.0), grf(4.0, 12.0)
+        bone, soft = grf(4.0, 10.0), grf(4.0, 12.0)
         tex_m0, tex_r1 = grf(1.5, 2.5), grf(1.5, 2.5)
         return cls(centre=centre, radii=warp.scale * np.array([84.0, 102.0, 90.0]), warp=warp,
                    distance=_distance_lattice(warp, template, lattice_mm), bone_field=bone,
-                   diploe_field=diploe, soft_field=soft, texture_m0=tex_m0, texture_r1=tex_r1,
+                   soft_field=soft, reach_field=_reach_field(bone, soft),
+                   texture_m0=tex_m0, texture_r1=tex_r1,
                    ventricle_factor=ventricle_factor, template=template,
                    enhancement=dict(enhancement or {}))
 
@@ -307,7 +320,7 @@ class MNIHead:
         (linear partial-volume ramps of width ``soft_mm`` across the extracranial layers; the
         template's own partial volume inside). The fractions sum to 1."""
         q = self.warp.to_affine(points)
-        return self._fractions(q, self._distance(q), max(float(soft_mm), 1e-3))
+        return self._fractions(q, self._distance(q), self.reach_field(q), max(float(soft_mm), 1e-3))
 
     def _distance(self, q: np.ndarray) -> np.ndarray:
         """Signed distance (head mm) to the intracranial surface at affine-space points ``q``;
@@ -316,7 +329,8 @@ class MNIHead:
         off = (q - np.clip(q, lo, hi)) * self.warp.scale[:, None]
         return self.distance(q) + np.sqrt((off ** 2).sum(axis=0))
 
-    def _fractions(self, q: np.ndarray, d: np.ndarray, w: float) -> dict[str, np.ndarray]:
+    def _fractions(self, q: np.ndarray, d: np.ndarray, reach: np.ndarray,
+                   w: float) -> dict[str, np.ndarray]:
         n = q.shape[1]
         out = {name: np.zeros(n) for name in FRACTION_TISSUES}
         near = np.flatnonzero(d < 3.0)              # the template can be > 0 only here
@@ -327,17 +341,21 @@ class MNIHead:
         ext = 1.0 - (out["gm"] + out["wm"] + out["csf"])
         sel = np.flatnonzero(ext > 1e-6)            # float32 template: below is rounding
         if sel.size:
-            for name, v in self._extracranial(q[:, sel], d[sel], ext[sel], w).items():
+            for name, v in self._extracranial(q[:, sel], d[sel], reach[sel], ext[sel], w).items():
                 out[name][sel] = v
         return out
 
-    def _extracranial(self, q: np.ndarray, d: np.ndarray, ext: np.ndarray, w: float) -> dict:
-        """Fractions of the extracranial tissues (and air) sharing ``ext`` at points ``q``."""
+    def _extracranial(self, q: np.ndarray, d: np.ndarray, reach: np.ndarray, ext: np.ndarray,
+                      w: float) -> dict:
+        """Fractions of the extracranial tissues (and air) sharing ``ext`` at points ``q``
+        (``reach``: :attr:`reach_field` there)."""
         n = d.size
         beyond = [np.ones(n) for _ in range(7)]        # fraction beyond each layer's boundary
-        band = np.flatnonzero(d < HEAD_REACH_MM)
+        band = np.flatnonzero(d < reach + w)
         if band.size:
-            for k, b in enumerate(_layer_bounds(self, q[:, band])):
+            qb = q[:, band]
+            bounds = _layer_bounds(self.bone_field(qb), self.soft_field(qb), _temporal_weight(qb))
+            for k, b in enumerate(bounds):
                 beyond[k][band] = ramp((d[band] - b) / w)
         out = {"dura": ext * (1.0 - beyond[0]),
                "bone": ext * ((beyond[0] - beyond[1]) + (beyond[2] - beyond[3])),
@@ -354,25 +372,34 @@ class MNIHead:
                 out[name][cand] += soft * weight * v
         return out
 
-    def _live(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Points that may hold tissue: near the head's layers or inside the neck's cylinder."""
-        return np.flatnonzero((d < HEAD_REACH_MM) | _in_neck_box(q))
+    def _live(self, q: np.ndarray, d: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray]:
+        """Points that may hold tissue (inside the skin's outer boundary or the neck's box) and
+        :attr:`reach_field` at them."""
+        reach = np.full(d.size, HEAD_REACH_MM)
+        near = np.flatnonzero(d < HEAD_REACH_MM)
+        reach[near] = self.reach_field(q[:, near])
+        live = np.flatnonzero((d < reach + w) | _in_neck_box(q))
+        return live, reach[live]
 
     # --- the HeadModel contract ---------------------------------------------------------------
-    def tissue_and_uptake(self, points: np.ndarray, soft_mm: float, state_keys=()):
-        """``(m0, r1, conc)`` at head-space ``points`` (3, N): proton density, pre-contrast R1
-        (1/s) with texture, and per state key that enhances the anatomy's concentration (mM)."""
+    def _evaluate(self, points: np.ndarray, soft_mm: float, state_keys=(), truth: bool = False):
+        """``(m0, r1, conc, maps)`` at head-space ``points`` (3, N): proton density and
+        pre-contrast R1 (1/s) with texture, the anatomy's concentration (mM) per state key that
+        enhances (every key with ``truth``) and, with ``truth``, the fractions of
+        :data:`TRUTH_FRACTIONS`."""
         n = points.shape[1]
         m0 = np.zeros(n)
         r1 = np.full(n, 1.0 / TISSUES["skin"][0])
-        conc = {k: np.zeros(n) for k in state_keys if self.enhancement.get(k)}
+        conc = {k: np.zeros(n) for k in state_keys if truth or self.enhancement.get(k)}
+        maps = {name: np.zeros(n) for name in TRUTH_FRACTIONS} if truth else {}
+        w = max(float(soft_mm), 1e-3)
         q = self.warp.to_affine(points)
         d = self._distance(q)
-        live = self._live(q, d)
+        live, reach = self._live(q, d, w)
         if not live.size:
-            return m0, r1, conc
+            return m0, r1, conc, maps
         ql = q[:, live]
-        fr = self._fractions(ql, d[live], max(float(soft_mm), 1e-3))
+        fr = self._fractions(ql, d[live], reach, w)
         m0_l = sum(fr[t] * TISSUES[t][1] for t in FRACTION_TISSUES)
         r1_l = sum(fr[t] / TISSUES[t][0] for t in FRACTION_TISSUES)
         tex = np.flatnonzero(m0_l > 0)              # texture (multiplicative) where not air
@@ -381,8 +408,25 @@ class MNIHead:
         m0[live] = m0_l
         r1[live] = r1_l
         for k, c in conc.items():
-            c[live] = sum(fr[t] * mm for t, mm in self.enhancement[k].items())
-        return m0, r1, conc
+            c[live] = sum((fr[t] * mm for t, mm in self.enhancement.get(k, {}).items()), 0.0)
+        if truth:
+            maps["gm"][live], maps["wm"][live], maps["csf"][live] = fr["gm"], fr["wm"], fr["csf"]
+            maps["parenchyma"][live] = fr["gm"] + fr["wm"]
+            maps["intracranial"][live] = fr["gm"] + fr["wm"] + fr["csf"]
+            maps["extracranial_enhancing"][live] = sum(fr[t] for t in ENHANCING_TISSUES)
+        return m0, r1, conc, maps
+
+    def tissue_and_uptake(self, points: np.ndarray, soft_mm: float, state_keys=()):
+        """``(m0, r1, conc)`` at head-space ``points`` (3, N): proton density, pre-contrast R1
+        (1/s) with texture, and per state key that enhances the anatomy's concentration (mM)."""
+        return self._evaluate(points, soft_mm, state_keys)[:3]
+
+    def truth_properties(self, points: np.ndarray, soft_mm: float, state_keys=()):
+        """``(m0, r1, maps)``: :meth:`tissue` and the truth maps at head-space ``points``: the
+        fractions of :data:`TRUTH_FRACTIONS` and ``"conc_anatomy:<key>"`` (mM) per state key."""
+        m0, r1, conc, maps = self._evaluate(points, soft_mm, state_keys, truth=True)
+        maps.update({f"conc_anatomy:{k}": c for k, c in conc.items()})
+        return m0, r1, maps
 
     def tissue(self, points: np.ndarray, soft_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """``(m0, r1)`` of healthy pre-contrast tissue at head-space ``points`` (3, N)."""
@@ -398,21 +442,6 @@ class MNIHead:
                  r1_per_mM_s: float) -> np.ndarray:
         """R1 increase (1/s) of the anatomy in state ``state_key`` (agent relaxivity given)."""
         return r1_per_mM_s * self.conc_mM(points, soft_mm, state_key)
-
-    def truth_maps(self, points: np.ndarray, soft_mm: float, state_keys=()) -> dict:
-        """The fractions written as truth (see :data:`TRUTH_FRACTIONS`) and, per state key, the
-        anatomy's concentration (``"conc_anatomy:<key>"``, mM) at head-space ``points``."""
-        fr = self.fractions(points, soft_mm)
-        out = {"gm": fr["gm"], "wm": fr["wm"], "csf": fr["csf"]}
-        out["parenchyma"] = fr["gm"] + fr["wm"]
-        out["intracranial"] = out["parenchyma"] + fr["csf"]
-        out["extracranial_enhancing"] = sum(fr[t] for t in ENHANCING_TISSUES)
-        for key in state_keys:
-            conc = np.zeros(points.shape[1])
-            for t, mm in self.enhancement.get(key, {}).items():
-                conc += fr[t] * mm
-            out[f"conc_anatomy:{key}"] = conc
-        return out
 
     def lesion_allowed(self, centre_head: np.ndarray, radius_mm: float, margin_mm: float = 4.0) -> bool:
         """True when a lesion of ``radius_mm`` at ``centre_head`` lies in parenchyma: deeper than
