@@ -55,7 +55,7 @@ TEMPLATE_ANCHOR = (0.0, -17.0, 15.0)
 #: 1.89 L intracranial; x 0.95 gives 1.62 L), before each participant's 0.9-1.1 per axis.
 TEMPLATE_SIZE = 0.95
 #: Affine-space box (mm) of the random fields and the distance lattice.
-FIELD_LO = (-105.0, -145.0, -115.0)
+FIELD_LO = (-105.0, -145.0, -125.0)
 FIELD_HI = (105.0, 115.0, 115.0)
 #: Box (mm) of the template's intracranial volume (it continues downwards as a spinal cord).
 BRAIN_LO = (-72.0, -107.0, -72.0)
@@ -280,7 +280,7 @@ def _in_neck_box(q: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class MNIHead:
     """A participant's head on the MNI152 brain (same contract as :class:`anatomy.HeadModel`)."""
-    centre: np.ndarray              # head coords of the head centre (mm), = TEMPLATE_ANCHOR
+    centre: np.ndarray              # head coords (mm) of the head centre, where TEMPLATE_ANCHOR lands
     radii: np.ndarray               # semi-axes (mm) of an ellipsoid holding the head
     warp: BrainWarp
     distance: LatticeField          # signed distance to the intracranial surface, affine space
