@@ -147,6 +147,11 @@ class BrainWarp:
         anchor = np.asarray(TEMPLATE_ANCHOR)[:, None]
         return (self.rotation.T @ (points - self.head_centre[:, None])) / self.scale[:, None] + anchor
 
+    def from_affine(self, q: np.ndarray) -> np.ndarray:
+        """Head space of affine-space points ``q`` (3, N) (inverse of :meth:`to_affine`)."""
+        anchor = np.asarray(TEMPLATE_ANCHOR)[:, None]
+        return self.rotation @ ((q - anchor) * self.scale[:, None]) + self.head_centre[:, None]
+
     def nonlinear(self, q: np.ndarray) -> np.ndarray:
         """Template mm of affine-space points ``q`` (3, N)."""
         t = q + np.stack([u(q) for u in self.displacement])

@@ -2,6 +2,8 @@
 take up Dotarem, and the fraction maps of the truth."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -88,6 +90,25 @@ def test_participants_have_their_own_brains(heads):
     for m in masks:
         assert 0.7 < _dice(m, ic_template) < 0.97
         assert 1.2e6 < m.sum() * 8.0 < 2.4e6         # intracranial volume (mm3), adult range
+
+
+def test_same_seed_same_head_and_ventricles_follow_their_factor(heads):
+    pts = _box(4.0) + heads[0].centre[:, None]
+    again = _head(1)
+    assert np.array_equal(heads[0].tissue(pts, 1.0)[1], again.tissue(pts, 1.0)[1])
+    # ventricular CSF (pure CSF within 30 mm of the ventricles' centroid) scales with the factor
+    head = heads[0]
+    centre_t = load_template().ventricle_centre
+    around = _box(1.5)[:, np.linalg.norm(_box(1.5), axis=0) < 45.0]
+    around = around + head.warp.from_affine(centre_t[:, None])    # about the ventricles
+    assert np.allclose(head.warp.from_affine(head.warp.to_affine(around)), around)
+    volumes = []
+    for factor in (0.8, 1.4):
+        warp = replace(head.warp, ventricle_amount=1.0 - 1.0 / factor)
+        t = warp(around)
+        csf = load_template().sample(t, ("csf",))[0]
+        volumes.append(((csf > 0.5) & (np.linalg.norm(t - centre_t[:, None], axis=0) < 30)).sum())
+    assert volumes[1] > 2.0 * volumes[0] > 0, volumes
 
 
 def test_warp_is_invertible_with_displacements_of_several_mm(heads):
