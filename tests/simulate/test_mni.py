@@ -10,9 +10,12 @@ import pytest
 from scipy import ndimage
 
 from bids_agquant.simulate import make_config, simulate_dataset
+from bids_agquant.simulate.acquire import average_on_grid, sample_properties
 from bids_agquant.simulate.anatomy import TISSUES, HeadModel
 from bids_agquant.simulate.cli import build_parser
-from bids_agquant.simulate.mni import TEMPLATE_ANCHOR, MNIHead, draw_enhancement, load_template
+from bids_agquant.simulate.geometry import Grid
+from bids_agquant.simulate.mni import (TEMPLATE_ANCHOR, TRUTH_FRACTIONS, MNIHead, draw_enhancement,
+                                       load_template)
 
 STATES = [("D0_Dotarem", "dotarem_baseline"), ("D1_AGuIX", "aguix_peak"),
           ("D8_AGuIX", "aguix_residual")]
@@ -164,6 +167,21 @@ def test_cli_takes_the_anatomy():
     assert make_config("clinical").anatomy == "geometric"
     with pytest.raises(ValueError, match="anatomy"):
         make_config("small", anatomy="atlas")
+
+
+def test_truth_maps_at_voxel_centres_equal_one_point_voxel_means(heads):
+    head = heads[0]
+    grid = Grid.oblique((180, 220, 180), (6.0, 6.0, 6.0), np.eye(3), head.centre)
+    keys = ["D0_Dotarem", "D8_AGuIX"]
+    sampled = sample_properties(head, [], np.eye(4), grid, soft_mm=6.0, chunk_points=50_000,
+                                state_keys=keys)["anatomy"]
+    means = average_on_grid(lambda p: head.truth_properties(p, 6.0, keys)[2], grid, (1, 1, 1),
+                            50_000)
+    assert sampled.keys() == means.keys() == set(TRUTH_FRACTIONS) | {f"conc_anatomy:{k}" for k in keys}
+    for name in sampled:
+        assert np.array_equal(sampled[name], means[name]), name
+    assert np.abs(sampled["gm"] + sampled["wm"] + sampled["csf"] - sampled["intracranial"]).max() < 1e-9
+    assert sampled["conc_anatomy:D8_AGuIX"].max() == 0 < sampled["conc_anatomy:D0_Dotarem"].max()
 
 
 @pytest.fixture(scope="module")
