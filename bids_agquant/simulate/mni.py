@@ -188,35 +188,45 @@ def _random_warp(rng: np.random.Generator, centre: np.ndarray, template: Templat
                      float(1.0 - 1.0 / ventricle_factor))
 
 
+def _inside(warp: BrainWarp, template: TemplateMaps, q: np.ndarray, chunk: int = 2_000_000):
+    """Affine-space points ``q`` (3, N) whose template intracranial fraction exceeds 0.5."""
+    out = np.zeros(q.shape[1], dtype=bool)
+    for i in range(0, q.shape[1], chunk):
+        (ic,) = template.sample(warp.nonlinear(q[:, i:i + chunk]), ("ic",))
+        out[i:i + chunk] = ic > 0.5
+    return out
+
+
+def _inside_lattice(warp: BrainWarp, template: TemplateMaps, axes) -> np.ndarray:
+    """The warped intracranial mask on the lattice ``axes``: on every second node first, then
+    exactly where that coarse mask changes within a node (the brain's surface)."""
+    shape = tuple(len(a) for a in axes)
+    coarse_axes = [a[::2] for a in axes]
+    grid = np.stack(np.meshgrid(*coarse_axes, indexing="ij")).reshape(3, -1)
+    coarse = _inside(warp, template, grid).reshape(tuple(len(a) for a in coarse_axes))
+    cube = np.ones((3, 3, 3), dtype=bool)
+    edge = ndimage.binary_dilation(coarse, cube) & ~ndimage.binary_erosion(coarse, cube,
+                                                                            border_value=1)
+    up = lambda m: m.repeat(2, 0).repeat(2, 1).repeat(2, 2)[:shape[0], :shape[1], :shape[2]]
+    inside, refine = up(coarse), np.flatnonzero(up(edge))
+    ijk = np.unravel_index(refine, shape)
+    q = np.stack([axes[k][ijk[k]] for k in range(3)])
+    inside[ijk] = _inside(warp, template, q)
+    return inside
+
+
 def _distance_lattice(warp: BrainWarp, template: TemplateMaps, spacing: float) -> LatticeField:
     """Signed distance (head mm, > 0 outside) to the warped intracranial surface (fraction 0.5)
     on an affine-space lattice; the lattice's voxel spans ``scale`` head mm per axis."""
     lo, hi = np.asarray(FIELD_LO), np.asarray(FIELD_HI)
     axes = [np.arange(a, b + 1e-9, spacing) for a, b in zip(lo, hi)]
-    inside = np.zeros(tuple(len(a) for a in axes), dtype=bool)
-    gy, gz = np.meshgrid(axes[1], axes[2], indexing="ij")
-    # the warped brain lies within the template's box grown by the largest displacement
-    reach = max(float(np.abs(u.values).max()) for u in warp.displacement) + 2.0
-    box = np.ones(gy.shape, dtype=bool)
-    box &= (gy > BRAIN_LO[1] - reach) & (gy < BRAIN_HI[1] + reach) & (gz < BRAIN_HI[2] + reach)
-    step = 16
-    for i0 in range(0, len(axes[0]), step):
-        xs = axes[0][i0:i0 + step]
-        xs = xs[np.abs(xs) < BRAIN_HI[0] + reach]
-        if not xs.size:
-            continue
-        i = int(np.searchsorted(axes[0], xs[0]))
-        q = np.stack([np.repeat(xs, box.sum()), np.tile(gy[box], xs.size), np.tile(gz[box], xs.size)])
-        (ic,) = template.sample(warp.nonlinear(q), ("ic",))
-        slab = np.zeros((xs.size,) + gy.shape, dtype=bool)
-        slab[:, box] = (ic > 0.5).reshape(xs.size, -1)
-        inside[i:i + xs.size] = slab
+    inside = _inside_lattice(warp, template, axes)
     sampling = spacing * warp.scale
     half = 0.5 * float(np.mean(sampling))
-    out = ndimage.distance_transform_edt(~inside, sampling=sampling)
-    dist = np.where(inside, -(ndimage.distance_transform_edt(inside, sampling=sampling) - half),
-                    out - half)
-    return LatticeField(lo, float(spacing), dist.astype(np.float32))
+    dist = (ndimage.distance_transform_edt(~inside, sampling=sampling) - half).astype(np.float32)
+    depth = ndimage.distance_transform_edt(inside, sampling=sampling)
+    dist[inside] = half - depth[inside]
+    return LatticeField(lo, float(spacing), dist)
 
 
 def _temporal_weight(q: np.ndarray) -> np.ndarray:
