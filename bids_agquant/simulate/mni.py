@@ -129,7 +129,15 @@ def load_template() -> TemplateMaps:
     vent = np.array([float((np.broadcast_to(a, central.shape)[central]).mean()) for a in (x, y, z)])
     last = np.argwhere(inside[:, :, 0])
     cord = last.mean(axis=0) + origin[:2] if last.size else np.array([0.0, -45.0])
-    return TemplateMaps(origin, gm, wm, csf, gm + wm + csf, vent, cord)
+    # keep the box of the tissue plus one empty voxel (compact in memory: faster lookups); the
+    # lowest slice stays the lowest (repeated downwards by the lookups)
+    nz = np.argwhere(ic > 0)
+    lo = np.maximum(nz.min(axis=0) - 1, 0)
+    lo[2] = 0
+    hi = np.minimum(nz.max(axis=0) + 2, ic.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    crop = lambda a: np.ascontiguousarray(a[box])
+    return TemplateMaps(origin + lo, crop(gm), crop(wm), crop(csf), crop(gm + wm + csf), vent, cord)
 
 
 @dataclass(frozen=True)
@@ -321,7 +329,7 @@ class MNIHead:
         warp = _random_warp(rng, centre, template, ventricle_factor)
         grf = lambda spacing, sigma: gaussian_random_field(rng, FIELD_LO, FIELD_HI, spacing, sigma)
         bone, soft = grf(4.0, 10.0), grf(4.0, 12.0)
-        tex_m0, tex_r1 = grf(1.5, 2.5), grf(1.5, 2.5)
+        tex_m0, tex_r1 = grf(2.0, 2.5), grf(2.0, 2.5)
         return cls(centre=centre, radii=warp.scale * np.array([84.0, 102.0, 90.0]), warp=warp,
                    distance=_distance_lattice(warp, template, lattice_mm), bone_field=bone,
                    soft_field=soft, reach_field=_reach_field(bone, soft),
