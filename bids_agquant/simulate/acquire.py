@@ -19,7 +19,7 @@ from .geometry import Grid
 from .lesions import Lesion, lesion_fractions
 
 __all__ = ["StateSpec", "render", "sample_properties", "add_rician_noise", "resample_to_grid",
-           "subsampling"]
+           "subsampling", "average_on_grid"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
     for i0, i1 in _slabs(grid, per_slab, chunk_points):
         pts = grid.points(i0, i1, sub, transform=inv_pose)
         npts = pts.shape[1]
-        m0, r1 = head.tissue(pts, soft)
+        m0, r1, uptake = head.tissue_and_uptake(pts, soft, [s.key for s in states])
         which, frac = lesion_fractions(lesions, pts, soft)
         live = np.flatnonzero((m0 > 0) | (which >= 0))          # air gives no signal
         p_live = pts[:, live]
@@ -74,12 +74,15 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
         out_shape = (i1 - i0, grid.shape[1], grid.shape[2], nsub, nflip)
         for st in states:
             sig = base.copy()
+            if st.key in uptake:                 # healthy tissue that enhances (anatomy's own)
+                _enhance(sig, m0[live], r1[live], st.r1_per_mM_s * uptake[st.key][live],
+                         flip_angles_deg, tr_s, b1_live)
             if les.size:
                 les_r1 = np.array([1.0 / L.t1_pre_s + st.r1_per_mM_s * L.conc_mM.get(st.key, 0.0)
                                    for L in lesions])
                 s_les = spgr_signal(les_m0[les_idx], 1.0 / les_r1[les_idx], flip_angles_deg,
                                     tr_s, b1_live[les])
-                sig[les] = (1.0 - f_les) * base[les] + f_les * s_les
+                sig[les] = (1.0 - f_les) * sig[les] + f_les * s_les
             full = np.zeros((npts, nflip))
             full[live] = sig
             signals[st.key][i0:i1] = full.reshape(out_shape).mean(axis=3)
@@ -93,22 +96,35 @@ def render(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, b1: B1Field
     return signals, conc
 
 
+def _enhance(sig: np.ndarray, m0: np.ndarray, r1: np.ndarray, delta_r1: np.ndarray,
+             flip_angles_deg, tr_s: float, b1: np.ndarray) -> None:
+    """Replace in ``sig`` (n, nflip) the signal of points whose R1 rises by ``delta_r1``."""
+    hit = np.flatnonzero(delta_r1 > 0)
+    if hit.size:
+        sig[hit] = spgr_signal(m0[hit], 1.0 / (r1[hit] + delta_r1[hit]), flip_angles_deg, tr_s,
+                               b1[hit])
+
+
 def sample_properties(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, grid: Grid, *,
-                      soft_mm: float, chunk_points: int):
+                      soft_mm: float, chunk_points: int, state_keys=()):
     """True tissue maps at the voxel centres of ``grid`` (head in ``pose``).
 
     Returns dict with ``t1_s`` (pre-contrast, lesions included by R1 partial volume), ``m0``,
     ``lesion_index`` (int, -1 none; centre inside the lesion), ``lesion_nearest`` (the lesion whose
-    partial-volume ramp reaches the voxel, -1 none) and ``lesion_fraction``.
+    partial-volume ramp reaches the voxel, -1 none), ``lesion_fraction`` and ``anatomy``: the
+    head model's own truth maps (``head.truth_properties``; lesions not included).
     """
     inv_pose = np.linalg.inv(pose)
     out = {"t1_s": np.zeros(grid.shape), "m0": np.zeros(grid.shape),
            "lesion_index": np.full(grid.shape, -1, dtype=np.int32),
            "lesion_nearest": np.full(grid.shape, -1, dtype=np.int32),
-           "lesion_fraction": np.zeros(grid.shape)}
+           "lesion_fraction": np.zeros(grid.shape), "anatomy": {}}
     for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2], chunk_points):
         pts = grid.points(i0, i1, transform=inv_pose)
-        m0, r1 = head.tissue(pts, soft_mm)
+        m0, r1, maps = head.truth_properties(pts, soft_mm, state_keys)
+        shp = (i1 - i0,) + grid.shape[1:]
+        for name, v in maps.items():
+            out["anatomy"].setdefault(name, np.zeros(grid.shape))[i0:i1] = v.reshape(shp)
         which, frac = lesion_fractions(lesions, pts, soft_mm)
         les = which >= 0
         if les.any():
@@ -116,7 +132,6 @@ def sample_properties(head: HeadModel, lesions: list[Lesion], pose: np.ndarray, 
             lm0 = np.array([L.m0 for L in lesions])[which[les]]
             r1[les] = (1 - frac[les]) * r1[les] + frac[les] * lr1
             m0[les] = (1 - frac[les]) * m0[les] + frac[les] * lm0
-        shp = (i1 - i0,) + grid.shape[1:]
         out["t1_s"][i0:i1] = (1.0 / r1).reshape(shp)
         out["m0"][i0:i1] = m0.reshape(shp)
         out["lesion_index"][i0:i1] = np.where(frac > 0.5, which, -1).reshape(shp)
@@ -132,6 +147,20 @@ def evaluate_on_grid(func, pose: np.ndarray, grid: Grid, chunk_points: int) -> n
     for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2], chunk_points):
         pts = grid.points(i0, i1, transform=inv_pose)
         out[i0:i1] = func(pts).reshape((i1 - i0,) + grid.shape[1:])
+    return out
+
+
+def average_on_grid(func, grid: Grid, sub, chunk_points: int) -> dict[str, np.ndarray]:
+    """Voxel means over ``sub`` sub-voxel points of each map ``func(head_points (3, N))``
+    returns (a dict name -> (N,) array), on ``grid`` with the head at baseline (identity pose)."""
+    nsub = int(np.prod(sub))
+    out: dict[str, np.ndarray] = {}
+    for i0, i1 in _slabs(grid, grid.shape[1] * grid.shape[2] * nsub, chunk_points):
+        values = func(grid.points(i0, i1, sub))
+        for name, v in values.items():
+            if name not in out:
+                out[name] = np.zeros(grid.shape)
+            out[name][i0:i1] = v.reshape((i1 - i0,) + grid.shape[1:] + (nsub,)).mean(axis=3)
     return out
 
 

@@ -16,7 +16,8 @@ from .fields import LatticeField, gaussian_random_field
 
 __all__ = ["TISSUES", "HeadModel"]
 
-#: (T1 s, relative proton density) at 3 T.
+#: (T1 s, relative proton density) at 3 T, for both head models. Cortical bone's proton density is
+#: the effective one at the protocol's echo times (T2* well below 1 ms leaves almost no signal).
 TISSUES = {
     "air": (1.0, 0.0),
     "skin": (1.1, 0.70),
@@ -26,6 +27,10 @@ TISSUES = {
     "gm": (1.35, 0.80),
     "deep_gm": (1.20, 0.78),
     "wm": (0.85, 0.69),
+    "dura": (1.10, 0.55),
+    "bone": (0.30, 0.04),
+    "marrow": (0.40, 0.70),
+    "muscle": (1.42, 0.70),
 }
 
 #: depth (mm below the scalp surface) where each layer starts
@@ -188,6 +193,22 @@ class HeadModel:
         for c, ax in VENTRICLES:
             blend(_ellipsoid_fraction(q, c, ax, w), "csf")
         return m0, r1
+
+    def tissue_and_uptake(self, points: np.ndarray, soft_mm: float, state_keys=()):
+        """``(m0, r1, conc)``: :meth:`tissue` and the contrast agent taken up by healthy tissue per
+        state key (none in this model: ``conc`` is empty, only lesions enhance)."""
+        m0, r1 = self.tissue(points, soft_mm)
+        return m0, r1, {}
+
+    def truth_properties(self, points: np.ndarray, soft_mm: float, state_keys=()):
+        """``(m0, r1, maps)``: :meth:`tissue` and the anatomy's own truth maps (none here)."""
+        m0, r1 = self.tissue(points, soft_mm)
+        return m0, r1, {}
+
+    def delta_r1(self, points: np.ndarray, soft_mm: float, state_key: str,
+                 r1_per_mM_s: float) -> np.ndarray:
+        """R1 increase (1/s) of healthy tissue in a contrast state: 0 in this model."""
+        return np.zeros(points.shape[1])
 
     def lesion_allowed(self, centre_head: np.ndarray, radius_mm: float, margin_mm: float = 4.0) -> bool:
         """True when a lesion of ``radius_mm`` at ``centre_head`` stays inside the brain parenchyma

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 
-from .config import PRESETS
+from .config import ANATOMIES, PRESETS
 from .dataset import simulate_dataset
 
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-followup-pre", action="store_false", dest="followup_pre", default=None,
                    help="the follow-up session has no pre-contrast acquisition")
     g.add_argument("--seed", type=int, help="random seed (same seed, same bytes)")
+    g.add_argument("--anatomy", choices=list(ANATOMIES),
+                   help="head model: geometric (analytic head, default, fast) or mni (each "
+                        "participant's own warp of the MNI152 brain, with skull, muscle, neck)")
     g = p.add_argument_group("acquisition")
     g.add_argument("--t1w-voxel", type=_triple, dest="t1w_voxel_mm", help="T1w voxel mm (e.g. 1 or 1,1,1)")
     g.add_argument("--vfa-voxel", type=_triple, dest="vfa_voxel_mm", help="VFA voxel mm (e.g. 2,2,3)")

@@ -10,11 +10,15 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
 __all__ = ["SessionSpec", "PhantomConfig", "PRESETS", "make_config", "default_sessions",
-           "PHANTOM_MODEL_VERSION"]
+           "PHANTOM_MODEL_VERSION", "ANATOMIES"]
 
 #: Bumped whenever the generated data change for the same settings and seed (the sample dataset
 #: must then be regenerated). Written into dataset_description ``GeneratedBy``.
 PHANTOM_MODEL_VERSION = "1"
+
+#: Head models (``PhantomConfig.anatomy``): the analytic head (``anatomy.py``) and the
+#: participant's own warp of the MNI152 brain with extracranial tissues (``mni.py``).
+ANATOMIES = ("geometric", "mni")
 
 #: Concentration models a post-contrast state can follow (see ``lesions.draw_concentrations``).
 CONC_MODELS = ("dotarem_baseline", "aguix_peak", "aguix_residual", "dotarem_followup")
@@ -83,6 +87,7 @@ class PhantomConfig:
     sessions: tuple[SessionSpec, ...] = field(default_factory=default_sessions)
     drop_sessions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # participant -> sessions
     field_strength_t: float = 3.0
+    anatomy: str = "geometric"       # head model: "geometric" (analytic, fast) | "mni" (MNI152 brain)
     # grids
     fov_mm: tuple[float, float, float] = (180.0, 220.0, 180.0)       # x (L-R), y (P-A), z (I-S)
     t1w_voxel_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -133,6 +138,8 @@ class PhantomConfig:
             raise ValueError("n_participants must be >= 1")
         if self.b1_units not in ("factor", "percent"):
             raise ValueError(f"b1_units must be 'factor' or 'percent', got {self.b1_units!r}")
+        if self.anatomy not in ANATOMIES:
+            raise ValueError(f"anatomy must be one of {', '.join(ANATOMIES)}, got {self.anatomy!r}")
         if self.lesion_shape not in ("sphere", "ellipsoid"):
             raise ValueError(f"lesion_shape must be 'sphere' or 'ellipsoid', got {self.lesion_shape!r}")
         if self.lesion_derivative not in ("mask", "dseg", "both"):

@@ -23,13 +23,14 @@ from ..qmri.relaxivity import get_relaxivity
 from ..qmri.spgr import spgr_signal
 from . import bidsio
 from . import truth as _truth
-from .acquire import (StateSpec, add_rician_noise, evaluate_on_grid, render, resample_to_grid,
-                      sample_properties)
+from .acquire import (StateSpec, add_rician_noise, average_on_grid, evaluate_on_grid, render,
+                      resample_to_grid, sample_properties, subsampling)
 from .anatomy import TISSUES, HeadModel
 from .config import PHANTOM_MODEL_VERSION, PhantomConfig, SessionSpec, make_config
 from .fields import B1Field
 from .geometry import Grid, euler_xyz_deg, random_rotation, rigid, rotation_angle_deg
 from .lesions import Lesion, axial_diameter_mm, place_lesions
+from .mni import MNIHead, draw_enhancement
 from .truth import LESION_COLUMNS, MOTION_COLUMNS, Truth, load_truth, map_filename
 
 __all__ = ["simulate_dataset", "GENERATOR_NAME"]
@@ -38,7 +39,7 @@ GENERATOR_NAME = "bids_agquant-phantom"
 MEASURABLE_DIAMETER_MM = 10.0
 
 # random streams (spawn keys) per participant
-_ANATOMY, _LESIONS, _CONC, _DEMOGRAPHICS, _MOTION, _B1, _NOISE = range(7)
+_ANATOMY, _LESIONS, _CONC, _DEMOGRAPHICS, _MOTION, _B1, _NOISE, _UPTAKE = range(8)
 
 _IDENTIFYING = {
     "PatientName": "DOE^JANE", "PatientID": "NANORAD-{sub}", "PatientBirthDate": "19580312",
@@ -277,12 +278,12 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
     """Draw participant ``pi`` (head, lesions, uptake, demographics, session poses), write its
     images, sidecars and sessions table, then its truth maps and lesion masks. Returns its truth
     metadata, lesion rows, motion rows and participants.tsv row."""
-    head = HeadModel.random(_rng(cfg, pi, _ANATOMY))
+    dose = float(cfg.doses[pi % len(cfg.doses)])
+    head = _make_head(cfg, pi, dose)
     ref_voxel = float(min(cfg.t1w_voxel_mm))
     lesions = place_lesions(_rng(cfg, pi, _LESIONS), head, cfg.lesion_diameters_mm,
                             shape=cfg.lesion_shape, max_aspect=cfg.ellipsoid_max_aspect,
                             t1_range=cfg.lesion_t1_s, min_gap_mm=max(6.0, 3 * ref_voxel))
-    dose = float(cfg.doses[pi % len(cfg.doses)])
     tumor = str(cfg.primary_tumors[pi % len(cfg.primary_tumors)])
     _draw_concentrations(cfg, _rng(cfg, pi, _CONC), lesions, cfg.sessions, dose)
     prow = _draw_demographics(cfg, pi, sub, dose, tumor)
@@ -307,7 +308,20 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
              "head_centre_mm": head.centre.tolist(), "head_radii_mm": head.radii.tolist(),
              "baseline_session": acqs[0].spec.label, "reference": ref_meta,
              "sessions": pmeta_sessions}
+    if isinstance(head, MNIHead):
+        pmeta["anatomy"] = head.describe()
     return pmeta, lesion_rows, motion_rows, prow
+
+
+def _make_head(cfg: PhantomConfig, pi: int, dose: float):
+    """The participant's head model: the analytic head, or its own warp of the MNI152 brain
+    whose extracranial tissues take up each post-contrast state's agent."""
+    if cfg.anatomy == "geometric":
+        return HeadModel.random(_rng(cfg, pi, _ANATOMY))
+    states = [(f"{s.label}_{s.agent}", s.conc_model) for s in cfg.sessions if s.agent]
+    uptake = draw_enhancement(_rng(cfg, pi, _UPTAKE), states, dose,
+                              cfg.aguix_conc_mM_per_100mg_kg, cfg.dotarem_followup_ratio)
+    return MNIHead.random(_rng(cfg, pi, _ANATOMY), enhancement=uptake)
 
 
 def _draw_demographics(cfg: PhantomConfig, pi: int, sub: str, dose: float, tumor: str) -> dict:
@@ -478,7 +492,9 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
     ref = base.t1w_grid
     ident = np.eye(4)
     soft = float(np.mean(ref.voxel_mm))
-    props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points)
+    post_keys = [a.key(a.spec.agent) for a in acqs if a.spec.agent]
+    props = sample_properties(head, lesions, ident, ref, soft_mm=soft, chunk_points=cfg.chunk_points,
+                              state_keys=post_keys)
     comp, label_of = _label_lesions(props["lesion_index"], lesions, ref)
 
     def tw(name, data, **kw):
@@ -517,7 +533,20 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
         rows += _lesion_rows(cfg, sub, acq, lesions, label_of, comp, relax[agent], conc_true,
                              conc_vfa, pre_label, b1_at, dose, tumor)
     rows.sort(key=lambda r: (list(by_label).index(r["session_id"][4:]), r["lesion_id"]))
-    return rows, _reference_meta(sub, acqs)
+    for name, data in _anatomy_maps(cfg, head, ref, post_keys, props["anatomy"]).items():
+        tw(name, data, dtype=np.float32)
+    return rows, _reference_meta(sub, acqs, list(props["anatomy"]))
+
+
+def _anatomy_maps(cfg, head, ref: Grid, keys, sampled: dict) -> dict:
+    """The head model's truth maps (``mni``: tissue fractions, its concentration per state) as
+    voxel means over sub-voxel points ~pv_step_mm apart; ``sampled`` (at the voxel centres)
+    already is that when one point per voxel suffices."""
+    sub, soft = subsampling(ref.voxel_mm, cfg.pv_step_mm)
+    if not sampled or sub == (1, 1, 1):
+        return sampled
+    return average_on_grid(lambda pts: head.truth_properties(pts, soft, keys)[2], ref, sub,
+                           cfg.chunk_points)
 
 
 def _label_lesions(lesion_index: np.ndarray, lesions: list[Lesion], ref: Grid):
@@ -576,7 +605,7 @@ def _lesion_rows(cfg, sub, acq: _Acq, lesions, label_of, comp, relax, conc_true,
     return rows
 
 
-def _reference_meta(sub: str, acqs: list[_Acq]) -> dict:
+def _reference_meta(sub: str, acqs: list[_Acq], extra_maps=()) -> dict:
     """The truth.json entry of the reference grid (baseline pre-contrast T1w) and its maps."""
     base = acqs[0]
     ref = base.t1w_grid
@@ -585,7 +614,8 @@ def _reference_meta(sub: str, acqs: list[_Acq]) -> dict:
             "maps": {n: map_filename(sub, n) for n in
                      ["T1", "M0", "lesions"] + [f"B1:{a.spec.label}" for a in acqs]
                      + [p for a in acqs if a.spec.agent
-                        for p in (f"conc:{a.key(a.spec.agent)}", f"conc_vfa:{a.key(a.spec.agent)}")]}}
+                        for p in (f"conc:{a.key(a.spec.agent)}", f"conc_vfa:{a.key(a.spec.agent)}")]
+                     + list(extra_maps)}}
 
 
 def _write_lesion_derivatives(cfg, out, sub, ses, comp):

@@ -10,6 +10,14 @@ Layout of a truth directory::
             sub-<p>_ses-<s>_B1map.nii.gz,
             sub-<p>_ses-<s>_ce-<agent>_desc-true_conc.nii.gz   (mM, point-sampled partial volume)
             sub-<p>_ses-<s>_ce-<agent>_desc-vfa_conc.nii.gz    (mM, VFA-voxel average, resampled)
+      anatomy "mni" only (partial-volume fractions 0-1, voxel means over sub-voxel points;
+      the healthy anatomy, lesions not subtracted; gm + wm + csf = intracranial):
+            sub-<p>_label-intracranial_probseg.nii.gz  (inside dura: parenchyma + CSF)
+            sub-<p>_label-parenchyma_probseg.nii.gz    (GM + WM)
+            sub-<p>_label-GM_probseg, _label-WM_probseg, _label-CSF_probseg
+            sub-<p>_label-enhancing_probseg.nii.gz     (extracranial enhancing tissue: dura,
+                                                        marrow, muscle, skin)
+            sub-<p>_ses-<s>_ce-<agent>_desc-anatomy_conc.nii.gz (mM taken up by the anatomy)
     README.md
 
 All maps are on the participant's reference grid (the baseline pre-contrast T1w). World
@@ -28,7 +36,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-__all__ = ["Truth", "load_truth", "LESION_COLUMNS", "MOTION_COLUMNS", "map_filename"]
+__all__ = ["Truth", "load_truth", "LESION_COLUMNS", "MOTION_COLUMNS", "map_filename",
+           "FRACTION_LABELS"]
 
 LESION_COLUMNS = [
     "participant_id", "session_id", "contrast_agent", "lesion_id",
@@ -44,9 +53,15 @@ MOTION_COLUMNS = ["participant_id", "session_id", "rotation_deg", "rot_x_deg", "
                   "matrix"]
 
 
+#: Partial-volume fraction maps of the ``mni`` anatomy (key -> BIDS label of the file).
+FRACTION_LABELS = {"intracranial": "intracranial", "parenchyma": "parenchyma", "gm": "GM",
+                   "wm": "WM", "csf": "CSF", "extracranial_enhancing": "enhancing"}
+
+
 def map_filename(participant: str, name: str) -> str:
     """Relative path of a truth map. ``name``: "T1", "M0", "lesions", "B1:<ses>",
-    "conc:<ses>_<agent>", "conc_vfa:<ses>_<agent>"."""
+    "conc:<ses>_<agent>", "conc_vfa:<ses>_<agent>"; with the ``mni`` anatomy also the fraction
+    maps of :data:`FRACTION_LABELS` and "conc_anatomy:<ses>_<agent>"."""
     p = f"sub-{participant}"
     if name == "T1":
         return f"{p}/{p}_T1map.nii.gz"
@@ -54,12 +69,14 @@ def map_filename(participant: str, name: str) -> str:
         return f"{p}/{p}_M0map.nii.gz"
     if name == "lesions":
         return f"{p}/{p}_desc-lesions_dseg.nii.gz"
+    if name in FRACTION_LABELS:
+        return f"{p}/{p}_label-{FRACTION_LABELS[name]}_probseg.nii.gz"
     kind, _, arg = name.partition(":")
     if kind == "B1":
         return f"{p}/{p}_ses-{arg}_B1map.nii.gz"
-    if kind in ("conc", "conc_vfa"):
+    if kind in ("conc", "conc_vfa", "conc_anatomy"):
         ses, _, agent = arg.partition("_")
-        desc = "true" if kind == "conc" else "vfa"
+        desc = {"conc": "true", "conc_vfa": "vfa", "conc_anatomy": "anatomy"}[kind]
         return f"{p}/{p}_ses-{ses}_ce-{agent}_desc-{desc}_conc.nii.gz"
     raise KeyError(f"unknown truth map {name!r}")
 
