@@ -176,22 +176,14 @@ def _ids(frame: pd.DataFrame, **renamed: str) -> pd.DataFrame:
     return out.assign(**{new: "ses-" + frame[old] for new, old in renamed.items()})
 
 
-def _participant_sessions(p: str, mine: pd.DataFrame, bids_dir: Path | None) -> dict:
-    """Session order of one participant, how it was decided and the sessions of each agent
-    (agents in the order they first appear, sessions in time order)."""
-    order, source = order_sessions(p, mine["session"], bids_dir)
-    rank = {s: i for i, s in enumerate(order)}
-    seen = mine.loc[mine["agent"].notna(), ["session", "agent"]].drop_duplicates()
-    seen = seen.assign(rank=seen["session"].map(rank)).sort_values(["rank", "agent"],
-                                                                   kind="stable")
-    by_agent = {a: list(g["session"]) for a, g in seen.groupby("agent", sort=False)}
-    return {"order": order, "source": source, "sessions_by_agent": by_agent}
-
-
 def _session_roles(c: _Cohort) -> None:
-    """Session order and role on every row; the roles per participant."""
-    mine = dict(tuple(c.rows.groupby("participant", sort=False)))
-    c.roles = {p: _participant_sessions(p, mine[p], c.bids_dir) for p in c.participants}
+    """Session order and role on every row; the roles per participant: sessions in time order,
+    how it was decided and the sessions of each agent (agents in the order they first appear)."""
+    sessions = c.rows.groupby("participant", sort=False)["session"]
+    c.roles = {}
+    for p in c.participants:
+        order, source = order_sessions(p, sessions.get_group(p), c.bids_dir)
+        c.roles[p] = {"order": order, "source": source, "sessions_by_agent": {}}
     by_label = [f"{_sub(p)} ({' < '.join(r['order'])})" for p, r in c.roles.items()
                 if r["source"] != "sessions.tsv acq_time" and len(r["order"]) > 1]
     if by_label:
@@ -202,11 +194,14 @@ def _session_roles(c: _Cohort) -> None:
                           for i, s in enumerate(r["order"])],
                          columns=["participant", "session", "session_order",
                                   "session_order_source"])
-    index = pd.DataFrame([(p, a, s, i + 1) for p, r in c.roles.items()
-                          for a, ss in r["sessions_by_agent"].items() for i, s in enumerate(ss)],
-                         columns=["participant", "agent", "session", "agent_session_index"])
-    rows = (c.rows.merge(order, on=["participant", "session"], how="left")
-            .merge(index, on=["participant", "agent", "session"], how="left"))
+    rows = c.rows.merge(order, on=["participant", "session"], how="left")
+    seen = (rows.loc[rows["agent"].notna(), ["participant", "session", "session_order", "agent"]]
+            .drop_duplicates().sort_values(["session_order", "agent"], kind="stable"))
+    seen["agent_session_index"] = seen.groupby(["participant", "agent"]).cumcount() + 1
+    for p, s, a in zip(seen["participant"], seen["session"], seen["agent"]):
+        c.roles[p]["sessions_by_agent"].setdefault(a, []).append(s)
+    rows = rows.merge(seen.drop(columns="session_order"), on=["participant", "session", "agent"],
+                      how="left")
     first, study = rows["agent_session_index"] == 1, rows["agent"] == STUDY_AGENT
     rows["session_role"] = np.select(
         [study & first, study, (rows["agent"] == REFERENCE_AGENT) & first],

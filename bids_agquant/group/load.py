@@ -58,10 +58,12 @@ def as_text(column: pd.Series) -> pd.Series:
     return column.astype(object).where(column.notna(), None)
 
 
-def _numbers(column: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """float64 values of a text column (NaN where missing) and where a cell is not a number."""
-    values = pd.to_numeric(column, errors="coerce").astype("float64")
-    return values, column.notna() & values.isna()
+def _numbers(text: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """float64 values of text columns (NaN where missing) and where a cell is not a number."""
+    flat = pd.to_numeric(text.to_numpy(object).ravel(), errors="coerce")
+    values = pd.DataFrame(np.asarray(flat, dtype="float64").reshape(text.shape),
+                          index=text.index, columns=text.columns)
+    return values, text.notna() & values.isna()
 
 
 def _labels(column: pd.Series, prefix: str) -> pd.Series:
@@ -89,8 +91,7 @@ def read_lesion_table(path: Path) -> pd.DataFrame:
         raise GroupDataError(f"{path}: missing column(s) {', '.join(missing)}; the lesion table "
                              f"must have the columns of interface.md (rerun the participant level)")
     raw = raw.reset_index(drop=True)
-    numbers = {c: _numbers(raw[c]) for c in _FLOAT_COLUMNS}
-    bad = pd.DataFrame({c: b for c, (_, b) in numbers.items()})
+    numbers, bad = _numbers(raw[list(_FLOAT_COLUMNS)])
     if bad.to_numpy().any():
         i = int(np.flatnonzero(bad.any(axis=1))[0])
         c = bad.columns[bad.iloc[i].to_numpy()][0]
@@ -108,7 +109,7 @@ def read_lesion_table(path: Path) -> pd.DataFrame:
         "agent_label": label, "lesion_id": lesion_id,
         "agent": pd.Series([canonical.get(a) for a in label], index=raw.index, dtype=object),
         "is_control": is_control, "measurable": truthy & ~is_control,
-        **{c: v for c, (v, _) in numbers.items()}})
+        **{c: numbers[c] for c in _FLOAT_COLUMNS}})
 
 
 def read_lesion_tables(paths: Iterable[Path]) -> pd.DataFrame:
@@ -120,11 +121,11 @@ def _covariate_warnings(raw: pd.DataFrame, duplicated: pd.Series) -> list[str]:
     """Warnings on the covariates of ``participants.tsv``, row by row as the rows come."""
     events = [(i, 0, f"participants.tsv has several rows for sub-{raw.at[i, 'participant']}; "
                      f"using the first") for i in np.flatnonzero(duplicated)]
+    values, bad = _numbers(raw[list(COVARIATES[:2])])
+    invalid = values.notna() & ~(values > 0) | np.isinf(values)
     for k, c in enumerate(COVARIATES[:2], start=1):
-        values, bad = _numbers(raw[c])
-        invalid = values.notna() & ~(values > 0) | np.isinf(values)
-        for i in np.flatnonzero((bad | invalid) & ~duplicated):
-            what = "a number" if bad.iloc[i] else "a positive number"
+        for i in np.flatnonzero((bad[c] | invalid[c]) & ~duplicated):
+            what = "a number" if bad[c].iloc[i] else "a positive number"
             events.append((i, k, f"participants.tsv: {c} of sub-{raw.at[i, 'participant']} is "
                                  f"{raw.at[i, c]!r}, not {what}; treated as missing"))
     return [message for *_, message in sorted(events)]
@@ -158,7 +159,7 @@ def read_participants(bids_dir: Path | None, warnings: list[str]) -> pd.DataFram
     for message in _covariate_warnings(raw, duplicated):
         _warn(warnings, message)
     kept = raw[~duplicated]
-    out = pd.DataFrame({c: _numbers(kept[c])[0] for c in COVARIATES[:2]})
+    out = _numbers(kept[list(COVARIATES[:2])])[0]
     out = out.where((out > 0) & np.isfinite(out))
     out["primary_tumor"] = as_text(kept["primary_tumor"])
     out.index = pd.Index(kept["participant"].to_list(), dtype=object, name="participant")
