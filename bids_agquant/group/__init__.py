@@ -1,8 +1,9 @@
 """The group level of the BIDS-App: cohort tables, statistics, figures and report.
 
-- :mod:`~bids_agquant.group.load`: participant lesion tables and covariates into typed rows;
-- :mod:`~bids_agquant.group.analysis`: one table per output, from those rows (the statistics and
-  thresholds are in :mod:`bids_agquant.qmri.cohort`);
+- :mod:`~bids_agquant.group.load`: participant lesion tables and covariates into typed pandas
+  DataFrames;
+- :mod:`~bids_agquant.group.analysis`: one small function per output table, from those
+  DataFrames (the statistics and thresholds are in :mod:`bids_agquant.qmri.cohort`);
 - :mod:`~bids_agquant.group.run`: :func:`run_group`, which writes ``OUTPUT_DIR/group/`` (tables,
   figures and report through :mod:`bids_agquant.reports`).
 """

@@ -1,18 +1,21 @@
-"""Group level, analysis: every cohort table, fit and test from the typed lesion rows.
+"""Group level, analysis: every cohort table, fit and test from the typed lesion DataFrame.
 
 Statistics, thresholds and the detection-limit formulas are in :mod:`bids_agquant.qmri.cohort`;
-this module puts rows together (session roles, covariates) and makes one table per output.
+this module puts the rows together (covariates merged, session roles) and builds each output
+table with one small function, by pandas selections, merges and group-bys.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bids_agquant.bids import columns, tables
-from bids_agquant.group.load import order_sessions, warn as _warn
+from bids_agquant.group.load import as_text, order_sessions, warn as _warn
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
                                              se_upper_bound_concentration)
@@ -26,26 +29,37 @@ CONTROL_SE_THRESHOLD_PERCENT = cohort.CONTROL_SE_THRESHOLD_PERCENT
 CONTROL_CONC_THRESHOLD_MM = cohort.CONTROL_CONC_THRESHOLD_MM
 _NAN = float("nan")
 _natural_key = tables.natural_key
-_strip = tables.strip_prefix
+_LESION = ["participant", "lesion_id"]
+_SESSION = ["participant", "session", "agent"]
 
 
 @dataclass
 class Table:
-    """One output table: ``name`` is the file stem under ``group/``."""
+    """One output table: ``name`` is the file stem under ``group/``; ``frame`` holds its data."""
     name: str
     title: str
     description: str
     columns: list[str]
-    rows: list[dict] = field(default_factory=list)
+    frame: pd.DataFrame
 
-    def column(self, name: str) -> list:
-        return [r.get(name) for r in self.rows]
+    @cached_property
+    def rows(self) -> list[dict]:
+        """The rows as dicts of Python values (missing: NaN in number columns, else None)."""
+        out = self.frame.astype(object)
+        for c in self.frame.columns:
+            if not pd.api.types.is_float_dtype(self.frame[c]):
+                out[c] = out[c].where(self.frame[c].notna(), None)
+        return out.to_dict("records")
 
     @classmethod
-    def registered(cls, name: str, title: str, description: str, rows: list[dict]) -> "Table":
+    def registered(cls, name: str, title: str, description: str, data) -> "Table":
         """A table whose columns, in order, are those of the column registry
-        (``data/columns.tsv``): the one home of every group table's columns."""
-        return cls(name, title, description, list(columns.columns(name)), rows)
+        (``data/columns.tsv``): the one home of every group table's columns. ``data``: a
+        DataFrame (extra columns are dropped) or a list of dict rows."""
+        cols = list(columns.columns(name))
+        frame = (data.reindex(columns=cols) if isinstance(data, pd.DataFrame)
+                 else pd.DataFrame(list(data), columns=cols))
+        return cls(name, title, description, cols, frame.reset_index(drop=True))
 
 
 @dataclass
@@ -64,6 +78,10 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _isfinite(column: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(column.to_numpy(float)), index=column.index)
+
+
 def _fit_row(fit: cohort.LinearFit) -> dict:
     return {k: getattr(fit, k) for k in ("n", "slope", "slope_ci_low", "slope_ci_high",
                                          "intercept", "intercept_ci_low", "intercept_ci_high",
@@ -78,24 +96,37 @@ def _ses(s: str) -> str:
     return f"ses-{s}"
 
 
-def _mean_sd(values) -> tuple[float, float]:
-    s = cohort.summarise(values)
+def _mean_sd(values: pd.Series) -> tuple[float, float]:
+    s = cohort.summarise(values.to_numpy(float))
     return s.mean, s.sd
+
+
+def _mean(values: pd.Series) -> float:
+    return float(np.mean(values.to_numpy(float)))
+
+
+def _summary_row(s: cohort.GroupSummary) -> dict:
+    return {"mean": s.mean, "sd": s.sd, "median": s.median, "min": s.minimum, "max": s.maximum}
 
 
 # --------------------------------------------------------------------------------------------
 # Analysis
 # --------------------------------------------------------------------------------------------
-def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path | None = None,
-                   warnings: list[str] | None = None) -> GroupAnalysis:
-    """All group statistics from typed lesion rows (see :func:`read_lesion_table`)."""
+def analyse_cohort(lesions: pd.DataFrame, covariates: pd.DataFrame,
+                   bids_dir: Path | None = None, warnings: list[str] | None = None
+                   ) -> GroupAnalysis:
+    """All group statistics from the cohort's lesion rows and covariates
+    (:func:`~bids_agquant.group.load.read_lesion_tables`,
+    :func:`~bids_agquant.group.load.read_participants`)."""
     warnings = [] if warnings is None else warnings
-    participants = sorted({r["participant"] for r in rows}, key=_natural_key)
-    missing_cov = [p for p in participants if p not in covariates]
-    if covariates and missing_cov:
+    participants = sorted(set(lesions["participant"]), key=_natural_key)
+    missing_cov = [p for p in participants if p not in covariates.index]
+    if len(covariates) and missing_cov:
         _warn(warnings, f"participants.tsv has no row for {', '.join(map(_sub, missing_cov))}: "
                         f"their covariate statistics are skipped")
-    c = _Cohort(rows, participants, covariates, bids_dir, warnings)
+    rows = lesions.join(covariates, on="participant")
+    rows["primary_tumor"] = as_text(rows["primary_tumor"])
+    c = _Cohort(rows, participants, bids_dir, warnings)
     for step in (_session_roles, _covariate_warnings, _derived_quantities, _select_lesions,
                  _dose_response, _by_tumour_and_size, _aguix_vs_dotarem, _se_vs_concentration,
                  _upper_bounds, _percent_id_per_g, _persistence, _controls, _cohort_table):
@@ -107,169 +138,181 @@ def analyse_cohort(rows: list[dict], covariates: dict[str, dict], bids_dir: Path
 
 @dataclass
 class _Cohort:
-    """What the steps of :func:`analyse_cohort` share: the typed rows (annotated in place), the
-    selections made from them and the tables, fits and tests made so far."""
-    rows: list[dict]
+    """What the steps of :func:`analyse_cohort` share: the lesion rows with their covariates
+    (columns added by the steps), the selections made from them and the tables, fits and tests
+    made so far."""
+    rows: pd.DataFrame
     participants: list[str]
-    covariates: dict[str, dict]
     bids_dir: Path | None
     warnings: list[str]
     roles: dict[str, dict] = field(default_factory=dict)
     dose_known: bool = False
     tumor_known: bool = False
-    study_rows: list[dict] = field(default_factory=list)
-    lesions: list[dict] = field(default_factory=list)
-    measurable: list[dict] = field(default_factory=list)
-    peak: list[dict] = field(default_factory=list)
+    has_study_rows: bool = False
     tables: dict[str, Table] = field(default_factory=dict)
     fits: dict[str, object] = field(default_factory=dict)
     tests: dict[str, cohort.GroupTest] = field(default_factory=dict)
 
+    @property
+    def lesions(self) -> pd.DataFrame:
+        return self.rows[~self.rows["is_control"]]
+
+    @property
+    def measurable(self) -> pd.DataFrame:
+        return self.rows[self.rows["measurable"]]          # measurable rows are never controls
+
+    @property
+    def peak(self) -> pd.DataFrame:
+        """Measurable lesions of the peak session with an SE."""
+        m = self.measurable
+        return m[(m["session_role"] == "peak") & _isfinite(m["se_mean_percent"])]
+
+
+def _ids(frame: pd.DataFrame, **renamed: str) -> pd.DataFrame:
+    """``frame`` with ``participant_id`` and ``session_id`` (prefixed labels), and a prefixed
+    copy of each ``renamed`` session column (``new=old``)."""
+    out = frame.assign(participant_id="sub-" + frame["participant"],
+                       session_id="ses-" + frame["session"])
+    return out.assign(**{new: "ses-" + frame[old] for new, old in renamed.items()})
+
 
 def _session_roles(c: _Cohort) -> None:
-    """Covariates, session order and session role on every row; the roles per participant."""
-    rows, participants, warnings = c.rows, c.participants, c.warnings
-    bids_dir, covariates = c.bids_dir, c.covariates
-    roles: dict[str, dict] = {}
-    by_label = []
-    for p in participants:
-        mine = [r for r in rows if r["participant"] == p]
-        order, source = order_sessions(p, (r["session"] for r in mine), bids_dir)
-        if source != "sessions.tsv acq_time" and len(order) > 1:
-            by_label.append(f"{_sub(p)} ({' < '.join(order)})")
-        by_agent: dict[str, list[str]] = {}
-        for s in order:
-            for agent in sorted({r["agent"] for r in mine if r["session"] == s and r["agent"]}):
-                by_agent.setdefault(agent, []).append(s)
-        roles[p] = {"order": order, "source": source, "sessions_by_agent": by_agent}
-        cov = covariates.get(p, {})
-        for r in mine:
-            r["dose_mg_per_kg"] = cov.get("dose_mg_per_kg", _NAN)
-            r["weight_kg"] = cov.get("weight_kg", _NAN)
-            r["primary_tumor"] = cov.get("primary_tumor")
-            r["session_order"] = order.index(r["session"]) + 1
-            r["session_order_source"] = source
-            idx = by_agent.get(r["agent"], []).index(r["session"]) + 1 if r["agent"] else None
-            r["agent_session_index"] = idx
-            if r["agent"] == STUDY_AGENT:
-                r["session_role"] = "peak" if idx == 1 else "persistence"
-            elif r["agent"] == REFERENCE_AGENT and idx == 1:
-                r["session_role"] = "reference"
-            else:
-                r["session_role"] = "other"
-            r["size_bin"] = cohort.size_bin(r["longest_diameter_mm"])
+    """Session order and role on every row; the roles per participant: sessions in time order,
+    how it was decided and the sessions of each agent (agents in the order they first appear)."""
+    sessions = c.rows.groupby("participant", sort=False)["session"]
+    c.roles = {}
+    for p in c.participants:
+        order, source = order_sessions(p, sessions.get_group(p), c.bids_dir)
+        c.roles[p] = {"order": order, "source": source, "sessions_by_agent": {}}
+    by_label = [f"{_sub(p)} ({' < '.join(r['order'])})" for p, r in c.roles.items()
+                if r["source"] != "sessions.tsv acq_time" and len(r["order"]) > 1]
     if by_label:
-        _warn(warnings, f"no acq_time for every session in sub-<p>_sessions.tsv: sessions "
-                        f"ordered by label for {', '.join(by_label)}; check that this is the "
-                        f"order in time")
-    c.roles = roles
+        _warn(c.warnings, f"no acq_time for every session in sub-<p>_sessions.tsv: sessions "
+                          f"ordered by label for {', '.join(by_label)}; check that this is the "
+                          f"order in time")
+    order = pd.DataFrame([(p, s, i + 1, r["source"]) for p, r in c.roles.items()
+                          for i, s in enumerate(r["order"])],
+                         columns=["participant", "session", "session_order",
+                                  "session_order_source"])
+    rows = c.rows.merge(order, on=["participant", "session"], how="left")
+    seen = (rows.loc[rows["agent"].notna(), ["participant", "session", "session_order", "agent"]]
+            .drop_duplicates().sort_values(["session_order", "agent"], kind="stable"))
+    seen["agent_session_index"] = seen.groupby(["participant", "agent"]).cumcount() + 1
+    for p, s, a in zip(seen["participant"], seen["session"], seen["agent"]):
+        c.roles[p]["sessions_by_agent"].setdefault(a, []).append(s)
+    rows = rows.merge(seen.drop(columns="session_order"), on=["participant", "session", "agent"],
+                      how="left")
+    first, study = rows["agent_session_index"] == 1, rows["agent"] == STUDY_AGENT
+    rows["session_role"] = np.select(
+        [study & first, study, (rows["agent"] == REFERENCE_AGENT) & first],
+        ["peak", "persistence", "reference"], "other")
+    rows["size_bin"] = cohort.size_bins(rows["longest_diameter_mm"])
+    c.rows = rows
 
 
 def _covariate_warnings(c: _Cohort) -> None:
     """What the covariates allow, with a warning for each statistic they do not."""
     rows, warnings = c.rows, c.warnings
-    dose_known = any(_finite(r["dose_mg_per_kg"]) for r in rows)
-    weight_known = any(_finite(r["weight_kg"]) for r in rows)
-    tumor_known = any(r["primary_tumor"] for r in rows)
-    study_rows = [r for r in rows if r["agent"] == STUDY_AGENT]
-    if not study_rows:
+    dosed = _isfinite(rows["dose_mg_per_kg"])
+    study = rows["agent"] == STUDY_AGENT
+    c.dose_known, c.has_study_rows = bool(dosed.any()), bool(study.any())
+    c.tumor_known = bool(rows["primary_tumor"].notna().any())
+    if not c.has_study_rows:
         _warn(warnings, f"no {STUDY_AGENT} rows in the lesion tables: dose response, "
                         f"concentration and persistence statistics are skipped")
-    if not dose_known:
+    if not c.dose_known:
         _warn(warnings, "dose_mg_per_kg unknown for every participant: dose response, dose "
                         "normalisation, sensitivity per dose and %ID/g are skipped")
-    elif any(not _finite(r["dose_mg_per_kg"]) for r in study_rows):
-        miss = sorted({r["participant"] for r in study_rows if not _finite(r["dose_mg_per_kg"])})
+    elif (study & ~dosed).any():
+        miss = sorted(set(rows.loc[study & ~dosed, "participant"]))
         _warn(warnings, f"dose_mg_per_kg missing for {', '.join(map(_sub, miss))}: left out of "
                         f"the dose statistics")
-    if not weight_known:
+    if not _isfinite(rows["weight_kg"]).any():
         _warn(warnings, "weight_kg unknown for every participant: %ID/g is skipped")
-    if not tumor_known:
+    if not c.tumor_known:
         _warn(warnings, "primary_tumor unknown for every participant: statistics by primary "
                         "tumour are skipped")
-    c.dose_known, c.tumor_known, c.study_rows = dose_known, tumor_known, study_rows
 
 
 def _derived_quantities(c: _Cohort) -> None:
-    """Dose-normalised SE, %ID/g and the detection limit on every row."""
+    """Dose-normalised SE, %ID/g (study agent only) and the detection limit on every row."""
     rows = c.rows
-    # dose normalisation and %ID/g (study agent only)
-    for r in rows:
-        is_study = r["agent"] == STUDY_AGENT
-        r["se_dose_normalised_percent"] = (
-            float(cohort.dose_normalised_se(r["se_mean_percent"], r["dose_mg_per_kg"]))
-            if is_study else _NAN)
-        r["percent_id_per_g"] = (
-            float(percent_injected_dose_per_gram(r["conc_mean_mg_per_L"], r["dose_mg_per_kg"],
-                                                 r["weight_kg"]))
-            if is_study and not r["is_control"] and _finite(r["conc_mean_mg_per_L"])
-            and _finite(r["dose_mg_per_kg"]) and _finite(r["weight_kg"]) else _NAN)
+    study = (rows["agent"] == STUDY_AGENT).to_numpy()
+    se, dose, weight, conc = (rows[k].to_numpy(float) for k in (
+        "se_mean_percent", "dose_mg_per_kg", "weight_kg", "conc_mean_mg_per_L"))
+    rows["se_dose_normalised_percent"] = np.where(study, cohort.dose_normalised_se(se, dose),
+                                                  _NAN)
+    uptake = (study & ~rows["is_control"].to_numpy() & np.isfinite(conc) & np.isfinite(dose)
+              & np.isfinite(weight))
+    rows["percent_id_per_g"] = np.where(
+        uptake, percent_injected_dose_per_gram(conc, dose, weight), _NAN)
+    _detection_limits(rows)
 
-    # detection limits per participant x session x agent
-    for key in {(r["participant"], r["session"], r["agent"]) for r in rows if r["agent"]}:
-        group = [r for r in rows if (r["participant"], r["session"], r["agent"]) == key]
-        controls = [r["conc_mean_mM"] for r in group if r["is_control"]]
-        lod_controls = cohort.detection_limit(controls)
-        for r in group:
-            lod = lod_controls
-            if not _finite(lod) and not r["is_control"]:
-                lod = cohort.detection_limit_of_mean(r["conc_sd_mM"], r["n_voxels"])
-            r["detection_limit_mM"] = lod
-            r["conc_quantified"] = bool(_finite(r["conc_mean_mM"]) and _finite(lod)
-                                        and r["conc_mean_mM"] > lod)
+
+def _detection_limits(rows: pd.DataFrame) -> None:
+    """Detection limit per participant x session x agent (from its control rows; a lesion of a
+    session without them: from its own mean) and whether each concentration is above it."""
+    has_agent = rows["agent"].notna()
+    lod = pd.Series(_NAN, index=rows.index)
+    if has_agent.any():
+        controls = rows["conc_mean_mM"].where(rows["is_control"])[has_agent]
+        lod[has_agent] = controls.groupby([rows.loc[has_agent, k] for k in _SESSION]).transform(
+            lambda v: cohort.detection_limit(v.to_numpy(float)))
+    own = [cohort.detection_limit_of_mean(sd, n)
+           for sd, n in zip(rows["conc_sd_mM"], rows["n_voxels"])]
+    lod = lod.where(_isfinite(lod) | rows["is_control"], own).where(has_agent)
+    conc = rows["conc_mean_mM"]
+    quantified = _isfinite(conc) & _isfinite(lod) & (conc > lod)
+    rows["detection_limit_mM"] = lod
+    rows["conc_quantified"] = quantified.astype(object).where(has_agent, None)
 
 
 def _select_lesions(c: _Cohort) -> None:
-    """Lesions, measurable lesions and the peak-session lesions with an SE."""
-    rows, warnings, study_rows = c.rows, c.warnings, c.study_rows
-    lesions = [r for r in rows if not r["is_control"]]
-    measurable = [r for r in lesions if r["measurable"]]
-    peak = [r for r in measurable if r["session_role"] == "peak"
-            and _finite(r["se_mean_percent"])]
-    if study_rows and not peak:
-        _warn(warnings, f"no measurable lesion (>= 10 mm) with a {STUDY_AGENT} SE: cohort "
-                        f"statistics on lesions are empty")
-    c.lesions, c.measurable, c.peak = lesions, measurable, peak
+    """Warn when no peak-session lesion has an SE (the selections are :class:`_Cohort`'s)."""
+    if c.has_study_rows and c.peak.empty:
+        _warn(c.warnings, f"no measurable lesion (>= 10 mm) with a {STUDY_AGENT} SE: cohort "
+                          f"statistics on lesions are empty")
+
+
+def _by_dose(dosed: pd.DataFrame) -> pd.DataFrame:
+    """Summary of the peak SE per dose (one row per dose, ascending)."""
+    out = []
+    for d, g in dosed.groupby("dose_mg_per_kg"):
+        s = cohort.summarise(g["se_mean_percent"].to_numpy(float))
+        out.append({"dose_mg_per_kg": d, "n_participants": g["participant"].nunique(),
+                    "n_lesions": s.n, **_summary_row(s)})
+    return pd.DataFrame(out, columns=["dose_mg_per_kg", "n_participants", "n_lesions", "mean",
+                                      "sd", "median", "min", "max"])
 
 
 def _dose_response(c: _Cohort) -> None:
     """Per-dose SE and the dose-response regressions (paper Fig. 2A)."""
-    warnings, dose_known, study_rows, peak = c.warnings, c.dose_known, c.study_rows, c.peak
-    fits, tables = c.fits, c.tables
-    dosed = [r for r in peak if _finite(r["dose_mg_per_kg"])]
-    doses = sorted({r["dose_mg_per_kg"] for r in dosed})
-    by_dose_rows = []
-    for d in doses:
-        sel = [r for r in dosed if r["dose_mg_per_kg"] == d]
-        s = cohort.summarise([r["se_mean_percent"] for r in sel])
-        by_dose_rows.append({"dose_mg_per_kg": d,
-                             "n_participants": len({r["participant"] for r in sel}),
-                             "n_lesions": s.n, "mean": s.mean, "sd": s.sd, "median": s.median,
-                             "min": s.minimum, "max": s.maximum})
-    tables["dose_response_by_dose"] = Table.registered(
+    dosed = c.peak[_isfinite(c.peak["dose_mg_per_kg"])]
+    by_dose = _by_dose(dosed)
+    c.tables["dose_response_by_dose"] = Table.registered(
         "dose_response_by_dose", "Signal enhancement per AGuIX dose",
         "Mean and SD of the peak-session SE over measurable lesions (>= 10 mm), per dose "
         "(paper Fig. 2A).",
-        by_dose_rows)
+        by_dose)
     reg_rows = []
-    if len(doses) >= 2:
-        fit_means = cohort.linear_regression([r["dose_mg_per_kg"] for r in by_dose_rows],
-                                             [r["mean"] for r in by_dose_rows])
-        fit_all = cohort.linear_regression([r["dose_mg_per_kg"] for r in dosed],
-                                           [r["se_mean_percent"] for r in dosed])
-        fits["dose_means"], fits["dose_all"] = fit_means, fit_all
-        if len(doses) < 3:
-            _warn(warnings, f"only {len(doses)} AGuIX doses: the line through the per-dose means "
-                            f"has no confidence interval (R2 = 1 by construction); see the "
-                            f"regression of all lesion SEs on dose")
+    if len(by_dose) >= 2:
+        fit_means = cohort.linear_regression(by_dose["dose_mg_per_kg"].to_numpy(float),
+                                             by_dose["mean"].to_numpy(float))
+        fit_all = cohort.linear_regression(dosed["dose_mg_per_kg"].to_numpy(float),
+                                           dosed["se_mean_percent"].to_numpy(float))
+        c.fits["dose_means"], c.fits["dose_all"] = fit_means, fit_all
+        if len(by_dose) < 3:
+            _warn(c.warnings, f"only {len(by_dose)} AGuIX doses: the line through the per-dose "
+                              f"means has no confidence interval (R2 = 1 by construction); see "
+                              f"the regression of all lesion SEs on dose")
         reg_rows = [dict(model="mean SE per dose on dose", x="dose (mg/kg)", y="mean SE (%)",
                          **_fit_row(fit_means)),
                     dict(model="lesion SE on dose", x="dose (mg/kg)", y="SE (%)",
                          **_fit_row(fit_all))]
-    elif dose_known and study_rows:
-        _warn(warnings, "fewer than two AGuIX doses with measurable lesions: no dose-response "
-                        "regression")
-    tables["dose_response_regression"] = Table.registered(
+    elif c.dose_known and c.has_study_rows:
+        _warn(c.warnings, "fewer than two AGuIX doses with measurable lesions: no dose-response "
+                          "regression")
+    c.tables["dose_response_regression"] = Table.registered(
         "dose_response_regression", "Dose response: regressions of SE on dose",
         "Ordinary least squares with 95 % confidence intervals (t distribution, n-2 dof); "
         "slope in % per mg/kg.", reg_rows)
@@ -277,99 +320,94 @@ def _dose_response(c: _Cohort) -> None:
 
 def _by_tumour_and_size(c: _Cohort) -> None:
     """Dose-normalised SE by primary tumour and size bin, and the tests between groups."""
-    warnings, tumor_known, peak, tests = c.warnings, c.tumor_known, c.peak, c.tests
-    tables = c.tables
-    norm = [r for r in peak if _finite(r["se_dose_normalised_percent"])]
-    grp_rows, test_rows = [], []
-    factors = []
-    if tumor_known:
-        factors.append(("primary_tumor", None))
-    if norm:
+    peak = c.peak
+    norm = peak[_isfinite(peak["se_dose_normalised_percent"])]
+    factors = [("primary_tumor", None)] if c.tumor_known else []
+    if len(norm):
         factors.append(("size_bin", [cohort.size_bin(lo) for lo, _ in cohort.SIZE_BINS_MM]
                         + [cohort.OTHER_SIZE_BIN]))
+    grp_rows, test_rows = [], []
     for factor, order in factors:
-        sel = [r for r in norm if r[factor]]
-        values = [r["se_dose_normalised_percent"] for r in sel]
-        labels = [r[factor] for r in sel]
-        summaries = cohort.summarise_groups(values, labels, order)
-        for s in summaries:
-            if s.n or factor != "size_bin" or s.group != cohort.OTHER_SIZE_BIN:
-                grp_rows.append({"factor": factor, "group": s.group, "n": s.n, "mean": s.mean,
-                                 "sd": s.sd, "median": s.median, "min": s.minimum,
-                                 "max": s.maximum})
-        tested = [(v, lab) for v, lab in zip(values, labels) if lab != cohort.OTHER_SIZE_BIN]
-        t = cohort.group_difference_test(values=[v for v, _ in tested],
-                                         labels=[lab for _, lab in tested], test="kruskal")
-        tests[factor] = t
+        sel = norm[norm[factor].notna()]
+        values = sel["se_dose_normalised_percent"].to_numpy(float)
+        labels = sel[factor].to_numpy(object)
+        grp_rows += [{"factor": factor, "group": s.group, "n": s.n, **_summary_row(s)}
+                     for s in cohort.summarise_groups(values, labels, order)
+                     if s.n or factor != "size_bin" or s.group != cohort.OTHER_SIZE_BIN]
+        tested = labels != cohort.OTHER_SIZE_BIN
+        t = cohort.group_difference_test(values=values[tested], labels=labels[tested],
+                                         test="kruskal")
+        c.tests[factor] = t
         test_rows.append(dict(factor=factor, **t.as_dict()))
-    if peak and tumor_known and not norm:
-        _warn(warnings, "no dose-normalised SE (dose missing): primary tumour and size "
-                        "statistics skipped")
-    tables["se_normalised_by_group"] = Table.registered(
+    if len(peak) and c.tumor_known and not len(norm):
+        _warn(c.warnings, "no dose-normalised SE (dose missing): primary tumour and size "
+                          "statistics skipped")
+    c.tables["se_normalised_by_group"] = Table.registered(
         "se_normalised_by_group", "Dose-normalised SE by primary tumour and size",
         "SE * 100 / dose over measurable lesions at the peak AGuIX session (paper Fig. 2B/C).",
         grp_rows)
-    tables["group_tests"] = Table.registered(
+    c.tables["group_tests"] = Table.registered(
         "group_tests", "Tests for differences between groups",
         "Kruskal-Wallis H test on the dose-normalised SE (small, skewed groups; no normality "
         "assumption). Size bins outside 10-50 mm are not tested.",
         test_rows)
 
 
+def _reference_pairs(c: _Cohort) -> tuple[pd.DataFrame, int]:
+    """Peak lesions with the reference SE of the same lesion (``se_reference_percent``; the
+    last reference row of a lesion counts) and how many lesions have a reference SE."""
+    m = c.measurable
+    ref = m[(m["session_role"] == "reference") & _isfinite(m["se_mean_percent"])]
+    ref = (ref.drop_duplicates(_LESION, keep="last")[_LESION + ["se_mean_percent"]]
+           .rename(columns={"se_mean_percent": "se_reference_percent"}))
+    return c.peak.merge(ref, on=_LESION, how="inner"), len(ref)
+
+
 def _aguix_vs_dotarem(c: _Cohort) -> None:
-    """Peak AGuIX SE against the reference Dotarem SE of the same lesions; sensitivity."""
-    warnings, study_rows, measurable, peak = c.warnings, c.study_rows, c.measurable, c.peak
-    fits, tables = c.fits, c.tables
-    ref_by_lesion = {(r["participant"], r["lesion_id"]): r for r in measurable
-                     if r["session_role"] == "reference" and _finite(r["se_mean_percent"])}
-    pairs = [(r, ref_by_lesion[(r["participant"], r["lesion_id"])]) for r in peak
-             if (r["participant"], r["lesion_id"]) in ref_by_lesion]
-    if study_rows and not ref_by_lesion:
-        _warn(warnings, f"no {REFERENCE_AGENT} session with measurable lesions: AGuIX versus "
-                        f"Dotarem statistics are skipped")
+    """Peak AGuIX SE against the reference Dotarem SE of the same lesions, per primary tumour
+    at the highest paired dose."""
+    pairs, n_ref = _reference_pairs(c)
+    if c.has_study_rows and not n_ref:
+        _warn(c.warnings, f"no {REFERENCE_AGENT} session with measurable lesions: AGuIX versus "
+                          f"Dotarem statistics are skipped")
     cmp_rows = []
-    cmp_fits: dict[str, cohort.LinearFit] = {}
-    if pairs:
-        paired_doses = sorted({a["dose_mg_per_kg"] for a, _ in pairs
-                               if _finite(a["dose_mg_per_kg"])})
-        if paired_doses:
-            scope_dose = paired_doses[-1]
-            scoped = [(a, d) for a, d in pairs if a["dose_mg_per_kg"] == scope_dose]
-            scope_label = f"{scope_dose:g}"
-        else:
-            scoped, scope_label = pairs, "all"
-        groups = {"all": scoped}
-        for a, d in scoped:
-            if a["primary_tumor"]:
-                groups.setdefault(a["primary_tumor"], []).append((a, d))
-        for name in ["all"] + sorted(g for g in groups if g != "all"):
-            g = groups[name]
-            fit = cohort.linear_regression([d["se_mean_percent"] for _, d in g],
-                                           [a["se_mean_percent"] for a, _ in g])
-            cmp_fits[name] = fit
+    if len(pairs):
+        doses = pairs["dose_mg_per_kg"][_isfinite(pairs["dose_mg_per_kg"])]
+        scoped, scope_label = pairs, "all"
+        if len(doses):
+            scope_dose = float(doses.max())
+            scoped, scope_label = pairs[pairs["dose_mg_per_kg"] == scope_dose], f"{scope_dose:g}"
+        cmp_fits: dict[str, cohort.LinearFit] = {}
+        for name, g in [("all", scoped), *scoped.groupby("primary_tumor")]:
+            cmp_fits[name] = fit = cohort.linear_regression(
+                g["se_reference_percent"].to_numpy(float), g["se_mean_percent"].to_numpy(float))
             cmp_rows.append(dict(dose_or_scope=scope_label, primary_tumor=name,
                                  x="Dotarem SE (%)", y="AGuIX SE (%)", **_fit_row(fit)))
-        fits["aguix_vs_dotarem"] = cmp_fits
-        fits["aguix_vs_dotarem_scope"] = scope_label
-    tables["aguix_vs_dotarem"] = Table.registered(
+        c.fits["aguix_vs_dotarem"] = cmp_fits
+        c.fits["aguix_vs_dotarem_scope"] = scope_label
+    c.tables["aguix_vs_dotarem"] = Table.registered(
         "aguix_vs_dotarem", "AGuIX versus Dotarem, lesion by lesion",
         "Regression of the peak AGuIX SE on the reference Dotarem SE of the same measurable "
         "lesions, per primary tumour, at the highest dose (paper Fig. 3A: 100 mg/kg, the same Gd "
         "quantity as one Dotarem dose).",
         cmp_rows)
+    _sensitivity(c, pairs)
+
+
+def _sensitivity(c: _Cohort, pairs: pd.DataFrame) -> None:
+    """Sensitivity of AGuIX relative to Dotarem per dose, over the paired lesions."""
     sens_rows = []
-    for d in sorted({a["dose_mg_per_kg"] for a, _ in pairs if _finite(a["dose_mg_per_kg"])}):
-        sel = [(a, b) for a, b in pairs if a["dose_mg_per_kg"] == d]
-        ma = float(np.mean([a["se_mean_percent"] for a, _ in sel]))
-        md = float(np.mean([b["se_mean_percent"] for _, b in sel]))
-        per = cohort.sensitivity_percent([a["se_mean_percent"] for a, _ in sel],
-                                         [b["se_mean_percent"] for _, b in sel])
+    for d, sel in pairs[_isfinite(pairs["dose_mg_per_kg"])].groupby("dose_mg_per_kg"):
+        agent = sel["se_mean_percent"].to_numpy(float)
+        reference = sel["se_reference_percent"].to_numpy(float)
+        ma, md = float(np.mean(agent)), float(np.mean(reference))
+        per = cohort.sensitivity_percent(agent, reference)
         sens_rows.append({"dose_mg_per_kg": d, "n_lesions": len(sel),
                           "se_aguix_mean_percent": ma, "se_dotarem_mean_percent": md,
                           "sensitivity_percent": float(cohort.sensitivity_percent(ma, md)),
                           "sensitivity_median_lesion_percent":
                               float(np.nanmedian(per)) if np.isfinite(per).any() else _NAN})
-    tables["sensitivity_by_dose"] = Table.registered(
+    c.tables["sensitivity_by_dose"] = Table.registered(
         "sensitivity_by_dose", "Sensitivity of AGuIX relative to Dotarem",
         "100 x mean AGuIX SE / mean Dotarem SE over the measurable lesions seen in both, per dose.",
         sens_rows)
@@ -377,24 +415,24 @@ def _aguix_vs_dotarem(c: _Cohort) -> None:
 
 def _se_vs_concentration(c: _Cohort) -> None:
     """Per-participant regression of lesion SE on concentration (paper Fig. 3B)."""
-    participants, peak, fits, tables = c.participants, c.peak, c.fits, c.tables
+    peak = c.peak
+    by_participant = dict(tuple(peak[_isfinite(peak["conc_mean_mg_per_L"])]
+                                .groupby("participant", sort=False)))
     conc_rows = []
     conc_fits: dict[str, cohort.LinearFit] = {}
-    for p in participants:
-        sel = [r for r in peak if r["participant"] == p and _finite(r["conc_mean_mg_per_L"])]
-        if not sel:
-            continue
-        fit = cohort.linear_regression([r["conc_mean_mg_per_L"] for r in sel],
-                                       [r["se_mean_percent"] for r in sel])
-        conc_fits[p] = fit
-        m, sd = _mean_sd([r["conc_mean_mg_per_L"] for r in sel])
-        conc_rows.append(dict(participant_id=_sub(p), session_id=_ses(sel[0]["session"]),
-                              dose_mg_per_kg=sel[0]["dose_mg_per_kg"],
-                              primary_tumor=sel[0]["primary_tumor"],
+    for p in (p for p in c.participants if p in by_participant):
+        sel = by_participant[p]
+        conc_fits[p] = fit = cohort.linear_regression(
+            sel["conc_mean_mg_per_L"].to_numpy(float), sel["se_mean_percent"].to_numpy(float))
+        m, sd = _mean_sd(sel["conc_mean_mg_per_L"])
+        first = sel.iloc[0]
+        conc_rows.append(dict(participant_id=_sub(p), session_id=_ses(first["session"]),
+                              dose_mg_per_kg=first["dose_mg_per_kg"],
+                              primary_tumor=first["primary_tumor"],
                               conc_mean_mg_per_L_mean=m, conc_mean_mg_per_L_sd=sd,
                               **_fit_row(fit)))
-    fits["se_vs_concentration"] = conc_fits
-    tables["se_vs_concentration"] = Table.registered(
+    c.fits["se_vs_concentration"] = conc_fits
+    c.tables["se_vs_concentration"] = Table.registered(
         "se_vs_concentration", "SE versus concentration, per participant",
         "Regression of the lesion SE (%) on the lesion AGuIX concentration (mg/L) over the "
         "measurable lesions of the peak session (paper Fig. 3B); slope in % per mg/L.",
@@ -402,94 +440,86 @@ def _se_vs_concentration(c: _Cohort) -> None:
 
 
 def _upper_bounds(c: _Cohort) -> None:
-    """SE-based upper bounds of the concentration where it is not quantified (on the rows)."""
+    """SE-based upper bounds of the concentration where it is not quantified (on the rows): with
+    the participant's SE-versus-concentration slope and, conservatively, its lower 95 % limit."""
     rows = c.rows
     conc_fits = c.fits.get("se_vs_concentration", {})
-    for r in rows:
-        r["conc_upper_mg_per_L"] = _NAN
-        r["conc_upper_conservative_mg_per_L"] = _NAN
-        fit = conc_fits.get(r["participant"])
-        if (r["session_role"] == "persistence" and not r["is_control"]
-                and not r["conc_quantified"] and fit is not None
-                and _finite(r["se_mean_percent"])):
-            se_pos = max(r["se_mean_percent"], 0.0)      # no enhancement -> bound 0
-            if _finite(fit.slope) and fit.slope > 0:
-                r["conc_upper_mg_per_L"] = float(se_upper_bound_concentration(se_pos, fit.slope))
-            if _finite(fit.slope_ci_low) and fit.slope_ci_low > 0:
-                r["conc_upper_conservative_mg_per_L"] = float(
-                    se_upper_bound_concentration(se_pos, fit.slope_ci_low))
+    bounded = ((rows["session_role"] == "persistence") & ~rows["is_control"]
+               & rows["conc_quantified"].eq(False) & rows["participant"].isin(conc_fits)
+               & _isfinite(rows["se_mean_percent"])).to_numpy()
+    se_pos = np.maximum(rows["se_mean_percent"].to_numpy(float), 0.0)   # no enhancement -> 0
+    for column, slope in (("conc_upper_mg_per_L", "slope"),
+                          ("conc_upper_conservative_mg_per_L", "slope_ci_low")):
+        slopes = rows["participant"].map({p: getattr(f, slope) for p, f in conc_fits.items()})
+        rows[column] = np.where(bounded, se_upper_bound_concentration(
+            se_pos, slopes.to_numpy(float)), _NAN)
 
 
 def _percent_id_per_g(c: _Cohort) -> None:
     """Uptake in percent of the injected dose per gram."""
-    lesions, tables = c.lesions, c.tables
-    idg_rows = [dict(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
-                     lesion_id=r["lesion_id"], session_role=r["session_role"],
-                     measurable=r["measurable"], dose_mg_per_kg=r["dose_mg_per_kg"],
-                     weight_kg=r["weight_kg"], conc_mean_mg_per_L=r["conc_mean_mg_per_L"],
-                     conc_quantified=r["conc_quantified"],
-                     percent_id_per_g=r["percent_id_per_g"])
-                for r in lesions if r["agent"] == STUDY_AGENT and _finite(r["percent_id_per_g"])]
-    tables["percent_id_per_g"] = Table.registered(
+    lesions = c.lesions
+    sel = lesions[(lesions["agent"] == STUDY_AGENT) & _isfinite(lesions["percent_id_per_g"])]
+    c.tables["percent_id_per_g"] = Table.registered(
         "percent_id_per_g", "Uptake: percent of injected dose per gram",
         "%ID/g = 100 * (C mg/L / 1000) / (dose mg/kg * weight kg), tissue density 1 kg/L, for "
         "every AGuIX lesion row with a concentration.",
-        idg_rows)
+        _ids(sel))
+
+
+def _persistence_lesions(c: _Cohort) -> pd.DataFrame:
+    """Measurable lesions of the later AGuIX sessions with their peak-session values."""
+    m = c.measurable
+    later = m[(m["session_role"] == "persistence") & _isfinite(m["se_mean_percent"])]
+    peak = (c.peak.drop_duplicates(_LESION, keep="last")
+            [_LESION + ["session", "se_mean_percent", "conc_mean_mg_per_L"]]
+            .rename(columns={"session": "peak", "se_mean_percent": "se_peak_percent",
+                             "conc_mean_mg_per_L": "conc_peak_mg_per_L"}))
+    pers = later.merge(peak, on=_LESION, how="inner")
+    quantified = pers["conc_quantified"].astype(bool)
+    return _ids(pers, peak_session="peak", later_session="session").assign(
+        se_later_percent=pers["se_mean_percent"],
+        persistence_percent=cohort.persistence_percent(pers["se_mean_percent"].to_numpy(float),
+                                                       pers["se_peak_percent"].to_numpy(float)),
+        conc_later_mg_per_L=pers["conc_mean_mg_per_L"].where(quantified),
+        conc_quantified=quantified)
+
+
+def _persistence_row(sel: pd.DataFrame, fit: cohort.LinearFit | None) -> dict:
+    """One row of ``persistence_by_participant``: a participant's lesions at one later session."""
+    pm, psd = _mean_sd(sel["se_peak_percent"])
+    lm, lsd = _mean_sd(sel["se_later_percent"])
+    slope = fit.slope if fit is not None else _NAN
+    quantified = sel[sel["conc_quantified"]]
+    unquantified = sel[~sel["conc_quantified"]]
+    se_unq = max(_mean(unquantified["se_later_percent"]), 0.0) if len(unquantified) else _NAN
+    upper = (float(se_upper_bound_concentration(se_unq, slope))
+             if _finite(slope) and slope > 0 and _finite(se_unq) else _NAN)
+    first = sel.iloc[0]
+    return dict(participant_id=first["participant_id"], peak_session=first["peak_session"],
+                later_session=first["later_session"], n_lesions=len(sel),
+                se_peak_mean_percent=pm, se_peak_sd_percent=psd, se_later_mean_percent=lm,
+                se_later_sd_percent=lsd,
+                persistence_percent=float(cohort.persistence_percent(lm, pm)),
+                n_quantified=len(quantified),
+                conc_later_mean_mg_per_L=(_mean(quantified["conc_later_mg_per_L"])
+                                          if len(quantified) else _NAN),
+                slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper)
 
 
 def _persistence(c: _Cohort) -> None:
     """Later AGuIX sessions against the peak, per lesion and per participant."""
-    measurable, peak, tables = c.measurable, c.peak, c.tables
     conc_fits = c.fits.get("se_vs_concentration", {})
-    peak_by_lesion = {(r["participant"], r["lesion_id"]): r for r in peak}
-    pers_rows = []
-    for r in measurable:
-        if r["session_role"] != "persistence" or not _finite(r["se_mean_percent"]):
-            continue
-        pk = peak_by_lesion.get((r["participant"], r["lesion_id"]))
-        if pk is None:
-            continue
-        pers_rows.append(dict(
-            participant_id=_sub(r["participant"]), lesion_id=r["lesion_id"],
-            peak_session=_ses(pk["session"]), later_session=_ses(r["session"]),
-            dose_mg_per_kg=r["dose_mg_per_kg"], se_peak_percent=pk["se_mean_percent"],
-            se_later_percent=r["se_mean_percent"],
-            persistence_percent=float(cohort.persistence_percent(r["se_mean_percent"],
-                                                                 pk["se_mean_percent"])),
-            conc_peak_mg_per_L=pk["conc_mean_mg_per_L"],
-            conc_later_mg_per_L=r["conc_mean_mg_per_L"] if r["conc_quantified"] else _NAN,
-            detection_limit_mM=r["detection_limit_mM"], conc_quantified=r["conc_quantified"],
-            conc_upper_mg_per_L=r["conc_upper_mg_per_L"],
-            conc_upper_conservative_mg_per_L=r["conc_upper_conservative_mg_per_L"]))
-    tables["persistence"] = Table.registered(
+    pers = _persistence_lesions(c)
+    c.tables["persistence"] = Table.registered(
         "persistence", "Persistence at later AGuIX sessions, per lesion",
         "SE at each later AGuIX session (trial D8) against the peak session (D1), and the "
         "concentration or, where it cannot be quantified, its SE-based upper bound.",
-        pers_rows)
-    pp_rows = []
-    for key in sorted({(r["participant_id"], r["later_session"]) for r in pers_rows},
-                      key=lambda k: (_natural_key(k[0]), _natural_key(k[1]))):
-        sel = [r for r in pers_rows if (r["participant_id"], r["later_session"]) == key]
-        pm, psd = _mean_sd([r["se_peak_percent"] for r in sel])
-        lm, lsd = _mean_sd([r["se_later_percent"] for r in sel])
-        fit = conc_fits.get(_strip(key[0], "sub-"))
-        slope = fit.slope if fit is not None else _NAN
-        quantified = [r for r in sel if r["conc_quantified"]]
-        unquantified = [r for r in sel if not r["conc_quantified"]]
-        se_unq = (max(float(np.mean([r["se_later_percent"] for r in unquantified])), 0.0)
-                  if unquantified else _NAN)
-        upper = (float(se_upper_bound_concentration(se_unq, slope))
-                 if _finite(slope) and slope > 0 and _finite(se_unq) else _NAN)
-        conc_q = (float(np.mean([r["conc_later_mg_per_L"] for r in quantified]))
-                  if quantified else _NAN)
-        pp_rows.append(dict(participant_id=key[0], peak_session=sel[0]["peak_session"],
-                            later_session=key[1], n_lesions=len(sel), se_peak_mean_percent=pm,
-                            se_peak_sd_percent=psd, se_later_mean_percent=lm,
-                            se_later_sd_percent=lsd,
-                            persistence_percent=float(cohort.persistence_percent(lm, pm)),
-                            n_quantified=len(quantified), conc_later_mean_mg_per_L=conc_q,
-                            slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper))
-    tables["persistence_by_participant"] = Table.registered(
+        pers)
+    groups = dict(tuple(pers.groupby(["participant_id", "later_session"], sort=False)))
+    keys = sorted(groups, key=lambda k: (_natural_key(k[0]), _natural_key(k[1])))
+    pp_rows = [_persistence_row(groups[k], conc_fits.get(groups[k]["participant"].iloc[0]))
+               for k in keys]
+    c.tables["persistence_by_participant"] = Table.registered(
         "persistence_by_participant", "Persistence per participant",
         "Mean lesion SE at the peak and later AGuIX sessions; the mean later concentration of "
         "the lesions where it is quantified and, for the others, the upper bound mean later SE "
@@ -497,43 +527,48 @@ def _persistence(c: _Cohort) -> None:
         pp_rows)
 
 
+def _nan_stat(f, values: np.ndarray) -> float:
+    return float(f(values)) if np.isfinite(values).any() else _NAN
+
+
+def _control_row(key: tuple, sel: pd.DataFrame, warnings: list[str]) -> dict:
+    """One row of ``controls`` (the control regions of a participant, session and agent),
+    flagged, with a warning, when they show SE or concentration."""
+    p, s, a = key
+    se, cc, dr = (sel[k].to_numpy(float) for k in ("se_mean_percent", "conc_mean_mM",
+                                                   "delta_r1_mean_per_s"))
+    se_max = _nan_stat(lambda v: np.nanmax(np.abs(v)), se)
+    cc_max = _nan_stat(lambda v: np.nanmax(np.abs(v)), cc)
+    flags = []
+    if _finite(se_max) and se_max > CONTROL_SE_THRESHOLD_PERCENT:
+        flags.append(f"|SE| > {CONTROL_SE_THRESHOLD_PERCENT:g} %")
+    if _finite(cc_max) and cc_max > CONTROL_CONC_THRESHOLD_MM:
+        flags.append(f"|conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM")
+    flag = "; ".join(flags) or "ok"
+    if flags:
+        _warn(warnings, f"{_sub(p)} {_ses(s)} {a}: healthy-tissue control regions show "
+                        f"{flag} (max |SE| {se_max:.1f} %, max |conc| {cc_max:.4f} mM): check "
+                        f"registration and the lesion mask")
+    return dict(participant_id=_sub(p), session_id=_ses(s), contrast_agent=a,
+                session_role=sel["session_role"].iloc[0], n_controls=len(sel),
+                se_control_mean_percent=_nan_stat(np.nanmean, se),
+                se_control_max_abs_percent=se_max, conc_control_mean_mM=_nan_stat(np.nanmean, cc),
+                conc_control_max_abs_mM=cc_max,
+                delta_r1_control_mean_per_s=_nan_stat(np.nanmean, dr),
+                detection_limit_mM=sel["detection_limit_mM"].iloc[0], flag=flag)
+
+
 def _controls(c: _Cohort) -> None:
     """Healthy-tissue control regions per participant, session and agent, with flags."""
-    rows, roles, warnings, tables = c.rows, c.roles, c.warnings, c.tables
-    ctl_rows = []
-    keys = sorted({(r["participant"], r["session"], r["agent"]) for r in rows
-                   if r["is_control"] and r["agent"]},
-                  key=lambda k: (_natural_key(k[0]), roles[k[0]]["order"].index(k[1]), k[2]))
-    for p, s, a in keys:
-        sel = [r for r in rows if r["is_control"] and (r["participant"], r["session"], r["agent"])
-               == (p, s, a)]
-        se = np.array([r["se_mean_percent"] for r in sel], float)
-        cc = np.array([r["conc_mean_mM"] for r in sel], float)
-        dr = np.array([r["delta_r1_mean_per_s"] for r in sel], float)
-        se_max = float(np.nanmax(np.abs(se))) if np.isfinite(se).any() else _NAN
-        cc_max = float(np.nanmax(np.abs(cc))) if np.isfinite(cc).any() else _NAN
-        flags = []
-        if _finite(se_max) and se_max > CONTROL_SE_THRESHOLD_PERCENT:
-            flags.append(f"|SE| > {CONTROL_SE_THRESHOLD_PERCENT:g} %")
-        if _finite(cc_max) and cc_max > CONTROL_CONC_THRESHOLD_MM:
-            flags.append(f"|conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM")
-        flag = "; ".join(flags) or "ok"
-        if flags:
-            _warn(warnings, f"{_sub(p)} {_ses(s)} {a}: healthy-tissue control regions show "
-                            f"{flag} (max |SE| {se_max:.1f} %, max |conc| {cc_max:.4f} mM): check "
-                            f"registration and the lesion mask")
-        ctl_rows.append(dict(
-            participant_id=_sub(p), session_id=_ses(s), contrast_agent=a,
-            session_role=sel[0]["session_role"], n_controls=len(sel),
-            se_control_mean_percent=float(np.nanmean(se)) if np.isfinite(se).any() else _NAN,
-            se_control_max_abs_percent=se_max,
-            conc_control_mean_mM=float(np.nanmean(cc)) if np.isfinite(cc).any() else _NAN,
-            conc_control_max_abs_mM=cc_max,
-            delta_r1_control_mean_per_s=float(np.nanmean(dr)) if np.isfinite(dr).any() else _NAN,
-            detection_limit_mM=sel[0]["detection_limit_mM"], flag=flag))
-    if rows and not ctl_rows:
-        _warn(warnings, "no healthy-tissue control rows (control-<k>) in the lesion tables")
-    tables["controls"] = Table.registered(
+    rows = c.rows
+    groups = dict(tuple(rows[rows["is_control"] & rows["agent"].notna()]
+                        .groupby(_SESSION, sort=False)))
+    keys = sorted(groups, key=lambda k: (_natural_key(k[0]), c.roles[k[0]]["order"].index(k[1]),
+                                         k[2]))
+    ctl_rows = [_control_row(k, groups[k], c.warnings) for k in keys]
+    if len(rows) and not ctl_rows:
+        _warn(c.warnings, "no healthy-tissue control rows (control-<k>) in the lesion tables")
+    c.tables["controls"] = Table.registered(
         "controls", "Healthy-tissue controls",
         f"Control regions should show no SE and no concentration; flagged when |SE| > "
         f"{CONTROL_SE_THRESHOLD_PERCENT:g} % or |conc| > {CONTROL_CONC_THRESHOLD_MM:g} mM.",
@@ -542,41 +577,31 @@ def _controls(c: _Cohort) -> None:
 
 def _cohort_table(c: _Cohort) -> None:
     """Every row with covariates, roles and derived quantities (first table, for readers)."""
-    rows, tables = c.rows, c.tables
-    cohort_cols = ["participant_id", "session_id", "contrast_agent", "lesion_id", "is_control",
-                   "longest_diameter_mm", "measurable", "volume_mm3", "se_mean_percent",
-                   "se_sd_percent", "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
-                   "conc_mean_mM", "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels",
-                   "dose_mg_per_kg", "weight_kg", "primary_tumor", "session_order",
-                   "session_order_source", "agent_session_index", "session_role", "size_bin",
-                   "se_dose_normalised_percent", "percent_id_per_g", "detection_limit_mM",
-                   "conc_quantified", "conc_upper_mg_per_L", "conc_upper_conservative_mg_per_L"]
-    ordered = sorted(rows, key=lambda r: (_natural_key(r["participant"]), r["session_order"],
-                                          r["agent"] or "", r["is_control"],
-                                          _natural_key(r["lesion_id"])))
-    cohort_rows = []
-    for r in ordered:
-        out = {c: r.get(c) for c in cohort_cols}
-        out.update(participant_id=_sub(r["participant"]), session_id=_ses(r["session"]),
-                   contrast_agent=r["agent"] or r["agent_label"])
-        cohort_rows.append(out)
-    cohort_table = Table(
+    rows = c.rows
+    keys = [(_natural_key(p), o, a or "", ctl, _natural_key(les)) for p, o, a, ctl, les in zip(
+        rows["participant"], rows["session_order"], rows["agent"], rows["is_control"],
+        rows["lesion_id"])]
+    ordered = rows.iloc[sorted(range(len(rows)), key=keys.__getitem__)]
+    frame = _ids(ordered).assign(
+        contrast_agent=ordered["agent"].where(ordered["agent"].notna(), ordered["agent_label"]))
+    cohort_table = Table.registered(
         "cohort_lesions", "Cohort lesion table",
         "Every row of every participant lesion table, with covariates, session roles and the "
-        "derived quantities of the group level.", cohort_cols, cohort_rows)
-    c.tables = {"cohort_lesions": cohort_table, **tables}
+        "derived quantities of the group level.", frame)
+    c.tables = {"cohort_lesions": cohort_table, **c.tables}
 
 
 _clean = tables.json_safe
 
 
 def _summary(out_tables, fits, tests, roles, warnings, participants) -> dict:
+    cohort_rows = out_tables["cohort_lesions"].frame
     out = {
         "participants": [_sub(p) for p in participants],
         "n_participants": len(participants),
-        "n_measurable_lesions_peak": int(sum(
-            1 for r in out_tables["cohort_lesions"].rows if r["session_role"] == "peak"
-            and r["measurable"] and not r["is_control"])),
+        "n_measurable_lesions_peak": int(((cohort_rows["session_role"] == "peak")
+                                          & cohort_rows["measurable"]
+                                          & ~cohort_rows["is_control"]).sum()),
         "session_roles": {_sub(p): {"order": [_ses(s) for s in v["order"]],
                                     "ordered_by": v["source"],
                                     "sessions_by_agent": {a: [_ses(s) for s in ss] for a, ss

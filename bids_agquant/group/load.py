@@ -1,25 +1,40 @@
-"""Group level, reading: participant lesion tables and covariates into typed rows.
+"""Group level, reading: participant lesion tables and covariates into typed pandas DataFrames.
 
 BIDS ``n/a`` and the TSV rules are those of :mod:`bids_agquant.bids.tables` (read once there);
-this module adds what the group level needs: the required columns of a lesion table
-(:data:`LESION_TABLE_COLUMNS`), canonical agent names and the time order of each participant's
-sessions (``acq_time`` of ``sessions.tsv`` when every session has one, else natural label order).
+this module types what the group level needs:
+
+- :func:`read_lesion_tables`: the cohort's lesion rows, one DataFrame (the required columns of a
+  lesion table are :data:`LESION_TABLE_COLUMNS`): ``participant`` and ``session`` labels without
+  prefixes, ``agent_label`` as written and ``agent`` canonical (None when missing), booleans
+  ``is_control`` and ``measurable``, every number float64 (NaN for ``n/a``), in file and line
+  order;
+- :func:`read_participants`: covariates indexed by participant label (``dose_mg_per_kg``,
+  ``weight_kg`` float64, NaN when missing or not a positive number; ``primary_tumor`` text or
+  None);
+- :func:`order_sessions`: the time order of a participant's sessions (``acq_time`` of
+  ``sessions.tsv`` when every session has one, else natural label order).
+
+Numbers are parsed by :func:`pandas.to_numeric`; a cell that is neither missing nor a number is a
+:class:`GroupDataError` in a lesion table and a warning (then missing) in ``participants.tsv``.
 """
 from __future__ import annotations
 
 import csv
 import logging
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
+import pandas as pd
 
 from bids_agquant.bids import tables as T
 from bids_agquant.errors import GroupDataError, GroupInputError
 from bids_agquant.qmri.relaxivity import canonical_agent
 
-__all__ = ["GroupInputError", "GroupDataError", "LESION_TABLE_COLUMNS", "find_lesion_tables",
-           "read_lesion_table", "read_participants", "order_sessions", "warn"]
+__all__ = ["GroupInputError", "GroupDataError", "LESION_TABLE_COLUMNS", "COVARIATES",
+           "find_lesion_tables", "read_lesion_table", "read_lesion_tables", "read_participants",
+           "order_sessions", "as_text", "warn"]
 
 LOG = logging.getLogger("bids_agquant.group")
 
@@ -32,127 +47,130 @@ LESION_TABLE_COLUMNS = (
 _FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd_percent",
                   "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM",
                   "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
-_MISSING = T.MISSING
-_NAN = float("nan")
+#: Covariate columns of participants.tsv the group level uses (numbers, then the tumour).
+COVARIATES = ("dose_mg_per_kg", "weight_kg", "primary_tumor")
+_TRUE = frozenset({"true", "1", "yes", "y", "t", "1.0"})
+_READ_ERRORS = (OSError, UnicodeDecodeError, csv.Error, ValueError)
 
 
-_strip = T.strip_prefix
+def as_text(column: pd.Series) -> pd.Series:
+    """Text cells as Python objects, None where missing."""
+    return column.astype(object).where(column.notna(), None)
 
 
-def _to_float(text) -> float:
-    if text is None:
-        return _NAN
-    s = str(text).strip()
-    if s.lower() in _MISSING:
-        return _NAN
-    return float(s)
+def _numbers(text: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """float64 values of text columns (NaN where missing) and where a cell is not a number."""
+    flat = pd.to_numeric(text.to_numpy(object).ravel(), errors="coerce")
+    values = pd.DataFrame(np.asarray(flat, dtype="float64").reshape(text.shape),
+                          index=text.index, columns=text.columns)
+    return values, text.notna() & values.isna()
 
 
-def _to_bool(text) -> bool | None:
-    s = "" if text is None else str(text).strip().lower()
-    if s in ("true", "1", "yes", "y", "t", "1.0"):
-        return True
-    if s in ("false", "0", "no", "n", "f", "0.0"):
-        return False
-    return None
-
-
-def _rows(df) -> tuple[list[str], list[dict]]:
-    """Columns and rows (text, None when missing) of a :func:`bids_agquant.bids.tables` frame."""
-    return list(df.columns), [{k: T.cell(r, k) for k in df.columns} for r in df.to_dict("records")]
-
-
-def _read_tsv(path: Path, hint: str = "") -> tuple[list[str], list[dict]]:
-    try:
-        return _rows(T.read_tsv(path))
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise GroupDataError(f"cannot read {path}: {exc}{hint}") from exc
+def _labels(column: pd.Series, prefix: str) -> pd.Series:
+    return pd.Series([T.strip_prefix(v, prefix) for v in as_text(column)], index=column.index,
+                     dtype=object)
 
 
 def find_lesion_tables(output_dir: Path, participants: Iterable[str] = ()) -> list[Path]:
     """Participant lesion tables under ``output_dir`` (restricted to ``participants`` if given)."""
-    wanted = {_strip(p, "sub-") for p in participants}
+    wanted = {T.strip_prefix(p, "sub-") for p in participants}
     found = sorted(Path(output_dir).glob("sub-*/sub-*_desc-lesions_stats.tsv"))
-    return [p for p in found if not wanted or _strip(p.parent.name, "sub-") in wanted]
+    return [p for p in found if not wanted or T.strip_prefix(p.parent.name, "sub-") in wanted]
 
 
-def read_lesion_table(path: Path) -> list[dict]:
-    """Parse one participant lesion table into typed rows (floats, bools, canonical agents)."""
-    folder_participant = _strip(path.parent.name, "sub-")
-    columns, raw = _read_tsv(path, f" (a truncated or edited table?); rerun the participant "
-                                   f"level for sub-{folder_participant}")
-    missing = [c for c in LESION_TABLE_COLUMNS if c not in columns]
+def read_lesion_table(path: Path) -> pd.DataFrame:
+    """One participant lesion table as typed columns (see the module docstring)."""
+    folder_participant = T.strip_prefix(path.parent.name, "sub-")
+    try:
+        raw = T.read_tsv(path)
+    except _READ_ERRORS as exc:
+        raise GroupDataError(f"cannot read {path}: {exc} (a truncated or edited table?); rerun "
+                             f"the participant level for sub-{folder_participant}") from exc
+    missing = [c for c in LESION_TABLE_COLUMNS if c not in raw.columns]
     if missing:
         raise GroupDataError(f"{path}: missing column(s) {', '.join(missing)}; the lesion table "
                              f"must have the columns of interface.md (rerun the participant level)")
-    rows = []
-    for i, r in enumerate(raw, start=2):
-        row = {"participant": _strip(r["participant_id"], "sub-") or folder_participant,
-               "session": _strip(r["session_id"], "ses-"),
-               "agent_label": (r["contrast_agent"] or "").strip(),
-               "lesion_id": (r["lesion_id"] or "").strip()}
-        label = row["agent_label"]
-        row["agent"] = None if label.lower() in _MISSING else (canonical_agent(label) or label)
-        row["is_control"] = row["lesion_id"].startswith("control")
-        row["measurable"] = bool(_to_bool(r["measurable"])) and not row["is_control"]
-        for c in _FLOAT_COLUMNS:
-            try:
-                row[c] = _to_float(r[c])
-            except ValueError:
-                raise GroupDataError(f"{path}, line {i}: column {c} holds {r[c]!r}, not a "
-                                     f"number or n/a") from None
-        rows.append(row)
-    return rows
+    raw = raw.reset_index(drop=True)
+    numbers, bad = _numbers(raw[list(_FLOAT_COLUMNS)])
+    if bad.to_numpy().any():
+        i = int(np.flatnonzero(bad.any(axis=1))[0])
+        c = bad.columns[bad.iloc[i].to_numpy()][0]
+        raise GroupDataError(f"{path}, line {i + 2}: column {c} holds {raw.at[i, c]!r}, not a "
+                             f"number or n/a")
+    participant = _labels(raw["participant_id"], "sub-")
+    label = as_text(raw["contrast_agent"]).fillna("")
+    lesion_id = as_text(raw["lesion_id"]).fillna("")
+    canonical = {a: canonical_agent(a) or a for a in set(label) if a}
+    is_control = lesion_id.str.startswith("control").astype(bool)
+    truthy = as_text(raw["measurable"]).fillna("").str.lower().isin(_TRUE)
+    return pd.DataFrame({
+        "participant": participant.where(participant != "", folder_participant),
+        "session": _labels(raw["session_id"], "ses-"),
+        "agent_label": label, "lesion_id": lesion_id,
+        "agent": pd.Series([canonical.get(a) for a in label], index=raw.index, dtype=object),
+        "is_control": is_control, "measurable": truthy & ~is_control,
+        **{c: numbers[c] for c in _FLOAT_COLUMNS}})
 
 
-def read_participants(bids_dir: Path | None, warnings: list[str]) -> dict[str, dict]:
-    """Covariates per participant label: dose_mg_per_kg, weight_kg (floats), primary_tumor."""
+def read_lesion_tables(paths: Iterable[Path]) -> pd.DataFrame:
+    """Every lesion table of the cohort, one row per table row, in path then line order."""
+    return pd.concat([read_lesion_table(p) for p in paths], ignore_index=True)
+
+
+def _covariate_warnings(raw: pd.DataFrame, duplicated: pd.Series) -> list[str]:
+    """Warnings on the covariates of ``participants.tsv``, row by row as the rows come."""
+    events = [(i, 0, f"participants.tsv has several rows for sub-{raw.at[i, 'participant']}; "
+                     f"using the first") for i in np.flatnonzero(duplicated)]
+    values, bad = _numbers(raw[list(COVARIATES[:2])])
+    invalid = values.notna() & ~(values > 0) | np.isinf(values)
+    for k, c in enumerate(COVARIATES[:2], start=1):
+        for i in np.flatnonzero((bad[c] | invalid[c]) & ~duplicated):
+            what = "a number" if bad[c].iloc[i] else "a positive number"
+            events.append((i, k, f"participants.tsv: {c} of sub-{raw.at[i, 'participant']} is "
+                                 f"{raw.at[i, c]!r}, not {what}; treated as missing"))
+    return [message for *_, message in sorted(events)]
+
+
+def read_participants(bids_dir: Path | None, warnings: list[str]) -> pd.DataFrame:
+    """Covariates (:data:`COVARIATES`) indexed by participant label; the first row counts."""
     path = Path(bids_dir) / "participants.tsv" if bids_dir else None
     try:
-        df = T.read_participants(bids_dir) if bids_dir else None
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raw = T.read_participants(bids_dir) if bids_dir else None
+    except _READ_ERRORS as exc:
         raise GroupDataError(f"cannot read {path}: {exc}") from exc
-    if df is None:
+    empty = pd.DataFrame({"dose_mg_per_kg": pd.Series(dtype="float64"),
+                          "weight_kg": pd.Series(dtype="float64"),
+                          "primary_tumor": pd.Series(dtype=object)},
+                         index=pd.Index([], dtype=object, name="participant"))
+    if raw is None:
         _warn(warnings, f"no participants.tsv in {bids_dir}: dose, weight and primary tumour are "
                         f"unknown, so every statistic that needs them is skipped")
-        return {}
-    columns, raw = _rows(df)
-    if "participant_id" not in columns:
+        return empty
+    if "participant_id" not in raw.columns:
         raise GroupDataError(f"{path}: no participant_id column (BIDS requires it)")
-    for c in ("dose_mg_per_kg", "weight_kg", "primary_tumor"):
-        if c not in columns:
+    for c in COVARIATES:
+        if c not in raw.columns:
             _warn(warnings, f"participants.tsv has no {c} column: statistics that need it are "
                             f"skipped")
-    out = {}
-    for r in raw:
-        p = r.get("participant") or ""
-        if p in out:      # as the participant level: the first row counts
-            _warn(warnings, f"participants.tsv has several rows for sub-{p}; using the first")
-            continue
-        cov = {}
-        for c in ("dose_mg_per_kg", "weight_kg"):
-            try:
-                cov[c] = _to_float(r.get(c))
-            except ValueError:
-                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
-                                f"number; treated as missing")
-                cov[c] = _NAN
-            if not (cov[c] > 0 and math.isfinite(cov[c])) and not math.isnan(cov[c]):
-                _warn(warnings, f"participants.tsv: {c} of sub-{p} is {r.get(c)!r}, not a "
-                                f"positive number; treated as missing")
-                cov[c] = _NAN
-        tumor = (r.get("primary_tumor") or "").strip()
-        cov["primary_tumor"] = None if tumor.lower() in _MISSING else tumor
-        out[p] = cov
-    return out
+            raw[c] = None
+    raw = raw.reset_index(drop=True)
+    raw["participant"] = as_text(raw["participant"]).fillna("")
+    duplicated = raw["participant"].duplicated()
+    for message in _covariate_warnings(raw, duplicated):
+        _warn(warnings, message)
+    kept = raw[~duplicated]
+    out = _numbers(kept[list(COVARIATES[:2])])[0]
+    out = out.where((out > 0) & np.isfinite(out))
+    out["primary_tumor"] = as_text(kept["primary_tumor"])
+    out.index = pd.Index(kept["participant"].to_list(), dtype=object, name="participant")
+    return out if len(out) else empty
 
 
 def _parse_time(text) -> datetime | None:
-    s = "" if text is None else str(text).strip()
-    if not s or s.lower() in _MISSING:
+    if text is None:
         return None
     try:
-        t = datetime.fromisoformat(s)
+        t = datetime.fromisoformat(str(text))
     except ValueError:
         return None
     return t.replace(tzinfo=None)
@@ -164,11 +182,11 @@ def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | N
     sessions = sorted(set(sessions), key=T.natural_key)
     try:
         df = T.read_sessions(bids_dir, participant) if bids_dir else None
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+    except _READ_ERRORS:
         df = None
-    if df is not None:
-        _, raw = _rows(df)
-        times = {r.get("session") or "": _parse_time(r.get("acq_time")) for r in raw}
+    if df is not None and "session" in df.columns:
+        acq = as_text(df["acq_time"]) if "acq_time" in df.columns else [None] * len(df)
+        times = dict(zip(as_text(df["session"]).fillna(""), map(_parse_time, acq)))
         if sessions and all(times.get(s) is not None for s in sessions):
             return sorted(sessions, key=lambda s: (times[s], T.natural_key(s))), \
                 "sessions.tsv acq_time"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bids_agquant.bids import columns, tables
 from bids_agquant.group.analysis import GroupAnalysis, Table, analyse_cohort
-from bids_agquant.group.load import (LOG, GroupInputError, find_lesion_tables, read_lesion_table,
+from bids_agquant.group.load import (LOG, GroupInputError, find_lesion_tables, read_lesion_tables,
                                      read_participants)
 from bids_agquant.reports._io import write_text_atomic
 from bids_agquant.reports.figures import write_group_figures
@@ -83,9 +83,9 @@ def run_group(config) -> None:
             f"{which}: run the participant level first")
     LOG.info("group level: %d participant lesion table(s) in %s", len(found), output_dir)
     warnings: list[str] = []
-    rows = [row for path in found for row in read_lesion_table(path)]
+    lesions = read_lesion_tables(found)
     covariates = read_participants(bids_dir, warnings)
-    analysis = analyse_cohort(rows, covariates, bids_dir, warnings)
+    analysis = analyse_cohort(lesions, covariates, bids_dir, warnings)
 
     group_dir = output_dir / "group"
     group_dir.mkdir(parents=True, exist_ok=True)
