@@ -22,7 +22,14 @@ class LatticeField:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Values at head-space ``points`` (3, N) by trilinear interpolation (edge values outside)."""
-        idx = (points - self.origin[:, None]) / self.spacing
+        return self.at_index(self.index(points))
+
+    def index(self, points: np.ndarray) -> np.ndarray:
+        """Lattice coordinates of ``points`` (3, N) (shared by fields on the same lattice)."""
+        return (points - self.origin[:, None]) / self.spacing
+
+    def at_index(self, idx: np.ndarray) -> np.ndarray:
+        """Trilinear values at lattice coordinates ``idx`` (3, N) (edge values outside)."""
         return ndimage.map_coordinates(self.values, idx, order=1, mode="nearest", prefilter=False)
 
 

@@ -152,8 +152,9 @@ class BrainWarp:
 
     def to_affine(self, points: np.ndarray) -> np.ndarray:
         """Affine space (template-aligned mm) of head-space ``points`` (3, N)."""
-        anchor = np.asarray(TEMPLATE_ANCHOR)[:, None]
-        return (self.rotation.T @ (points - self.head_centre[:, None])) / self.scale[:, None] + anchor
+        lin = self.rotation.T / self.scale[:, None]             # one 3x4 affine: two passes
+        shift = np.asarray(TEMPLATE_ANCHOR) - lin @ self.head_centre
+        return lin @ points + shift[:, None]
 
     def from_affine(self, q: np.ndarray) -> np.ndarray:
         """Head space of affine-space points ``q`` (3, N) (inverse of :meth:`to_affine`)."""
@@ -162,7 +163,8 @@ class BrainWarp:
 
     def nonlinear(self, q: np.ndarray) -> np.ndarray:
         """Template mm of affine-space points ``q`` (3, N)."""
-        t = q + np.stack([u(q) for u in self.displacement])
+        idx = self.displacement[0].index(q)                   # the three share a lattice
+        t = q + np.stack([u.at_index(idx) for u in self.displacement])
         dv = t - self.ventricle_centre[:, None]
         sig = np.asarray(VENTRICLE_SIGMA_MM)[:, None]
         w = np.exp(-0.5 * ((dv / sig) ** 2).sum(axis=0))
@@ -349,8 +351,12 @@ class MNIHead:
         """Signed distance (head mm) to the intracranial surface at affine-space points ``q``;
         beyond the lattice, its edge value plus the distance to the edge."""
         lo, hi = np.asarray(FIELD_LO)[:, None], np.asarray(FIELD_HI)[:, None]
+        d = self.distance(q)
+        if q.size and np.all(q.min(axis=1, keepdims=True) >= lo) and np.all(
+                q.max(axis=1, keepdims=True) <= hi):
+            return d
         off = (q - np.clip(q, lo, hi)) * self.warp.scale[:, None]
-        return self.distance(q) + np.sqrt((off ** 2).sum(axis=0))
+        return d + np.sqrt((off ** 2).sum(axis=0))
 
     def _fractions(self, q: np.ndarray, d: np.ndarray, reach: np.ndarray,
                    w: float) -> dict[str, np.ndarray]:
@@ -377,7 +383,9 @@ class MNIHead:
         band = np.flatnonzero(d < reach + w)
         if band.size:
             qb = q[:, band]
-            bounds = _layer_bounds(self.bone_field(qb), self.soft_field(qb), _temporal_weight(qb))
+            idx = self.bone_field.index(qb)                      # shared with soft_field
+            bounds = _layer_bounds(self.bone_field.at_index(idx), self.soft_field.at_index(idx),
+                                   _temporal_weight(qb))
             for k, b in enumerate(bounds):
                 beyond[k][band] = ramp((d[band] - b) / w)
         out = {"dura": ext * (1.0 - beyond[0]),
@@ -426,8 +434,9 @@ class MNIHead:
         m0_l = sum(fr[t] * TISSUES[t][1] for t in FRACTION_TISSUES)
         r1_l = sum(fr[t] / TISSUES[t][0] for t in FRACTION_TISSUES)
         tex = np.flatnonzero(m0_l > 0)              # texture (multiplicative) where not air
-        m0_l[tex] *= 1.0 + self.texture_m0_amp * self.texture_m0(ql[:, tex])
-        r1_l[tex] *= 1.0 + self.texture_r1_amp * self.texture_r1(ql[:, tex])
+        idx = self.texture_m0.index(ql[:, tex])               # shared with texture_r1
+        m0_l[tex] *= 1.0 + self.texture_m0_amp * self.texture_m0.at_index(idx)
+        r1_l[tex] *= 1.0 + self.texture_r1_amp * self.texture_r1.at_index(idx)
         m0[live] = m0_l
         r1[live] = r1_l
         for k, c in conc.items():
