@@ -188,7 +188,8 @@ def extract_brain(t1w, affine, t1_s=None, m0=None, *, seed: int = 42) -> BrainEx
     tpl, tpl_aff, icv, priors = _template()
     matrix = _registered(t1w_b, t1_b, m0_b, rough_b, box_aff, tpl, tpl_aff, icv, seed)
     warped = [np.nan_to_num(w) for w in pure_geometry.resample_many(
-        [icv, *priors], tpl_aff, t1w_b.shape, box_aff, matrix)]
+        [icv, priors[0], priors[1]], tpl_aff, t1w_b.shape, box_aff, matrix)]
+    warped.append(np.clip(warped[0] - warped[1] - warped[2], 0.0, 1.0))     # CSF
     mask_b = B.refine_intracranial(warped[0], t1_b, m0_b, box_aff)
     r1_b = None if t1_b is None else 1.0 / t1_b.astype(np.float64)
     tis = B.tissue_probabilities(mask_b, warped[1:], r1=r1_b, t1w=t1w_b)

@@ -517,9 +517,17 @@ def sphere_mean(values, radius_mm, spacing, where):
     """Mean of ``values`` over the ball of ``radius_mm`` centred on each voxel of ``where``
     (the ball's voxel centres; outside the array counts as 0)."""
     ball = _ball(radius_mm, spacing)
-    total = signal.fftconvolve(np.asarray(values, dtype=np.float64), ball.astype(np.float64),
-                               mode="same")
-    return total[where] / float(ball.sum())
+    where = np.asarray(where, dtype=bool)
+    if not where.any():
+        return np.zeros(0)
+    reach = np.array(ball.shape) // 2
+    idx = np.argwhere(where)
+    lo = np.maximum(idx.min(axis=0) - reach, 0)
+    hi = np.minimum(idx.max(axis=0) + reach + 1, where.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))     # all the ball centred on `where` sees
+    total = signal.fftconvolve(np.asarray(values, dtype=np.float64)[box],
+                               ball.astype(np.float64), mode="same")
+    return total[where[box]] / float(ball.sum())
 
 
 def _choose_centres(brain, lesion_mask, affine, n, diameter_mm, min_diameter_mm, margin_mm,

@@ -154,3 +154,20 @@ def test_control_spheres_must_pass_every_parenchyma_estimate():
     placed = L.place_control_regions(brain, np.zeros(brain.shape, int), AFF, n=3,
                                      diameter_mm=15.0, margin_mm=3.0, parenchyma=(one, brain))
     assert all(one[placed.labels == k].mean() >= 0.97 for k in (1, 2, 3))
+
+
+def test_sphere_mean_is_the_mean_over_the_ball_of_voxel_centres():
+    rng = np.random.default_rng(5)
+    values = rng.random((30, 32, 28))
+    spacing = np.array([1.0, 1.2, 1.5])
+    where = np.zeros(values.shape, bool)
+    where[[3, 15, 26], [4, 16, 30], [2, 14, 25]] = True        # near edges and inside
+    got = L.sphere_mean(values, 6.0, spacing, where)
+    grid = np.stack(np.meshgrid(*(np.arange(n) * sp for n, sp in zip(values.shape, spacing)),
+                                indexing="ij"), axis=-1)
+    want = []
+    for c in np.argwhere(where):
+        ball = np.linalg.norm(grid - c * spacing, axis=-1) <= 6.0
+        count = int(L._ball(6.0, spacing).sum())          # outside the array counts as 0
+        want.append(values[ball].sum() / count)
+    assert np.allclose(got, want, rtol=1e-9)
