@@ -311,8 +311,9 @@ def test_output_sidecars_copy_only_allow_listed_input_fields(shared):
     from bids_agquant.bids.layout import NUMERIC_COVARIATES, TEXT_COVARIATES
 
     # the app's own fields that inputs may hold too; covariates are an allow-list of their own
-    own = ({"Description", "Sources", "Units", "FlipAngle"} | set(C.columns(C.LESION_TABLE))
-           | set(NUMERIC_COVARIATES) | set(TEXT_COVARIATES))
+    # ("Type": the BIDS mask type of the brain mask's sidecar, which the app writes itself)
+    own = ({"Description", "Sources", "Units", "FlipAngle", "Type"}
+           | set(C.columns(C.LESION_TABLE)) | set(NUMERIC_COVARIATES) | set(TEXT_COVARIATES))
     input_keys = set()
     for f in shared["ds"].rglob("*.json"):
         meta = json.loads(f.read_text())
