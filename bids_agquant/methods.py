@@ -97,7 +97,9 @@ def brain_mask_method(*, from_t1: bool) -> str:
 def control_regions_method(*, seed: int, diameter_mm: float, n: int = L.N_CONTROLS) -> str:
     """``Method`` of the control-region output."""
     return (f"qmri.lesions.control_regions: {_count(n)} spheres of one diameter in the brain "
-            f"mask, >= {L.CONTROL_MARGIN_MM:g} mm from lesions and from each other, seed {seed}; "
+            f"mask, each >= {L.CONTROL_MIN_PARENCHYMA_FRACTION * 100:g} % parenchyma by the "
+            f"tissue classes and by the registered template's priors, "
+            f">= {L.CONTROL_MARGIN_MM:g} mm from lesions and from each other, seed {seed}; "
             f"{diameter_mm:g} mm asked, shrunk in {L.CONTROL_DIAMETER_STEP_MM:g} mm steps (down "
             f"to {L.CONTROL_MIN_DIAMETER_MM:g} mm) only when {_count(n)} do not fit: "
             "RegionDiameterMM is the size used")

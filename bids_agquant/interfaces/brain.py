@@ -58,6 +58,7 @@ class BrainExtractionResult:
     mask: np.ndarray                       # intracranial (parenchyma + CSF), bool
     tissues: B.TissueProbabilities         # GM/WM/CSF probabilities inside the mask
     prior: np.ndarray                      # registered template intracranial probability
+    prior_parenchyma: np.ndarray           # registered template GM + WM prior
     matrix: np.ndarray                     # 4x4 LPS, T_reference<-template (resampling)
 
 
@@ -196,7 +197,8 @@ def extract_brain(t1w, affine, t1_s=None, m0=None, *, seed: int = 42) -> BrainEx
                                       for m in (tis.gm, tis.wm, tis.csf)),
                                     tis.means, tis.iterations)
     return BrainExtractionResult(_pasted(mask_b, box, shape, bool), tissues,
-                                 _pasted(warped[0], box, shape, np.float32), matrix)
+                                 _pasted(warped[0], box, shape, np.float32),
+                                 _pasted(warped[1] + warped[2], box, shape, np.float32), matrix)
 
 
 class _BrainInputSpec(BaseInterfaceInputSpec):
@@ -208,6 +210,7 @@ class _BrainInputSpec(BaseInterfaceInputSpec):
 
 class _BrainOutputSpec(TraitedSpec):
     brain_mask_file = File(exists=True, desc="intracranial mask (parenchyma + CSF), uint8")
+    prior_parenchyma_file = File(exists=True, desc="registered template GM + WM prior")
     probseg_files = traits.List(File(exists=True), desc="GM, WM, CSF probabilities (float32), "
                                                         "in the order of TISSUE_CLASSES")
     dseg_file = File(exists=True, desc="tissue labels 1 GM, 2 WM, 3 CSF (uint8)")
@@ -230,6 +233,8 @@ class BrainExtraction(SimpleInterface):
         self._results["probseg_files"] = [
             G.save_like(m, aff, cwd / f"probseg_{cls}.nii.gz") for cls, m in
             zip(B.TISSUE_CLASSES, (res.tissues.gm, res.tissues.wm, res.tissues.csf))]
+        self._results["prior_parenchyma_file"] = G.save_like(
+            res.prior_parenchyma, aff, cwd / "prior_parenchyma.nii.gz")
         self._results["dseg_file"] = G.save_like(res.tissues.labels(), aff, cwd / "dseg.nii.gz",
                                                  dtype=np.uint8)
         self._results["transform_file"] = G.write_transform(res.matrix,

@@ -78,7 +78,7 @@ def _controls(brain, lesions_ref, ref_aff, *, n, seed, diameter_mm, parenchyma=N
 
 
 def _brain(reference_file, ref_aff, t1_file, brain_mask_file, probseg_files):
-    """(brain mask, {class: probability} or None, method text) of the regions."""
+    """(brain mask, {class: fraction map} or None, method text) of the regions."""
     if brain_mask_file:
         brain = G.load(brain_mask_file)[0] > 0.5
         tissues = None
@@ -96,7 +96,7 @@ def _brain(reference_file, ref_aff, t1_file, brain_mask_file, probseg_files):
 def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
                     lesion_transform=None, t1_file=None, seed=0, n_controls=N_CONTROLS,
                     control_diameter_mm=CONTROL_DIAMETER_MM, brain_mask_file=None,
-                    probseg_files=None) -> PreparedRegions:
+                    probseg_files=None, prior_parenchyma_file=None) -> PreparedRegions:
     """Load the images, compute everything region-related (see the module docstring).
 
     The lesion labels hold the lesion ids of the input (dseg labels, or component numbers of a
@@ -104,7 +104,8 @@ def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
     (input grid) and reference-space centroid, per control its volume, centroid and tissue
     composition (and the sphere diameter used), and how the brain mask was made. With the
     brain extraction's mask and tissue probabilities (``brain_mask_file``, ``probseg_files``)
-    the controls lie in parenchyma and the healthy brain is parenchyma; without them the
+    the controls lie in parenchyma (by the classes and by the registered template's priors,
+    ``prior_parenchyma_file``) and the healthy brain is parenchyma; without them the
     rough T1-window mask of :mod:`bids_agquant.qmri.masks` is used.
     """
     ref_img = G.load_header(reference_file)
@@ -116,8 +117,10 @@ def prepare_regions(*, reference_file, lesion_file=None, lesion_kind="mask",
     brain, tissues, method = _brain(reference_file, ref_aff, t1_file, brain_mask_file,
                                     probseg_files)
     parenchyma = None if tissues is None else tissues["GM"] + tissues["WM"]
+    estimates = None if parenchyma is None else (
+        (parenchyma,) + ((G.load(prior_parenchyma_file)[0],) if prior_parenchyma_file else ()))
     controls, used, messages = _controls(brain, lesions_ref, ref_aff, n=n_controls, seed=seed,
-                                         diameter_mm=control_diameter_mm, parenchyma=parenchyma)
+                                         diameter_mm=control_diameter_mm, parenchyma=estimates)
     regions = Regions(lesions=lesions,
                       controls=control_region_records(controls, ref_aff, tissues),
                       brain_mask_method=method, control_warnings=tuple(messages),
@@ -137,6 +140,7 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     brain_mask_file = File(exists=True, desc="brain mask of the brain extraction (reference)")
     probseg_files = InputMultiObject(File(exists=True), desc="GM, WM, CSF probabilities "
                                                              "(reference space, that order)")
+    prior_parenchyma_file = File(exists=True, desc="registered template GM + WM prior")
     seed = traits.Int(0, usedefault=True, desc="control-region placement seed")
     control_diameter_mm = traits.Float(CONTROL_DIAMETER_MM, usedefault=True,
                                        desc="control sphere diameter wanted (mm)")
@@ -163,7 +167,8 @@ class PrepareRegions(SimpleInterface):
             lesion_kind=self.inputs.lesion_kind, lesion_transform=opt("lesion_transform"),
             t1_file=opt("t1_file"), seed=self.inputs.seed,
             control_diameter_mm=self.inputs.control_diameter_mm,
-            brain_mask_file=opt("brain_mask_file"), probseg_files=opt("probseg_files"))
+            brain_mask_file=opt("brain_mask_file"), probseg_files=opt("probseg_files"),
+            prior_parenchyma_file=opt("prior_parenchyma_file"))
         for message in regions.control_warnings:
             node_warning(self._results, "bids_agquant.regions",
                          f"{Path(self.inputs.reference_file).name}: {message}")

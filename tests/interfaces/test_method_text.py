@@ -23,11 +23,13 @@ def test_registration_text_states_the_sampling_the_code_uses():
 def test_control_text_is_made_of_the_placement_constants():
     text = methods.control_regions_method(seed=0, diameter_mm=25.0)
     assert text == ("qmri.lesions.control_regions: three spheres of one diameter in the brain "
-                    "mask, >= 10 mm from lesions and from each other, seed 0; 25 mm asked, shrunk "
-                    "in 2.5 mm steps (down to 10 mm) only when three do not fit: "
+                    "mask, each >= 97 % parenchyma by the tissue classes and by the registered "
+                    "template's priors, >= 10 mm from lesions and from each other, seed 0; 25 mm "
+                    "asked, shrunk in 2.5 mm steps (down to 10 mm) only when three do not fit: "
                     "RegionDiameterMM is the size used")
     assert (L.N_CONTROLS, L.CONTROL_MARGIN_MM, L.CONTROL_DIAMETER_STEP_MM,
-            L.CONTROL_MIN_DIAMETER_MM) == (3, 10.0, 2.5, 10.0)
+            L.CONTROL_MIN_DIAMETER_MM, L.CONTROL_MIN_PARENCHYMA_FRACTION) == (3, 10.0, 2.5, 10.0,
+                                                                              0.97)
     assert methods.control_regions_method(seed=4, diameter_mm=17.5, n=2).startswith(
         "qmri.lesions.control_regions: two spheres")
     assert "when 12 do not fit" in methods.control_regions_method(seed=4, diameter_mm=17.5, n=12)

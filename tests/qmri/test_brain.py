@@ -141,3 +141,16 @@ def test_the_documents_state_the_parenchyma_rule_the_code_applies():
     stated = f"{L.CONTROL_MIN_PARENCHYMA_FRACTION * 100:g} % parenchyma"
     for doc in ("README.md", "docs/cli.md"):
         assert stated in (root / doc).read_text(), f"{doc} does not say '{stated}'"
+
+
+def test_control_spheres_must_pass_every_parenchyma_estimate():
+    r, x = _radius()
+    brain = r < 45
+    one = np.where(x < 0, 1.0, 0.0) * brain            # says: the -x half is parenchyma
+    other = np.where(x > 0, 1.0, 0.0) * brain          # says: the +x half is
+    with pytest.raises(L.ControlRegionError, match="parenchyma"):
+        L.place_control_regions(brain, np.zeros(brain.shape, int), AFF, n=3, diameter_mm=15.0,
+                                min_diameter_mm=10.0, parenchyma=(one, other))
+    placed = L.place_control_regions(brain, np.zeros(brain.shape, int), AFF, n=3,
+                                     diameter_mm=15.0, margin_mm=3.0, parenchyma=(one, brain))
+    assert all(one[placed.labels == k].mean() >= 0.97 for k in (1, 2, 3))
