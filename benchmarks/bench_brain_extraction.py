@@ -65,7 +65,15 @@ def bet_command() -> tuple[list[str] | None, str]:
     exe = Path(venv) / "bin" / "brainextractor"
     if not exe.is_file():
         return None, f"skipped: {exe} not found ({BET_VENV_VAR}={venv})"
-    return [str(exe)], f"brainextractor of {venv}"
+    return [str(exe)], f"brainextractor of {venv} ({venv_summary(Path(venv))})"
+
+
+def venv_summary(venv: Path) -> str:
+    """Size on disk and installed distributions of a virtual environment."""
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+    dists = sorted(d.name[: -len(".dist-info")].replace("_", "-")
+                   for d in venv.glob("lib/python*/site-packages/*.dist-info"))
+    return f"{size / 1e6:.0f} MB installed: {', '.join(dists)}"
 
 
 def phantom(work: Path, seed: int, nprocs: int) -> dict:
