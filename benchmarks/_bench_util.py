@@ -75,6 +75,15 @@ def machine() -> str:
             f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
 
 
+def code_version(repo: Path) -> str:
+    """Commit of the code measured (with "+ changes" when the work tree differs from it)."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(repo), *a], capture_output=True,
+                              text=True).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
+
+
 def node_times(work_dir: Path) -> list[tuple[str, float]]:
     """(node path, seconds) of every nipype node result under ``work_dir``."""
     from nipype.utils.filemanip import loadpkl
@@ -222,10 +231,12 @@ def real_anatomy_criteria(checks: dict) -> list[tuple[str, bool, str]]:
 def controls_markdown(c: pd.DataFrame) -> list[str]:
     """Markdown table of :func:`control_composition` (fractions in %)."""
     lines = ["| session | agent | control | true parenchyma % | true CSF % | true extracranial % "
-             "| table GM/WM/CSF % | conc (mM) | SE % |", "|---|---|---|---:|---:|---:|---|---:|---:|"]
+             "| table GM/WM/CSF % | conc (mM) | SE % |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|"]
     for _, r in c.iterrows():
         lines.append(
-            f"| {r.session_id} | {r.contrast_agent} | {r.control} | {100 * r.true_parenchyma:.1f} | "
+            f"| {r.session_id} | {r.contrast_agent} | {r.control} | "
+            f"{100 * r.true_parenchyma:.1f} | "
             f"{100 * r.true_csf:.1f} | {100 * r.true_extracranial:.2f} | "
             f"{100 * r.gm_fraction:.0f}/{100 * r.wm_fraction:.0f}/{100 * r.csf_fraction:.0f} | "
             f"{r.conc_mean_mM:+.4f} | {r.se_mean_percent:+.2f} |")

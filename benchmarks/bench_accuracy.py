@@ -68,8 +68,8 @@ RESULTS = REPO / "benchmarks" / "results" / "accuracy.md"
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
        "NIPYPE_NO_ET": "1"}
 
-from _bench_util import (controls_markdown, far_se_markdown, machine,  # noqa: E402
-                         real_anatomy_checks, real_anatomy_criteria, run_measured)
+from _bench_util import (code_version, controls_markdown, far_se_markdown,  # noqa: E402
+                         machine, real_anatomy_checks, real_anatomy_criteria, run_measured)
 
 #: SE criterion only where the true SE is at least this (%): below, 10 % of it is less than a
 #: percentage point, under the T1w noise of a 10-20 mm lesion mean at SNR 40.
@@ -188,7 +188,8 @@ def main(argv=None) -> int:
 
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
     lines = [f"# Participant-level accuracy on full-size phantoms ({dt.date.today()})", "",
-             __doc__.split("\n\n", 2)[2].strip(), "", f"Machine: {machine()}.", ""]
+             __doc__.split("\n\n", 2)[2].strip(), "",
+             f"Machine: {machine()}. Code: commit {code_version(REPO)}.", ""]
     if args.note:
         lines += [args.note, ""]
     all_ok = True

@@ -50,8 +50,8 @@ ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPA
 BET_VENV_VAR = "BIDS_AGQUANT_BET_VENV"
 
 from _bench_util import (MASK_MAX_EXTRACRANIAL, MASK_MIN_DICE, anatomy_truth,  # noqa: E402
-                         controls_markdown, far_se_markdown, load_image, machine, mask_scores,
-                         real_anatomy_checks, real_anatomy_criteria, run_measured)
+                         code_version, controls_markdown, far_se_markdown, load_image,
+                         machine, mask_scores, real_anatomy_checks, real_anatomy_criteria, run_measured)
 from bids_agquant.interfaces.brain import extract_brain  # noqa: E402
 from bids_agquant.qmri.masks import brain_mask_from_t1  # noqa: E402
 from bids_agquant.simulate import load_truth, simulate_dataset  # noqa: E402
@@ -81,7 +81,8 @@ def phantom(work: Path, seed: int, nprocs: int) -> dict:
     name = f"mni{seed}"
     paths = {k: work / f"{name}_{k}" for k in ("bids", "truth", "out", "work")}
     paths["name"], paths["seed"] = name, seed
-    if (paths["truth"] / "truth.json").exists() and (paths["out"] / "dataset_description.json").exists():
+    done = paths["out"] / "dataset_description.json"
+    if (paths["truth"] / "truth.json").exists() and done.exists():
         return paths
     simulate_dataset(paths["bids"], truth_dir=paths["truth"], preset="clinical", anatomy="mni",
                      seed=seed, overwrite=True)
@@ -113,7 +114,8 @@ def inputs(paths: dict):
     truth = load_truth(paths["truth"])
     p = truth.participants[0]
     base = truth.sessions(p)[0]
-    t1w_file = paths["bids"] / f"sub-{p}" / f"ses-{base}" / "anat" / f"sub-{p}_ses-{base}_T1w.nii.gz"
+    t1w_file = (paths["bids"] / f"sub-{p}" / f"ses-{base}" / "anat"
+                / f"sub-{p}_ses-{base}_T1w.nii.gz")
     anat = paths["out"] / f"sub-{p}" / f"ses-{base}" / "anat"
     t1_file, = [f for f in anat.glob("*_T1map.nii.gz") if "_ce-" not in f.name]
     m0_file, = [f for f in anat.glob("*_M0map.nii.gz") if "_ce-" not in f.name]
@@ -225,6 +227,7 @@ def main(argv=None) -> int:
     phantoms = collect(args)
     lines = [f"# Brain extraction on real-anatomy phantoms ({dt.date.today()})", "",
              __doc__.split("\n\n", 2)[2].strip(), "", f"Machine: {machine()}.",
+             f"Code: commit {code_version(REPO)}.",
              f"brainextractor: {bet_msg}.", ""]
     if args.note:
         lines += [args.note, ""]
