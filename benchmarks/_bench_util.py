@@ -69,6 +69,13 @@ def run_measured(cmd, *, env=None, cwd=None, interval=0.2, log=None) -> dict:
     return {"wall_s": time.perf_counter() - t0, "peak_rss_gb": peak / 1e9, "code": code}
 
 
+def subprocess_env(repo: Path) -> dict:
+    """Environment of the pipeline subprocesses: ``repo`` first on PYTHONPATH, no nipype
+    update check."""
+    return {**os.environ, "NIPYPE_NO_ET": "1",
+            "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 def machine() -> str:
     load = os.getloadavg()
     return (f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "

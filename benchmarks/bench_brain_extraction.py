@@ -42,19 +42,19 @@ import nibabel as nib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-RESULTS = REPO / "benchmarks" / "results" / "brain_extraction.md"
-ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-       "NIPYPE_NO_ET": "1"}
-BET_VENV_VAR = "BIDS_AGQUANT_BET_VENV"
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from _bench_util import (MASK_MAX_EXTRACRANIAL, MASK_MIN_DICE, anatomy_truth,  # noqa: E402
                          code_version, controls_markdown, far_se_markdown, load_image,
-                         machine, mask_scores, real_anatomy_checks, real_anatomy_criteria, run_measured)
+                         machine, mask_scores, real_anatomy_checks, real_anatomy_criteria,
+                         run_measured, subprocess_env)
 from bids_agquant.interfaces.brain import extract_brain  # noqa: E402
 from bids_agquant.qmri.masks import brain_mask_from_t1  # noqa: E402
 from bids_agquant.simulate import load_truth, simulate_dataset  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "brain_extraction.md"
+ENV = subprocess_env(REPO)
+BET_VENV_VAR = "BIDS_AGQUANT_BET_VENV"
 
 
 def bet_command() -> tuple[list[str] | None, str]:
