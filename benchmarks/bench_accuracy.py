@@ -68,6 +68,7 @@ RESULTS = REPO / "benchmarks" / "results" / "accuracy.md"
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
        "NIPYPE_NO_ET": "1"}
 
+from bids_agquant.simulate import load_truth, simulate_dataset  # noqa: E402
 from _bench_util import (code_version, controls_markdown, far_se_markdown,  # noqa: E402
                          machine, real_anatomy_checks, real_anatomy_criteria, run_measured)
 
@@ -163,6 +164,30 @@ def criteria(m, c) -> list[tuple[str, bool, str]]:
     return out
 
 
+def run_phantom(name: str, tmp: Path, *, reuse: bool, nprocs: int):
+    """(truth, run record) of phantom ``name``: simulated and run in ``tmp``, or with ``reuse``
+    the outputs already there (and their run record, when one was written)."""
+    settings = dict(PHANTOMS[name])
+    preset = settings.pop("preset")
+    bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
+    out, work = tmp / f"{name}_out", tmp / f"{name}_work"
+    run_file = tmp / f"{name}_run.json"
+    if reuse and (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists():
+        run = (json.loads(run_file.read_text()) if run_file.exists() else
+               {"code": 0, "wall_s": float("nan"), "peak_rss_gb": float("nan")})
+        return load_truth(truth_dir), run
+    truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
+    with open(tmp / f"{name}.log", "w") as log:
+        run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
+                            "participant", "-w", str(work), "--nprocs", str(nprocs)],
+                           env=ENV, log=log)
+    run_file.write_text(json.dumps(run))
+    if run["code"]:
+        raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
+                         f"{tmp / (name + '.log')}")
+    return truth, run
+
+
 def anatomy_lines(anatomy: dict) -> list[str]:
     """The issue-12 tables of a real-anatomy phantom: brain mask, control spheres, far SE."""
     mk = anatomy["mask"]
@@ -184,7 +209,6 @@ def main(argv=None) -> int:
                     help="the work folder of an earlier run: evaluate its outputs again "
                          "(phantoms whose output exists are not simulated or run again)")
     args = ap.parse_args(argv)
-    from bids_agquant.simulate import load_truth, simulate_dataset
 
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
     lines = [f"# Participant-level accuracy on full-size phantoms ({dt.date.today()})", "",
@@ -196,25 +220,8 @@ def main(argv=None) -> int:
     for name, settings in PHANTOMS.items():
         if args.only and name not in args.only:
             continue
-        settings = dict(settings)
-        preset = settings.pop("preset")
-        bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
-        out, work = tmp / f"{name}_out", tmp / f"{name}_work"
-        run_file = tmp / f"{name}_run.json"
-        if args.reuse and (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists():
-            truth = load_truth(truth_dir)
-            run = (json.loads(run_file.read_text()) if run_file.exists() else
-                   {"code": 0, "wall_s": float("nan"), "peak_rss_gb": float("nan")})
-        else:
-            truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
-            with open(tmp / f"{name}.log", "w") as log:
-                run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
-                                    "participant", "-w", str(work), "--nprocs",
-                                    str(args.nprocs)], env=ENV, log=log)
-            run_file.write_text(json.dumps(run))
-        if run["code"]:
-            raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
-                             f"{tmp / (name + '.log')}")
+        out = tmp / f"{name}_out"
+        truth, run = run_phantom(name, tmp, reuse=bool(args.reuse), nprocs=args.nprocs)
         vfa_mm3 = float(np.prod(truth.meta["config"]["vfa_voxel_mm"]))
         m, c = evaluate(out, truth, vfa_mm3)
         crit = criteria(m, c)
