@@ -14,10 +14,18 @@ seeds and settings the pipeline was not tuned on (it was developed on seeds 1, 7
   oblique grids, B1 0.85-1.15;
 * D: seed 404, session labels 1/2/3/4, no pre-contrast acquisition at the follow-up (its
   Dotarem state is quantified against the baseline pre, across sessions), ellipsoidal lesions,
-  LPS voxel axes, motion 5 deg / 8 mm, oblique grids, B1 0.85-1.15.
+  LPS voxel axes, motion 5 deg / 8 mm, oblique grids, B1 0.85-1.15;
+* E: real anatomy (``anatomy="mni"``: its own warped MNI152 brain with skull, muscle, neck;
+  Dotarem enhances dura, marrow, scalp), seed 505, session labels base/h2/d8/m1, motion
+  5 deg / 8 mm, oblique grids up to 10 deg, B1 0.85-1.15;
+* F: real anatomy, seed 606, ellipsoidal lesions of 8-28 mm, RAS voxel axes, no pre-contrast
+  acquisition at the follow-up, receiver gain 0.85-1.2, motion 4 deg / 6 mm, oblique grids up to
+  8 deg, B1 0.8-1.2.
 
 A and B served to size the control regions (25 mm spheres, from the noise of sphere means in
-phantom B); C and D were added afterwards and run once with the code as committed.
+phantom B); C and D were added afterwards and run once with the code as committed. The brain
+extraction was tuned on real-anatomy seed 101 (and checked once on 202 and 303); E and F use
+seeds it never saw.
 
 Each is run with the real command line (``bids-agquant BIDS OUT participant``); the lesion table
 is matched to the truth by centroid. Criteria (issue "participant app", Done-when):
@@ -33,11 +41,19 @@ measurable lesion-state, quantifiable or not, must be within 4 standard errors o
 (no bias), and the table lists them all with their error in standard errors (z). The SE
 criterion applies where the true SE is >= 10 % (below, 10 % of it is under a percentage point,
 less than the T1w noise of a lesion mean).
+
+On the real-anatomy phantoms also the criteria of issue 12 ("real anatomy", Done-when): the
+participant's brain mask (``desc-brain_mask``) with Dice >= 0.95 against the true intracranial
+mask (fraction > 0.5) and at most 2 % extracranial (mean of 1 - true intracranial fraction over
+the mask); every control sphere >= 95 % true parenchyma (mean of the truth's GM + WM fraction
+over the sphere); controls below 0.005 mM; the mean SE of true parenchyma (fraction > 0.9) at
+least 10 mm from every lesion within 0.2 % of 0 in every post-contrast SEmap.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -52,7 +68,9 @@ RESULTS = REPO / "benchmarks" / "results" / "accuracy.md"
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
        "NIPYPE_NO_ET": "1"}
 
-from _bench_util import machine, run_measured  # noqa: E402
+from bids_agquant.simulate import load_truth, simulate_dataset  # noqa: E402
+from _bench_util import (code_version, controls_markdown, far_se_markdown,  # noqa: E402
+                         machine, real_anatomy_checks, real_anatomy_criteria, run_measured)
 
 #: SE criterion only where the true SE is at least this (%): below, 10 % of it is less than a
 #: percentage point, under the T1w noise of a 10-20 mm lesion mean at SNR 40.
@@ -75,6 +93,12 @@ PHANTOMS = {
     "D": dict(preset="clinical", seed=404, sessions=("1", "2", "3", "4"), followup_pre=False,
               lesion_shape="ellipsoid", axis_codes="LPS", motion_deg=5.0, motion_mm=8.0,
               oblique_deg=10.0, b1_range=(0.85, 1.15)),
+    "E": dict(preset="clinical", seed=505, anatomy="mni", sessions=("base", "h2", "d8", "m1"),
+              motion_deg=5.0, motion_mm=8.0, oblique_deg=10.0, b1_range=(0.85, 1.15)),
+    "F": dict(preset="clinical", seed=606, anatomy="mni", lesion_shape="ellipsoid",
+              axis_codes="RAS", motion_deg=4.0, motion_mm=6.0, oblique_deg=8.0,
+              b1_range=(0.8, 1.2), gain_range=(0.85, 1.2), followup_pre=False,
+              lesion_diameters_mm=(8.0, 12.0, 17.0, 22.0, 28.0)),
 }
 
 
@@ -140,6 +164,42 @@ def criteria(m, c) -> list[tuple[str, bool, str]]:
     return out
 
 
+def run_phantom(name: str, tmp: Path, *, reuse: bool, nprocs: int):
+    """(truth, run record) of phantom ``name``: simulated and run in ``tmp``, or with ``reuse``
+    the outputs already there (and their run record, when one was written)."""
+    settings = dict(PHANTOMS[name])
+    preset = settings.pop("preset")
+    bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
+    out, work = tmp / f"{name}_out", tmp / f"{name}_work"
+    run_file = tmp / f"{name}_run.json"
+    if reuse and (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists():
+        run = (json.loads(run_file.read_text()) if run_file.exists() else
+               {"code": 0, "wall_s": float("nan"), "peak_rss_gb": float("nan")})
+        return load_truth(truth_dir), run
+    truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
+    with open(tmp / f"{name}.log", "w") as log:
+        run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
+                            "participant", "-w", str(work), "--nprocs", str(nprocs)],
+                           env=ENV, log=log)
+    run_file.write_text(json.dumps(run))
+    if run["code"]:
+        raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
+                         f"{tmp / (name + '.log')}")
+    return truth, run
+
+
+def anatomy_lines(anatomy: dict) -> list[str]:
+    """The issue-12 tables of a real-anatomy phantom: brain mask, control spheres, far SE."""
+    mk = anatomy["mask"]
+    return [f"Brain mask (`desc-brain_mask` against the true intracranial fraction > 0.5): Dice "
+            f"{mk['dice']:.4f}, extracranial {100 * mk['extracranial']:.2f} %, missed "
+            f"{100 * mk['missed']:.2f} %, {mk['volume_ml']:.0f} mL.", "",
+            "Control spheres (true fractions: means of the truth maps over the sphere; table: "
+            "the lesion table's tissue fractions):", "", *controls_markdown(anatomy["controls"]),
+            "", "SE of healthy parenchyma (true parenchyma > 0.9, >= 10 mm from every lesion) in "
+            "each post-contrast SEmap:", "", *far_se_markdown(anatomy["se"]), ""]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nprocs", type=int, default=2)
@@ -149,36 +209,26 @@ def main(argv=None) -> int:
                     help="the work folder of an earlier run: evaluate its outputs again "
                          "(phantoms whose output exists are not simulated or run again)")
     args = ap.parse_args(argv)
-    from bids_agquant.simulate import load_truth, simulate_dataset
 
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
     lines = [f"# Participant-level accuracy on full-size phantoms ({dt.date.today()})", "",
-             __doc__.split("\n\n", 2)[2].strip(), "", f"Machine: {machine()}.", ""]
+             __doc__.split("\n\n", 2)[2].strip(), "",
+             f"Machine: {machine()}. Code: commit {code_version(REPO)}.", ""]
     if args.note:
         lines += [args.note, ""]
     all_ok = True
     for name, settings in PHANTOMS.items():
         if args.only and name not in args.only:
             continue
-        settings = dict(settings)
-        preset = settings.pop("preset")
-        bids, truth_dir = tmp / f"{name}_bids", tmp / f"{name}_truth"
-        out, work = tmp / f"{name}_out", tmp / f"{name}_work"
-        if args.reuse and (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").exists():
-            truth = load_truth(truth_dir)
-            run = {"code": 0, "wall_s": float("nan"), "peak_rss_gb": float("nan")}
-        else:
-            truth = simulate_dataset(bids, truth_dir=truth_dir, preset=preset, **settings)
-            with open(tmp / f"{name}.log", "w") as log:
-                run = run_measured([sys.executable, "-m", "bids_agquant", str(bids), str(out),
-                                    "participant", "-w", str(work), "--nprocs",
-                                    str(args.nprocs)], env=ENV, log=log)
-        if run["code"]:
-            raise SystemExit(f"phantom {name}: pipeline failed (exit {run['code']}), see "
-                             f"{tmp / (name + '.log')}")
+        out = tmp / f"{name}_out"
+        truth, run = run_phantom(name, tmp, reuse=bool(args.reuse), nprocs=args.nprocs)
         vfa_mm3 = float(np.prod(truth.meta["config"]["vfa_voxel_mm"]))
         m, c = evaluate(out, truth, vfa_mm3)
         crit = criteria(m, c)
+        anatomy = None
+        if truth.meta["config"].get("anatomy") == "mni":
+            anatomy = real_anatomy_checks(out, truth, truth.participants[0])
+            crit += real_anatomy_criteria(anatomy)
         all_ok &= all(ok for _, ok, _ in crit)
         desc = ", ".join(f"{k}={v}" for k, v in PHANTOMS[name].items())
         timing = (f"Run: {run['wall_s']:.0f} s, peak {run['peak_rss_gb']:.2f} GB."
@@ -205,6 +255,8 @@ def main(argv=None) -> int:
         lines += ["", "Control regions: " + ", ".join(
             f"{r.session_id} {r.lesion_id} {r.conc_mean_mM:+.4f} mM / SE {r.se_mean_percent:+.1f} %"
             for _, r in c.iterrows()), ""]
+        if anatomy is not None:
+            lines += anatomy_lines(anatomy)
     lines += [f"Overall: {'all criteria met' if all_ok else 'some criteria NOT met'}.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))
