@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from bids_agquant.qmri import geometry as G
+from bids_agquant.qmri.brain import largest_component as _largest_component
 
 __all__ = ["brain_mask_from_t1", "brain_mask_from_t1w", "signal_mask", "otsu_threshold",
            "TISSUE_T1_RANGE_S", "MORPH_RADIUS_MM", "WORK_SPACING_MM", "T1W_EROSION_MM",
@@ -55,15 +56,6 @@ def _dilate(mask, radius_mm, spacing):
     if not mask.any():
         return mask
     return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
-
-
-def _largest_component(mask):
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def _on_work_grid(fraction, affine):
