@@ -68,12 +68,7 @@ def _template():
     gm = G.load(files.gm)[0] / 255.0
     wm = G.load(files.wm)[0] / 255.0
     icv = (t1w > 0).astype(np.float32)
-    csf = np.clip(icv - gm - wm, 0.0, 1.0)
-    return t1w, aff, icv, (gm, wm, csf)
-
-
-def _centre(mask, affine):
-    return pure_geometry.voxel_to_world(np.argwhere(mask).mean(axis=0), affine)
+    return t1w, aff, icv, (gm, wm)
 
 
 def _command_line(s, init, prefix, seed):
@@ -116,7 +111,8 @@ def register_template(t1w, affine, strip_mask, template_t1w, template_affine, te
         pure_geometry.downsample_factor(template_affine, s["spacing_mm"]))
     init = np.eye(4)
     init[:3, 3] = (pure_geometry.LPS[:3, :3]
-                   @ (_centre(template_icv > 0.5, template_affine) - _centre(keep, f_aff)))
+                   @ (np.asarray(pure_geometry.centroid_world(template_icv > 0.5, template_affine))
+                      - np.asarray(pure_geometry.centroid_world(keep, f_aff))))
     with tempfile.TemporaryDirectory(prefix="bids_agquant_tpl_") as tmp:
         init_file = G.write_transform(init, os.path.join(tmp, "init.mat"))
         prefix = os.path.join(tmp, "tpl_")
@@ -131,13 +127,10 @@ CROP_MARGIN_MM = 25.0
 
 def _crop(rough, affine):
     """(slices, affine of the box) of the rough mask's bounding box grown by CROP_MARGIN_MM."""
-    margin = np.ceil(CROP_MARGIN_MM / pure_geometry.voxel_sizes(affine)).astype(int)
-    idx = np.argwhere(rough)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, rough.shape)
+    box = pure_geometry.bounding_box(rough, CROP_MARGIN_MM / pure_geometry.voxel_sizes(affine))
     box_affine = affine.copy()
-    box_affine[:3, 3] = pure_geometry.voxel_to_world(lo, affine)
-    return tuple(slice(a, b) for a, b in zip(lo, hi)), box_affine
+    box_affine[:3, 3] = pure_geometry.voxel_to_world([s.start for s in box], affine)
+    return box, box_affine
 
 
 def _rough_mask(t1w, affine, t1_s):
@@ -188,7 +181,7 @@ def extract_brain(t1w, affine, t1_s=None, m0=None, *, seed: int = 42) -> BrainEx
     tpl, tpl_aff, icv, priors = _template()
     matrix = _registered(t1w_b, t1_b, m0_b, rough_b, box_aff, tpl, tpl_aff, icv, seed)
     warped = [np.nan_to_num(w) for w in pure_geometry.resample_many(
-        [icv, priors[0], priors[1]], tpl_aff, t1w_b.shape, box_aff, matrix)]
+        [icv, *priors], tpl_aff, t1w_b.shape, box_aff, matrix)]
     warped.append(np.clip(warped[0] - warped[1] - warped[2], 0.0, 1.0))     # CSF
     mask_b = B.refine_intracranial(warped[0], t1_b, m0_b, box_aff)
     r1_b = None if t1_b is None else 1.0 / t1_b.astype(np.float64)

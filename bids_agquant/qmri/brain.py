@@ -122,21 +122,13 @@ def refine_intracranial(prior, t1_s, m0, affine) -> np.ndarray:
     spacing = G.voxel_sizes(affine)
     if not full.any():
         return full
-    box = _box(full, (PRIOR_GROWTH_MM + 2 * OPENING_MM) / spacing + 2)
+    box = G.bounding_box(full, (PRIOR_GROWTH_MM + 2 * OPENING_MM) / spacing + 2)
     prior = full[box]
     t1_s = None if t1_s is None else np.asarray(t1_s)[box]
     m0 = None if m0 is None else np.asarray(m0)[box]
     out = np.zeros(full.shape, dtype=bool)
     out[box] = _refined(prior, t1_s, m0, spacing)
     return out
-
-
-def _box(mask, margin_vox):
-    """Slices of the bounding box of ``mask`` grown by ``margin_vox`` voxels per axis."""
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - np.ceil(margin_vox).astype(int), 0)
-    hi = np.minimum(idx.max(axis=0) + np.ceil(margin_vox).astype(int) + 1, mask.shape)
-    return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
 def _refined(prior, t1_s, m0, spacing):

@@ -45,6 +45,16 @@ def voxel_to_world(ijk, affine) -> np.ndarray:
     return np.asarray(ijk) @ affine[:3, :3].T + affine[:3, 3]
 
 
+def bounding_box(mask, margin_vox=0) -> tuple:
+    """Slices of the bounding box of the non-zero voxels of ``mask``, grown by ``margin_vox``
+    voxels per axis (a number or one per axis, rounded up) and clipped to the array."""
+    idx = np.argwhere(mask)
+    margin = np.ceil(np.broadcast_to(np.asarray(margin_vox, dtype=np.float64), (3,))).astype(int)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, np.asarray(mask).shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def centroid_world(mask, affine) -> list:
     """World coordinates (mm, list of 3 floats) of the mean voxel of ``mask``; NaN when empty."""
     idx = np.argwhere(mask)

@@ -62,6 +62,8 @@ import numpy as np
 from scipy import ndimage, signal
 from scipy.spatial import ConvexHull, QhullError
 
+from bids_agquant.qmri import geometry as G
+
 __all__ = [
     "MEASURABLE_DIAMETER_MM",
     "LesionLabels",
@@ -520,11 +522,7 @@ def sphere_mean(values, radius_mm, spacing, where):
     where = np.asarray(where, dtype=bool)
     if not where.any():
         return np.zeros(0)
-    reach = np.array(ball.shape) // 2
-    idx = np.argwhere(where)
-    lo = np.maximum(idx.min(axis=0) - reach, 0)
-    hi = np.minimum(idx.max(axis=0) + reach + 1, where.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))     # all the ball centred on `where` sees
+    box = G.bounding_box(where, np.array(ball.shape) // 2)   # all the balls on `where` see
     total = signal.fftconvolve(np.asarray(values, dtype=np.float64)[box],
                                ball.astype(np.float64), mode="same")
     return total[where[box]] / float(ball.sum())
