@@ -160,6 +160,16 @@ def block_average(data, affine, factor: int):
     return a, new
 
 
+#: Relative tolerance on a ratio of voxel edges (rounding of affines built from oblique angles).
+GRID_TOLERANCE = 1e-4
+
+
 def downsample_factor(affine, target_spacing_mm: float) -> int:
-    """Integer block size bringing the finest voxel edge of ``affine`` to ~``target_spacing_mm``."""
-    return max(1, int(target_spacing_mm // float(voxel_sizes(affine).min())))
+    """Integer block size bringing the finest voxel edge of ``affine`` to ~``target_spacing_mm``.
+
+    Voxel edges computed from an oblique affine carry rounding (1.00000002 mm for a 1 mm grid):
+    the ratio is floored with a tolerance of :data:`GRID_TOLERANCE`, so such a grid still gets
+    the block size its nominal spacing asks for.
+    """
+    ratio = target_spacing_mm / float(voxel_sizes(affine).min())
+    return max(1, int(np.floor(ratio + GRID_TOLERANCE)))

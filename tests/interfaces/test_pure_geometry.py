@@ -139,3 +139,12 @@ def test_block_average_means_blocks_and_keeps_world_positions():
                                                     (2.0, 2.0, 1), (3.0, 2.0, 1)])
 def test_downsample_factor(voxel, spacing, factor):
     assert G.downsample_factor(np.diag([voxel, voxel * 2, voxel, 1.0]), spacing) == factor
+
+
+@pytest.mark.parametrize("spacing, factor", [(2.0, 2), (3.0, 3)])
+def test_downsample_factor_ignores_rounding_of_an_oblique_affine(spacing, factor):
+    # an oblique 1 mm grid: its edges come out as 1.00000002 mm, still block size 2 (3) for 2 mm (3 mm)
+    aff = oblique_affine((1.0, 1.0, 1.0))
+    aff[:3, :3] *= 1.0 + 2e-8
+    assert G.voxel_sizes(aff).min() > 1.0
+    assert G.downsample_factor(aff, spacing) == factor
