@@ -309,18 +309,44 @@ class _GuardedPool:
         return getattr(self._pool, name)
 
 
-def guarded_multiproc(plugin_args: dict):
-    """nipype's MultiProc plugin, made to end when a worker cannot report a node's result.
+def downstream_counts(graph, nodes) -> list[int]:
+    """How many nodes depend, directly or not, on each of ``nodes`` of the nipype ``graph``."""
+    import networkx as nx
 
-    nipype's worker function re-reads a failed node's result file; when the disk is full (or
-    the quota exhausted) that file was never written, the worker raises, the pool's callback
-    raises in turn and the task is never marked done: MultiProc then waits for ever.  Here such
-    a worker returns a failed task with the error, so nipype reports the node as crashed (or
-    raises the OSError of the full disk) and the command line ends with its exit code.
+    return [len(nx.descendants(graph, node)) for node in nodes]
+
+
+def guarded_multiproc(plugin_args: dict):
+    """nipype's MultiProc plugin, made to end when a worker cannot report a node's result, and
+    to start the nodes that most others wait for first.
+
+    * nipype's worker function re-reads a failed node's result file; when the disk is full (or
+      the quota exhausted) that file was never written, the worker raises, the pool's callback
+      raises in turn and the task is never marked done: MultiProc then waits for ever.  Here
+      such a worker returns a failed task with the error, so nipype reports the node as crashed
+      (or raises the OSError of the full disk) and the command line ends with its exit code.
+    * Of the nodes ready to run, nipype's default ("tsort") takes them in topological order:
+      every registration of every session before the first resampling, so the baseline's brain
+      extraction, which every quantification waits for, starts only once all registrations are
+      done and then runs alone.  Here ready nodes are taken by decreasing number of nodes
+      downstream of them (:func:`downstream_counts`; ties in topological order), so that chain
+      runs beside the other sessions' registrations.  Only the order changes, never a result.
+      ``scheduler: mem_thread`` in a plugin file keeps nipype's own order by memory.
     """
     from nipype.pipeline.plugins.multiproc import MultiProcPlugin  # nipype: slow to import
 
-    runner = MultiProcPlugin(plugin_args=dict(plugin_args))
+    class _MultiProc(MultiProcPlugin):
+        def _generate_dependency_list(self, graph):
+            super()._generate_dependency_list(graph)
+            self._downstream = downstream_counts(graph, self.procs)
+
+        def _sort_jobs(self, jobids, scheduler="tsort"):
+            if scheduler == "mem_thread":
+                return super()._sort_jobs(jobids, scheduler=scheduler)
+            count = self._downstream
+            return sorted(jobids, key=lambda j: -count[j] if j < len(count) else 0)
+
+    runner = _MultiProc(plugin_args=dict(plugin_args))
     runner.pool = _GuardedPool(runner.pool)
     return runner
 

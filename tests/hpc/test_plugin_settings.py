@@ -183,3 +183,40 @@ def test_configure_workflow_reaches_every_node(tmp_path):
     for node in wf._get_all_nodes():
         assert node.config["execution"]["crashdump_dir"] == str((tmp_path / "w" / "crash"))
     assert Path(wf.base_dir) == (tmp_path / "w").absolute()
+
+
+def _stamp(label, log, after=None):
+    """Append ``label`` to the file ``log`` (the order nodes ran in)."""
+    with open(log, "a") as f:
+        f.write(label + "\n")
+    return label
+
+
+def test_multiproc_starts_the_longest_chain_first(tmp_path):
+    """A real MultiProc run on one process: a chain a -> b -> c -> d that everything at its end
+    waits for, beside four independent nodes. nipype's topological order would run the four
+    independents right after ``a``; ours runs each link of the chain as soon as it is ready
+    (``d``, with nothing after it, ties with the independents and keeps its topological place)."""
+    from nipype import Node, Workflow
+    from nipype.interfaces.utility import Function
+
+    log = tmp_path / "order.txt"
+    wf = Workflow("order_wf", base_dir=str(tmp_path / "work"))
+
+    def node(label):
+        n = Node(Function(input_names=["label", "log", "after"], output_names=["out"],
+                          function=_stamp), name=label)
+        n.inputs.label, n.inputs.log = label, str(log)
+        return n
+
+    chain = [node(x) for x in ("a", "b", "c", "d")]
+    for up, down in zip(chain, chain[1:]):
+        wf.connect(up, "out", down, "after")
+    for x in ("x1", "x2", "x3", "x4"):
+        wf.add_nodes([node(x)])
+    name, args = load_plugin_settings(None, 1, tmp_path / "work")
+    P.run_workflow(wf, name, args, tmp_path / "work")
+    order = log.read_text().split()
+    assert order[:3] == ["a", "b", "c"], order
+    assert sorted(order[3:]) == ["d", "x1", "x2", "x3", "x4"]
+    assert P.downstream_counts(wf._graph, [n for n in wf._graph.nodes() if n.name == "a"]) == [3]
