@@ -168,19 +168,31 @@ def _head_mask(ref: np.ndarray) -> np.ndarray:
     return ndimage.binary_opening(a > thr, iterations=2)
 
 
+def _registration_region(ref_data, brain) -> np.ndarray:
+    """The region the registration figure outlines: the brain mask, else a rough head mask."""
+    return brain if brain is not None and brain.any() else _head_mask(ref_data)
+
+
+def _registration_planes(region) -> tuple[int, int, int]:
+    """Voxel indices (x, y, z) of the sagittal, coronal and axial planes of the registration
+    figure: through the centre of the region (of the grid when the region is empty)."""
+    if region.any():
+        return tuple(int(round(c)) for c in ndimage.center_of_mass(region))
+    return tuple(s // 2 for s in region.shape[:3])
+
+
 def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]],
-                         brain: np.ndarray | None = None) -> bytes:
-    """Each session's T1w (grey) under contours of the reference: the brain outline (yellow)
-    and the white/grey-matter boundary (orange), in three orthogonal planes."""
+                         region: np.ndarray) -> bytes:
+    """Each session's T1w (grey) under contours of the reference: the outline of ``region``
+    (yellow) and the white/grey-matter boundary (orange), in the three orthogonal planes of
+    :func:`_registration_planes` (the session images need hold only those planes)."""
     smooth = ndimage.gaussian_filter(np.nan_to_num(ref_data), 1.0)
-    region = brain if brain is not None and brain.any() else _head_mask(ref_data)
     box = _bbox(region, ref_data.shape, margin=4)
     inside = smooth[region] if region.any() else smooth.ravel()
     q25, q75 = np.percentile(inside, [25, 75]) if inside.size else (0.0, 1.0)
     inner_level = float((q25 + q75) / 2)
     outline = ndimage.gaussian_filter(region.astype(np.float32), 0.8)
-    cx, cy, cz = (int(round(c)) for c in ndimage.center_of_mass(region)) if region.any() \
-        else (s // 2 for s in ref_data.shape[:3])
+    cx, cy, cz = _registration_planes(region)
     zooms = ref_img.header.get_zooms()[:3]
     bx, by, bz = box
     views = [("axial", lambda a: a[bx, by, cz].T, zooms[1] / zooms[0]),
@@ -439,25 +451,36 @@ class _NoAnts(Exception):
     """antspyx (which reads ITK transforms) is not installed."""
 
 
-def _moved_t1w(raw: Path, xfm: D.FoundOutput, ref: nib.Nifti1Image) -> nib.Nifti1Image:
-    """The native T1w ``raw`` on the reference grid through the pipeline's transform."""
+def _moved_t1w(raw: Path, xfm: D.FoundOutput, grid: nib.Nifti1Image,
+               planes: tuple[int, int, int]) -> np.ndarray:
+    """The native T1w ``raw`` through the pipeline's transform on the three ``planes`` (x, y, z
+    voxel indices) of the display ``grid``, NaN elsewhere: only what the figure shows is
+    resampled (a whole 1 mm volume per session took about a second)."""
     data, affine, _ = G.load(raw)
     try:
         transform = G.read_transform(xfm.path)
     except ImportError as exc:
         raise _NoAnts() from exc
-    moved = G.resample(data, affine, ref.shape[:3], ref.affine, transform, order=1, fill=0.0)
-    return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(moved, np.float32), ref.affine))
+    shape = grid.shape[:3]
+    out = np.full(shape, np.nan, dtype=np.float32)
+    for axis, index in enumerate(planes):
+        plane_shape = [1 if a == axis else n for a, n in enumerate(shape)]
+        to_plane = np.eye(4)
+        to_plane[axis, 3] = index
+        where = tuple(slice(index, index + 1) if a == axis else slice(None) for a in range(3))
+        out[where] = G.resample(data, affine, plane_shape, grid.affine @ to_plane, transform,
+                                order=1, fill=0.0)
+    return out
 
 
-def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, notes):
-    """(label, image in the reference space) of every session T1w but the reference: the native
-    T1w resampled onto the reference grid through its registered ``xfm_t1w`` transform (display
-    only). A transform that cannot be applied gives a one-line note (details in the debug log).
+def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, grid, planes, notes):
+    """(label, image on the display ``grid``) of every session T1w but the reference: the native
+    T1w resampled on the figure's ``planes`` through its registered ``xfm_t1w`` transform
+    (display only, see :func:`_moved_t1w`). A transform that cannot be applied gives a one-line
+    note (details in the debug log).
     """
     xfms = sorted(D.find_outputs(output_dir, participant, "xfm_t1w"),
                   key=lambda f: _natural_key(f.path.name))
-    ref = nib.load(str(ref_path)) if xfms else None
     out, done = [], set()
     for xfm in xfms:
         key = (xfm.entities.get("ses"), xfm.entities.get("ce"))
@@ -465,7 +488,7 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, notes):
         if key in done or raw is None or Path(raw).resolve() == Path(ref_path).resolve():
             continue
         try:
-            out.append((_state_label(*key), _moved_t1w(raw, xfm, ref)))
+            out.append((_state_label(*key), _moved_t1w(raw, xfm, grid, planes)))
         except _NoAnts:
             notes.append("registration check skipped: antspyx is not installed")
             break
@@ -627,12 +650,14 @@ def _summary_section(maps, lesion_tsv: Path, warnings) -> tuple:
 
 def _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img, brain,
                           notes) -> tuple:
-    moving = _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, notes) \
-        if ref_path is not None else []
+    moving, ref_data = [], None
+    if ref_path is not None:
+        ref_data = _data3d(ref_img)
+        region = _registration_region(ref_data, brain)
+        moving = _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, ref_img,
+                               _registration_planes(region), notes)
     if moving:
-        png = _registration_figure(ref_img, _data3d(ref_img),
-                                   [(label, _on_grid(img, ref_img)) for label, img in moving],
-                                   brain)
+        png = _registration_figure(ref_img, ref_data, moving, region)
         body = H.image_html(png, "image/png",
                             "Each row is one session's T1w brought into the reference space "
                             "with the transform the pipeline computed; yellow and orange lines "

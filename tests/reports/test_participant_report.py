@@ -5,6 +5,7 @@ import base64
 import re
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 from participant_fixture import CONTROLS, LESIONS, make_participant_outputs
@@ -55,17 +56,22 @@ def test_registration_check_applies_the_pipeline_transforms(outputs):
     """Native T1w + from-orig_to-T1w transform -> back on the reference (D1); a wrong (identity)
     transform leaves the 3-voxel motion visible (D8)."""
     out, written = outputs
-    import nibabel as nib
-    ref = np.asanyarray(nib.load(str(written["reference"])).dataobj)
+
+    grid = nib.as_closest_canonical(nib.load(str(written["reference"])))
+    ref = np.asanyarray(grid.dataobj)
     lesion_free = written["lesions"] == 0
     notes = []
-    moved = dict(_session_t1ws(out, "01", None, written["bids"], written["reference"], notes))
+    planes = tuple(n // 2 - 1 for n in ref.shape)
+    moved = dict(_session_t1ws(out, "01", None, written["bids"], written["reference"], grid,
+                               planes, notes))
     assert not notes and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX", "ses-D8 AGuIX"}
     inner = np.zeros_like(lesion_free)
     inner[4:-4, 4:-4, 4:-4] = True
-    d1 = np.asanyarray(moved["ses-D1 AGuIX"].dataobj)
-    d8 = np.asanyarray(moved["ses-D8 AGuIX"].dataobj)
-    sel = lesion_free & inner
+    d1, d8 = moved["ses-D1 AGuIX"], moved["ses-D8 AGuIX"]
+    on_planes = np.zeros(ref.shape, bool)
+    on_planes[planes[0]], on_planes[:, planes[1]], on_planes[:, :, planes[2]] = True, True, True
+    assert (np.isfinite(d1) == on_planes).all()          # only the three planes are resampled
+    sel = lesion_free & inner & on_planes
     assert np.abs(d1[sel] - ref[sel]).max() < 1e-3 * ref.max()
     assert np.abs(d8[sel] - ref[sel]).mean() > 0.05 * ref[sel].mean()
 
@@ -135,7 +141,7 @@ def test_report_shows_every_registered_map_and_no_error(outputs):
     assert {m.path.relative_to(out).as_posix() for m in find_maps(out, "01")} == expected
     notes = []
     _session_t1ws(out, "01", _plan(written["bids"]), written["bids"], written["reference"],
-                  notes)
+                  nib.load(str(written["reference"])), (4, 4, 4), notes)
     assert notes == []
     path = build_participant_report(out, "01", plan=_plan(written["bids"]),
                                     bids_dir=written["bids"])
@@ -161,8 +167,8 @@ def test_transform_sidecar_is_never_read_as_a_transform(outputs, tmp_path):
     assert len(d8) == 1
     d8[0].path.unlink()                                    # the sidecar stays
     notes = []
-    moved = dict(_session_t1ws(out, "01", None, bids, bids / "sub-01" / "ses-D0" / "anat"
-                               / "sub-01_ses-D0_T1w.nii.gz", notes))
+    ref = bids / "sub-01" / "ses-D0" / "anat" / "sub-01_ses-D0_T1w.nii.gz"
+    moved = dict(_session_t1ws(out, "01", None, bids, ref, nib.load(str(ref)), (4, 4, 4), notes))
     assert notes == [] and set(moved) == {"ses-D0 Dotarem", "ses-D1 AGuIX"}
 
 
@@ -171,8 +177,8 @@ def test_unreadable_transform_gives_a_one_line_note_without_paths(outputs, tmp_p
     (bad,) = D.find_outputs(out, "01", "xfm_t1w", ses="D1")
     bad.path.write_bytes(b"not an ITK transform")
     notes = []
-    moved = dict(_session_t1ws(out, "01", None, bids, bids / "sub-01" / "ses-D0" / "anat"
-                               / "sub-01_ses-D0_T1w.nii.gz", notes))
+    ref = bids / "sub-01" / "ses-D0" / "anat" / "sub-01_ses-D0_T1w.nii.gz"
+    moved = dict(_session_t1ws(out, "01", None, bids, ref, nib.load(str(ref)), (4, 4, 4), notes))
     assert "ses-D1 AGuIX" not in moved and len(moved) == 2
     assert len(notes) == 1 and "ses-D1 AGuIX" in notes[0]
     assert "\n" not in notes[0] and "/" not in notes[0] and bad.path.name not in notes[0]
