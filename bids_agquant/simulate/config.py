@@ -184,8 +184,8 @@ PRESETS: dict[str, dict] = {
     # fast, for unit and integration tests (~64^3 at 3 mm, 2 participants)
     "small": dict(t1w_voxel_mm=(3.0, 3.0, 3.0), vfa_voxel_mm=(4.0, 4.0, 5.0),
                   lesion_diameters_mm=(8.0, 14.0, 24.0), pv_step_mm=2.0, n_participants=2),
-    # the committed data/sample_bids (under 10 MB)
-    "sample": dict(t1w_voxel_mm=(2.0, 2.0, 2.0), vfa_voxel_mm=(3.0, 3.0, 4.0),
+    # the committed data/sample_bids (under 10 MB), on the real-anatomy head
+    "sample": dict(anatomy="mni", t1w_voxel_mm=(2.0, 2.0, 2.0), vfa_voxel_mm=(3.0, 3.0, 4.0),
                    fov_mm=(160.0, 196.0, 168.0), fov_offset_mm=2.0,
                    lesion_diameters_mm=(7.0, 12.0, 16.0, 24.0),
                    signal_wm_counts=40.0, vfa_flip_angles_deg=(3.0, 8.0, 15.0), doses=(100.0, 50.0),

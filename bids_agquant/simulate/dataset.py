@@ -31,7 +31,8 @@ from .fields import B1Field
 from .geometry import Grid, euler_xyz_deg, random_rotation, rigid, rotation_angle_deg
 from .lesions import Lesion, axial_diameter_mm, place_lesions
 from .mni import MNIHead, draw_enhancement
-from .truth import LESION_COLUMNS, MOTION_COLUMNS, Truth, load_truth, map_filename
+from .truth import (LESION_COLUMNS, MOTION_COLUMNS, Truth, load_truth, map_filename,
+                    truth_storage)
 
 __all__ = ["simulate_dataset", "GENERATOR_NAME"]
 
@@ -501,14 +502,17 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
         bidsio.write_nifti(truth_root / map_filename(sub, name), data, ref.affine,
                            compresslevel=cfg.compresslevel, **kw)
 
+    def tq(name, kind, data):                          # at the precision of its kind
+        tw(name, data, **truth_storage(kind, data))
+
     in_head = props["m0"] > 0
-    tw("T1", np.where(in_head, props["t1_s"], 0.0), dtype=np.int16, slope=0.001)
-    tw("M0", props["m0"], dtype=np.int16, slope=0.0001)
+    tq("T1", "T1", np.where(in_head, props["t1_s"], 0.0))
+    tq("M0", "M0", props["m0"])
     tw("lesions", comp, dtype=np.int16)
     b1_at = {}
     for acq in acqs:
         b1_ref = evaluate_on_grid(acq.b1, ident, ref, cfg.chunk_points)
-        tw(f"B1:{acq.spec.label}", np.where(in_head, b1_ref, 0.0), dtype=np.int16, slope=0.001)
+        tq(f"B1:{acq.spec.label}", "B1", np.where(in_head, b1_ref, 0.0))
         b1_at[acq.spec.label] = {k: float(acq.b1(les.centre[:, None])[0]) for k, les in enumerate(lesions)}
 
     # lesion-mask derivatives, drawn on the baseline pre-contrast T1w grid
@@ -534,7 +538,7 @@ def _write_truth_and_masks(cfg, sub, head, lesions, acqs, relax, out, truth_root
                              conc_vfa, pre_label, b1_at, dose, tumor)
     rows.sort(key=lambda r: (list(by_label).index(r["session_id"][4:]), r["lesion_id"]))
     for name, data in _anatomy_maps(cfg, head, ref, post_keys, props["anatomy"]).items():
-        tw(name, data, dtype=np.float32)
+        tq(name, "conc_anatomy" if name.startswith("conc_anatomy:") else "fraction", data)
     return rows, _reference_meta(sub, acqs, list(props["anatomy"]))
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Truth", "load_truth", "LESION_COLUMNS", "MOTION_COLUMNS", "map_filename",
+           "TRUTH_PRECISION", "truth_storage",
            "FRACTION_LABELS"]
 
 LESION_COLUMNS = [
@@ -56,6 +57,21 @@ MOTION_COLUMNS = ["participant_id", "session_id", "rotation_deg", "rot_x_deg", "
 #: Partial-volume fraction maps of the ``mni`` anatomy (key -> BIDS label of the file).
 FRACTION_LABELS = {"intracranial": "intracranial", "parenchyma": "parenchyma", "gm": "GM",
                    "wm": "WM", "csf": "CSF", "extracranial_enhancing": "enhancing"}
+
+
+#: Precision of each kind of truth map: the map is stored as integers (int16, int32 where its
+#: range needs it) with this ``scl_slope`` (units of the map); lesion concentrations and the
+#: lesion labels are stored exactly (float32, int16).
+TRUTH_PRECISION = {"T1": 0.001, "M0": 0.0001, "B1": 0.001, "fraction": 0.0001,
+                   "conc_anatomy": 1e-5}
+
+
+def truth_storage(kind: str, data) -> dict:
+    """``dtype`` and ``slope`` to store a truth map of ``kind`` (a key of
+    :data:`TRUTH_PRECISION`) at its precision without clipping."""
+    step = TRUTH_PRECISION[kind]
+    top = float(np.nanmax(np.abs(data))) / step if np.size(data) else 0.0
+    return dict(dtype=np.int16 if top < np.iinfo(np.int16).max else np.int32, slope=step)
 
 
 def map_filename(participant: str, name: str) -> str:
