@@ -49,8 +49,8 @@ def phantom_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("e2e")
     simulate_dataset(root / "bids", truth_dir=root / "truth", preset="sample", anatomy="geometric",
-                     seed=2026, n_participants=1, motion_deg=5.0, motion_mm=8.0, vfa_voxel_mm=VFA_VOXEL_MM,
-                     vfa_snr=120.0, identifying_fields=True)
+                     seed=2026, n_participants=1, motion_deg=5.0, motion_mm=8.0,
+                     vfa_voxel_mm=VFA_VOXEL_MM, vfa_snr=120.0, identifying_fields=True)
     truth = load_truth(root / "truth")
     runs = []
     for name in ("a", "b"):
