@@ -8,8 +8,10 @@ Two layers:
   and its data read once (that is the only way to find a truncated ``.nii.gz``), then checked for
   dimensionality, affine, qform/sform agreement, emptiness and non-finite voxels; VFA sets must
   share one grid; a TB1map must cover its VFA field of view (another grid is fine: it is resampled
-  in world coordinates) and is converted when stored in percent; a lesion mask must sit on the grid
-  of one of the participant's T1w images and hold at least one lesion.
+  in world coordinates) and is converted when stored in percent; a lesion mask must hold at least
+  one lesion and sits on the grid of one of the participant's T1w images (axes in any order or
+  direction: re-indexed), else it is resampled onto its session's T1w with a warning giving the
+  change of the lesion diameters.
 
 Fatal problems raise :class:`~bids_agquant.errors.BadDataError` (65) or
 :class:`~bids_agquant.errors.MissingInputError` (66). Per-voxel problems are not fatal:
@@ -430,14 +432,64 @@ def _check_mask(plan: ParticipantPlan, mask: LesionMask, info, root) -> LesionMa
         candidates.append((prio, st.session, st.t1w))
     candidates.sort(key=lambda c: c[0])
     for _, session, t1w in candidates:
-        if same_grid(m, info(t1w, "T1w image")):
+        other = info(t1w, "T1w image")
+        if same_grid(m, other) or _reindexing(m, other) is not None:
             if session != mask.session:
                 LOGGER.warning("%s: named for ses-%s but on the grid of %s; using that image",
                                show, mask.session, Path(t1w).name)
+            elif not same_grid(m, other):
+                LOGGER.info("%s: the voxels of %s in another axis order; re-indexed", show,
+                            Path(t1w).name)
             return dataclasses.replace(mask, session=session, drawn_on=t1w)
-    raise BadDataError(f"{show}: its grid (shape {m.shape}, voxel {_fmt_zooms(m.zooms)} mm) "
-                       f"matches no T1w image of sub-{plan.participant}",
-                       fix="draw or resample the mask on the pre-contrast T1w of one session")
+    own = [c for c in candidates if c[1] == mask.session]
+    if not own:
+        raise BadDataError(f"{show}: its grid (shape {m.shape}, voxel {_fmt_zooms(m.zooms)} mm) "
+                           f"matches no T1w image of sub-{plan.participant}, and ses-"
+                           f"{mask.session} has no T1w whose world space it could be in",
+                           fix="draw or resample the mask on the pre-contrast T1w of one session")
+    _, session, t1w = own[0]
+    change = _resampling_change(mask, info(t1w, "T1w image"), show)
+    LOGGER.warning("%s: its grid (shape %s, voxel %s mm) is no T1w grid; resampled (nearest "
+                   "neighbour) onto %s in the world space of ses-%s, lesion longest diameters "
+                   "change by up to %.1f mm; draw the mask on a T1w grid to keep them exact", show,
+                   m.shape[:3], _fmt_zooms(m.zooms), Path(t1w).name, session, change)
+    return dataclasses.replace(mask, session=session, drawn_on=t1w)
+
+
+def _reindexing(a: ImageInfo, b: ImageInfo):
+    """:func:`bids_agquant.qmri.geometry.reindexing` of two images' grids (tolerance of
+    :func:`same_grid`)."""
+    from bids_agquant.qmri.geometry import reindexing
+
+    tol = GRID_TOLERANCE_VOXELS * min(min(a.zooms[:3]), min(b.zooms[:3]))
+    return reindexing(a.shape, a.affine, b.shape, b.affine, tol)
+
+
+def _resampling_change(mask: LesionMask, t1w: ImageInfo, show: str) -> float:
+    """Largest change (mm) of a lesion's longest axial diameter when the mask is resampled
+    (nearest neighbour, world coordinates) onto the grid of ``t1w``; a lesion that vanishes on
+    that grid is exit 65."""
+    import nibabel as nib
+
+    from bids_agquant.qmri import geometry as G
+    from bids_agquant.qmri import lesions as L
+
+    img = nib.load(str(mask.path))
+    data = np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3])
+    labelled = L.label_lesions(data, mask.kind)
+    ids = np.asarray((0,) + tuple(labelled.original_ids), dtype=np.int32)
+    native = ids[labelled.labels]
+    moved = G.resample(native, img.affine, t1w.shape[:3], t1w.affine, order=0)
+    before = L.lesion_diameters(labelled.labels, img.affine)
+    after = L.lesion_diameters(moved, t1w.affine)
+    lost = [int(ids[k]) for k in before if int(ids[k]) not in after]
+    if lost:
+        raise BadDataError(f"{show}: lesion(s) {', '.join(map(str, lost))} vanish when the mask "
+                           f"is resampled onto the T1w grid ({t1w.path.name}): they lie outside "
+                           "it or are smaller than its voxels",
+                           fix="draw the mask on the pre-contrast T1w of one session")
+    return max((abs(after[int(ids[k])].longest_axial_mm - size.longest_axial_mm)
+                for k, size in before.items()), default=0.0)
 
 
 def _fmt_zooms(zooms: Iterable[float]) -> str:

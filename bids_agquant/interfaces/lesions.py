@@ -50,15 +50,21 @@ class PreparedRegions(NamedTuple):
 
 
 def _lesions_in_reference(lesion_file, lesion_kind, lesion_transform, shape, ref_aff):
-    """(lesion ids on the reference grid, {id: LesionRegion}) of a lesion mask or dseg file."""
+    """(lesion ids on the reference grid, {id: LesionRegion}) of a lesion mask or dseg file.
+
+    A mask on the reference grid, or on its voxels stored in another axis order (flipped or
+    permuted axes, as converters differ), is read in the reference's voxel order before the
+    lesions are labelled, so a binary mask's lesion ids do not depend on how it was stored."""
     data, m_aff, _ = G.load(lesion_file, dtype=np.float64)
+    how = None if lesion_transform is not None else pure_geometry.reindexing(
+        data.shape, m_aff, shape, ref_aff, 1e-3 * float(pure_geometry.voxel_sizes(ref_aff).min()))
+    if how is not None:
+        data, m_aff = np.ascontiguousarray(pure_geometry.reindexed(data, how)), ref_aff
     labelled = L.label_lesions(data, lesion_kind)
     ids = np.asarray((0,) + tuple(labelled.original_ids), dtype=np.int32)
     native = ids[labelled.labels]            # original ids on the input grid
     sizes = L.lesion_diameters(labelled.labels, m_aff)
-    same_grid = (tuple(data.shape) == tuple(shape) and np.allclose(m_aff, ref_aff, atol=1e-3)
-                 and lesion_transform is None)
-    if same_grid:
+    if how is not None:
         lesions_ref = native.astype(np.int32)
     else:
         matrix = None if lesion_transform is None else G.read_transform(lesion_transform)

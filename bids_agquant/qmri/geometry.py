@@ -23,7 +23,7 @@ from scipy import ndimage
 
 __all__ = ["LPS", "voxel_sizes", "voxel_volume_mm3", "voxel_to_world", "centroid_world",
            "ras_to_lps_matrix", "compose", "voxel_map", "resample", "resample_many",
-           "block_average", "downsample_factor"]
+           "block_average", "downsample_factor", "reindexing", "reindexed", "GRID_TOLERANCE"]
 
 #: RAS <-> LPS flip (its own inverse).
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -173,3 +173,38 @@ def downsample_factor(affine, target_spacing_mm: float) -> int:
     """
     ratio = target_spacing_mm / float(voxel_sizes(affine).min())
     return max(1, int(np.floor(ratio + GRID_TOLERANCE)))
+
+
+def reindexing(shape_a, affine_a, shape_b, affine_b, tol_mm: float):
+    """How to read grid ``a`` as grid ``b`` when both hold the same voxel centres in the world,
+    only in another order (axes permuted and/or flipped, as converters differ): ``(axes, flips)``
+    such that ``np.flip(np.transpose(data_a, axes), flips)`` is ``data_a`` on grid ``b``; None
+    when the voxel centres differ (by more than ``tol_mm`` at the corners) or the shapes do not
+    match."""
+    m = np.linalg.inv(np.asarray(affine_b, dtype=np.float64)) @ np.asarray(affine_a, dtype=float)
+    rot = m[:3, :3]
+    signed = np.round(rot)
+    if not (np.abs(signed).sum(axis=0) == 1).all() or not (np.abs(signed).sum(axis=1) == 1).all():
+        return None
+    axes = tuple(int(np.argmax(np.abs(signed[b]))) for b in range(3))   # b axis <- a axis
+    if tuple(int(shape_a[a]) for a in axes) != tuple(int(s) for s in shape_b[:3]):
+        return None
+    flips = tuple(b for b in range(3) if signed[b, axes[b]] < 0)
+    # exact check: every corner voxel centre of a lands on its re-indexed place in b
+    n = [int(s) - 1 for s in shape_a[:3]]
+    corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+    world_a = corners @ np.asarray(affine_a)[:3, :3].T + np.asarray(affine_a)[:3, 3]
+    target = corners[:, list(axes)]
+    for b in flips:
+        target[:, b] = int(shape_b[b]) - 1 - target[:, b]
+    world_b = target @ np.asarray(affine_b)[:3, :3].T + np.asarray(affine_b)[:3, 3]
+    if np.max(np.linalg.norm(world_a - world_b, axis=1)) > tol_mm:
+        return None
+    return axes, flips
+
+
+def reindexed(data, how):
+    """``data`` of grid ``a`` in the voxel order of grid ``b`` (``how`` from :func:`reindexing`)."""
+    axes, flips = how
+    out = np.transpose(np.asarray(data), tuple(axes) + tuple(range(3, np.ndim(data))))
+    return np.flip(out, flips) if flips else out

@@ -263,10 +263,56 @@ def test_implausible_tb1map(run_cli, short_ds):
 
 # --- lesion masks ---------------------------------------------------------------------------
 
-def test_lesion_mask_on_a_grid_matching_no_session(run_cli, short_ds):
-    rewrite(short_ds / MASK, fn=lambda m: m[2:, 2:, 2:])      # cropped: the grid of no T1w
+def _reoriented(path, codes):
+    """The image of ``path`` with its voxel axes in the order/direction ``codes`` (the same
+    voxels in the world, as another converter would store them)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    img = nib.load(str(path))
+    return img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(codes)))
+
+
+@pytest.mark.parametrize("codes", ["LPS", "ASR"])
+def test_lesion_mask_with_flipped_or_permuted_axes_is_reindexed(run_cli, short_ds, codes):
+    """The reference grid with its axes flipped / permuted: accepted without warning, and the
+    lesions land on exactly the voxels of the original mask."""
+    from bids_agquant.interfaces.lesions import _lesions_in_reference
+
+    original = short_ds.parent / "original_mask.nii.gz"
+    shutil.copy(short_ds / MASK, original)
+    moved = _reoriented(original, codes)
+    stored = np.asanyarray(nib.load(str(original)).dataobj)
+    assert moved.shape != stored.shape or not np.array_equal(moved.dataobj, stored)
+    nib.save(moved, str(short_ds / MASK))
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "resampled" not in res.out and "matches no T1w" not in res.out
+    ref = nib.load(str(anat(short_ds) / f"{SUB}_ses-D0_T1w.nii.gz"))
+    want, _ = _lesions_in_reference(original, "mask", None, ref.shape, ref.affine)
+    got, regions = _lesions_in_reference(short_ds / MASK, "mask", None, ref.shape, ref.affine)
+    assert want.any() and np.array_equal(got, want)
+
+
+def test_lesion_mask_on_another_grid_is_resampled_with_a_warning(run_cli, short_ds):
+    """A mask on a grid of its own in the session's world (here: the T1w grid at half the voxel
+    size): resampled nearest-neighbour, with the diameter change in the warning."""
+    data, aff = load(short_ds / MASK)
+    fine = np.repeat(np.repeat(np.repeat(data, 2, 0), 2, 1), 2, 2)
+    half = aff @ np.array([[0.5, 0, 0, -0.25], [0, 0.5, 0, -0.25], [0, 0, 0.5, -0.25],
+                           [0, 0, 0, 1.0]])
+    tb.write_nifti(short_ds / MASK, fine.astype(np.float32), half)
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert MASK.name in res.out and "resampled (nearest neighbour)" in res.out
+    change = float(res.out.split("change by up to ")[1].split(" mm")[0])
+    assert 0.0 <= change <= 1.5 * float(np.abs(aff[:3, :3]).max())
+
+
+def test_lesion_mask_outside_every_t1w(run_cli, short_ds):
+    data, aff = load(short_ds / MASK)
+    away = aff.copy()
+    away[:3, 3] += 500.0                                     # the same voxels 50 cm away
+    rewrite(short_ds / MASK, affine=away)
     line = err(run_cli, short_ds, expect=65)
-    assert MASK.name in line and "matches no T1w image of sub-01" in line
+    assert MASK.name in line and "vanish when the mask is resampled" in line
 
 
 def test_mask_with_no_lesion(run_cli, short_ds):

@@ -148,3 +148,27 @@ def test_downsample_factor_ignores_rounding_of_an_oblique_affine(spacing, factor
     aff[:3, :3] *= 1.0 + 2e-8
     assert G.voxel_sizes(aff).min() > 1.0
     assert G.downsample_factor(aff, spacing) == factor
+
+
+@pytest.mark.parametrize("codes", ["LAS", "LPS", "ASR", "SLA", "IPL"])
+def test_reindexing_reads_a_reoriented_copy_back_exactly(codes):
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    data = np.random.default_rng(4).random((5, 6, 7)).astype(np.float32)
+    aff = oblique_affine((1.0, 1.2, 2.0))
+    copy = nib.Nifti1Image(data, aff).as_reoriented(
+        ornt_transform(io_orientation(aff), axcodes2ornt(codes)))
+    how = G.reindexing(copy.shape, copy.affine, data.shape, aff, 1e-3)
+    assert how is not None
+    assert np.array_equal(G.reindexed(np.asanyarray(copy.dataobj), how), data)
+
+
+def test_reindexing_refuses_other_voxel_centres():
+    aff = oblique_affine((1.0, 1.0, 1.0))
+    shifted = aff.copy()
+    shifted[:3, 3] += 0.5                                        # half a voxel off
+    assert G.reindexing((5, 6, 7), shifted, (5, 6, 7), aff, 0.25) is None
+    assert G.reindexing((5, 6, 7), aff, (6, 5, 7), aff, 0.25) is None      # other shape
+    finer = aff @ np.diag([0.5, 0.5, 0.5, 1.0])
+    assert G.reindexing((10, 12, 14), finer, (5, 6, 7), aff, 0.25) is None
