@@ -41,8 +41,10 @@ LOGGER = logging.getLogger("bids_agquant.validate")
 MAX_TR_S = 1.0
 #: A TB1map whose median (inside its support) exceeds this is taken to be in percent.
 B1_PERCENT_MEDIAN = 10.0
-#: Plausible range of a B1+ factor map's median (after a percent conversion).
-B1_FACTOR_RANGE = (0.2, 5.0)
+#: Plausible range of a B1+ factor map's median (after a percent conversion): transmit fields
+#: of head coils stay within about 0.6-1.4 of nominal over the head at 1.5-7 T; a median outside
+#: this range is a map in other units (or scaled by a converter), never a field to correct with.
+B1_FACTOR_RANGE = (0.4, 1.6)
 #: Two grids are the same when their corner voxel centres move less than this fraction of the
 #: smallest voxel size.
 GRID_TOLERANCE_VOXELS = 0.25
@@ -327,8 +329,8 @@ def b1_scale(info: ImageInfo, root: Path | None = None) -> float:
                        show, median)
     lo, hi = B1_FACTOR_RANGE
     if not lo <= median * scale <= hi:
-        raise BadDataError(f"{show}: TB1map median {median:.3g} is neither a B1+ factor (about 1) "
-                           f"nor percent (about 100)",
+        raise BadDataError(f"{show}: TB1map median {median:.3g} is neither a B1+ factor "
+                           f"({lo:g}-{hi:g}) nor percent ({100 * lo:g}-{100 * hi:g})",
                            fix="store the map as a multiplicative factor, or run with "
                                "--b1-correction off")
     return scale

@@ -256,9 +256,20 @@ def test_tb1map_not_covering_the_vfa_field_of_view(run_cli, short_ds):
     run_checked(run_cli, short_ds, "--print-plan", "--b1-correction", "off")
 
 
-def test_implausible_tb1map(run_cli, short_ds):
-    rewrite(b1_path(short_ds), fn=lambda b1: np.where(b1 > 0, 0.01, 0.0))
-    assert "neither a B1+ factor" in err(run_cli, short_ds, expect=65)
+@pytest.mark.parametrize("scale", [0.01, 0.3, 5.0, 1000.0])
+def test_implausible_tb1map(run_cli, short_ds, scale):
+    """A map 5x too large (a converter's scaling) is neither read as percent nor accepted as a
+    factor of 5: outside the plausible range of a B1+ factor or of percent, exit 65."""
+    rewrite(b1_path(short_ds), fn=lambda b1: b1 * scale)
+    line = err(run_cli, short_ds, expect=65)
+    assert "neither a B1+ factor (0.4-1.6) nor percent (40-160)" in line
+    assert "sub-01_ses-D0_TB1map.nii.gz" in line
+
+
+def test_tb1map_in_percent_is_converted(run_cli, short_ds):
+    rewrite(b1_path(short_ds), fn=lambda b1: b1 * 100.0)
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "look like percent" in res.out and "(x0.01)" in res.out
 
 
 # --- lesion masks ---------------------------------------------------------------------------
