@@ -571,11 +571,12 @@ def _vfa_set(images: list[_Image], desc: str, root: Path, b1maps: list[_Image],
     if field_t is None:
         warn(f"{desc} VFA: MagneticFieldStrength missing from the sidecars; relaxivity at 3 T "
              f"assumed")
-    return VFASet(files=files, flip_angles_deg=fas, tr_s=tr, b1map=b1, field_strength_t=field_t)
+    return VFASet(files=files, flip_angles_deg=fas, tr_s=tr, b1map=b1 and b1.path,
+                  field_strength_t=field_t, b1_units=b1 and b1.meta.get("Units"))
 
 
 def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image],
-            participant: str, root: Path, warn, desc: str) -> Path | None:
+            participant: str, root: Path, warn, desc: str) -> _Image | None:
     """The TB1map of a VFA set: one whose IntendedFor lists it, else the session's map(s)."""
     sub_dir = root / f"sub-{participant}"
     targets = {_rel(i.path, sub_dir) for i in vfa}
@@ -594,7 +595,7 @@ def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image
         return None
     if len(pool) > 1:
         warn(f"{desc}: several TB1maps ({', '.join(m.name for m in pool)}); using {pool[0].name}")
-    return pool[0].path
+    return pool[0]
 
 
 def _find_lesion_mask(participant: str, config, root: Path, baseline: str,

@@ -21,6 +21,7 @@ class VFASet:
     b1_scale: float = 1.0              # multiply the stored TB1map by this to get the B1+ factor
                                        # (0.01 when the map is stored in percent). The map may be on
                                        # another grid than the VFA set: resample it in world space.
+    b1_units: str | None = None        # the TB1map sidecar's "Units" (None: not given)
 
 
 @dataclass(frozen=True)

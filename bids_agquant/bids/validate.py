@@ -315,19 +315,52 @@ def _why(exc: BaseException) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def b1_scale(info: ImageInfo, root: Path | None = None) -> float:
-    """Factor turning the stored TB1map into a B1+ factor (1.0, or 0.01 for percent)."""
+#: TB1map sidecar ``Units`` read as percent of the nominal flip angle, and as a factor (1 =
+#: nominal); other units are refused; none, or arbitrary units, leave it to the median.
+B1_PERCENT_UNITS = ("%", "percent", "percentage", "pct", "p.u.")
+B1_FACTOR_UNITS = ("1", "factor", "fraction", "ratio", "relative", "dimensionless")
+B1_UNKNOWN_UNITS = ("", "a.u.", "au", "arbitrary", "arbitrary units", "n/a")
+
+
+def _b1_units_scale(units, show: str) -> float | None:
+    """Scale from the sidecar's ``Units`` (None: not given, or arbitrary)."""
+    if units is None:
+        return None
+    word = str(units).strip().lower()
+    if word in B1_PERCENT_UNITS:
+        return 0.01
+    if word in B1_FACTOR_UNITS:
+        return 1.0
+    if word in B1_UNKNOWN_UNITS:
+        return None
+    raise BadDataError(f"{show}: its sidecar gives Units = {units!r}, neither a B1+ factor nor "
+                       f"percent of the nominal flip angle",
+                       fix="store the map as a factor (1 = nominal flip angle) with \"Units\": "
+                           "\"1\" (or percent with \"%\"), or run with --b1-correction off")
+
+
+def b1_scale(info: ImageInfo, root: Path | None = None, units=None) -> float:
+    """Factor turning the stored TB1map into a B1+ factor (1.0, or 0.01 for percent): from the
+    sidecar's ``units`` when given (:data:`B1_PERCENT_UNITS`, :data:`B1_FACTOR_UNITS`), else from
+    the median (above :data:`B1_PERCENT_MEDIAN`: percent); the converted median must lie in
+    :data:`B1_FACTOR_RANGE` either way."""
     show = _show(info.path, root)
     median = info.median_positive
     if median is None:
         raise BadDataError(f"{show}: the TB1map has no positive value", fix="convert it again or "
                            "run with --b1-correction off")
-    scale = 1.0
-    if median > B1_PERCENT_MEDIAN:
+    given = _b1_units_scale(units, show)
+    scale = 1.0 if given is None else given
+    if given is None and median > B1_PERCENT_MEDIAN:
         scale = 0.01
         LOGGER.warning("%s: TB1map values look like percent (median %.3g); dividing by 100",
                        show, median)
     lo, hi = B1_FACTOR_RANGE
+    if given is not None and not lo <= median * scale <= hi:
+        raise BadDataError(f"{show}: TB1map median {median:.3g} with Units = {units!r} is no "
+                           f"B1+ factor in {lo:g}-{hi:g}",
+                           fix="correct Units in its sidecar (\"1\" for a factor, \"%\" for "
+                               "percent) or the map, or run with --b1-correction off")
     if not lo <= median * scale <= hi:
         raise BadDataError(f"{show}: TB1map median {median:.3g} is neither a B1+ factor "
                            f"({lo:g}-{hi:g}) nor percent ({100 * lo:g}-{100 * hi:g})",
@@ -400,7 +433,7 @@ def validate_plan(plan: ParticipantPlan, root: Path | None = None
                 if vfa.b1map is not None:
                     b1 = info(vfa.b1map, "TB1map", stats="b1")
                     if vfa.b1map not in b1_scales:
-                        b1_scales[vfa.b1map] = b1_scale(b1, root)
+                        b1_scales[vfa.b1map] = b1_scale(b1, root, vfa.b1_units)
                     if check_b1_coverage(b1, first, root):
                         LOGGER.info("%s: on another grid than %s; it will be resampled",
                                     _show(vfa.b1map, root), vfa.files[0].name)

@@ -104,9 +104,25 @@ def test_b1_scale():
                            median_positive=median)
     assert V.b1_scale(info(0.97)) == 1.0
     assert V.b1_scale(info(101.0)) == 0.01
-    for median in (0.05, 7.0, 900.0, None):
+    for median in (0.05, 0.3, 1.7, 4.8, 7.0, 900.0, None):
         with pytest.raises(BadDataError):
             V.b1_scale(info(median))
+
+
+@pytest.mark.parametrize("units, median, scale", [
+    ("%", 97.0, 0.01), ("percent", 8.0, None), ("1", 0.97, 1.0), ("factor", 97.0, None),
+    ("a.u.", 97.0, 0.01), ("arbitrary", 1.02, 1.0), (None, 1.02, 1.0), ("Hz", 1.0, None),
+    ("degrees", 60.0, None)])
+def test_b1_scale_from_the_sidecar_units(units, median, scale):
+    """Units decide when given (no guessing from the median); arbitrary units fall back to the
+    median; a median the Units contradict, and units that are neither, are exit 65."""
+    info = V.ImageInfo(Path("b1.nii.gz"), (2, 2, 2), np.eye(4), (1, 1, 1), 0,
+                       median_positive=median)
+    if scale is None:
+        with pytest.raises(BadDataError, match="b1.nii.gz"):
+            V.b1_scale(info, units=units)
+    else:
+        assert V.b1_scale(info, units=units) == scale
 
 
 def test_b1_coverage_in_world_coordinates():

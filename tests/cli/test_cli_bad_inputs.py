@@ -266,6 +266,21 @@ def test_implausible_tb1map(run_cli, short_ds, scale):
     assert "sub-01_ses-D0_TB1map.nii.gz" in line
 
 
+def test_tb1map_units_decide_and_must_agree_with_the_map(run_cli, short_ds):
+    """``Units`` in the TB1map sidecar: percent maps are converted without guessing; a factor map
+    that says it is percent is exit 65 naming the file."""
+    rewrite(b1_path(short_ds), fn=lambda b1: b1 * 100.0)
+    tb.edit_json(tb.sidecar(b1_path(short_ds)), Units="%")
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "(x0.01)" in res.out and "look like percent" not in res.out
+    rewrite(b1_path(short_ds), fn=lambda b1: b1 / 100.0)           # a factor again, "%" kept
+    line = err(run_cli, short_ds, expect=65)
+    assert "sub-01_ses-D0_TB1map.nii.gz" in line and "Units = '%'" in line
+    tb.edit_json(tb.sidecar(b1_path(short_ds)), Units="Hz")
+    line = err(run_cli, short_ds, expect=65)
+    assert "Units = 'Hz'" in line and "neither a B1+ factor nor percent" in line
+
+
 def test_tb1map_in_percent_is_converted(run_cli, short_ds):
     rewrite(b1_path(short_ds), fn=lambda b1: b1 * 100.0)
     res = run_checked(run_cli, short_ds, "--print-plan")
