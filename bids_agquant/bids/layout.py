@@ -757,6 +757,9 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
             b1 = r(v.b1map) if v.b1map else "none"
             if v.b1map and v.b1_scale != 1.0:
                 b1 += f" (x{v.b1_scale:g})"
+            if v.b1map and v.b1_coverage < 1.0:
+                b1 += (f", covering {100 * v.b1_coverage:.0f} % of the VFA field of view (head "
+                       f"voxels outside filled by extrapolation)")
             field_t = f"{v.field_strength_t:g} T" if v.field_strength_t else "field unknown"
             lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), "
                          f"TR {v.tr_s * 1000:g} ms, {field_t}, B1: {b1}")

@@ -22,6 +22,8 @@ class VFASet:
                                        # (0.01 when the map is stored in percent). The map may be on
                                        # another grid than the VFA set: resample it in world space.
     b1_units: str | None = None        # the TB1map sidecar's "Units" (None: not given)
+    b1_coverage: float = 1.0           # fraction of the VFA field of view inside the TB1map's
+                                       # (set by validation; head voxels outside are filled)
 
 
 @dataclass(frozen=True)

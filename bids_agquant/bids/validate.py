@@ -7,8 +7,8 @@ Two layers:
 - images (called on a finished plan by :func:`validate_plan`): every file is opened with nibabel
   and its data read once (that is the only way to find a truncated ``.nii.gz``), then checked for
   dimensionality, affine, qform/sform agreement, emptiness and non-finite voxels; VFA sets must
-  share one grid; a TB1map must cover its VFA field of view (another grid is fine: it is resampled
-  in world coordinates) and is converted when stored in percent; a lesion mask must hold at least
+  share one grid; a TB1map must cover at least half of its VFA field of view (another grid is fine: it
+  is resampled in world coordinates; head voxels outside it are filled at run time) and is converted when stored in percent; a lesion mask must hold at least
   one lesion and sits on the grid of one of the participant's T1w images (axes in any order or
   direction: re-indexed), else it is resampled onto its session's T1w with a warning giving the
   change of the lesion diameters.
@@ -32,7 +32,8 @@ from bids_agquant.bids.plan import LesionMask, ParticipantPlan
 from bids_agquant.errors import BadDataError, MissingInputError
 
 __all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
-           "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "validate_plan",
+           "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "b1_box_coverage",
+           "validate_plan",
            "MAX_TR_S", "B1_PERCENT_MEDIAN"]
 
 LOGGER = logging.getLogger("bids_agquant.validate")
@@ -369,20 +370,38 @@ def b1_scale(info: ImageInfo, root: Path | None = None, units=None) -> float:
     return scale
 
 
-def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -> bool:
-    """Raise unless the TB1map's field of view covers the VFA grid; True when grids differ."""
-    if same_grid(b1, vfa):
-        return False
-    corners = np.linalg.inv(b1.affine) @ (vfa.affine @ _corners(vfa.shape))
-    ijk = corners[:3]
-    tol = 0.5 + 1e-3   # half a B1 voxel beyond its outer voxel centres (the FOV edge), a bit more
+def b1_box_coverage(b1: ImageInfo, vfa: ImageInfo) -> float:
+    """Fraction of the VFA grid's voxel centres inside the TB1map's field of view (world
+    coordinates; the field of view reaches half a B1 voxel beyond its outer voxel centres)."""
+    shape = [int(n) for n in vfa.shape[:3]]
+    step = [max(1, n // 48) for n in shape]                 # at most ~48^3 points are tested
+    axes = [np.arange(0, n, st, dtype=float) for n, st in zip(shape, step)]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=0).reshape(3, -1)
+    pts = np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+    inside_ijk = (np.linalg.inv(b1.affine) @ (vfa.affine @ pts))[:3]
+    tol = 0.5 + 1e-3
     upper = np.asarray(b1.shape[:3], float)[:, None] - 1 + tol
-    if np.any(ijk < -tol) or np.any(ijk > upper):
-        raise BadDataError(f"{_show(b1.path, root)}: the TB1map field of view does not cover the "
-                           f"VFA images ({_show(vfa.path, root)})",
+    inside = np.all((inside_ijk >= -tol) & (inside_ijk <= upper), axis=0)
+    return float(inside.mean())
+
+
+def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -> float:
+    """Fraction of the VFA field of view the TB1map covers (1.0 on the same grid); exit 65 below
+    :data:`bids_agquant.qmri.b1.MIN_COVERED_FRACTION` of it. Head voxels outside a partial map
+    are filled at run time (:mod:`bids_agquant.qmri.b1`), with a warning giving their share."""
+    from bids_agquant.qmri.b1 import MIN_COVERED_FRACTION
+
+    if same_grid(b1, vfa):
+        return 1.0
+    fraction = b1_box_coverage(b1, vfa)
+    if fraction < MIN_COVERED_FRACTION:
+        raise BadDataError(f"{_show(b1.path, root)}: the TB1map field of view covers "
+                           f"{100 * fraction:.0f} % of the VFA images' "
+                           f"({_show(vfa.path, root)}), less than "
+                           f"{100 * MIN_COVERED_FRACTION:.0f} %",
                            fix="acquire a B1 map covering the VFA volume, or run with "
                                "--b1-correction off")
-    return True
+    return fraction
 
 
 def _t1w_images(plan: ParticipantPlan) -> list[tuple[str, str | None, Path]]:
@@ -434,15 +453,19 @@ def validate_plan(plan: ParticipantPlan, root: Path | None = None
                     b1 = info(vfa.b1map, "TB1map", stats="b1")
                     if vfa.b1map not in b1_scales:
                         b1_scales[vfa.b1map] = b1_scale(b1, root, vfa.b1_units)
-                    if check_b1_coverage(b1, first, root):
-                        LOGGER.info("%s: on another grid than %s; it will be resampled",
-                                    _show(vfa.b1map, root), vfa.files[0].name)
-                    vfa = dataclasses.replace(vfa, b1_scale=b1_scales[vfa.b1map])
+                    coverage = check_b1_coverage(b1, first, root)
+                    if not same_grid(b1, first):
+                        LOGGER.info("%s: on another grid than %s (covering %.0f %% of it); it "
+                                    "will be resampled", _show(vfa.b1map, root),
+                                    vfa.files[0].name, 100 * coverage)
+                    vfa = dataclasses.replace(vfa, b1_scale=b1_scales[vfa.b1map],
+                                              b1_coverage=coverage)
                 st = dataclasses.replace(st, vfa=vfa)
             new_states.append(st)
         mask = plan.lesion_mask
         if mask is not None:
             mask = _check_mask(plan, mask, info, root)
+            _check_lesions_in_b1(mask, new_states, info, root)
         plan = dataclasses.replace(plan, states=tuple(new_states), lesion_mask=mask,
                                    warnings=tuple(plan.warnings) + tuple(warnings))
     finally:
@@ -489,6 +512,44 @@ def _check_mask(plan: ParticipantPlan, mask: LesionMask, info, root) -> LesionMa
                    "change by up to %.1f mm; draw the mask on a T1w grid to keep them exact", show,
                    m.shape[:3], _fmt_zooms(m.zooms), Path(t1w).name, session, change)
     return dataclasses.replace(mask, session=session, drawn_on=t1w)
+
+
+#: A lesion with less than this fraction of its voxels inside a partial TB1map's field of view
+#: (in the world space of the map's session) is refused: its B1 would be extrapolated.
+LESION_MIN_IN_B1 = 0.5
+
+
+def _check_lesions_in_b1(mask: LesionMask, states, info, root) -> None:
+    """Exit 65 when a lesion lies outside the field of view of a partial TB1map (one covering
+    less than the whole VFA box); judged in world coordinates, so for another session than the
+    mask's within that session's head motion (hence the tolerant :data:`LESION_MIN_IN_B1`)."""
+    partial = {st.vfa.b1map for st in states
+               if st.vfa is not None and st.vfa.b1map is not None and st.vfa.b1_coverage < 1.0}
+    if not partial:
+        return
+    import nibabel as nib
+
+    from bids_agquant.qmri import lesions as L
+
+    img = nib.load(str(mask.path))
+    labelled = L.label_lesions(np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3]),
+                               mask.kind)
+    ijk = np.argwhere(labelled.labels > 0)
+    labels = labelled.labels[tuple(ijk.T)]
+    world = img.affine @ np.vstack([ijk.T, np.ones(len(ijk))])
+    for b1map in sorted(partial):
+        b1 = info(b1map, "TB1map", stats="b1")
+        inside_ijk = (np.linalg.inv(b1.affine) @ world)[:3]
+        upper = np.asarray(b1.shape[:3], float)[:, None] - 0.5
+        inside = np.all((inside_ijk >= -0.5) & (inside_ijk <= upper), axis=0)
+        for k, original in enumerate(labelled.original_ids, start=1):
+            share = float(inside[labels == k].mean())
+            if share < LESION_MIN_IN_B1:
+                raise BadDataError(
+                    f"{_show(b1map, root)}: lesion {original} of {_show(mask.path, root)} lies "
+                    f"outside the TB1map's field of view ({100 * share:.0f} % of its voxels "
+                    f"inside); its B1 would be extrapolated",
+                    fix="acquire a B1 map covering the lesions, or run with --b1-correction off")
 
 
 def _reindexing(a: ImageInfo, b: ImageInfo):

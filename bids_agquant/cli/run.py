@@ -386,6 +386,10 @@ _STORAGE_FULL = re.compile(r"\[Errno (28|122|27|30)\]|No space left on device|Di
                            r"File too large|Read-only file system")
 
 
+#: The last line of a crash file of a node that raised BadDataError (exit 65, not 1).
+_NODE_BAD_DATA = re.compile(r"^(?:[\w.]+\.)?BadDataError: (.+)$")
+
+
 def _crash_summary(crash_dir: Path, since: float, failed: list[str]) -> tuple[str | None, str]:
     """(crash file, one-line reason) of the first failed node, from nipype's text crash files.
 
@@ -496,6 +500,9 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
                 f"{config.output_dir} or the work dir {config.work_dir}{where}",
                 fix="free space (or raise the quota / file-size limit) there, then run the same "
                     "command (same -w) to resume") from exc
+        bad_data = _NODE_BAD_DATA.match(reason)
+        if bad_data:          # a data problem only a node could see (e.g. a B1 map's coverage)
+            raise BadDataError(f"{label}: {node}: {bad_data.group(1)}{where}") from exc
         raise NodeFailedError(f"{label}: {node} failed: {reason}{where}",
                               fix="rerun with -v for details; after a fix, the same command "
                                   "(same -w) resumes") from exc

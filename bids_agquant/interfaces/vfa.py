@@ -9,7 +9,9 @@ Design choice (documented in the workflow too): fit in native VFA space, then re
 * It is cheaper (the VFA grid is coarser than the reference) and the noisy signals are never
   interpolated. T1 in the reference space is 1/R1 of the resampled R1.
 * The B1+ map (its own grid) is resampled in world space onto the VFA grid (same session, same
-  head position) and scaled by ``b1_scale`` (0.01 for a map stored in percent).
+  head position) and scaled by ``b1_scale`` (0.01 for a map stored in percent); head voxels
+  outside its field of view (a slab, another angulation) are filled by a smooth polynomial
+  (:mod:`bids_agquant.qmri.b1`), with a warning giving their fraction.
 * Only voxels with signal are fitted (mean over flip angles above half its Otsu threshold,
   :func:`bids_agquant.qmri.masks.signal_mask`); the background is NaN.
 """
@@ -21,7 +23,9 @@ import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface,
                                     TraitedSpec, isdefined, traits)
 
+from bids_agquant.errors import BadDataError
 from bids_agquant.qmri import geometry as pure_geometry
+from bids_agquant.qmri.b1 import FILL_DEGREE, fill_uncovered_b1
 from bids_agquant.qmri.masks import signal_mask
 from bids_agquant.qmri.postcontrast import inverse
 from bids_agquant.qmri.vfa import VFAModel
@@ -60,13 +64,8 @@ class FitVFA(SimpleInterface):
             raise ValueError(f"{len(files)} VFA images but {len(self.inputs.flip_angles_deg)} "
                              f"flip angles ({files[0]} ...)")
         signal, affine = G.load_many(files)
-        b1 = None
-        if isdefined(self.inputs.b1map):
-            b1_data, b1_aff, _ = G.load(self.inputs.b1map)
-            b1 = pure_geometry.resample(b1_data.astype(np.float64) * self.inputs.b1_scale, b1_aff,
-                            signal.shape[:3], affine, None, order=1, nan_aware=True,
-                            dtype=np.float64)
         head = signal_mask(signal.mean(axis=-1))
+        b1 = self._b1_on_vfa_grid(signal.shape[:3], affine, head, Path(files[0]).name)
         fit = VFAModel(self.inputs.flip_angles_deg, self.inputs.tr_s,
                        method=self.inputs.method).fit(signal, mask=head, b1=b1)
         self._results["r1_file"] = G.save_like(fit.r1, affine, Path(runtime.cwd, "r1.nii"))
@@ -78,6 +77,31 @@ class FitVFA(SimpleInterface):
                          f"{int(np.count_nonzero(head))} voxels with signal; they are NaN in the "
                          f"maps")
         return runtime
+
+
+    def _b1_on_vfa_grid(self, shape, affine, head, vfa_name):
+        """The B1+ factor on the VFA grid (None without a map); head voxels outside the map's
+        field of view filled by :func:`bids_agquant.qmri.b1.fill_uncovered_b1`, with a
+        warning giving the filled fraction; too little coverage is bad data (exit 65)."""
+        if not isdefined(self.inputs.b1map):
+            return None
+        b1_data, b1_aff, _ = G.load(self.inputs.b1map)
+        b1 = pure_geometry.resample(b1_data.astype(np.float64) * self.inputs.b1_scale, b1_aff,
+                                    shape, affine, None, order=1, nan_aware=True,
+                                    dtype=np.float64)
+        name = Path(self.inputs.b1map).name
+        try:
+            filled = fill_uncovered_b1(b1, head, affine)
+        except ValueError as exc:
+            raise BadDataError(f"{name}: {exc} of {vfa_name}",
+                               fix="acquire a B1 map covering the head, or run with "
+                                   "--b1-correction off") from exc
+        if filled.filled_fraction > 0:
+            node_warning(self._results, "bids_agquant.vfa",
+                         f"{name}: {100 * filled.filled_fraction:.1f} % of the head voxels of "
+                         f"{vfa_name} lie outside its field of view; B1+ filled there by a "
+                         f"degree-{FILL_DEGREE} polynomial fitted to the measured map")
+        return filled.b1
 
 
 def compose_transforms(files) -> np.ndarray:

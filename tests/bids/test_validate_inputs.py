@@ -132,11 +132,14 @@ def test_b1_coverage_in_world_coordinates():
         return V.ImageInfo(Path("x"), shape, aff, (zoom,) * 3, 0)
 
     vfa = info((8, 8, 5), 2.0, [-7.5, -7.5, -4.5])         # centres -7.5 .. 6.5 (x), -4.5 .. 3.5 (z)
-    assert V.check_b1_coverage(vfa, vfa) is False           # same grid
+    assert V.check_b1_coverage(vfa, vfa) == 1.0             # same grid
     big = info((6, 6, 4), 4.0, [-10.0, -10.0, -6.0])         # edges -12 .. 12 (x), -8 .. 8 (z)
-    assert V.check_b1_coverage(big, vfa) is True            # another grid, resampled
-    small = info((3, 3, 2), 4.0, [-4.0, -4.0, -2.0])         # edges -6 .. 6: too small
-    with pytest.raises(BadDataError, match="does not cover"):
+    assert V.check_b1_coverage(big, vfa) == 1.0             # another grid, resampled
+    slab = info((6, 6, 2), 4.0, [-10.0, -10.0, -4.0])        # z edges -6 .. 2: 4 of 5 slices
+    assert V.check_b1_coverage(slab, vfa) == pytest.approx(4 / 5)
+    small = info((3, 3, 2), 4.0, [-4.0, -4.0, -2.0])         # edges -6 .. 6 (x, y), -4 .. 4 (z)
+    assert V.b1_box_coverage(small, vfa) == pytest.approx(0.75 * 0.75 * 0.8)
+    with pytest.raises(BadDataError, match="covers 45 % of the VFA"):
         V.check_b1_coverage(small, vfa)
 
 

@@ -244,16 +244,49 @@ def test_tb1map_on_another_grid_covering_the_vfa_is_fine(run_cli, short_ds):
     assert "(x0.01)" not in res.out and "does not cover" not in res.out
 
 
-def test_tb1map_not_covering_the_vfa_field_of_view(run_cli, short_ds):
-    f = b1_path(short_ds, "D1")
+def _shifted_b1(ds, fraction):
+    """Move the D1 TB1map by ``fraction`` of its slab along its third axis."""
+    f = b1_path(ds, "D1")
     data, aff = load(f)
-    moved = aff @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, data.shape[2] // 2],
-                            [0, 0, 0, 1.0]])
-    rewrite(f, affine=moved)                   # moved by half its slab: half the VFA is outside
+    moved = aff @ np.array([[1, 0, 0, 0], [0, 1, 0, 0],
+                            [0, 0, 1, round(data.shape[2] * fraction)], [0, 0, 0, 1.0]])
+    rewrite(f, affine=moved)
+
+
+def test_tb1map_covering_too_little_of_the_vfa_field_of_view(run_cli, short_ds):
+    _shifted_b1(short_ds, 0.75)                # three quarters of the VFA box outside
     line = err(run_cli, short_ds, expect=65)
-    assert "sub-01_ses-D1_TB1map.nii.gz" in line and "does not cover" in line
+    assert "sub-01_ses-D1_TB1map.nii.gz" in line and "covers" in line and "less than 50 %" in line
     assert "--b1-correction off" in line
     run_checked(run_cli, short_ds, "--print-plan", "--b1-correction", "off")
+
+
+def test_lesion_outside_a_partial_tb1map_is_refused(run_cli, short_ds):
+    """A lesion in the part of the head a B1 slab misses would get extrapolated B1: exit 65."""
+    _shifted_b1(short_ds, 0.3)
+    b1_data, b1_aff = load(b1_path(short_ds, "D1"))
+    mask, m_aff = load(short_ds / MASK)
+    t1w, _ = load(anat(short_ds) / f"{SUB}_ses-D0_T1w.nii.gz")
+    ijk = np.indices(mask.shape).reshape(3, -1)
+    in_b1 = np.linalg.inv(b1_aff) @ (m_aff @ np.vstack([ijk, np.ones(ijk.shape[1])]))
+    inside = np.all((in_b1[:3] >= -0.5)
+                    & (in_b1[:3] <= np.array(b1_data.shape)[:, None] - 0.5), axis=0)
+    head = (t1w > 0.5 * np.percentile(t1w, 99)).reshape(-1)
+    outside_head = np.flatnonzero(head & ~inside)
+    assert outside_head.size, "the shifted slab must miss part of the head"
+    i, j, k = np.unravel_index(outside_head[outside_head.size // 2], mask.shape)
+    lesion = np.zeros_like(mask)
+    lesion[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, max(k - 1, 0):k + 2] = 1
+    rewrite(short_ds / MASK, data=lesion)
+    line = err(run_cli, short_ds, expect=65)
+    assert "sub-01_ses-D1_TB1map.nii.gz" in line and "lesion 1 of" in line
+    assert "outside the TB1map's field of view" in line
+
+
+def test_tb1map_slab_missing_part_of_the_vfa_box_is_accepted(run_cli, short_ds):
+    _shifted_b1(short_ds, 0.2)                 # a fifth of the VFA box outside: the usual slab
+    res = run_checked(run_cli, short_ds, "--print-plan")
+    assert "% of the VFA field of view (head voxels outside filled by extrapolation)" in res.out
 
 
 @pytest.mark.parametrize("scale", [0.01, 0.3, 5.0, 1000.0])

@@ -84,3 +84,29 @@ def test_failing_node_names_node_reason_and_crash_file(config):
     assert crash.is_file() and crash.parent == config.crashdump_dir
     assert crash.suffix == ".txt" and "check_c" in crash.name
     assert "same -w" in text
+
+
+def _refuse_data(x):
+    from bids_agquant.errors import BadDataError
+    raise BadDataError("x_TB1map.nii.gz: the B1 map covers 30 % of the head voxels",
+                       fix="acquire a B1 map covering the head")
+
+
+def test_a_node_refusing_its_data_is_exit_65(config):
+    """A data problem only a node can see (raised as BadDataError inside the node, e.g. a B1
+    map's coverage of the head) ends with the data exit code and the node's own message."""
+    from nipype import Function, Node, Workflow
+
+    from bids_agquant.errors import BadDataError
+
+    wf = Workflow(name="refuse_wf")
+    node = Node(Function(input_names=["x"], output_names=["x"], function=_refuse_data),
+                name="fit_vfa")
+    node.inputs.x = 1
+    wf.add_nodes([node])
+    with pytest.raises(BadDataError) as info:
+        execute_workflow(wf, config, "sub-01")
+    assert info.value.exit_code == 65
+    text = str(info.value)
+    assert text.startswith("sub-01: refuse_wf.fit_vfa: x_TB1map.nii.gz: the B1 map covers 30 % "
+                           "of the head voxels; acquire a B1 map covering the head; crash file ")
