@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t1w-voxel", type=_triple, dest="t1w_voxel_mm", help="T1w voxel mm (e.g. 1 or 1,1,1)")
     g.add_argument("--vfa-voxel", type=_triple, dest="vfa_voxel_mm", help="VFA voxel mm (e.g. 2,2,3)")
     g.add_argument("--b1-voxel", type=_triple, dest="b1_voxel_mm", help="B1 map voxel mm (default: VFA grid)")
+    g.add_argument("--b1-fov", type=_triple, dest="b1_fov_mm",
+                   help="B1 map box mm (default: the VFA box; a smaller third edge: a slab)")
+    g.add_argument("--b1-tilt", type=float, dest="b1_tilt_deg",
+                   help="tilt (deg) of the B1 box about its first axis against the VFA box")
     g.add_argument("--fov", type=_triple, dest="fov_mm", help="field of view mm (x,y,z)")
     g.add_argument("--flip-angles", type=float, nargs="+", dest="vfa_flip_angles_deg", help="VFA flip angles deg")
     g.add_argument("--vfa-tr", type=float, dest="vfa_tr_s", help="VFA TR in s")

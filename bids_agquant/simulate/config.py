@@ -93,6 +93,9 @@ class PhantomConfig:
     t1w_voxel_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
     vfa_voxel_mm: tuple[float, float, float] = (2.0, 2.0, 3.0)
     b1_voxel_mm: tuple[float, float, float] | None = None            # None: the VFA grid
+    b1_fov_mm: tuple[float, float, float] | None = None              # None: the VFA box; a
+                                     # smaller third edge makes a slab that misses part of the head
+    b1_tilt_deg: float = 0.0          # the B1 box tilted about its first axis against the VFA box
     axis_codes: str = "LAS"                                         # voxel axes of every image
     pv_step_mm: float = 1.0          # sub-voxel step of the signal-domain partial-volume average
     # protocol

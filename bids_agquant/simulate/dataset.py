@@ -206,10 +206,19 @@ def _session_geometry(cfg, pi, head: HeadModel, sessions, b1_points) -> list[_Ac
         centre_world = pose[:3, :3] @ head.centre + pose[:3, 3] + offset
         t1w = Grid.oblique(cfg.fov_mm, cfg.t1w_voxel_mm, oblique, centre_world, cfg.axis_codes)
         vfa = Grid.oblique(cfg.fov_mm, cfg.vfa_voxel_mm, oblique, centre_world, cfg.axis_codes)
-        b1g = vfa if cfg.b1_voxel_mm is None else Grid.oblique(cfg.fov_mm, cfg.b1_voxel_mm, oblique,
-                                                               centre_world, cfg.axis_codes)
+        b1g = _b1_grid(cfg, vfa, oblique, centre_world)
         acqs.append(_Acq(spec, si, pose, rotation_angle_deg(pose), trans, gain, t1w, vfa, b1g, b1))
     return acqs
+
+
+def _b1_grid(cfg: PhantomConfig, vfa: Grid, oblique, centre_world) -> Grid:
+    """The TB1map grid: the VFA grid, or its own voxels / box (``b1_fov_mm``, a slab) / tilt."""
+    if cfg.b1_voxel_mm is None and cfg.b1_fov_mm is None and not cfg.b1_tilt_deg:
+        return vfa
+    t = np.deg2rad(cfg.b1_tilt_deg)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
+    return Grid.oblique(cfg.b1_fov_mm or cfg.fov_mm, cfg.b1_voxel_mm or cfg.vfa_voxel_mm,
+                        oblique @ tilt, centre_world, cfg.axis_codes)
 
 
 def _sidecar_common(cfg: PhantomConfig, sub: str, date: str) -> dict:
