@@ -29,6 +29,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bids_agquant.bids.plan import LesionMask, ParticipantPlan
+from bids_agquant.qmri import geometry as G
+from bids_agquant.qmri import lesions as L
+from bids_agquant.qmri.b1 import MIN_COVERED_FRACTION
 from bids_agquant.errors import BadDataError, MissingInputError
 
 __all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
@@ -389,7 +392,6 @@ def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -
     """Fraction of the VFA field of view the TB1map covers (1.0 on the same grid); exit 65 below
     :data:`bids_agquant.qmri.b1.MIN_COVERED_FRACTION` of it. Head voxels outside a partial map
     are filled at run time (:mod:`bids_agquant.qmri.b1`), with a warning giving their share."""
-    from bids_agquant.qmri.b1 import MIN_COVERED_FRACTION
 
     if same_grid(b1, vfa):
         return 1.0
@@ -529,8 +531,6 @@ def _check_lesions_in_b1(mask: LesionMask, states, info, root) -> None:
         return
     import nibabel as nib
 
-    from bids_agquant.qmri import lesions as L
-
     img = nib.load(str(mask.path))
     labelled = L.label_lesions(np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3]),
                                mask.kind)
@@ -555,10 +555,9 @@ def _check_lesions_in_b1(mask: LesionMask, states, info, root) -> None:
 def _reindexing(a: ImageInfo, b: ImageInfo):
     """:func:`bids_agquant.qmri.geometry.reindexing` of two images' grids (tolerance of
     :func:`same_grid`)."""
-    from bids_agquant.qmri.geometry import reindexing
 
     tol = GRID_TOLERANCE_VOXELS * min(min(a.zooms[:3]), min(b.zooms[:3]))
-    return reindexing(a.shape, a.affine, b.shape, b.affine, tol)
+    return G.reindexing(a.shape, a.affine, b.shape, b.affine, tol)
 
 
 def _resampling_change(mask: LesionMask, t1w: ImageInfo, show: str) -> float:
@@ -566,9 +565,6 @@ def _resampling_change(mask: LesionMask, t1w: ImageInfo, show: str) -> float:
     (nearest neighbour, world coordinates) onto the grid of ``t1w``; a lesion that vanishes on
     that grid is exit 65."""
     import nibabel as nib
-
-    from bids_agquant.qmri import geometry as G
-    from bids_agquant.qmri import lesions as L
 
     img = nib.load(str(mask.path))
     data = np.asarray(img.dataobj, dtype=np.float64).reshape(img.shape[:3])

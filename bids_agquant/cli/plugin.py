@@ -310,10 +310,18 @@ class _GuardedPool:
 
 
 def downstream_counts(graph, nodes) -> list[int]:
-    """How many nodes depend, directly or not, on each of ``nodes`` of the nipype ``graph``."""
-    import networkx as nx
-
-    return [len(nx.descendants(graph, node)) for node in nodes]
+    """How many nodes depend, directly or not, on each of ``nodes`` of the nipype ``graph``
+    (a directed graph with ``successors``)."""
+    counts = []
+    for node in nodes:
+        seen, todo = set(), list(graph.successors(node))
+        while todo:
+            nxt = todo.pop()
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.extend(graph.successors(nxt))
+        counts.append(len(seen))
+    return counts
 
 
 def guarded_multiproc(plugin_args: dict):
