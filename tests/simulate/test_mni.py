@@ -12,6 +12,7 @@ from scipy import ndimage
 from bids_agquant.simulate import make_config, simulate_dataset
 from bids_agquant.simulate.acquire import average_on_grid, sample_properties
 from bids_agquant.simulate.anatomy import TISSUES, HeadModel
+from bids_agquant.simulate.truth import TRUTH_PRECISION
 from bids_agquant.simulate.cli import build_parser
 from bids_agquant.simulate.geometry import Grid
 from bids_agquant.simulate.mni import (TEMPLATE_ANCHOR, TRUTH_FRACTIONS, MNIHead, draw_enhancement,
@@ -198,11 +199,12 @@ def test_truth_fraction_maps_add_up(mni_dataset):
     assert truth.participant("01")["anatomy"]["model"] == "mni"
     maps = {k: truth.load_map("01", k)[0] for k in
             ("intracranial", "parenchyma", "gm", "wm", "csf", "extracranial_enhancing")}
+    step = TRUTH_PRECISION["fraction"]          # each map rounded to this: half a step off
     for k, v in maps.items():
         assert v.min() >= -1e-7 and v.max() <= 1.0 + 1e-6, k
-    assert np.abs(maps["gm"] + maps["wm"] + maps["csf"] - maps["intracranial"]).max() < 1e-6
-    assert np.abs(maps["gm"] + maps["wm"] - maps["parenchyma"]).max() < 1e-6
-    assert np.all(maps["extracranial_enhancing"] <= 1.0 - maps["intracranial"] + 1e-6)
+    assert np.abs(maps["gm"] + maps["wm"] + maps["csf"] - maps["intracranial"]).max() <= 2 * step
+    assert np.abs(maps["gm"] + maps["wm"] - maps["parenchyma"]).max() <= 1.5 * step
+    assert np.all(maps["extracranial_enhancing"] <= 1.0 - maps["intracranial"] + step)
     assert (maps["extracranial_enhancing"] > 0.5).sum() > 100
     affine = np.asarray(truth.participant("01")["reference"]["affine"])
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
@@ -222,6 +224,8 @@ def test_dotarem_brightens_enhancing_tissue_only(mni_dataset):
     enh = truth.load_map("01", "extracranial_enhancing")[0]
     lesions = truth.load_map("01", "lesions")[0] > 0
     assert np.all(b[enh > 0.5] > a[enh > 0.5])
-    calm = (enh == 0) & ~lesions
+    # the truth is stored at TRUTH_PRECISION: a voxel with a trace of enhancing tissue below
+    # half a step reads 0, so stay a voxel away from any stored enhancement
+    calm = ~ndimage.binary_dilation(enh > 0, iterations=1) & ~lesions
     calm &= ~ndimage.binary_dilation(lesions, iterations=2)
     assert np.array_equal(a[calm], b[calm])
