@@ -79,6 +79,7 @@ def build_config(args) -> Config:
         participant_labels=tuple(args.participant_label),
         session_labels=tuple(args.session_label),
         baseline_session=args.baseline_session,
+        session_agents=dict(args.session_agent),
         lesion_masks_dir=absolute(args.lesion_masks),
         relaxivity_overrides=dict(args.relaxivity),
         b1_correction=B1Correction(args.b1_correction),
