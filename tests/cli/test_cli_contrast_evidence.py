@@ -294,3 +294,26 @@ def test_sample_dataset_plan_is_unchanged():
         assert plan.state("D0", None).evidence == (
             f"no ce- and no agent in the sidecar; sub-{p}/sub-{p}_sessions.tsv contrast_agent "
             f"'Dotarem'")
+
+
+def test_sidecar_naming_two_agents(run_cli, ds):
+    for f in (ds / "sub-01/ses-D1/anat").glob("*.json"):
+        tb.edit_json(f, ContrastBolusAgent="AGuIX and Dotarem")
+    line = cli(run_cli, ds, expect=65).first_err_line
+    assert "sub-01/ses-D1/anat/sub-01_ses-D1_ce-AGuIX_" in line
+    assert "the sidecar names several contrast agents (AGuIX, Dotarem)" in line
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--session-agent", "D1"), "is not SES=AGENT"),
+    (("--session-agent", "D1=AGuIX", "--session-agent", "ses-D1=Dotarem"),
+     "--session-agent D1 given twice with different agents"),
+    (("--session-agent", "../D1=AGuIX"), "BIDS labels hold letters and digits only")])
+def test_session_agent_usage_errors(run_cli, ds, args, words):
+    res = run_cli(ds, ds.parent / "out", "participant", "--print-plan", *args)
+    assert res.code == 64 and words in res.err
+
+
+def test_session_agent_for_a_session_that_does_not_exist(ds):
+    plan = plans_of(ds, session_agents={"D5": "AGuIX"})["01"]
+    assert any("--session-agent D5=...: sub-01 has no ses-D5; ignored" in w for w in plan.warnings)
