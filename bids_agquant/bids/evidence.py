@@ -27,13 +27,13 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from bids_agquant.bids.tables import cell, read_sessions, read_tsv
+from bids_agquant.bids.tables import cell, read_tsv
 from bids_agquant.errors import BadDataError, UnknownAgentError
 from bids_agquant.qmri import relaxivity
 
 __all__ = ["ImageEvidence", "GENERIC_INGREDIENTS", "AGENT_FIELDS", "NO_AGENT", "agents_named",
            "image_evidence", "session_agents", "session_times", "SOURCE_SESSIONS_TSV",
-           "SOURCE_SCANS_TSV", "SOURCE_SIDECARS", "SOURCE_LABELS"]
+           "SOURCE_SCANS_TSV", "SOURCE_SIDECARS", "SOURCE_LABELS", "recognise", "describe_sources"]
 
 #: Sidecar fields naming the contrast agent, in the order they are read.
 AGENT_FIELDS = ("ContrastBolusAgent", "ContrastBolusIngredient")

@@ -517,8 +517,9 @@ def run_participant_level(config: Config) -> int:
         prepare_outputs(config)
     for plan in plans:
         n_post = len(plan.post_states)
-        LOGGER.info("sub-%s: %d session(s), %d post-contrast state(s), baseline ses-%s%s",
-                    plan.participant, len(plan.sessions), n_post, plan.baseline_session,
+        LOGGER.info("sub-%s: %d session(s), %d post-contrast state(s), baseline ses-%s (%s; "
+                    "session order: %s)%s", plan.participant, len(plan.sessions), n_post,
+                    plan.baseline_session, plan.baseline_reason, plan.session_order,
                     f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     if config.print_plan:
         for plan in plans:
