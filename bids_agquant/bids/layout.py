@@ -244,7 +244,9 @@ def _assign_states(imgs, declared, participant: str, ses: str, overrides: dict,
             e = E.ImageEvidence(default[0], _clean_label(default[0]), True,
                                 f"{where} (no ce- or sidecar agent in ses-{ses})")
         elif not e.contrast:
-            e.source = "no ce- and no agent in the sidecar" + (f"; {where}" if where else "")
+            e.source = "no ce- and no agent in the sidecar" + (
+                f" ({where}: {said}, named by other files of ses-{ses})" if agents
+                else f" ({where})" if where else "")
         st = per_agent.setdefault(e.agent, _StateFiles(agent=e.agent, agent_label=e.label,
                                                        evidence=e.source))
         (st.t1w if suffix == "T1w" else st.vfa).append(img)
