@@ -56,6 +56,7 @@ class Config:
     participant_labels: tuple[str, ...] = ()          # without "sub-"; empty = all
     session_labels: tuple[str, ...] = ()              # without "ses-"; empty = all
     baseline_session: str | None = None
+    session_agents: dict = field(default_factory=dict)         # --session-agent: ses -> agent text
     lesion_masks_dir: Path | None = None              # default: look under BIDS_DIR/derivatives
     relaxivity_overrides: dict = field(default_factory=dict)   # agent label -> r1 1/(mM s)
     b1_correction: B1Correction = B1Correction.AUTO

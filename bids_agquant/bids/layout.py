@@ -5,14 +5,17 @@ What is read, and how it is decided (interface.md, science.md):
 - Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map`` files (+ sidecars, sessions.tsv) are
   indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never looked at. pybids runs
   database-less (in memory): nothing is ever written into BIDS_DIR.
-- A state is one (session, contrast agent): pre-contrast when the file has no ``ce-`` entity and
-  its sidecar names no agent. The agent is the ``ce-`` label, recognised through the relaxivity
-  registry's synonyms (``qmri.relaxivity.canonical_agent``) or the sidecar's ``ContrastBolusAgent``;
-  an agent the registry does not know needs ``--relaxivity AGENT=VALUE``.
+- A state is one (session, contrast agent). The agent comes from evidence, never from its
+  absence (``bids/evidence.py``): the ``ce-`` entity, the sidecar's ``ContrastBolusAgent`` /
+  ``ContrastBolusIngredient`` (registry names and synonyms matched as words), the
+  ``contrast_agent`` column of ``sessions.tsv`` or ``--session-agent``; conflicts, unknown agents,
+  a non-baseline session with pre-contrast images only, several runs of one image for one state
+  are exit 65; a participant without a post-contrast state is exit 66.
 - VFA sets: files of a state differing only in ``flip-``; flip angles (deg) and TR (s) from the
   sidecars (``FlipAngle``; ``RepetitionTimeExcitation``, else ``RepetitionTime``).
 - Baseline: the session holding a pre-contrast T1w (``--baseline-session``, else the earliest by
-  ``sessions.tsv`` ``acq_time``, else the first in natural label order, with a warning).
+  acquisition time: ``sessions.tsv`` ``acq_time``, else ``scans.tsv`` ``acq_time``, else the
+  sidecars' ``AcquisitionDateTime``; else the first in natural label order, with a warning).
 - Pre/post pairs: a post-contrast state uses the pre-contrast state of its own session when that
   one has what the post state has (T1w and/or VFA), else the baseline pre-contrast state.
 - B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files.
@@ -27,6 +30,7 @@ the file or option and the fix.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from bids_agquant.bids import evidence as E
 from bids_agquant.bids import validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
@@ -56,7 +61,6 @@ NUMERIC_COVARIATES = ("dose_mg_per_kg", "weight_kg", "age")
 TEXT_COVARIATES = ("primary_tumor", "sex")
 NIFTI = [".nii.gz", ".nii"]
 MASK_PATTERNS = {"mask": "_label-metastasis_mask.nii", "dseg": "_desc-metastases_dseg.nii"}
-_NO_AGENT = {"", "none", "n/a", "na", "no", "null"}
 
 
 def normalise_label(value: str, prefix: str, option: str) -> str:
@@ -176,31 +180,6 @@ def _rel(path, root: Path) -> str:
         return str(path)
 
 
-def _acq_times(bids_dir: Path, participant: str, warn) -> dict[str, datetime]:
-    path = bids_dir / f"sub-{participant}" / f"sub-{participant}_sessions.tsv"
-    try:
-        df = read_sessions(bids_dir, participant)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        warn(f"{_rel(path, bids_dir)}: cannot be read ({exc}); session order by label")
-        return {}
-    if df is None:
-        return {}
-    out = {}
-    for row in df.to_dict("records"):
-        ses = row.get("session") or ""
-        text = cell(row, "acq_time")
-        if not ses or not text:
-            continue
-        try:
-            t = datetime.fromisoformat(text)
-        except ValueError:
-            warn(f"{_rel(path, bids_dir)}: acq_time {text!r} of ses-{ses} is not an ISO date-time; "
-                 f"ignored")
-            continue
-        out[ses] = t.replace(tzinfo=None)
-    return out
-
-
 @dataclass
 class _Image:
     path: Path
@@ -226,53 +205,57 @@ def _images(layout, participant, session, datatype, suffix) -> list[_Image]:
     return sorted(out, key=lambda i: i.name)
 
 
-def _agent_of(img: _Image, overrides: dict, root: Path) -> tuple[str | None, str | None]:
-    """(agent, label for output names) of one image; (None, None) = pre-contrast.
+def _clean_label(agent: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", agent) or "agent"
 
-    The agent is the registry's canonical name (``ce-gadoterate`` -> Dotarem), or the
-    ``--relaxivity`` label for an agent the registry does not know. The label is the ``ce-`` value
-    as written (or the agent's name when only the sidecar names it).
-    """
-    def norm(x):
-        return re.sub(r"[\s_\-]+", "", str(x)).lower()
 
-    override_by_norm = {norm(k): k for k in overrides}
-
-    def recognise(name):
-        if not name:
-            return None
-        return relaxivity.canonical_agent(name) or override_by_norm.get(norm(name))
-
-    ce = img.entities.get("ceagent")
-    meta_agent = str(img.meta.get("ContrastBolusAgent") or "").strip()
-    if meta_agent.lower() in _NO_AGENT:
-        meta_agent = ""
-    if not ce:
-        agent = recognise(meta_agent)
-        if agent is None:
-            if meta_agent:
-                LOGGER.warning("%s: the sidecar names contrast agent %r but the file name has no "
-                               "ce-; treated as pre-contrast", _rel(img.path, root), meta_agent)
-            return None, None
-        return agent, re.sub(r"[^A-Za-z0-9]", "", agent) or "agent"
-    agent = recognise(ce)
-    meta = recognise(meta_agent)
-    if agent is not None:
-        if meta is not None and meta != agent:
-            LOGGER.warning("%s: ce-%s but the sidecar's ContrastBolusAgent says %r; using ce-%s",
-                           _rel(img.path, root), ce, meta_agent, ce)
-        return agent, ce
-    if meta is not None:
-        return meta, ce
-    raise UnknownAgentError(f"{_rel(img.path, root)}: unknown contrast agent {ce!r} (known: "
-                            f"{', '.join(relaxivity.known_agents())}, and their synonyms)",
-                            fix=f"pass --relaxivity {ce}=<r1 in 1/(mM s)>, or name a known "
-                                f"agent (ce-<agent> or the sidecar's ContrastBolusAgent)")
+def _assign_states(imgs, declared, participant: str, ses: str, overrides: dict,
+                   root: Path) -> dict:
+    """{agent (None = pre): _StateFiles} of one session from the images' own evidence and the
+    session's declared agents (sessions.tsv contrast_agent, --session-agent); see evidence.py."""
+    sub = f"sub-{participant}"
+    agents, where = declared if declared is not None else (frozenset(), "")
+    said = " + ".join(sorted(agents)) or "no agent"
+    how = (f"name the agent with ce-<agent> in the file name, a contrast_agent column in "
+           f"{sub}/{sub}_sessions.tsv, or --session-agent {ses}=AGENT")
+    found = []
+    for suffix, img in imgs:
+        rel = _rel(img.path, root)
+        e = E.image_evidence(img, overrides, rel)
+        if declared is not None and e.agent is not None and e.agent not in agents:
+            raise BadDataError(f"{rel}: {e.source} names {e.agent} but {where} says {said} for "
+                               f"ses-{ses}", fix="correct the file name or sidecar, or the "
+                                                 "session's contrast_agent / --session-agent")
+        if e.contrast and e.agent is None:                  # a generic ingredient only
+            if len(agents) != 1:
+                extra = f" and {where} says {said}" if declared is not None else ""
+                raise BadDataError(f"{rel}: the {e.source} says post-contrast but names no "
+                                   f"agent{extra}", fix=how)
+            agent = next(iter(agents))
+            e = E.ImageEvidence(agent, _clean_label(agent), True, f"{e.source}, {where}")
+        found.append((suffix, img, e))
+    default = sorted(agents - {e.agent for *_, e in found if e.agent})
+    if len(default) > 1 and any(not e.contrast for *_, e in found):
+        raise BadDataError(f"{sub}/ses-{ses}: {where} gives {said} but no image says which it "
+                           f"belongs to", fix="name each image's agent with ce-<agent>")
+    per_agent: dict = {}
+    for suffix, img, e in found:
+        if not e.contrast and default:
+            e = E.ImageEvidence(default[0], _clean_label(default[0]), True,
+                                f"{where} (no ce- or sidecar agent in ses-{ses})")
+        elif not e.contrast:
+            e.source = "no ce- and no agent in the sidecar" + (
+                f" ({where}: {said}, named by other files of ses-{ses})" if agents
+                else f" ({where})" if where else "")
+        st = per_agent.setdefault(e.agent, _StateFiles(agent=e.agent, agent_label=e.label,
+                                                       evidence=e.source))
+        (st.t1w if suffix == "T1w" else st.vfa).append(img)
+    return per_agent
 
 
 def _pick_one(images: list[_Image], what: str, root: Path, warn,
               ignore: Iterable[str] = ()) -> list[_Image]:
-    """Group images by their entities (minus ``ignore``); keep one group: the highest run."""
+    """Group images by their entities (minus ``ignore``): one group of one run, else exit 65."""
     groups: dict[tuple, list[_Image]] = defaultdict(list)
     skip = {"run", "extension", "ceagent", *ignore}
     for img in images:
@@ -289,10 +272,11 @@ def _pick_one(images: list[_Image], what: str, root: Path, warn,
     group = next(iter(groups.values()))
     runs = sorted({img.entities.get("run") for img in group}, key=lambda r: (r is not None, r or 0))
     if len(runs) > 1:
-        chosen = runs[-1]
-        dropped = sorted(i.name for i in group if i.entities.get("run") != chosen)
-        warn(f"{what}: several runs; using run-{chosen}, ignoring {', '.join(dropped)}")
-        group = [i for i in group if i.entities.get("run") == chosen]
+        names = ", ".join(sorted(i.name for i in group))
+        raise BadDataError(f"{what}: several runs of one image for one state ({names})",
+                           fix="keep one run (move the others to sourcedata/); if one run is "
+                               "post-contrast, name its agent with ce-<agent> (or its sidecar's "
+                               "ContrastBolusAgent)")
     return group
 
 
@@ -336,6 +320,7 @@ class _StateFiles:
     vfa: list[_Image] = field(default_factory=list)
     agent: str | None = None
     agent_label: str | None = None
+    evidence: str = ""
 
 
 def build_plan(layout, participant: str, config, *,
@@ -358,47 +343,90 @@ def build_plan(layout, participant: str, config, *,
         raise MissingInputError(f"{sub}: no T1w or VFA image in any session",
                                 fix="check the dataset, or leave this participant out")
     overrides = dict(config.relaxivity_overrides or {})
-
-    states, b1maps = _collect_states(layout, participant, all_sessions, config, overrides, root,
-                                     warn)
+    sessions_df = _sessions_table(root, participant, warn)
+    declared = E.session_agents(root, participant, config, overrides, sessions_df)
+    for ses in sorted(set(config.session_agents or {}) - set(all_sessions)):
+        warn(f"--session-agent {ses}=...: {sub} has no ses-{ses}; ignored")
+    states, b1maps, images = _collect_states(layout, participant, all_sessions, config,
+                                             overrides, root, warn, declared)
     all_b1 = ([m for maps in b1maps.values() for m in maps]
               if config.b1_correction != "off" else [])
-    acq = _acq_times(root, participant, warn)
-    listed = set(acq)
+    acq, sources = E.session_times(root, participant, {s: images[s] for s in states},
+                                   sessions_df, warn)
+    listed = set() if sessions_df is None else {r for r in sessions_df.get("session", []) if r}
     for ses in sorted(listed - set(all_sessions), key=natural_key):
         warn(f"ses-{ses} is listed in {sub}_sessions.tsv but has no folder; skipped")
 
-    baseline, why = _choose_baseline(states, all_sessions, acq, config, sub, warn)
+    baseline, why = _choose_baseline(states, all_sessions, acq, sources, config, sub, warn)
     selected = _select_sessions(states, all_sessions, baseline, acq, config, sub, warn)
+    _refuse_pre_only(selected, states, baseline, participant)
     built = _build_states(selected, states, baseline, b1maps, all_b1, config, participant, root,
                           warn)
     final, base_pre = _pair_pre_post(built, baseline, overrides, root, warn)
+    _require_post(final, selected, sub)
     for ses in selected:
         if not any(s.session == ses and s.t1w is not None for s in final):
             warn(f"ses-{ses} has no T1w; its VFA sets are registered without a session T1w")
 
     lesion = _find_lesion_mask(participant, config, root, baseline, all_sessions, warn)
     covariates = _covariates(root, participant, warn)
+    order = (E.describe_sources(sources, selected) if all(s in acq for s in selected)
+             else f"{E.SOURCE_LABELS} (no acquisition time for every session)")
     plan = ParticipantPlan(participant=participant, baseline_session=baseline,
                            reference_t1w=base_pre.t1w, states=tuple(final),
                            lesion_mask=lesion, covariates=covariates,
-                           warnings=tuple(warnings))
+                           warnings=tuple(warnings), baseline_reason=why, session_order=order)
     LOGGER.debug("sub-%s: baseline ses-%s (%s)", participant, baseline, why)
     return plan
 
 
+def _sessions_table(root: Path, participant: str, warn):
+    """sessions.tsv as read_sessions gives it (None when missing or unreadable, warned)."""
+    try:
+        return read_sessions(root, participant)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        rel = f"sub-{participant}/sub-{participant}_sessions.tsv"
+        warn(f"{rel}: cannot be read ({exc}); session order by label")
+        return None
+
+
+def _refuse_pre_only(selected, states: dict, baseline: str, participant: str) -> None:
+    """A non-baseline session with pre-contrast images only has nothing to quantify: exit 65."""
+    sub = f"sub-{participant}"
+    for ses in selected:
+        if ses == baseline or any(a is not None for a in states[ses]):
+            continue
+        sf = states[ses][None]
+        names = ", ".join(i.name for i in (sf.t1w + sf.vfa)[:3])
+        names += " ..." if len(sf.t1w + sf.vfa) > 3 else ""
+        raise BadDataError(
+            f"{sub}/ses-{ses}: only pre-contrast images ({names}; {sf.evidence}), nothing to "
+            f"quantify", fix=f"if they were acquired after a contrast agent, say which: "
+                             f"ce-<agent> in the file names, a contrast_agent column in "
+                             f"{sub}/{sub}_sessions.tsv, or --session-agent {ses}=AGENT; else "
+                             f"leave the session out with --session-label")
+
+
+def _require_post(final, selected, sub: str) -> None:
+    if not any(s.is_post for s in final):
+        raise MissingInputError(
+            f"{sub}: no post-contrast image in ses-{', ses-'.join(selected)} (nothing to "
+            f"quantify)", fix="add the post-contrast acquisitions, name their agent (ce-<agent>, "
+                              "sessions.tsv contrast_agent, --session-agent), or leave this "
+                              "participant out")
+
+
 def _collect_states(layout, participant: str, all_sessions, config, overrides: dict, root: Path,
-                    warn):
-    """({session: {agent (None = pre): files}}, {session: TB1maps}) of one participant."""
+                    warn, declared: dict):
+    """({session: {agent (None = pre): files}}, {session: TB1maps}, {session: images})."""
     states: dict[str, dict] = {}   # session -> {agent(None=pre): _StateFiles}
     b1maps: dict[str, list[_Image]] = {}
+    images: dict[str, list[_Image]] = {}
     for ses in all_sessions:
-        per_agent: dict[str | None, _StateFiles] = {}
-        for suffix in ("T1w", "VFA"):
-            for img in _images(layout, participant, ses, "anat", suffix):
-                agent, label = _agent_of(img, overrides, root)
-                st = per_agent.setdefault(agent, _StateFiles(agent=agent, agent_label=label))
-                (st.t1w if suffix == "T1w" else st.vfa).append(img)
+        imgs = [(suffix, img) for suffix in ("T1w", "VFA")
+                for img in _images(layout, participant, ses, "anat", suffix)]
+        images[ses] = [img for _, img in imgs]
+        per_agent = _assign_states(imgs, declared.get(ses), participant, ses, overrides, root)
         if per_agent:
             states[ses] = per_agent
         else:
@@ -406,12 +434,13 @@ def _collect_states(layout, participant: str, all_sessions, config, overrides: d
         if config.b1_correction != "off":
             b1maps[ses] = _images(layout, participant, ses, "fmap", "TB1map")
 
-    return states, b1maps
+    return states, b1maps, images
 
 
-def _choose_baseline(states: dict, all_sessions, acq: dict, config, sub: str, warn):
+def _choose_baseline(states: dict, all_sessions, acq: dict, sources: dict, config, sub: str,
+                     warn):
     """(baseline session, why): --baseline-session, the only one with a pre-contrast T1w, or the
-    earliest by sessions.tsv acq_time (else the first label, with a warning)."""
+    earliest by acquisition time (else the first label, with a warning)."""
     def has_pre_t1w(ses):
         st = states.get(ses, {}).get(None)
         return st is not None and bool(st.t1w)
@@ -428,37 +457,38 @@ def _choose_baseline(states: dict, all_sessions, acq: dict, config, sub: str, wa
                                     f"T1w (a *_T1w.nii.gz without ce-)",
                                     fix=f"choose a session holding one "
                                         f"({', '.join(candidates) or 'none has'})")
-        baseline, why = b, "--baseline-session"
-    elif not candidates:
+        return b, "--baseline-session"
+    if not candidates:
         any_pre = any(None in st for st in states.values())
         posts = [f"ses-{s}" for s, st in states.items() if any(a is not None for a in st)]
         if posts and not any_pre:
             raise MissingInputError(f"{sub}: post-contrast images ({', '.join(posts)}) but no "
                                     f"pre-contrast T1w or VFA in any session",
                                     fix="add the pre-contrast acquisitions (files without ce-) "
-                                        "or leave this participant out")
+                                        "or leave this participant out (in a session whose "
+                                        "contrast_agent or --session-agent names an agent, files "
+                                        "without ce- are post-contrast unless a file of the "
+                                        "session names that agent with ce-)")
         raise MissingInputError(f"{sub}: no baseline pre-contrast T1w (a *_T1w.nii.gz without "
                                 f"ce-) in any session", fix="add the pre-contrast T1w; it is the "
                                 "reference space of every map")
-    elif len(candidates) == 1:
-        baseline, why = candidates[0], "the only session with a pre-contrast T1w"
-    else:
-        timed = [s for s in candidates if s in acq]
-        if timed:
-            baseline = min(timed, key=lambda s: acq[s])
-            why = "earliest acq_time in sessions.tsv"
-            if len(timed) < len(candidates):
-                untimed = ", ".join("ses-" + s for s in candidates if s not in acq)
-                warn(f"sessions.tsv gives no acq_time for {untimed}; baseline chosen among the "
-                     f"others")
-        else:
-            baseline = sorted(candidates, key=natural_key)[0]
-            why = "first session label (no acq_time in sessions.tsv)"
-            warn(f"several sessions hold a pre-contrast T1w ({', '.join(candidates)}) and "
-                 f"sessions.tsv gives no acq_time: baseline ses-{baseline}; pass "
-                 f"--baseline-session to choose")
-
-    return baseline, why
+    if len(candidates) == 1:
+        return candidates[0], "the only session with a pre-contrast T1w"
+    timed = [s for s in candidates if s in acq]
+    if timed:
+        baseline = min(timed, key=lambda s: acq[s])
+        why = f"earliest of the sessions with a pre-contrast T1w by {sources.get(baseline)}"
+        if len(timed) < len(candidates):
+            untimed = ", ".join("ses-" + s for s in candidates if s not in acq)
+            warn(f"no acquisition time (sessions.tsv or scans.tsv acq_time, sidecar "
+                 f"AcquisitionDateTime) for {untimed}; baseline chosen among the others")
+        return baseline, why
+    baseline = sorted(candidates, key=natural_key)[0]
+    warn(f"several sessions hold a pre-contrast T1w ({', '.join(candidates)}) and none has an "
+         f"acquisition time (sessions.tsv or scans.tsv acq_time, sidecar AcquisitionDateTime): "
+         f"baseline ses-{baseline} by label order; pass --baseline-session to choose")
+    return baseline, "first session label (no acquisition time in sessions.tsv, scans.tsv or " \
+                     "the sidecars)"
 
 
 def _select_sessions(states: dict, all_sessions, baseline: str, acq: dict, config, sub: str,
@@ -506,7 +536,8 @@ def _build_states(selected, states: dict, baseline: str, b1maps: dict, all_b1, c
                 raise BadDataError(f"{desc}: several T1w ({', '.join(i.name for i in t1w)})",
                                    fix="keep one")
             built.append(ContrastState(session=ses, agent=agent, agent_label=sf.agent_label,
-                                       t1w=t1w[0].path if t1w else None, vfa=vfa))
+                                       t1w=t1w[0].path if t1w else None, vfa=vfa,
+                                       evidence=sf.evidence))
 
     return built
 
@@ -537,7 +568,7 @@ def _pair_pre_post(built, baseline: str, overrides: dict, root: Path, warn):
             if st.t1w is not None and pre.t1w is None:
                 warn(f"ses-{st.session} {st.agent_label}: no pre-contrast T1w; no signal "
                      f"enhancement map")
-            st = ContrastState(st.session, st.agent, st.agent_label, st.t1w, st.vfa, pre_ses)
+            st = dataclasses.replace(st, pre_session=pre_ses)
             _check_relaxivity(st, overrides, root)
         final.append(st)
     return final, base_pre
@@ -744,12 +775,18 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
 
     lines = [f"sub-{plan.participant}: baseline ses-{plan.baseline_session}, reference "
              f"{r(plan.reference_t1w)}"]
+    if plan.baseline_reason:
+        lines.append(f"  baseline: {plan.baseline_reason}")
+    if plan.session_order:
+        lines.append(f"  session order: {plan.session_order}")
     for st in plan.states:
         what = "pre-contrast" if not st.is_post else f"{st.agent_label}"
         head = f"  ses-{st.session} {what}"
         if st.is_post:
             head += f" (agent {st.agent}; pre: ses-{st.pre_session})"
         lines.append(head)
+        if st.evidence:
+            lines.append(f"    contrast evidence: {st.evidence}")
         lines.append(f"    T1w: {r(st.t1w) if st.t1w else '-'}")
         if st.vfa:
             v = st.vfa

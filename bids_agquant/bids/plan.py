@@ -35,6 +35,8 @@ class ContrastState:
     t1w: Path | None                   # 3D T1w of this state
     vfa: VFASet | None                 # VFA set of this state
     pre_session: str | None = None     # for post-contrast states: session of the pre state used
+    evidence: str = ""                 # what says this state's agent (ce-, sidecar, sessions.tsv,
+                                       # --session-agent) or that it is pre-contrast
 
     @property
     def key(self) -> str:
@@ -63,6 +65,8 @@ class ParticipantPlan:
     lesion_mask: LesionMask | None
     covariates: dict = field(default_factory=dict)   # from participants.tsv (floats / strings)
     warnings: tuple[str, ...] = ()
+    baseline_reason: str = ""          # why this baseline (option, only candidate, earliest by ...)
+    session_order: str = ""            # what ordered the sessions (acq_time source, or labels)
 
     @property
     def sessions(self) -> tuple[str, ...]:

@@ -53,6 +53,18 @@ def _control_diameter(text: str) -> float:
     return value
 
 
+def _session_agent(text: str) -> tuple[str, str]:
+    """``SES=AGENT``: the contrast agent given in a session (``none``: no agent)."""
+    ses, sep, agent = str(text).partition("=")
+    ses, agent = ses.strip(), agent.strip()
+    if not sep or not ses or not agent:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SES=AGENT (e.g. D1=AGuIX, D0=none)")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9 _\-+/]*$", agent):
+        raise argparse.ArgumentTypeError(f"agent {agent!r} must start with a letter or digit "
+                                         f"(e.g. D1=AGuIX)")
+    return ses, agent
+
+
 def _relaxivity(text: str) -> tuple[str, float]:
     """``AGENT=VALUE`` with VALUE a positive r1 in 1/(mM s)."""
     agent, sep, value = str(text).partition("=")
@@ -112,6 +124,11 @@ def _add_bids_filters(parser: argparse.ArgumentParser) -> None:
                    help="session whose pre-contrast T1w is the reference space (default: the one "
                         "holding a pre-contrast T1w; the earliest by sessions.tsv acq_time if "
                         "several do)")
+    g.add_argument("--session-agent", metavar="SES=AGENT", type=_session_agent, action="append",
+                   default=[],
+                   help="the contrast agent given in session SES (repeatable; AGENT 'none' for "
+                        "no agent), for images whose names (ce-) and sidecars do not say it; "
+                        "must agree with a contrast_agent column of sessions.tsv")
     g.add_argument("--lesion-masks", metavar="DIR", type=Path, default=None,
                    help="BIDS-derivatives dataset with *_label-metastasis_mask or "
                         "*_desc-metastases_dseg images (default: search BIDS_DIR/derivatives/)")
@@ -184,6 +201,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.nprocs = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             args.nprocs = os.cpu_count() or 1
+    agents: dict[str, str] = {}
+    for ses, agent in args.session_agent:
+        ses = normalise_label(ses, "ses", "--session-agent")
+        if agents.get(ses, agent).lower() != agent.lower():
+            raise UsageError(f"--session-agent {ses} given twice with different agents "
+                             f"({agents[ses]} and {agent})", fix="pass it once")
+        agents[ses] = agent
+    args.session_agent = agents
     relax = {}
     for agent, r1 in args.relaxivity:
         if agent in relax and relax[agent] != r1:

@@ -79,6 +79,7 @@ def build_config(args) -> Config:
         participant_labels=tuple(args.participant_label),
         session_labels=tuple(args.session_label),
         baseline_session=args.baseline_session,
+        session_agents=dict(args.session_agent),
         lesion_masks_dir=absolute(args.lesion_masks),
         relaxivity_overrides=dict(args.relaxivity),
         b1_correction=B1Correction(args.b1_correction),
@@ -523,8 +524,9 @@ def run_participant_level(config: Config) -> int:
         prepare_outputs(config)
     for plan in plans:
         n_post = len(plan.post_states)
-        LOGGER.info("sub-%s: %d session(s), %d post-contrast state(s), baseline ses-%s%s",
-                    plan.participant, len(plan.sessions), n_post, plan.baseline_session,
+        LOGGER.info("sub-%s: %d session(s), %d post-contrast state(s), baseline ses-%s (%s; "
+                    "session order: %s)%s", plan.participant, len(plan.sessions), n_post,
+                    plan.baseline_session, plan.baseline_reason, plan.session_order,
                     f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     if config.print_plan:
         for plan in plans:

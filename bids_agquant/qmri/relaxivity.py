@@ -14,7 +14,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Mapping
 
-__all__ = ["Relaxivity", "UnknownAgentError", "canonical_agent", "get_relaxivity", "known_agents"]
+__all__ = ["Relaxivity", "UnknownAgentError", "canonical_agent", "get_relaxivity", "known_agents",
+           "synonyms"]
 
 
 class UnknownAgentError(KeyError):
@@ -51,6 +52,11 @@ def _table() -> dict:
 
 def known_agents() -> tuple[str, ...]:
     return tuple(_table())
+
+
+def synonyms(agent: str) -> tuple[str, ...]:
+    """The registry's synonyms of a canonical agent name (empty for an unknown agent)."""
+    return tuple(_table().get(agent, {}).get("synonyms", []))
 
 
 def canonical_agent(name: str | None) -> str | None:

@@ -176,24 +176,25 @@ def test_b1_intended_for_and_off(tmp_path):
 
 
 def test_vfa_sorted_by_flip_angle_not_by_index(tmp_path):
-    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, [], "")})
+    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, ["Dotarem"], "")})
     tb.write_state(ds, "01", "D0", None, flip_angles=(15.0, 2.0, 8.0))
     vfa = plans_of(ds)["01"].state("D0", None).vfa
     assert vfa.flip_angles_deg == (2.0, 8.0, 15.0)
     assert [f.name for f in vfa.files] == [f"sub-01_ses-D0_flip-{i}_VFA.nii.gz" for i in (2, 3, 1)]
 
 
-def test_several_runs_take_the_last_with_a_warning(tmp_path):
-    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, [], "")})
+def test_several_runs_of_one_state_are_refused(tmp_path):
+    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, ["Dotarem"], "")})
     anat = ds / "sub-01/ses-D0/anat"
     for run in (1, 2):
         f = tb.write_nifti(anat / f"sub-01_ses-D0_run-{run}_T1w.nii.gz", tb.textured(tb.T1W_SHAPE, run))
         tb.write_json(tb.sidecar(f), {})
     for f in anat.glob("sub-01_ses-D0_T1w.*"):
         f.unlink()
-    plan = plans_of(ds)["01"]
-    assert plan.reference_t1w.name == "sub-01_ses-D0_run-2_T1w.nii.gz"
-    assert any("using run-2" in w for w in plan.warnings)
+    with pytest.raises(BadDataError, match="several runs of one image for one state") as info:
+        plans_of(ds)
+    assert "sub-01_ses-D0_run-1_T1w.nii.gz, sub-01_ses-D0_run-2_T1w.nii.gz" in str(info.value)
+    assert "ce-<agent>" in str(info.value) and info.value.exit_code == 65
 
 
 def test_lesion_mask_sources(tmp_path):
@@ -210,7 +211,7 @@ def test_lesion_mask_sources(tmp_path):
 
 
 def test_our_own_outputs_are_never_read_as_lesion_masks(tmp_path):
-    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, [], "")}, lesion_mask=False)
+    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, ["Dotarem"], "")}, lesion_mask=False)
     ours = ds / "derivatives" / "agquant"
     tb.write_lesion_mask(ours, "01", "D0")
     tb.write_json(ours / "dataset_description.json",
@@ -238,7 +239,7 @@ def test_mask_named_for_another_session_but_on_the_baseline_grid(tmp_path):
 
 
 def test_covariates_are_an_allow_list(tmp_path):
-    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, [], "")})
+    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, ["Dotarem"], "")})
     (ds / "participants.tsv").write_text(
         "participant_id\tPatientName\tdose_mg_per_kg\tweight_kg\tage\tsex\tprimary_tumor\n"
         "sub-01\tDoe^John\t30\t80\t61\tM\tbreast\n")
@@ -264,7 +265,7 @@ def test_dataset_without_sessions_is_refused(tmp_path):
 
 
 def test_uncompressed_nifti_and_inherited_sidecars(tmp_path):
-    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, [], "")}, b1=False)
+    ds = tb.make_dataset(tmp_path / "bids", sessions={"D0": (True, ["Dotarem"], "")}, b1=False)
     anat = ds / "sub-01/ses-D0/anat"
     for f in anat.glob("*_VFA.nii.gz"):                 # .nii instead of .nii.gz
         tb.write_nifti(f.with_name(f.name[:-3]), tb.textured(tb.VFA_SHAPE), tb.vfa_affine())
@@ -285,7 +286,7 @@ def test_plans_are_frozen_contracts(tmp_path):
 
 
 def test_participant_without_usable_images_is_skipped_with_a_warning(tmp_path, caplog):
-    ds = tb.make_dataset(tmp_path / "bids", participants=("01",), sessions={"D0": (True, [], "")})
+    ds = tb.make_dataset(tmp_path / "bids", participants=("01",), sessions={"D0": (True, ["Dotarem"], "")})
     flair = tb.write_nifti(ds / "sub-03/ses-D0/anat/sub-03_ses-D0_FLAIR.nii.gz",
                            tb.textured(tb.T1W_SHAPE))
     assert flair.exists()

@@ -426,6 +426,11 @@ def test_unknown_contrast_agent_needs_relaxivity(run_cli, short_ds):
     rename_agent(short_ds, "AGuIX", "Gadovist")
     line = err(run_cli, short_ds, expect=65)
     assert "unknown contrast agent 'Gadovist'" in line and "--relaxivity Gadovist=" in line
+    line = err(run_cli, short_ds, "--relaxivity", "Gadovist=4.5", expect=65)
+    # the phantom's sessions.tsv says AGuIX for ses-D1: conflicting evidence
+    assert "ce-Gadovist names Gadovist but sub-01/sub-01_sessions.tsv contrast_agent 'AGuIX'" in line
+    tsv = short_ds / SUB / f"{SUB}_sessions.tsv"
+    tsv.write_text(tsv.read_text().replace("AGuIX", "Gadovist"))
     res = run_checked(run_cli, short_ds, "--print-plan", "--relaxivity", "Gadovist=4.5")
     assert "ses-D1 Gadovist (agent Gadovist; pre: ses-D0)" in res.out
 
