@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bids_agquant.bids import validate as V
+from bids_agquant.bids import scaling, validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
@@ -711,8 +711,16 @@ def build_plans(config) -> list[ParticipantPlan]:
     for p in participants:
         plan = build_plan(layout, p, config, bids_dir=root)
         plan, _ = V.validate_plan(plan, root)
-        plans.append(plan)
+        plans.append(_with_scaling(layout, plan, root))
     return plans
+
+
+def _with_scaling(layout, plan: ParticipantPlan, root: Path) -> ParticipantPlan:
+    """The plan with each VFA/T1w file's intensity scaling (``bids/scaling.py``)."""
+    def metadata(path):
+        return dict(layout.get_file(str(path)).get_metadata() or {})
+
+    return scaling.plan_scaling(plan, metadata, root)
 
 
 def _warn_unindexed(layout, root: Path, participants: Sequence[str]) -> None:
@@ -749,7 +757,7 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
         if st.is_post:
             head += f" (agent {st.agent}; pre: ses-{st.pre_session})"
         lines.append(head)
-        lines.append(f"    T1w: {r(st.t1w) if st.t1w else '-'}")
+        lines.append(f"    T1w: {r(st.t1w) + scaling.describe(plan, st.t1w) if st.t1w else '-'}")
         if st.vfa:
             v = st.vfa
             fas = ", ".join(f"{a:g}" for a in v.flip_angles_deg)
@@ -760,7 +768,7 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
             lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), "
                          f"TR {v.tr_s * 1000:g} ms, {field_t}, B1: {b1}")
             for f in v.files:
-                lines.append(f"         {r(f)}")
+                lines.append(f"         {r(f)}{scaling.describe(plan, f)}")
         else:
             lines.append("    VFA: -")
     if plan.lesion_mask:

@@ -11,6 +11,17 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class IntensityScaling:
+    """How the values nibabel reads from a file become the values computed with.
+
+    precise = value (``scl_slope``/``scl_inter`` applied) x ``factor``; decided per file by
+    :func:`bids_agquant.bids.scaling.plan_scaling` (Philips display values, docs/conversion.md).
+    """
+    factor: float = 1.0
+    how: str = "as stored"
+
+
+@dataclass(frozen=True)
 class VFASet:
     """One variable-flip-angle acquisition set (2+ flip angles, one TR)."""
     files: tuple[Path, ...]            # sorted by flip angle, ascending
@@ -60,6 +71,12 @@ class ParticipantPlan:
     lesion_mask: LesionMask | None
     covariates: dict = field(default_factory=dict)   # from participants.tsv (floats / strings)
     warnings: tuple[str, ...] = ()
+    intensity: dict = field(default_factory=dict)    # Path -> IntensityScaling (VFA and T1w)
+
+    def intensity_factor(self, path) -> float:
+        """The factor turning the values read from ``path`` into precise values (1: as stored)."""
+        scaling = self.intensity.get(Path(path))
+        return 1.0 if scaling is None else float(scaling.factor)
 
     @property
     def sessions(self) -> tuple[str, ...]:
