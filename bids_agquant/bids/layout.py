@@ -16,6 +16,8 @@ What is read, and how it is decided (interface.md, science.md):
 - Pre/post pairs: a post-contrast state uses the pre-contrast state of its own session when that
   one has what the post state has (T1w and/or VFA), else the baseline pre-contrast state.
 - B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files.
+- Intensity scaling of every VFA/T1w file (Philips display values): ``bids/scaling.py``, after
+  the images are validated (docs/conversion.md).
 - Lesion masks: ``--lesion-masks DIR`` or every derivatives dataset under BIDS_DIR/derivatives:
   ``*_label-metastasis_mask.nii[.gz]`` (binary) or ``*_desc-metastases_dseg.nii[.gz]`` (labels).
 - Covariates (allow-list) from participants.tsv: ``dose_mg_per_kg``, ``weight_kg``, ``age``
