@@ -10,6 +10,7 @@ the files with it; the CLI (``--print-plan``, in-process) shows it or refuses wi
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import gzip
 import json
 import struct
@@ -297,3 +298,48 @@ def test_scaling_rules_without_files():
     assert S.scaling_of({"Manufacturer": "Philips"}, root / "x_T1w.nii.gz", root) is None
     assert S.scaling_of({"Manufacturer": "Siemens"}, root / "x_T1w.nii.gz", root) is None
     assert S.scaling_of({S.FLOAT_FLAG: 1}, root / "x_T1w.nii.gz", root) == S.FLOAT
+
+
+def philipsify(ds: Path, *, mode: int = 0) -> int:
+    """Store every VFA and T1w image of a phantom as dcm2niix stores Philips series: int16 with
+    its own RS, SS and RI per file (display scales RS x SS 3-11x apart); returns the count."""
+    files = sorted(ds.glob("sub-*/ses-*/anat/*_VFA.nii.gz"))
+    files += sorted(ds.glob("sub-*/ses-*/anat/*_T1w.nii.gz"))
+    for n, f in enumerate(files):
+        fp = nib.load(str(f)).get_fdata()
+        rs, k, ri = ((1.3, 1.0, 0.0), (3.6, 0.45, 5.0), (0.9, 0.8, -3.0), (2.7, 0.3, 2.0))[n % 4]
+        store_philips(f, fp, rs, k * 30000.0 / np.nanmax(fp), ri, mode=mode)
+    return len(files)
+
+
+@pytest.mark.slow
+def test_phantom_as_philips_display_values_gives_the_phantom_numbers(run_cli, tmp_path):
+    """The whole participant level on a phantom, as stored and as Philips display values."""
+    from bids_agquant import simulate
+    from testkit import read_tsv
+    ds = tmp_path / "bids"
+    simulate.simulate_dataset(ds, preset="small", n_participants=1, sessions=["pre", "inj"],
+                              seed=21)
+    shown = Path(shutil.copytree(ds, tmp_path / "philips"))
+    assert philipsify(shown) >= 6
+    tables = {}
+    for name, root in (("stored", ds), ("philips", shown)):
+        res = run_cli(root, tmp_path / f"out_{name}", "participant", "--nprocs", "2")
+        assert res.code == 0, res.err + res.out[-3000:]
+        assert S.UNVERIFIED not in res.out
+        tables[name] = read_tsv(tmp_path / f"out_{name}" / "sub-01"
+                                / "sub-01_desc-lesions_stats.tsv")
+    assert len(tables["stored"]) == len(tables["philips"]) >= 6
+    for a, b in zip(tables["stored"], tables["philips"]):
+        assert (a["lesion_id"], a["region_type"]) == (b["lesion_id"], b["region_type"])
+        if a["region_type"] != "lesion":
+            # the control spheres are placed anew: any tiny change of the input (int16 rounding
+            # alone does it) moves them among equally good places; healthy tissue stays ~0
+            assert abs(float(b["conc_mean_mM"])) < 0.005, b
+            continue
+        # conc within 1 %, or 0.0005 mM for the 10-voxel lesion (int16 rounding of the stored
+        # values alone moves its mean by ~1.5 %: the -p y copy of the same data does the same)
+        for key, rel, absolute in (("t1_pre_mean_s", 0.005, 0.0), ("conc_mean_mM", 0.01, 5e-4),
+                                   ("se_mean_percent", 0.0, 0.5)):
+            x, y = float(a[key]), float(b[key])
+            assert abs(x - y) <= max(rel * abs(x), absolute), (key, a["lesion_id"], x, y)
