@@ -19,6 +19,8 @@ What is read, and how it is decided (interface.md, science.md):
 - Pre/post pairs: a post-contrast state uses the pre-contrast state of its own session when that
   one has what the post state has (T1w and/or VFA), else the baseline pre-contrast state.
 - B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files.
+- Intensity scaling of every VFA/T1w file (Philips display values): ``bids/scaling.py``, after
+  the images are validated (docs/conversion.md).
 - Lesion masks: ``--lesion-masks DIR`` or every derivatives dataset under BIDS_DIR/derivatives:
   ``*_label-metastasis_mask.nii[.gz]`` (binary) or ``*_desc-metastases_dseg.nii[.gz]`` (labels).
 - Covariates (allow-list) from participants.tsv: ``dose_mg_per_kg``, ``weight_kg``, ``age``
@@ -44,7 +46,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from bids_agquant.bids import evidence as E
-from bids_agquant.bids import validate as V
+from bids_agquant.bids import scaling, validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
@@ -743,8 +745,16 @@ def build_plans(config) -> list[ParticipantPlan]:
     for p in participants:
         plan = build_plan(layout, p, config, bids_dir=root)
         plan, _ = V.validate_plan(plan, root)
-        plans.append(plan)
+        plans.append(_with_scaling(layout, plan, root))
     return plans
+
+
+def _with_scaling(layout, plan: ParticipantPlan, root: Path) -> ParticipantPlan:
+    """The plan with each VFA/T1w file's intensity scaling (``bids/scaling.py``)."""
+    def metadata(path):
+        return dict(layout.get_file(str(path)).get_metadata() or {})
+
+    return scaling.plan_scaling(plan, metadata, root)
 
 
 def _warn_unindexed(layout, root: Path, participants: Sequence[str]) -> None:
@@ -787,7 +797,7 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
         lines.append(head)
         if st.evidence:
             lines.append(f"    contrast evidence: {st.evidence}")
-        lines.append(f"    T1w: {r(st.t1w) if st.t1w else '-'}")
+        lines.append(f"    T1w: {r(st.t1w) + scaling.describe(plan, st.t1w) if st.t1w else '-'}")
         if st.vfa:
             v = st.vfa
             fas = ", ".join(f"{a:g}" for a in v.flip_angles_deg)
@@ -801,7 +811,7 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
             lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), "
                          f"TR {v.tr_s * 1000:g} ms, {field_t}, B1: {b1}")
             for f in v.files:
-                lines.append(f"         {r(f)}")
+                lines.append(f"         {r(f)}{scaling.describe(plan, f)}")
         else:
             lines.append("    VFA: -")
     if plan.lesion_mask:

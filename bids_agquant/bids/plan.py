@@ -11,6 +11,17 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class IntensityScaling:
+    """How the values nibabel reads from a file become the values computed with.
+
+    precise = value (``scl_slope``/``scl_inter`` applied) x ``factor``; decided per file by
+    :func:`bids_agquant.bids.scaling.plan_scaling` (Philips display values, docs/conversion.md).
+    """
+    factor: float = 1.0
+    how: str = "as stored"
+
+
+@dataclass(frozen=True)
 class VFASet:
     """One variable-flip-angle acquisition set (2+ flip angles, one TR)."""
     files: tuple[Path, ...]            # sorted by flip angle, ascending
@@ -67,6 +78,12 @@ class ParticipantPlan:
     warnings: tuple[str, ...] = ()
     baseline_reason: str = ""          # why this baseline (option, only candidate, earliest by ...)
     session_order: str = ""            # what ordered the sessions (acq_time source, or labels)
+    intensity: dict = field(default_factory=dict)    # Path -> IntensityScaling (VFA and T1w)
+
+    def intensity_factor(self, path) -> float:
+        """The factor turning the values read from ``path`` into precise values (1: as stored)."""
+        scaling = self.intensity.get(Path(path))
+        return 1.0 if scaling is None else float(scaling.factor)
 
     @property
     def sessions(self) -> tuple[str, ...]:

@@ -31,6 +31,9 @@ class _QuantInputSpec(BaseInterfaceInputSpec):
     r1_pre = File(exists=True, desc="pre-contrast R1 (1/s), reference space")
     t1w_post = File(exists=True, desc="post-contrast T1w, reference space")
     t1w_pre = File(exists=True, desc="pre-contrast T1w, reference space")
+    t1w_post_factor = traits.Float(desc="multiply the post-contrast T1w by this to get precise "
+                                        "values (Philips display values, bids/scaling.py)")
+    t1w_pre_factor = traits.Float(desc="the same for the pre-contrast T1w")
     agent = traits.Str(mandatory=True, desc="contrast agent (registry name or label)")
     field_strength_t = traits.Either(None, traits.Float, usedefault=True)
     relaxivity_overrides = traits.Dict(usedefault=True, desc="agent label -> r1 1/(mM s)")
@@ -64,6 +67,9 @@ class QuantifyPostContrast(SimpleInterface):
         if not isdefined(value):
             return None, None
         data, aff, _ = G.load(value)
+        factor = getattr(self.inputs, f"{name}_factor", None)
+        if factor is not None and isdefined(factor):
+            data = (data * np.float64(factor)).astype(np.float32)
         return data, aff
 
     def _scaled_post(self, t1w_post, t1w_pre):

@@ -44,6 +44,9 @@ class _FitVFAInputSpec(BaseInterfaceInputSpec):
     method = traits.Enum("nonlinear", "linear", usedefault=True)
     b1map = File(exists=True, desc="B1+ map (multiplicative factor after b1_scale)")
     b1_scale = traits.Float(1.0, usedefault=True, desc="multiply the stored B1 map by this")
+    intensity_factors = traits.List(traits.Float, desc="per flip image: multiply the values read "
+                                    "by this to get precise values (Philips display values, "
+                                    "bids/scaling.py); unset: as stored")
 
 
 class _FitVFAOutputSpec(TraitedSpec):
@@ -64,6 +67,11 @@ class FitVFA(SimpleInterface):
             raise ValueError(f"{len(files)} VFA images but {len(self.inputs.flip_angles_deg)} "
                              f"flip angles ({files[0]} ...)")
         signal, affine = G.load_many(files)
+        if isdefined(self.inputs.intensity_factors):
+            factors = np.asarray(self.inputs.intensity_factors, np.float64)
+            if factors.shape != (len(files),):
+                raise ValueError(f"{len(files)} VFA images but {factors.size} intensity factors")
+            signal = (signal * factors).astype(np.float32)
         head = signal_mask(signal.mean(axis=-1))
         b1 = self._b1_on_vfa_grid(signal.shape[:3], affine, head, Path(files[0]).name)
         fit = VFAModel(self.inputs.flip_angles_deg, self.inputs.tr_s,

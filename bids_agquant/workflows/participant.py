@@ -184,7 +184,9 @@ def _add_state_wfs(b: _Build):
             vfa = init_vfa_wf(state=s, reference_t1w=b.ref, method=b.config.vfa_fit,
                               b1_correction=b.config.b1_correction,
                               mem_fit_gb=_mem_gb(0.3, 120, n_vfa),
-                              mem_resample_gb=b.mem["resample"], name=f"vfa_{label}_wf")
+                              mem_resample_gb=b.mem["resample"],
+                              intensity_factors=[b.plan.intensity_factor(f) for f in s.vfa.files],
+                              name=f"vfa_{label}_wf")
             vfa_wfs[label] = vfa
             b.wf.connect(reg, "outputnode.vfa_transform", vfa, "inputnode.vfa_transform")
             if registration_target(s, b.ref) != b.ref:
@@ -261,7 +263,7 @@ def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
                       "contrast_agent": s.agent,
                       "pre_session_id": f"ses-{pre.session}" if pre else None},
             se_normalization=se_normalization_for(config.se_normalization, s, pre),
-            mem_gb=b.mem["quant"], name=f"post_{label}_wf")
+            t1w_factors=_t1w_factors(plan, s, pre), mem_gb=b.mem["quant"], name=f"post_{label}_wf")
         post_wfs.append(post)
         if pre is not None and label in vfa_wfs and state_label(pre) in vfa_wfs:
             wf.connect([(vfa_wfs[label], post, [("outputnode.r1", "inputnode.r1_post")]),
@@ -279,6 +281,12 @@ def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
                                      ("outputnode.healthy_brain", "inputnode.healthy_brain")]),
                     (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
     return post_wfs
+
+
+def _t1w_factors(plan, post, pre) -> tuple[float, float]:
+    """(post, pre) T1w factors to precise values (1.0 where a T1w is absent)."""
+    return tuple(plan.intensity_factor(st.t1w) if st is not None and st.t1w is not None
+                 else 1.0 for st in (post, pre))
 
 
 def _add_sinks(b: _Build, reg_wfs, vfa_wfs, post_wfs) -> None:

@@ -17,8 +17,12 @@ __all__ = ["init_vfa_wf", "init_post_contrast_wf"]
 
 
 def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fit_gb: float,
-                mem_resample_gb: float, name: str = "vfa_wf"):
+                mem_resample_gb: float, intensity_factors=None, name: str = "vfa_wf"):
     """``fit_vfa`` (native space) -> ``maps_to_ref`` (reference space).
+
+    ``intensity_factors``: per flip image, the plan's factor to precise values
+    (:meth:`~bids_agquant.bids.plan.ParticipantPlan.intensity_factor`); set on the node only
+    when one differs from 1, so the node (and its cache) is unchanged for other data.
 
     Inputs (``inputnode``): ``t1w_transform`` (T_ref<-T1w, unset when the VFA set was registered
     to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
@@ -35,6 +39,8 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
                          tr_s=float(vfa.tr_s), method=method),
                   name="fit_vfa", mem_gb=mem_fit_gb, n_procs=1)
     keep_warnings(fit)
+    if intensity_factors is not None and any(f != 1.0 for f in intensity_factors):
+        fit.inputs.intensity_factors = [float(f) for f in intensity_factors]
     if vfa.b1map is not None and b1_correction == "auto":
         fit.inputs.b1map = str(vfa.b1map)
         fit.inputs.b1_scale = float(vfa.b1_scale)
@@ -52,13 +58,15 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
 
 def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides: dict,
                           row_base: dict, mem_gb: float, se_normalization: str = "off",
-                          name: str = "post_wf"):
+                          t1w_factors=(1.0, 1.0), name: str = "post_wf"):
     """``quantify``: delta R1, [Gd], SE and the lesion-table rows of one post-contrast state.
 
     Inputs: ``r1_post``, ``r1_pre``, ``t1w_post``, ``t1w_pre`` (reference space; any pair may be
     left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``,
     ``healthy_brain`` (for ``se_normalization="brain"``: the post-contrast T1w is divided by its
     scale over the pre-contrast one in that mask before SE).
+    ``t1w_factors``: (post, pre) factors of the T1w images to precise values (set on the node
+    only when not 1).
     Outputs: ``delta_r1``, ``conc``, ``se``, ``rows``, ``relaxivity``.
     """
     wf = pe.Workflow(name=name)
@@ -73,6 +81,9 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
                                          se_normalization=se_normalization),
                     name="quantify", mem_gb=mem_gb, n_procs=1)
     keep_warnings(quant)
+    for factor, trait in zip(t1w_factors, ("t1w_post_factor", "t1w_pre_factor")):
+        if factor != 1.0:
+            setattr(quant.inputs, trait, float(factor))
     wf.connect([
         (inputnode, quant, [("r1_post", "r1_post"), ("r1_pre", "r1_pre"),
                             ("t1w_post", "t1w_post"), ("t1w_pre", "t1w_pre"),
