@@ -94,9 +94,15 @@ class FitVFA(SimpleInterface):
         if not isdefined(self.inputs.b1map):
             return None
         b1_data, b1_aff, _ = G.load(self.inputs.b1map)
-        b1 = pure_geometry.resample(b1_data.astype(np.float64) * self.inputs.b1_scale, b1_aff,
-                                    shape, affine, None, order=1, nan_aware=True,
-                                    dtype=np.float64)
+        b1_data = b1_data.astype(np.float64) * self.inputs.b1_scale
+        same = pure_geometry.reindexing(b1_data.shape, b1_aff, shape, affine,
+                                        1e-3 * float(pure_geometry.voxel_sizes(affine).min()))
+        if same is not None:        # the VFA grid itself (axes perhaps in another order): as is
+            # (interpolating it would drop the outermost voxels: scipy puts them outside)
+            b1 = np.ascontiguousarray(pure_geometry.reindexed(b1_data, same))
+        else:
+            b1 = pure_geometry.resample(b1_data, b1_aff, shape, affine, None, order=1,
+                                        nan_aware=True, dtype=np.float64)
         name = Path(self.inputs.b1map).name
         try:
             filled = fill_uncovered_b1(b1, head, affine)

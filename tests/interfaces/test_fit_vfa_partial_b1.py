@@ -12,6 +12,8 @@ import pytest
 
 from bids_agquant.interfaces.vfa import FitVFA
 
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_bids"
+
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
@@ -53,3 +55,23 @@ def test_slab_b1_fills_the_rim_and_keeps_t1(phantom, tmp_path):
     changed = rel > 1e-9
     assert changed.any()                                      # the filled rim differs a little
     assert np.median(rel[changed]) < 0.03 and np.quantile(rel[changed], 0.95) < 0.10
+
+
+def test_b1_on_the_vfa_grid_is_used_as_is_to_the_last_voxel(tmp_path):
+    """The sample data's TB1map is on its VFA grid, whose outermost slices hold head: B1 is
+    read as is, no voxel is filled, and B1 correction removes no fitted voxel (interpolating the
+    map onto its own grid used to drop the outermost voxels and fill 0.4 % of the head)."""
+    anat = SAMPLE / "sub-01" / "ses-D0" / "anat"
+    flips = sorted(anat.glob("sub-01_ses-D0_flip-*_VFA.nii.gz"))
+    meta = [json.loads(f.with_name(f.name.replace(".nii.gz", ".json")).read_text()) for f in flips]
+    fas, tr = [m["FlipAngle"] for m in meta], meta[0]["RepetitionTimeExcitation"]
+    b1 = SAMPLE / "sub-01" / "ses-D0" / "fmap" / "sub-01_ses-D0_TB1map.nii.gz"
+    r1, warnings = _fit(flips, fas, tr, b1, tmp_path / "with_b1")
+    assert not warnings
+    r1_off = np.asanyarray(nib.load(FitVFA(
+        in_files=[str(f) for f in flips], flip_angles_deg=fas, tr_s=tr).run(
+        cwd=str(tmp_path)).outputs.r1_file).dataobj)
+    edge = np.ones(r1.shape, bool)
+    edge[1:-1, 1:-1, 1:-1] = False
+    assert np.isfinite(r1_off[edge]).any()                    # head reaches the outer slices
+    assert np.array_equal(np.isfinite(r1), np.isfinite(r1_off))
