@@ -122,3 +122,17 @@ def tree_state(root: Path) -> dict:
                 out[rel] = ("file", st.st_size, st.st_mode, st.st_mtime_ns,
                             hashlib.sha256(p.read_bytes()).hexdigest())
     return out
+
+
+def run_checked(run_cli, ds, *args, out=None, expect=0):
+    """Run the CLI on ``ds``; check exit code, no traceback, input untouched; return the result."""
+    before = tree_state(ds)
+    out = out if out is not None else ds.parent / "out"
+    res = run_cli(ds, out, "participant", *args)
+    assert res.code == expect, (res.code, res.err, res.out[-2000:])
+    assert "Traceback" not in res.err + res.out
+    assert tree_state(ds) == before, "BIDS_DIR was modified"
+    if expect:
+        assert res.first_err_line.startswith("bids-agquant: error: ")
+        assert "; " in res.first_err_line, "the line must say what to do"
+    return res

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tinybids as tb
-from testkit import tree_state
+from testkit import run_checked
 
 SUB = "sub-01"
 MASK = Path("derivatives/lesions/sub-01/ses-D0/anat/sub-01_ses-D0_label-metastasis_mask.nii.gz")
@@ -59,20 +59,6 @@ def rewrite(path, data=None, affine=None, *, qform_affine=None, fn=None):
     arr = fn(arr) if fn is not None else (arr if data is None else data)
     tb.write_nifti(path, np.asarray(arr, np.float32), aff if affine is None else affine,
                    qform_affine=qform_affine)
-
-
-def run_checked(run_cli, ds, *args, out=None, expect=0):
-    """Run the CLI on ``ds``; check exit code, no traceback, input untouched; return the result."""
-    before = tree_state(ds)
-    out = out if out is not None else ds.parent / "out"
-    res = run_cli(ds, out, "participant", *args)
-    assert res.code == expect, (res.code, res.err, res.out[-2000:])
-    assert "Traceback" not in res.err + res.out
-    assert tree_state(ds) == before, "BIDS_DIR was modified"
-    if expect:
-        assert res.first_err_line.startswith("bids-agquant: error: ")
-        assert "; " in res.first_err_line, "the line must say what to do"
-    return res
 
 
 def err(run_cli, ds, *args, expect, out=None):

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tinybids as tb  # noqa: E402
-from testkit import tree_state  # noqa: E402
+from testkit import run_checked  # noqa: E402
 
 from bids_agquant.bids.layout import build_plans, format_plan  # noqa: E402
 from bids_agquant.config import Config  # noqa: E402
@@ -33,15 +33,7 @@ def plans_of(ds: Path, **options):
 
 def cli(run_cli, ds, *args, expect=0):
     """``--print-plan`` through the real CLI: exit code, no traceback, BIDS_DIR untouched."""
-    before = tree_state(ds)
-    res = run_cli(ds, ds.parent / "out", "participant", "--print-plan", *args)
-    assert res.code == expect, (res.code, res.err, res.out[-2000:])
-    assert "Traceback" not in res.err + res.out
-    assert tree_state(ds) == before, "BIDS_DIR was modified"
-    if expect:
-        assert res.first_err_line.startswith("bids-agquant: error: ")
-        assert "; " in res.first_err_line, "the line must say what to do"
-    return res
+    return run_checked(run_cli, ds, "--print-plan", *args, expect=expect)
 
 
 def strip_agent(ds, ses, agent, *, keep_sidecar=False):
