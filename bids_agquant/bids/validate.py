@@ -373,6 +373,14 @@ def b1_scale(info: ImageInfo, root: Path | None = None, units=None) -> float:
     return scale
 
 
+def _in_field_of_view(image: ImageInfo, world, margin_vox: float) -> np.ndarray:
+    """Boolean per homogeneous world point (4 x N): inside the image's field of view, i.e. at
+    most ``margin_vox`` voxels beyond its outer voxel centres (0.5: the field-of-view edge)."""
+    ijk = (np.linalg.inv(image.affine) @ world)[:3]
+    upper = np.asarray(image.shape[:3], float)[:, None] - 1 + margin_vox
+    return np.all((ijk >= -margin_vox) & (ijk <= upper), axis=0)
+
+
 def b1_box_coverage(b1: ImageInfo, vfa: ImageInfo) -> float:
     """Fraction of the VFA grid's voxel centres inside the TB1map's field of view (world
     coordinates; the field of view reaches half a B1 voxel beyond its outer voxel centres)."""
@@ -381,10 +389,7 @@ def b1_box_coverage(b1: ImageInfo, vfa: ImageInfo) -> float:
     axes = [np.arange(0, n, st, dtype=float) for n, st in zip(shape, step)]
     ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=0).reshape(3, -1)
     pts = np.vstack([ijk, np.ones((1, ijk.shape[1]))])
-    inside_ijk = (np.linalg.inv(b1.affine) @ (vfa.affine @ pts))[:3]
-    tol = 0.5 + 1e-3
-    upper = np.asarray(b1.shape[:3], float)[:, None] - 1 + tol
-    inside = np.all((inside_ijk >= -tol) & (inside_ijk <= upper), axis=0)
+    inside = _in_field_of_view(b1, vfa.affine @ pts, margin_vox=0.5 + 1e-3)
     return float(inside.mean())
 
 
@@ -539,9 +544,7 @@ def _check_lesions_in_b1(mask: LesionMask, states, info, root) -> None:
     world = img.affine @ np.vstack([ijk.T, np.ones(len(ijk))])
     for b1map in sorted(partial):
         b1 = info(b1map, "TB1map", stats="b1")
-        inside_ijk = (np.linalg.inv(b1.affine) @ world)[:3]
-        upper = np.asarray(b1.shape[:3], float)[:, None] - 0.5
-        inside = np.all((inside_ijk >= -0.5) & (inside_ijk <= upper), axis=0)
+        inside = _in_field_of_view(b1, world, margin_vox=0.5)
         for k, original in enumerate(labelled.original_ids, start=1):
             share = float(inside[labels == k].mean())
             if share < LESION_MIN_IN_B1:
