@@ -27,6 +27,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from bids_agquant.bids.sidecars import json_text
 from bids_agquant.bids.tables import cell, read_tsv
 from bids_agquant.errors import BadDataError, UnknownAgentError
 from bids_agquant.qmri import relaxivity
@@ -98,7 +99,7 @@ def agents_named(text, overrides: dict) -> list[str]:
 
 def _sidecar_agents(img, overrides: dict, where: str):
     """(agents named by the sidecar, generic-ingredient text or None, unknown (field, text))."""
-    found, generic, unknown = [], None, None
+    found, generic, unknown, keys = [], None, None, []
     for key in AGENT_FIELDS:
         text = str(img.meta.get(key) or "").strip()
         if text.lower() in NO_AGENT:
@@ -106,22 +107,23 @@ def _sidecar_agents(img, overrides: dict, where: str):
         named = agents_named(text, overrides)
         if named:
             found += [a for a in named if a not in found]
+            keys.append(key)
         elif text.lower() in GENERIC_INGREDIENTS:
             generic = f"{key} {text!r}"
         elif unknown is None:
             unknown = (key, text)
     if len(found) > 1:
         raise BadDataError(f"{where}: the sidecar names several contrast agents "
-                           f"({', '.join(found)})",
+                           f"({', '.join(found)}){json_text(where, keys[0])}",
                            fix="correct ContrastBolusAgent/ContrastBolusIngredient to the agent "
                                "of this image, or name it with ce-<agent>")
-    return found, generic, unknown
+    return found, generic, unknown, keys
 
 
 def image_evidence(img, overrides: dict, where: str) -> ImageEvidence:
     """The contrast evidence of one image (``ce-`` and its sidecar); conflicts are exit 65."""
     ce = img.entities.get("ceagent")
-    found, generic, unknown = _sidecar_agents(img, overrides, where)
+    found, generic, unknown, keys = _sidecar_agents(img, overrides, where)
     meta = found[0] if found else None
     if ce:
         agent = recognise(ce, overrides)
@@ -133,7 +135,7 @@ def image_evidence(img, overrides: dict, where: str) -> ImageEvidence:
                     f"(ce-<agent> or the sidecar's ContrastBolusAgent)")
         if agent is not None and meta is not None and meta != agent:
             raise BadDataError(f"{where}: ce-{ce} is {agent} but the sidecar's contrast fields "
-                               f"name {meta}",
+                               f"name {meta}{json_text(where, keys[0])}",
                                fix="correct the file name or the sidecar: both must name the "
                                    "agent of this image")
         return ImageEvidence(agent or meta, ce, True, f"ce-{ce}")
@@ -143,7 +145,8 @@ def image_evidence(img, overrides: dict, where: str) -> ImageEvidence:
     if unknown is not None:
         key, text = unknown
         raise UnknownAgentError(
-            f"{where}: the sidecar's {key} {text!r} names no contrast agent the registry knows "
+            f"{where}: the sidecar's {key} {text!r}{json_text(where, key)} names no contrast "
+            f"agent the registry knows "
             f"(known: {', '.join(relaxivity.known_agents())}, and their synonyms)",
             fix=f"pass --relaxivity {re.sub(r'[^A-Za-z0-9]', '', text.split()[0]) or 'AGENT'}"
                 f"=<r1 in 1/(mM s)> for a new agent, or correct {key} (or name the agent with "

@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 from bids_agquant.bids import evidence as E
 from bids_agquant.bids import scaling, validate as V
 from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
+from bids_agquant.bids.sidecars import MetaSource, json_text
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
 from bids_agquant.qmri import relaxivity
@@ -222,7 +223,7 @@ def _assign_states(imgs, declared, participant: str, ses: str, overrides: dict,
            f"{sub}/{sub}_sessions.tsv, or --session-agent {ses}=AGENT")
     found = []
     for suffix, img in imgs:
-        rel = _rel(img.path, root)
+        rel = MetaSource(img.path, root)
         e = E.image_evidence(img, overrides, rel)
         if declared is not None and e.agent is not None and e.agent not in agents:
             raise BadDataError(f"{rel}: {e.source} names {e.agent} but {where} says {said} for "
@@ -282,15 +283,25 @@ def _pick_one(images: list[_Image], what: str, root: Path, warn,
     return group
 
 
-def _field_strength(images: Iterable[_Image]) -> float | None:
+#: Field strengths (tesla) of human MR scanners; a value outside is a unit or typing error.
+FIELD_STRENGTH_RANGE_T = (0.05, 11.8)
+
+
+def _field_strength(images: Iterable[_Image], root: Path) -> float | None:
+    """``MagneticFieldStrength`` (tesla) of the first image giving it; a value that is not a
+    number of tesla (e.g. "3T", 3000) is exit 65 naming the JSON: the relaxivity depends on it."""
+    key = "MagneticFieldStrength"
     for img in images:
-        value = img.meta.get("MagneticFieldStrength")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
+        if img.meta.get(key) is None:
             continue
-        if value > 0:
-            return value
+        where = MetaSource(img.path, root)
+        value = V.number(img.meta, key, where)
+        lo, hi = FIELD_STRENGTH_RANGE_T
+        if not lo <= value <= hi:
+            raise BadDataError(f"{where}: {key} = {value:g}{json_text(where, key)} is not a "
+                               f"field strength in tesla ({lo:g}-{hi:g})",
+                               fix=f"write {key} in tesla (e.g. 3) in the JSON sidecar")
+        return value
     return None
 
 
@@ -594,13 +605,13 @@ def _vfa_set(images: list[_Image], desc: str, root: Path, b1maps: list[_Image],
              all_b1: list[_Image], participant: str, config, warn) -> VFASet:
     fas, trs = [], []
     for img in images:
-        where = _rel(img.path, root)
+        where = MetaSource(img.path, root)
         fas.append(V.flip_angle_deg(img.meta, where))
         trs.append(V.repetition_time_s(img.meta, where))
     files, fas, tr = V.check_vfa_set([i.path for i in images], fas, trs, f"{desc} VFA")
     b1 = (_b1_for(images, b1maps, all_b1, participant, root, warn, desc)
           if config.b1_correction != "off" else None)
-    field_t = _field_strength(images)
+    field_t = _field_strength(images, root)
     if field_t is None:
         warn(f"{desc} VFA: MagneticFieldStrength missing from the sidecars; relaxivity at 3 T "
              f"assumed")

@@ -47,16 +47,16 @@ Rules (the one home of these decisions):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
 
 from bids_agquant.bids.plan import IntensityScaling, ParticipantPlan
+from bids_agquant.bids.sidecars import holder_of
 from bids_agquant.errors import BadDataError
 
 __all__ = ["FLOAT_FLAG", "RESCALE_SLOPE", "RESCALE_INTERCEPT", "SCALE_SLOPE", "PHILIPS_FIELDS",
-           "RECONVERT", "AS_STORED", "scaling_of", "plan_scaling", "holder_of", "describe"]
+           "RECONVERT", "AS_STORED", "scaling_of", "plan_scaling", "describe"]
 
 LOGGER = logging.getLogger("bids_agquant.layout")
 
@@ -73,30 +73,6 @@ AS_STORED = IntensityScaling()
 FLOAT = IntensityScaling(1.0, "Philips precise values (UsePhilipsFloatNotDisplayScaling 1)")
 #: Philips images without dcm2niix's scaling fields: the values may be display values.
 UNVERIFIED = "Philips images without scaling fields"
-
-
-def holder_of(image: Path, key: str, root: Path) -> Path | None:
-    """The JSON file that gives ``key`` to ``image`` under BIDS inheritance (nearest first)."""
-    image, root = Path(image), Path(root)
-    name = image.name.split(".")[0]
-    parts = name.split("_")
-    suffix, entities = parts[-1], set(parts[:-1])
-    folder = image.parent
-    while True:
-        candidates = []
-        for f in folder.glob(f"*_{suffix}.json") if folder.is_dir() else ():
-            ents = f.name[:-5].split("_")[:-1]
-            if set(ents) <= entities:
-                candidates.append((-len(ents), f))
-        for _, f in sorted(candidates):
-            try:
-                if key in json.loads(f.read_text(encoding="utf-8")):
-                    return f
-            except (OSError, ValueError):
-                continue
-        if folder == root or root not in folder.parents:
-            return None
-        folder = folder.parent
 
 
 def _show(path: Path, root: Path) -> str:

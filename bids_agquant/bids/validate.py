@@ -29,12 +29,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bids_agquant.bids.plan import LesionMask, ParticipantPlan
+from bids_agquant.bids.sidecars import MetaSource, json_text, own_sidecar
 from bids_agquant.qmri import geometry as G
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri.b1 import MIN_COVERED_FRACTION
 from bids_agquant.errors import BadDataError, MissingInputError
 
-__all__ = ["ImageInfo", "inspect_image", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
+__all__ = ["ImageInfo", "inspect_image", "number", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
            "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "b1_box_coverage",
            "validate_plan",
            "MAX_TR_S", "B1_PERCENT_MEDIAN"]
@@ -68,46 +69,44 @@ def _show(path: Path | str, root: Path | None = None) -> str:
     return str(path)
 
 
-def _sidecar_of(path: Path) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)] + ".json"
-    return name + ".json"
+def _sidecar_of(where) -> str:
+    """The JSON sidecar to add a missing field to (the image's own)."""
+    return own_sidecar(Path(where)).name
 
 
 # ---------------------------------------------------------------------------------------------
 # metadata
 
 
-def _number(meta: dict, key: str, where: str):
+def number(meta: dict, key: str, where: str):
     """A finite real number from a sidecar field, or BadDataError naming file and field."""
     if key not in meta or meta[key] is None:
         return None
     value = meta[key]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise BadDataError(f"{where}: {key} = {value!r} is not a number",
+        raise BadDataError(f"{where}: {key} = {value!r}{json_text(where, key)} is not a number",
                            fix=f"write {key} as a single number in its JSON sidecar")
     try:
         number = float(value)
     except ValueError:
-        raise BadDataError(f"{where}: {key} = {value!r} is not a number",
+        raise BadDataError(f"{where}: {key} = {value!r}{json_text(where, key)} is not a number",
                            fix=f"write {key} as a single number in its JSON sidecar") from None
     if not math.isfinite(number):
-        raise BadDataError(f"{where}: {key} = {value!r} is not finite",
+        raise BadDataError(f"{where}: {key} = {value!r}{json_text(where, key)} is not finite",
                            fix=f"write the real {key} in its JSON sidecar")
     return number
 
 
 def flip_angle_deg(meta: dict, where: str) -> float:
     """Nominal flip angle in degrees from a VFA sidecar (``FlipAngle``)."""
-    fa = _number(meta, "FlipAngle", where)
+    fa = number(meta, "FlipAngle", where)
     if fa is None:
         raise BadDataError(f"{where}: FlipAngle is missing from the JSON sidecar "
                            f"({_sidecar_of(Path(where))})",
                            fix="add the nominal flip angle in degrees (e.g. \"FlipAngle\": 10)")
     if not 0.0 < fa < 180.0:
-        raise BadDataError(f"{where}: FlipAngle = {fa:g} is outside (0, 180) degrees",
+        raise BadDataError(f"{where}: FlipAngle = {fa:g}{json_text(where, 'FlipAngle')} is "
+                           f"outside (0, 180) degrees",
                            fix="write the nominal flip angle in degrees")
     return fa
 
@@ -119,19 +118,20 @@ def repetition_time_s(meta: dict, where: str) -> float:
     (a VFA spoiled gradient echo has TR of a few ms; 15 means someone wrote milliseconds).
     """
     key = "RepetitionTimeExcitation"
-    tr = _number(meta, key, where)
+    tr = number(meta, key, where)
     if tr is None:
         key = "RepetitionTime"
-        tr = _number(meta, key, where)
+        tr = number(meta, key, where)
     if tr is None:
         raise BadDataError(f"{where}: neither RepetitionTimeExcitation nor RepetitionTime is in "
                            f"the JSON sidecar ({_sidecar_of(Path(where))})",
                            fix="add \"RepetitionTimeExcitation\" in seconds (e.g. 0.015)")
     if tr <= 0:
-        raise BadDataError(f"{where}: {key} = {tr:g} s is not positive",
+        raise BadDataError(f"{where}: {key} = {tr:g} s{json_text(where, key)} is not positive",
                            fix="write the repetition time in seconds")
     if tr > MAX_TR_S:
-        raise BadDataError(f"{where}: {key} = {tr:g} looks like milliseconds (BIDS uses seconds)",
+        raise BadDataError(f"{where}: {key} = {tr:g}{json_text(where, key)} looks like "
+                           f"milliseconds (BIDS uses seconds)",
                            fix=f"write it in seconds ({tr / 1000:g}) in the JSON sidecar")
     return tr
 
@@ -337,8 +337,8 @@ def _b1_units_scale(units, show: str) -> float | None:
         return 1.0
     if word in B1_UNKNOWN_UNITS:
         return None
-    raise BadDataError(f"{show}: its sidecar gives Units = {units!r}, neither a B1+ factor nor "
-                       f"percent of the nominal flip angle",
+    raise BadDataError(f"{show}: Units = {units!r}{json_text(show, 'Units')} is neither a B1+ "
+                       f"factor nor percent of the nominal flip angle",
                        fix="store the map as a factor (1 = nominal flip angle) with \"Units\": "
                            "\"1\" (or percent with \"%\"), or run with --b1-correction off")
 
@@ -348,7 +348,7 @@ def b1_scale(info: ImageInfo, root: Path | None = None, units=None) -> float:
     sidecar's ``units`` when given (:data:`B1_PERCENT_UNITS`, :data:`B1_FACTOR_UNITS`), else from
     the median (above :data:`B1_PERCENT_MEDIAN`: percent); the converted median must lie in
     :data:`B1_FACTOR_RANGE` either way."""
-    show = _show(info.path, root)
+    show = MetaSource(info.path, root) if root is not None else _show(info.path, root)
     median = info.median_positive
     if median is None:
         raise BadDataError(f"{show}: the TB1map has no positive value", fix="convert it again or "
@@ -361,8 +361,8 @@ def b1_scale(info: ImageInfo, root: Path | None = None, units=None) -> float:
                        show, median)
     lo, hi = B1_FACTOR_RANGE
     if given is not None and not lo <= median * scale <= hi:
-        raise BadDataError(f"{show}: TB1map median {median:.3g} with Units = {units!r} is no "
-                           f"B1+ factor in {lo:g}-{hi:g}",
+        raise BadDataError(f"{show}: TB1map median {median:.3g} with Units = {units!r}"
+                           f"{json_text(show, 'Units')} is no B1+ factor in {lo:g}-{hi:g}",
                            fix="correct Units in its sidecar (\"1\" for a factor, \"%\" for "
                                "percent) or the map, or run with --b1-correction off")
     if not lo <= median * scale <= hi:

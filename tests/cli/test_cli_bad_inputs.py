@@ -92,6 +92,35 @@ def test_flip_angle_out_of_range(run_cli, short_ds):
     assert "outside (0, 180)" in err(run_cli, short_ds, expect=65)
 
 
+def test_bad_value_in_an_inherited_sidecar_names_that_json(run_cli, short_ds):
+    """BIDS inheritance: a session-level VFA JSON gives TR to every flip angle; a bad value
+    there is reported with the image and the JSON file to edit."""
+    shared = anat(short_ds) / f"{SUB}_ses-D0_VFA.json"
+    tb.write_json(shared, {"RepetitionTimeExcitation": "6 ms"})
+    for i in (1, 2, 3, 4):
+        tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-{i}_VFA.json",
+                     RepetitionTimeExcitation=None)
+    line = err(run_cli, short_ds, expect=65)
+    assert f"{SUB}_ses-D0_flip-1_VFA.nii.gz: RepetitionTimeExcitation = '6 ms'" in line
+    assert f"(in {SUB}/ses-D0/anat/{SUB}_ses-D0_VFA.json)" in line
+
+
+def test_own_sidecar_is_named_for_a_bad_flip_angle(run_cli, short_ds):
+    tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_flip-3_VFA.json", FlipAngle=200)
+    line = err(run_cli, short_ds, expect=65)
+    assert f"(in {SUB}/ses-D0/anat/{SUB}_ses-D0_flip-3_VFA.json)" in line
+
+
+@pytest.mark.parametrize("value", ["3T", 3000, -1.5])
+def test_field_strength_that_is_not_tesla(run_cli, short_ds, value):
+    """The relaxivity depends on the field: a value the app cannot read as tesla is refused,
+    not replaced by the 3 T default."""
+    for f in anat(short_ds, "D1").glob("*_VFA.json"):
+        tb.edit_json(f, MagneticFieldStrength=value)
+    line = err(run_cli, short_ds, expect=65)
+    assert "MagneticFieldStrength" in line and "_ses-D1_ce-AGuIX_flip-1_VFA.json)" in line
+
+
 def test_mixed_tr_in_one_vfa_set(run_cli, short_ds):
     tb.edit_json(anat(short_ds) / f"{SUB}_ses-D0_ce-Dotarem_flip-2_VFA.json",
                  RepetitionTimeExcitation=0.02)

@@ -132,8 +132,9 @@ def test_sidecar_naming_an_unknown_agent(run_cli, ds):
         tb.edit_json(f, ContrastBolusAgent="GADOVIST 0.1 MMOL/KG")
     line = cli(run_cli, ds, expect=65).first_err_line
     assert "sub-01/ses-D1/anat/sub-01_ses-D1_" in line
-    assert "ContrastBolusAgent 'GADOVIST 0.1 MMOL/KG' names no contrast agent the registry knows" \
-        in line and "--relaxivity GADOVIST=" in line
+    image = line.split(".nii.gz:")[0].split()[-1]
+    assert (f"ContrastBolusAgent 'GADOVIST 0.1 MMOL/KG' (in {image}.json) names no contrast agent "
+            f"the registry knows") in line and "--relaxivity GADOVIST=" in line
     res = cli(run_cli, ds, "--relaxivity", "Gadovist=4.5")
     assert "(agent Gadovist; pre: ses-D0)" in res.out
 
