@@ -47,7 +47,8 @@ from typing import Iterable, Sequence
 
 from bids_agquant.bids import evidence as E
 from bids_agquant.bids import scaling, validate as V
-from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
+from bids_agquant.bids.plan import (ContrastState, LesionMask, ParticipantPlan, VFASet,
+                                    describe_b1)
 from bids_agquant.bids.sidecars import MetaSource, json_text
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
@@ -248,7 +249,7 @@ def _assign_states(imgs, declared, participant: str, ses: str, overrides: dict,
                                 f"{where} (no ce- or sidecar agent in ses-{ses})")
         elif not e.contrast:
             e.source = "no ce- and no agent in the sidecar" + (
-                f" ({where}: {said}, named by other files of ses-{ses})" if agents
+                f" ({where}: the agent of the other files of ses-{ses})" if agents
                 else f" ({where})" if where else "")
         st = per_agent.setdefault(e.agent, _StateFiles(agent=e.agent, agent_label=e.label,
                                                        evidence=e.source))
@@ -385,10 +386,13 @@ def build_plan(layout, participant: str, config, *,
     covariates = _covariates(root, participant, warn)
     order = (E.describe_sources(sources, selected) if all(s in acq for s in selected)
              else f"{E.SOURCE_LABELS} (no acquisition time for every session)")
+    in_time = sorted(selected, key=(lambda s: (acq[s], natural_key(s)))
+                     if all(s in acq for s in selected) else natural_key)
     plan = ParticipantPlan(participant=participant, baseline_session=baseline,
                            reference_t1w=base_pre.t1w, states=tuple(final),
                            lesion_mask=lesion, covariates=covariates,
-                           warnings=tuple(warnings), baseline_reason=why, session_order=order)
+                           warnings=tuple(warnings), baseline_reason=why, session_order=order,
+                           sessions_in_time=tuple(in_time))
     LOGGER.debug("sub-%s: baseline ses-%s (%s)", participant, baseline, why)
     return plan
 
@@ -812,12 +816,7 @@ def format_plan(plan: ParticipantPlan, root: Path | None = None) -> str:
         if st.vfa:
             v = st.vfa
             fas = ", ".join(f"{a:g}" for a in v.flip_angles_deg)
-            b1 = r(v.b1map) if v.b1map else "none"
-            if v.b1map and v.b1_scale != 1.0:
-                b1 += f" (x{v.b1_scale:g})"
-            if v.b1map and v.b1_coverage < 1.0:
-                b1 += (f", covering {100 * v.b1_coverage:.0f} % of the VFA field of view (head "
-                       f"voxels outside filled by extrapolation)")
+            b1 = describe_b1(v, r)
             field_t = f"{v.field_strength_t:g} T" if v.field_strength_t else "field unknown"
             lines.append(f"    VFA: {len(v.files)} flip angles ({fas} deg), "
                          f"TR {v.tr_s * 1000:g} ms, {field_t}, B1: {b1}")

@@ -78,6 +78,12 @@ class ParticipantPlan:
     warnings: tuple[str, ...] = ()
     baseline_reason: str = ""          # why this baseline (option, only candidate, earliest by ...)
     session_order: str = ""            # what ordered the sessions (acq_time source, or labels)
+    sessions_in_time: tuple[str, ...] = ()   # the selected sessions, earliest first
+
+    def session_rank(self, session: str) -> int | None:
+        """1 for the earliest selected session (None: not among them)."""
+        return (self.sessions_in_time.index(session) + 1 if session in self.sessions_in_time
+                else None)
     intensity: dict = field(default_factory=dict)    # Path -> IntensityScaling (VFA and T1w)
 
     def intensity_factor(self, path) -> float:
@@ -103,3 +109,16 @@ class ParticipantPlan:
     def pre_state_for(self, post: ContrastState) -> ContrastState | None:
         """Pre-contrast reference: same session when it has one, else the baseline."""
         return self.state(post.pre_session or self.baseline_session, None)
+
+
+def describe_b1(v: VFASet, show=str) -> str:
+    """The B1 map of a VFA set as the plan and the report show it (``show`` formats paths)."""
+    if not v.b1map:
+        return "none"
+    text = show(v.b1map)
+    if v.b1_scale != 1.0:
+        text += f" (x{v.b1_scale:g})"
+    if v.b1_coverage < 1.0:
+        text += (f", covering {100 * v.b1_coverage:.0f} % of the VFA field of view (head "
+                 f"voxels outside filled by extrapolation)")
+    return text

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bids_agquant.bids import columns, tables
+from bids_agquant.bids.evidence import SOURCE_LABELS
 from bids_agquant.group.load import as_text, order_sessions, warn as _warn
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
@@ -179,17 +180,19 @@ def _ids(frame: pd.DataFrame, **renamed: str) -> pd.DataFrame:
 def _session_roles(c: _Cohort) -> None:
     """Session order and role on every row; the roles per participant: sessions in time order,
     how it was decided and the sessions of each agent (agents in the order they first appear)."""
-    sessions = c.rows.groupby("participant", sort=False)["session"]
+    per_participant = dict(tuple(c.rows.groupby("participant", sort=False)))
     c.roles = {}
     for p in c.participants:
-        order, source = order_sessions(p, sessions.get_group(p), c.bids_dir)
+        rows = per_participant[p]
+        order, source = order_sessions(p, rows["session"], c.bids_dir, rows)
         c.roles[p] = {"order": order, "source": source, "sessions_by_agent": {}}
+    c.rows = c.rows.drop(columns=["session_order", "session_order_source"], errors="ignore")
     by_label = [f"{_sub(p)} ({' < '.join(r['order'])})" for p, r in c.roles.items()
-                if r["source"] != "sessions.tsv acq_time" and len(r["order"]) > 1]
+                if SOURCE_LABELS in r["source"] and len(r["order"]) > 1]
     if by_label:
-        _warn(c.warnings, f"no acq_time for every session in sub-<p>_sessions.tsv: sessions "
-                          f"ordered by label for {', '.join(by_label)}; check that this is the "
-                          f"order in time")
+        _warn(c.warnings, f"no acquisition time for every session (sessions.tsv, scans.tsv or "
+                          f"sidecars): sessions ordered by label for {', '.join(by_label)}; "
+                          f"check that this is the order in time")
     order = pd.DataFrame([(p, s, i + 1, r["source"]) for p, r in c.roles.items()
                           for i, s in enumerate(r["order"])],
                          columns=["participant", "session", "session_order",

@@ -11,8 +11,10 @@ this module types what the group level needs:
 - :func:`read_participants`: covariates indexed by participant label (``dose_mg_per_kg``,
   ``weight_kg`` float64, NaN when missing or not a positive number; ``primary_tumor`` text or
   None);
-- :func:`order_sessions`: the time order of a participant's sessions (``acq_time`` of
-  ``sessions.tsv`` when every session has one, else natural label order).
+- :func:`order_sessions`: the time order of a participant's sessions: the order the participant
+  level recorded in its lesion table (``session_order``: sessions.tsv, scans.tsv, sidecar times)
+  when every row has it, else ``acq_time`` of ``sessions.tsv`` when every session has one, else
+  natural label order.
 
 Numbers are parsed by :func:`pandas.to_numeric`; a cell that is neither missing nor a number is a
 :class:`GroupDataError` in a lesion table and a warning (then missing) in ``participants.tsv``.
@@ -28,6 +30,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from bids_agquant.bids import evidence as E
 from bids_agquant.bids import tables as T
 from bids_agquant.errors import GroupDataError, GroupInputError
 from bids_agquant.qmri.relaxivity import canonical_agent
@@ -103,13 +106,19 @@ def read_lesion_table(path: Path) -> pd.DataFrame:
     canonical = {a: canonical_agent(a) or a for a in set(label) if a}
     is_control = lesion_id.str.startswith("control").astype(bool)
     truthy = as_text(raw["measurable"]).fillna("").str.lower().isin(_TRUE)
+    # the time order the participant level decided (absent from tables of older versions)
+    rank = (_numbers(raw[["session_order"]])[0]["session_order"] if "session_order" in raw
+            else pd.Series(np.nan, index=raw.index))
+    rank_source = (as_text(raw["session_order_source"]) if "session_order_source" in raw
+                   else pd.Series(None, index=raw.index, dtype=object))
     return pd.DataFrame({
         "participant": participant.where(participant != "", folder_participant),
         "session": _labels(raw["session_id"], "ses-"),
         "agent_label": label, "lesion_id": lesion_id,
         "agent": pd.Series([canonical.get(a) for a in label], index=raw.index, dtype=object),
         "is_control": is_control, "measurable": truthy & ~is_control,
-        **{c: numbers[c] for c in _FLOAT_COLUMNS}})
+        **{c: numbers[c] for c in _FLOAT_COLUMNS},
+        "session_order": rank, "session_order_source": rank_source})
 
 
 def read_lesion_tables(paths: Iterable[Path]) -> pd.DataFrame:
@@ -176,10 +185,27 @@ def _parse_time(text) -> datetime | None:
     return t.replace(tzinfo=None)
 
 
-def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | None
-                   ) -> tuple[list[str], str]:
-    """Sessions in time order and how it was decided (``acq_time`` or natural label order)."""
+def recorded_order(rows: pd.DataFrame) -> tuple[list[str], str] | None:
+    """The session order a participant's lesion rows carry (``session_order``, written by the
+    participant level), or None when a row lacks it (tables of an older version)."""
+    if "session_order" not in rows.columns or rows["session_order"].isna().any() or rows.empty:
+        return None
+    ranks = rows.groupby("session", sort=False)["session_order"].agg(["min", "max"])
+    if (ranks["min"] != ranks["max"]).any() or ranks["min"].duplicated().any():
+        return None                          # inconsistent ranks: do not trust them
+    source = "; ".join(dict.fromkeys(as_text(rows.get("session_order_source",
+                                                       pd.Series(dtype=object))).dropna()))
+    return list(ranks["min"].sort_values(kind="stable").index), source or "participant level"
+
+
+def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | None,
+                   rows: pd.DataFrame | None = None) -> tuple[list[str], str]:
+    """Sessions in time order and how it was decided (:func:`recorded_order` of the lesion
+    ``rows``, else ``acq_time`` of sessions.tsv, else natural label order)."""
     sessions = sorted(set(sessions), key=T.natural_key)
+    recorded = recorded_order(rows) if rows is not None else None
+    if recorded is not None and set(recorded[0]) == set(sessions):
+        return recorded
     try:
         df = T.read_sessions(bids_dir, participant) if bids_dir else None
     except _READ_ERRORS:
@@ -189,8 +215,8 @@ def order_sessions(participant: str, sessions: Iterable[str], bids_dir: Path | N
         times = dict(zip(as_text(df["session"]).fillna(""), map(_parse_time, acq)))
         if sessions and all(times.get(s) is not None for s in sessions):
             return sorted(sessions, key=lambda s: (times[s], T.natural_key(s))), \
-                "sessions.tsv acq_time"
-    return sessions, "session labels (natural order)"
+                E.SOURCE_SESSIONS_TSV
+    return sessions, E.SOURCE_LABELS
 
 
 def _warn(warnings: list[str], message: str) -> None:

@@ -36,6 +36,8 @@ from nibabel.processing import resample_from_to  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from bids_agquant.bids import derivatives as D  # noqa: E402
+from bids_agquant.bids import scaling  # noqa: E402
+from bids_agquant.bids.plan import describe_b1  # noqa: E402
 from bids_agquant.interfaces import geometry as G  # noqa: E402
 from bids_agquant.reports import html as H  # noqa: E402
 from bids_agquant.bids import columns as C  # noqa: E402
@@ -290,7 +292,11 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
         except ValueError:
             return p.name
     head = (f'<dl class="plan"><dt>baseline session</dt><dd>ses-{H.esc(plan.baseline_session)}'
-            f'</dd><dt>reference space</dt><dd><code>{H.esc(rel(plan.reference_t1w))}</code></dd>')
+            + (f" ({H.esc(plan.baseline_reason)})" if getattr(plan, "baseline_reason", "") else "")
+            + "</dd>"
+            + (f"<dt>session order</dt><dd>{H.esc(plan.session_order)}</dd>"
+               if getattr(plan, "session_order", "") else "")
+            + f'<dt>reference space</dt><dd><code>{H.esc(rel(plan.reference_t1w))}</code></dd>')
     lm = getattr(plan, "lesion_mask", None)
     head += (f"<dt>lesion mask</dt><dd><code>{H.esc(rel(lm.path))}</code> ({H.esc(lm.kind)}, "
              f"drawn on ses-{H.esc(lm.session)})</dd>" if lm else
@@ -303,19 +309,24 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
     rows = []
     for st in plan.states:
         v = st.vfa
+        files = [f for f in ((st.t1w,) if st.t1w else ()) + (tuple(v.files) if v else ())]
+        scaled = [f"{Path(f).name}{scaling.describe(plan, f)}" for f in files
+                  if scaling.describe(plan, f)]
         rows.append({
             "session": f"ses-{st.session}",
             "state": "post-contrast" if st.is_post else "pre-contrast",
             "agent": st.agent or "-",
+            "contrast evidence": st.evidence or "-",
             "pre-contrast reference": f"ses-{st.pre_session or plan.baseline_session}"
             if st.is_post else "-",
             "T1w": Path(st.t1w).name if st.t1w else "-",
             "VFA flip angles (deg)": ", ".join(f"{a:g}" for a in v.flip_angles_deg) if v else "-",
             "TR (ms)": f"{v.tr_s * 1000:g}" if v else "-",
-            "B1 map": Path(v.b1map).name if v and v.b1map else "none",
+            "B1 map": describe_b1(v, lambda p: Path(p).name) if v else "-",
+            "intensity scaling": "; ".join(scaled) or "as stored",
         })
-    cols = ["session", "state", "agent", "pre-contrast reference", "T1w",
-            "VFA flip angles (deg)", "TR (ms)", "B1 map"]
+    cols = ["session", "state", "agent", "contrast evidence", "pre-contrast reference", "T1w",
+            "VFA flip angles (deg)", "TR (ms)", "B1 map", "intensity scaling"]
     return head + H.table_html(cols, rows)
 
 

@@ -249,6 +249,15 @@ def _add_regions(b: _Build, reg_wfs, vfa_wfs):
     return lesions, table
 
 
+def lesion_row_base(plan, s, pre) -> dict:
+    """The columns every lesion-table row of post state ``s`` (pre state ``pre``) starts with."""
+    return {"participant_id": f"sub-{plan.participant}", "session_id": f"ses-{s.session}",
+            "contrast_agent": s.agent,
+            "pre_session_id": f"ses-{pre.session}" if pre else None,
+            "session_order": plan.session_rank(s.session),
+            "session_order_source": plan.session_order or None}
+
+
 def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
     """Post-contrast quantification of every post state (plan order): their sub-workflows."""
     plan, config, ref, wf = b.plan, b.config, b.ref, b.wf
@@ -259,9 +268,7 @@ def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
         post = init_post_contrast_wf(
             agent=s.agent, field_strength_t=s.vfa.field_strength_t if s.vfa else None,
             relaxivity_overrides=dict(config.relaxivity_overrides),
-            row_base={"participant_id": f"sub-{plan.participant}", "session_id": f"ses-{s.session}",
-                      "contrast_agent": s.agent,
-                      "pre_session_id": f"ses-{pre.session}" if pre else None},
+            row_base=lesion_row_base(plan, s, pre),
             se_normalization=se_normalization_for(config.se_normalization, s, pre),
             t1w_factors=_t1w_factors(plan, s, pre), mem_gb=b.mem["quant"], name=f"post_{label}_wf")
         post_wfs.append(post)

@@ -4,13 +4,16 @@ from __future__ import annotations
 import csv
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from bids_agquant.bids import columns as C
+from bids_agquant.bids.plan import ContrastState, ParticipantPlan
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri import regions as R
 from bids_agquant.qmri.relaxivity import get_relaxivity
+from bids_agquant.workflows.participant import lesion_row_base
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (20, 20, 20)
@@ -57,9 +60,13 @@ def test_every_column_the_participant_table_writes_is_registered():
                     brain_mask_method="test", control_diameter_mm=10.0)
     maps = R.StateMaps(t1_pre=ones, t1_post=0.5 * ones, delta_r1=ones, conc=0.2 * ones,
                        se=10.0 * ones, t1w_pre=100.0 * ones, t1w_post=110.0 * ones)
-    # the keys of workflows.participant's row_base, plus the SE scale of interfaces.quantify
-    base = {"participant_id": "sub-01", "session_id": "ses-D1", "contrast_agent": "AGuIX",
-            "pre_session_id": "ses-D0", "se_intensity_scale": 1.0}
+    # workflows.participant's row base, plus the SE scale of interfaces.quantify
+    pre = ContrastState("D0", None, None, Path("pre_T1w.nii.gz"), None)
+    post = ContrastState("D1", "AGuIX", "AGuIX", Path("post_T1w.nii.gz"), None, pre_session="D0")
+    plan = ParticipantPlan("01", "D0", pre.t1w, (pre, post), None,
+                           session_order="acq_time in sessions.tsv", sessions_in_time=("D0", "D1"))
+    base = {**lesion_row_base(plan, post, pre), "se_intensity_scale": 1.0}
+    assert base["session_order"] == 2
     rows = R.region_rows(regions=reg, lesion_labels=lesions, control_labels=controls,
                          maps=maps, base=base, relaxivity=get_relaxivity("AGuIX", 3.0, {}))
     written = set().union(*(r.keys() for r in rows))

@@ -286,7 +286,7 @@ def test_sample_dataset_plan_is_unchanged():
         assert plan.state("D1", "AGuIX").evidence == "ce-AGuIX"
         assert plan.state("D0", None).evidence == (
             f"no ce- and no agent in the sidecar (sub-{p}/sub-{p}_sessions.tsv contrast_agent "
-            f"'Dotarem': Dotarem, named by other files of ses-D0)")
+            f"'Dotarem': the agent of the other files of ses-D0)")
 
 
 def test_sidecar_naming_two_agents(run_cli, ds):

@@ -48,7 +48,7 @@ def test_sessions_ordered_by_acq_time_not_by_label(paper_group):
     assert roles[("sub-02", "ses-week1", "AGuIX")] == "persistence"
     assert roles[("sub-02", "ses-baseline", "Dotarem")] == "reference"
     assert roles[("sub-02", "ses-month1", "Dotarem")] == "other"
-    assert {r["session_order_source"] for r in rows} == {"sessions.tsv acq_time"}
+    assert {r["session_order_source"] for r in rows} == {"acq_time in sessions.tsv"}
 
 
 def test_dose_normalised_groups_and_kruskal_wallis(paper_group):

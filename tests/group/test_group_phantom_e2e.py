@@ -12,6 +12,8 @@ import json
 import numpy as np
 import pytest
 
+from bids_agquant.bids.evidence import SOURCE_SESSIONS_TSV
+
 pytestmark = pytest.mark.slow
 
 DOSES = (30.0, 60.0, 100.0)
@@ -62,7 +64,7 @@ def test_roles_controls_and_reports(cohort):
     summary = json.loads((out / "group" / "summary.json").read_text())
     for p in ("sub-01", "sub-02", "sub-03"):
         roles = summary["session_roles"][p]
-        assert roles["ordered_by"] == "sessions.tsv acq_time"
+        assert roles["ordered_by"] == SOURCE_SESSIONS_TSV      # recorded by the participant level
         assert roles["sessions_by_agent"]["AGuIX"] == ["ses-inj", "ses-late"]
         assert roles["sessions_by_agent"]["Dotarem"] == ["ses-base", "ses-fu"]
     assert all(r["flag"] == "ok" for r in _rows(out / "group" / "controls.tsv"))
