@@ -306,28 +306,31 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
         head += "<dt>covariates</dt><dd>" + ", ".join(
             f"{H.esc(k)} = {H.esc(H.fmt(v))}" for k, v in cov.items()) + "</dd>"
     head += "</dl>"
-    rows = []
+    states, images = [], []
     for st in plan.states:
         v = st.vfa
         files = [f for f in ((st.t1w,) if st.t1w else ()) + (tuple(v.files) if v else ())]
         scaled = [f"{Path(f).name}{scaling.describe(plan, f)}" for f in files
                   if scaling.describe(plan, f)]
-        rows.append({
-            "session": f"ses-{st.session}",
-            "state": "post-contrast" if st.is_post else "pre-contrast",
-            "agent": st.agent or "-",
+        label = {"session": f"ses-{st.session}",
+                 "state": f"post-contrast ({st.agent})" if st.is_post else "pre-contrast"}
+        states.append({
+            **label,
             "contrast evidence": st.evidence or "-",
             "pre-contrast reference": f"ses-{st.pre_session or plan.baseline_session}"
-            if st.is_post else "-",
+            if st.is_post else "-"})
+        images.append({
+            **label,
             "T1w": Path(st.t1w).name if st.t1w else "-",
             "VFA flip angles (deg)": ", ".join(f"{a:g}" for a in v.flip_angles_deg) if v else "-",
             "TR (ms)": f"{v.tr_s * 1000:g}" if v else "-",
             "B1 map": describe_b1(v, lambda p: Path(p).name) if v else "-",
-            "intensity scaling": "; ".join(scaled) or "as stored",
-        })
-    cols = ["session", "state", "agent", "contrast evidence", "pre-contrast reference", "T1w",
-            "VFA flip angles (deg)", "TR (ms)", "B1 map", "intensity scaling"]
-    return head + H.table_html(cols, rows)
+            "intensity scaling": "; ".join(scaled) or "as stored"})
+    return (head
+            + H.table_html(["session", "state", "contrast evidence", "pre-contrast reference"],
+                           states, css_class="data wrap")
+            + H.table_html(["session", "state", "T1w", "VFA flip angles (deg)", "TR (ms)",
+                            "B1 map", "intensity scaling"], images, css_class="data wrap"))
 
 
 def _read_lesion_table(path: Path) -> tuple[list[str], list[dict]]:

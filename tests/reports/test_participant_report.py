@@ -12,7 +12,8 @@ from participant_fixture import CONTROLS, LESIONS, make_participant_outputs
 from testkit import PageParts
 
 from bids_agquant.bids import derivatives as D
-from bids_agquant.bids.plan import ContrastState, LesionMask, ParticipantPlan, VFASet
+from bids_agquant.bids.plan import (ContrastState, IntensityScaling, LesionMask,
+                                    ParticipantPlan, VFASet)
 from bids_agquant.reports.participant import (SHOWN_MAPS, _session_t1ws,
                                                build_participant_report, find_maps)
 
@@ -28,17 +29,20 @@ def _plan(bids):
     raw = bids / "sub-01"
     anat = raw / "ses-D0" / "anat"
     vfa = VFASet(files=(anat / "a.nii.gz", anat / "b.nii.gz"), flip_angles_deg=(3.0, 15.0),
-                 tr_s=0.0052)
+                 tr_s=0.0052, b1map=raw / "ses-D0" / "fmap" / "sub-01_ses-D0_TB1map.nii.gz",
+                 b1_scale=0.01, b1_coverage=0.83)
     return ParticipantPlan(
         participant="01", baseline_session="D0",
         reference_t1w=anat / "sub-01_ses-D0_T1w.nii.gz",
         states=(ContrastState("D0", None, None, anat / "sub-01_ses-D0_T1w.nii.gz", vfa),
                 ContrastState("D1", "AGuIX", "AGuIX",
                               raw / "ses-D1" / "anat" / "sub-01_ses-D1_ce-AGuIX_T1w.nii.gz", vfa,
-                              "D0")),
+                              "D0", evidence="sidecar ContrastBolusAgent 'AGUIX 100 MG/KG'")),
         lesion_mask=LesionMask(anat / "sub-01_ses-D0_desc-metastases_dseg.nii.gz", "dseg", "D0"),
         covariates={"dose_mg_per_kg": 100.0, "primary_tumor": "NSCLC"},
-        warnings=("plan says hello",))
+        warnings=("plan says hello",), baseline_reason="earliest by acq_time in scans.tsv",
+        session_order="acq_time in scans.tsv",
+        intensity={anat / "a.nii.gz": IntensityScaling(0.25, "Philips display values / 4")})
 
 
 def test_find_maps_classifies_by_registry_key(outputs):
@@ -91,6 +95,11 @@ def test_participant_report_sections_images_and_content(outputs):
         assert m and base64.b64decode(m.group(1))[:4] == b"\x89PNG"
     # the plan, the warnings (argument, plan, log file) and the lesion table are shown
     assert "3, 15" in text and "ses-D0" in text and "NSCLC" in text
+    # ... and why: baseline, order, evidence, B1 (percent, partial coverage), scaling
+    assert "earliest by acq_time in scans.tsv" in text and "acq_time in scans.tsv" in text
+    assert "sidecar ContrastBolusAgent &#x27;AGUIX 100 MG/KG&#x27;" in text
+    assert "sub-01_ses-D0_TB1map.nii.gz (x0.01), covering 83 % of the VFA field of view" in text
+    assert "a.nii.gz (scaling: Philips display values / 4; x0.25)" in text
     for w in ("registration of ses-D8 moved 2 mm", "plan says hello",
               "ses-D8: no pre-contrast T1w, baseline used",
               "ses-D1: no B1 map, nominal flip angles used"):
