@@ -346,11 +346,16 @@ def write_json(path, obj) -> Path:
 def container_info() -> dict | None:
     """The software container we run in, when known.
 
-    ``BIDS_AGQUANT_CONTAINER_TYPE`` / ``_TAG`` / ``_URI`` (set by our Docker and Apptainer images)
-    win; otherwise Apptainer/Singularity's own ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER``
-    variables or Docker's ``/.dockerenv`` give the type. None outside a container.
+    ``BIDS_AGQUANT_CONTAINER_TYPE`` / ``_TAG`` / ``_URI`` (the image sets the tag) win; otherwise
+    the engine's own marks give the type: Apptainer/Singularity's ``APPTAINER_CONTAINER`` /
+    ``SINGULARITY_CONTAINER`` variables, podman's ``/run/.containerenv`` file (or its
+    ``container=podman`` variable), Docker's ``/.dockerenv``. None outside a container.
     """
-    env = os.environ
+    return _container_info(os.environ, Path("/"))
+
+
+def _container_info(env: Mapping[str, str], root: Path) -> dict | None:
+    """:func:`container_info` for an environment and a root folder (for tests)."""
     ctype = env.get("BIDS_AGQUANT_CONTAINER_TYPE")
     tag = env.get("BIDS_AGQUANT_CONTAINER_TAG")
     uri = env.get("BIDS_AGQUANT_CONTAINER_URI")
@@ -359,7 +364,9 @@ def container_info() -> dict | None:
             ctype = "apptainer" if env.get("APPTAINER_CONTAINER") else "singularity"
             tag = tag or Path(env.get("APPTAINER_CONTAINER")
                               or env.get("SINGULARITY_CONTAINER")).name
-        elif Path("/.dockerenv").exists():
+        elif env.get("container") == "podman" or (root / "run/.containerenv").exists():
+            ctype = "podman"
+        elif (root / ".dockerenv").exists():
             ctype = "docker"
     if not ctype:
         return None

@@ -289,3 +289,23 @@ def test_remove_stale_temporaries_removes_only_the_writers_leftovers(tmp_path):
     assert not os.path.exists(left) and not os.path.exists(report_tmp)
     assert os.path.exists(other_tmp) and all(p.exists() for p in kept)
     assert atomic.remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_container_type_from_each_engine_s_own_marks(tmp_path):
+    """GeneratedBy.Container: docker (/.dockerenv), podman (/run/.containerenv or
+    container=podman), Apptainer/Singularity (their variables); the image's tag variable wins."""
+    from bids_agquant.bids.derivatives import _container_info
+    assert _container_info({}, tmp_path) is None
+    (tmp_path / ".dockerenv").write_text("")
+    assert _container_info({}, tmp_path) == {"Type": "docker"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text('engine="podman-4.3.1"\n')
+    tag = {"BIDS_AGQUANT_CONTAINER_TAG": "bids_agquant:0.1.0"}
+    assert _container_info(tag, tmp_path) == {"Type": "podman", "Tag": "bids_agquant:0.1.0"}
+    assert _container_info({"container": "podman"}, tmp_path / "none") == {"Type": "podman"}
+    sif = {"APPTAINER_CONTAINER": "/images/bids_agquant_0.1.0.sif"}
+    assert _container_info(sif, tmp_path) == {"Type": "apptainer",
+                                              "Tag": "bids_agquant_0.1.0.sif"}
+    assert _container_info({**sif, **tag}, tmp_path)["Tag"] == "bids_agquant:0.1.0"
+    assert _container_info({"SINGULARITY_CONTAINER": "/x/app.sif"}, tmp_path) == {
+        "Type": "singularity", "Tag": "app.sif"}

@@ -83,14 +83,14 @@ def test_flip_angle_that_overflows_to_infinity(run_cli, phantom_copy):
     f.write_text(text.replace('"FlipAngle": 5.0', '"FlipAngle": 1e400'))
     assert '"FlipAngle": 1e400' in f.read_text()
     line = first_line(run_cli, phantom_copy, expect=65)
-    assert f"{PRE}_flip-2_VFA.nii.gz: FlipAngle = inf is not finite" in line
+    assert f"{PRE}_flip-2_VFA.nii.gz: FlipAngle = inf (in {PRE}_flip-2_VFA.json) is not finite" in line
 
 
 def test_repetition_time_not_positive(run_cli, phantom_copy):
     for i in range(1, 5):
         rk.edit_json(phantom_copy / f"{PRE}_flip-{i}_VFA.json", RepetitionTimeExcitation=-0.006)
     line = first_line(run_cli, phantom_copy, expect=65)
-    assert "RepetitionTimeExcitation = -0.006 s is not positive" in line
+    assert "RepetitionTimeExcitation = -0.006 s (in " in line and "flip-1_VFA.json) is not positive" in line
 
 
 # --- images ---------------------------------------------------------------------------------
