@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_out
 DEMO_WORK ?= demo_work
 NPROCS ?= 2
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo bench clean container-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: install
 	$(BIN)/bids-agquant data/sample_bids $(DEMO_OUT) participant -w $(DEMO_WORK) --nprocs $(NPROCS)
 	$(BIN)/bids-agquant data/sample_bids $(DEMO_OUT) group
 	@echo "Demo outputs in $(DEMO_OUT)/ (reports: $(DEMO_OUT)/sub-*.html, $(DEMO_OUT)/group/report.html)"
+
+# build the image with podman (base made without a registry) and run the container checks
+container-check: install
+	bash scripts/container_check.sh
 
 bench: install
 	$(BIN)/python benchmarks/bench_vfa.py

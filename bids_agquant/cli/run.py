@@ -169,7 +169,19 @@ def _ensure_writable_dir(path: Path, option: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise OutputError(f"{option} {path} cannot be created or written ({reason})",
-                          fix="choose a writable location or fix its permissions") from exc
+                          fix=_permission_fix()) from exc
+
+
+def _permission_fix() -> str:
+    """What to do about an unwritable folder; in a container, for the container's user."""
+    from bids_agquant.bids.derivatives import container_info
+    if container_info() is None:
+        return "choose a writable location or fix its permissions"
+    uid, gid = os.getuid(), os.getgid()
+    return (f"the container runs as uid {uid}: mount a host folder that uid {uid} can write (docker: "
+            f"run with --user $(id -u):$(id -g); podman: add :U to the mount, e.g. -v "
+            f"/data/out:/out:U; or chown {uid}:{gid} the host folder; Apptainer runs as you, so "
+            f"the folder must be yours)")
 
 
 # ---------------------------------------------------------------------------------------------
