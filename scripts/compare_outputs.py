@@ -37,7 +37,7 @@ import numpy as np
 SIGNIFICANT_DIGITS = 6
 #: JSON keys whose value changes with every run or machine.
 VOLATILE_KEYS = {"DateCreated", "GeneratedAt", "generated", "timestamp", "Version", "version",
-                 "software_versions", "SoftwareVersions", "Container", "CodeURL"}
+                 "software_versions", "SoftwareVersions", "software", "Container", "CodeURL"}
 #: Not compared (dates, versions and rendering inside).
 SKIPPED_SUFFIXES = (".html", ".png", ".svg", ".log", ".pklz")
 SKIPPED_PARTS = ("logs",)

@@ -65,8 +65,9 @@ def ok(proc, what):
     return proc
 
 
-def same_outputs(before: Path, after: Path) -> str:
-    proc = run([sys.executable, COMPARE, before, after, "--same-path", SAMPLE_BIDS, "/bids"])
+def same_outputs(before: Path, after: Path, bids: Path) -> str:
+    """compare_outputs.py: the venv run read ``bids``, the container the same data as /bids."""
+    proc = run([sys.executable, COMPARE, before, after, "--same-path", bids, "/bids"])
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout.strip().splitlines()[-1]
 
@@ -129,10 +130,10 @@ def test_image_is_slim_non_root_and_labelled(image):
     assert probe.stdout.strip() == "", f"compilers, pip, tests or caches in the image: {probe.stdout}"
 
 
-def test_image_user_run_equals_the_venv_run(image_outputs, venv_outputs):
+def test_image_user_run_equals_the_venv_run(image_outputs, venv_outputs, bids_copy):
     out, before, after = image_outputs
     assert after == before, "the container changed the read-only input dataset"
-    print(f"\n[container compare] image user vs venv: {same_outputs(venv_outputs, out)}")
+    print(f"\n[container compare] image user vs venv: {same_outputs(venv_outputs, out, bids_copy)}")
     desc = json.loads((out / "dataset_description.json").read_text())
     container = desc["GeneratedBy"][0]["Container"]
     assert container["Type"] == ENGINE
@@ -168,7 +169,7 @@ def test_apptainer_like_run(image, tmp_path, bids_copy, venv_outputs):
     shutil.copytree(venv_outputs / "sub-01", theirs / "sub-01")
     mine = tmp_path / "image_sub-01"
     shutil.copytree(out / "sub-01", mine / "sub-01")
-    print(f"\n[container compare] Apptainer-like vs venv, sub-01: {same_outputs(theirs, mine)}")
+    print(f"\n[container compare] Apptainer-like vs venv, sub-01: {same_outputs(theirs, mine, bids_copy)}")
 
 
 def test_bad_input_exit_code_passes_through(image, tmp_path):
