@@ -35,6 +35,30 @@ class VFASet:
     b1_units: str | None = None        # the TB1map sidecar's "Units" (None: not given)
     b1_coverage: float = 1.0           # fraction of the VFA field of view inside the TB1map's
                                        # (set by validation; head voxels outside are filled)
+    b1_method: str = "TB1map"          # fmap suffix of the B1 data: TB1map (read as is) or a
+                                       # method computed into a factor map (qmri/b1methods.py)
+    b1_files: tuple[Path, ...] = ()    # a computed method's images (empty for a TB1map)
+    b1_roles: tuple[str, ...] = ()     # the role of each of b1_files (b1methods.METHODS roles)
+    b1_params: tuple[tuple[str, object], ...] = ()   # its protocol values from the sidecars
+                                       # (e.g. ("tr1_s", 0.02)); see validate.b1_method_params
+
+    @property
+    def b1_sources(self) -> tuple[Path, ...]:
+        """Every file the B1+ factor comes from (the TB1map, or the method's images)."""
+        if self.b1_files:
+            return tuple(self.b1_files)
+        return (self.b1map,) if self.b1map is not None else ()
+
+    @property
+    def b1_reference(self) -> Path | None:
+        """The B1 file whose grid the factor map is on (None: no B1 data)."""
+        sources = self.b1_sources
+        return sources[0] if sources else None
+
+    @property
+    def b1_computed(self) -> bool:
+        """The factor map is computed from a method's images (not a TB1map read as is)."""
+        return bool(self.b1_files)
 
 
 @dataclass(frozen=True)

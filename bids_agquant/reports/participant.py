@@ -312,7 +312,8 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
             "T1w": Path(st.t1w).name if st.t1w else "-",
             "VFA flip angles (deg)": ", ".join(f"{a:g}" for a in v.flip_angles_deg) if v else "-",
             "TR (ms)": f"{v.tr_s * 1000:g}" if v else "-",
-            "B1 map": Path(v.b1map).name if v and v.b1map else "none",
+            "B1 map": ("none" if not (v and v.b1_sources) else Path(v.b1map).name
+                       if not v.b1_computed else f"{v.b1_method} ({len(v.b1_files)} images)"),
         })
     cols = ["session", "state", "agent", "pre-contrast reference", "T1w",
             "VFA flip angles (deg)", "TR (ms)", "B1 map"]

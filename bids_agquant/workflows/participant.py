@@ -350,9 +350,9 @@ def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
     """Specs of the VFA maps and the VFA transform of a state with a VFA set."""
     ref, vfa, out = plan.reference_t1w, s.vfa, {}
     vfa_sources = [uri(f) for f in vfa.files]
-    b1_used = vfa.b1map is not None and config.b1_correction == "auto"
+    b1_used = bool(vfa.b1_sources) and config.b1_correction == "auto"
     if b1_used:
-        vfa_sources.append(uri(vfa.b1map))
+        vfa_sources += [uri(f) for f in vfa.b1_sources]
     acq = D.allowed_metadata(D.read_sidecar(vfa.files[0]))
     acq.pop("RepetitionTime", None)
     vfa_meta = {
@@ -365,7 +365,9 @@ def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
         "EstimationMethod": methods.vfa_estimation_method(config.vfa_fit),
         "EstimationAlgorithm": f"bids_agquant.qmri.vfa.VFAModel(method={config.vfa_fit!r})",
         "B1Correction": bool(b1_used),
-        "B1Map": uri(vfa.b1map) if b1_used else None,
+        "B1Map": (uri(vfa.b1map) if not vfa.b1_computed else [uri(f) for f in vfa.b1_files])
+                 if b1_used else None,
+        "B1Method": methods.b1_method(vfa.b1_method, dict(vfa.b1_params), vfa.b1_scale) if b1_used else None,
         "Resampling": methods.vfa_resampling(paths.get("xfm_vfa")),
     }
     for key in ("T1map", "R1map", "M0map"):
