@@ -611,17 +611,18 @@ def _check_computed_b1(vfa, first: ImageInfo, info, root):
     median = computed_b1_median(vfa, root)
     lo, hi = B1_FACTOR_RANGE
     show = _show(vfa.b1_files[0], root)
-    names = " and ".join(_sidecar_of(f) for f in vfa.b1_files[:2])
+    names = " and ".join(_sidecar_of(f) for f in vfa.b1_files[:2]) + (
+        ", ..." if len(vfa.b1_files) > 2 else "")
     if median is None:
         raise BadDataError(f"{show}: the {method} images give no B1+ factor in any voxel (no "
                            f"signal, or signal ratios no flip angle explains)",
-                           fix=f"check the images and the sidecars ({names}, ...), or run with "
+                           fix=f"check the images and the sidecars ({names}), or run with "
                                f"--b1-correction off")
     if not lo <= median <= hi:
         raise BadDataError(f"{show}: the B1+ factor computed from the {method} images has median "
                            f"{median:.3g}, outside {lo:g}-{hi:g}",
                            fix=f"check FlipAngle, RepetitionTime, MixingTime in the sidecars "
-                               f"({names}, ...) and the acq-/flip-/echo- labels, or run with "
+                               f"({names}) and the acq-/flip-/echo- labels, or run with "
                                f"--b1-correction off")
     coverage = check_b1_coverage(ref, first, root, what=method)
     return dataclasses.replace(vfa, b1_scale=1.0, b1_coverage=coverage)
