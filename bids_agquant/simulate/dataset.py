@@ -371,7 +371,8 @@ def _acquire_session(cfg, pi, sub, out, head, lesions, acq: _Acq, relax, levels:
     series, vfa_files = _write_vfa(cfg, pi, sub, out, head, lesions, acq, states, common, levels,
                                    series)
     if cfg.b1_method != "TB1map":
-        return _write_b1_method(cfg, sub, out, head, lesions, acq, common, vfa_files, series)
+        return _write_b1_method(cfg, pi, sub, out, head, lesions, acq, common, vfa_files,
+                                series)
     return _write_b1map(cfg, sub, out, acq, common, vfa_files, bool(levels.sigma_vfa), series)
 
 
@@ -460,6 +461,8 @@ def _write_b1map(cfg, sub, out, acq: _Acq, common, vfa_files, noisy: bool, serie
     return series
 
 
+#: Noise stream key of the B1 method images (the VFA and T1w images use their state index).
+_B1_NOISE_KEY = 77
 #: Stored counts of a B1 method's images per unit proton density (CSF = 1).
 B1_METHOD_COUNTS = 1000.0
 
@@ -501,11 +504,13 @@ def _b1_method_images(method: str, m0, t1, b1) -> list[tuple[str, np.ndarray, di
     return out
 
 
-def _write_b1_method(cfg, sub, out, head, lesions, acq: _Acq, common, vfa_files,
+def _write_b1_method(cfg, pi, sub, out, head, lesions, acq: _Acq, common, vfa_files,
                      series: int) -> int:
-    """The session's B1 data as the images of ``cfg.b1_method`` on the B1 grid, noise-free, from
-    the true B1+ field and the pre-contrast tissue (proton density, T1 at the voxel centres);
-    each sidecar intended for the session's VFA images. Returns the series number used."""
+    """The session's B1 data as the images of ``cfg.b1_method`` on the B1 grid, from the true
+    B1+ field and the pre-contrast tissue (proton density, T1 at the voxel centres); with a VFA
+    SNR, Rician noise on the signal images (sigma = white-matter signal / SNR; the famp maps of
+    TB1TFL and TB1RFM stay noise-free); each sidecar intended for the session's VFA images.
+    Returns the series number used."""
     series += 1
     b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
     _, soft = subsampling(acq.b1_grid.voxel_mm, cfg.pv_step_mm)
@@ -519,10 +524,16 @@ def _write_b1_method(cfg, sub, out, head, lesions, acq: _Acq, common, vfa_files,
     sc.update(SeriesDescription=f"b1map_{cfg.b1_method}", SeriesNumber=series,
               MRAcquisitionType="3D", SliceThickness=round(float(acq.b1_grid.voxel_mm[2]), 6),
               IntendedFor=[f"bids::{f}" for f in vfa_files])
+    wm_t1, wm_m0 = TISSUES["wm"]
+    wm = _b1_method_images(cfg.b1_method, np.array(wm_m0), np.array(wm_t1), np.array(1.0))
+    snr = cfg.vfa_snr_value
     for i, (entities, image, fields) in enumerate(_b1_method_images(cfg.b1_method, m0, t1,
                                                                     b1_vals)):
         rel = bidsio.b1_method_name(sub, acq.spec.label, cfg.b1_method, entities)
         data = np.where(np.isfinite(image), image, 0.0)
+        if snr and "acq-famp" not in entities:
+            data = add_rician_noise(data, float(wm[i][1]) / snr,
+                                    _rng(cfg, pi, _NOISE, acq.index, _B1_NOISE_KEY, i))
         bidsio.write_nifti(out / rel, data, acq.b1_grid.affine, compresslevel=cfg.compresslevel,
                            dtype=np.float32)
         bidsio.write_json(out / bidsio.sidecar_path(rel), dict(sc, **fields))
