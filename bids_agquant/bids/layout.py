@@ -637,9 +637,9 @@ def _b1_for(vfa: list[_Image], session_maps: list[_B1Source], all_maps: list[_B1
         pool = [m for m in session_maps if not m.meta.get("IntendedFor")]
     if not pool:
         for m in session_maps:
-            warn(f"{desc}: {_rel(m.path, root)} is not used for this VFA set: its IntendedFor "
-                 f"lists none of the VFA files; list them in IntendedFor (or remove the field) "
-                 f"to get the B1 correction")
+            warn(f"{desc}: {_rel(m.path, root)}{m.more} is not used for this VFA set: its "
+                 f"IntendedFor lists none of the VFA files; list them in IntendedFor (or remove "
+                 f"the field) to get the B1 correction")
         return None
     pool = sorted(pool, key=lambda m: B1_SUFFIXES.index(m.method))
     if len(pool) > 1:
@@ -660,9 +660,14 @@ class _B1Source:
         return self.images[0].path
 
     @property
+    def more(self) -> str:
+        """`` (+n <method> images)`` after the first file's name of a collection, else ``""``."""
+        n = len(self.images) - 1
+        return f" (+{n} {self.method} image{'s' if n > 1 else ''})" if n else ""
+
+    @property
     def name(self) -> str:
-        return self.images[0].name if len(self.images) == 1 else \
-            f"{self.images[0].name} (+{len(self.images) - 1} {self.method} images)"
+        return self.images[0].name + self.more
 
     @property
     def meta(self) -> dict:

@@ -177,3 +177,36 @@ def test_simulator_cli_writes_bids_valid_method_images(tmp_path, capsys):
     assert meta[1]["FlipAngle"] == 2 * meta[0]["FlipAngle"] == 2 * B1_PROTOCOLS["TB1DAM"][
         "flip_angle_deg"]
     assert all(m["IntendedFor"] for m in meta)
+
+
+def test_intended_for_of_a_collection_is_the_union_of_its_sidecars(phantoms, tmp_path):
+    ds = _copy(phantoms["TB1AFI"], tmp_path)
+    fmap = ds / SES / "fmap"
+    _edit(fmap / "sub-01_ses-D0_acq-tr2_TB1AFI.json", IntendedFor=None)   # tr1 lists the VFA
+    assert _plan(ds).states[0].vfa.b1_method == "TB1AFI"
+    for name in ("acq-tr1", "acq-tr2"):
+        _edit(fmap / f"sub-01_ses-D0_{name}_TB1AFI.json",
+              IntendedFor=["bids::sub-01/ses-D0/anat/sub-01_ses-D0_T1w.nii.gz"])
+    plan = _plan(ds)
+    assert all(not st.vfa.b1_sources for st in plan.states)
+    assert any("acq-tr1_TB1AFI.nii.gz (+1 TB1AFI image) is not used for this VFA set" in w
+               for w in plan.warnings)
+
+
+def test_freeform_acq_labels_make_separate_collections(phantoms, tmp_path):
+    ds = _copy(phantoms["TB1AFI"], tmp_path)
+    fmap = ds / SES / "fmap"
+    for f in list(fmap.iterdir()):
+        for label in ("Test", "Retest"):
+            shutil.copy(f, fmap / f.name.replace("acq-tr1", f"acq-tr1{label}").replace(
+                "acq-tr2", f"acq-tr2{label}"))
+        f.unlink()
+    plan = _plan(ds)
+    vfa = plan.states[0].vfa
+    assert [f.name for f in vfa.b1_files] == ["sub-01_ses-D0_acq-tr1Retest_TB1AFI.nii.gz",
+                                              "sub-01_ses-D0_acq-tr2Retest_TB1AFI.nii.gz"]
+    lines = [w for w in plan.warnings if "several B1 maps" in w]
+    assert len(lines) == len(plan.states)                 # once per VFA set
+    for line in lines:
+        assert "acq-tr1Test_TB1AFI.nii.gz" in line
+        assert line.endswith("using sub-01_ses-D0_acq-tr1Retest_TB1AFI.nii.gz (+1 TB1AFI image)")
