@@ -2,9 +2,9 @@
 
 What is read, and how it is decided (interface.md, science.md):
 
-- Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map|*_TB1AFI|...`` files (+ sidecars, sessions.tsv) are
-  indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never looked at. pybids runs
-  database-less (in memory): nothing is ever written into BIDS_DIR.
+- Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map|*_TB1AFI|...`` files (+ sidecars,
+  sessions.tsv) are indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never
+  looked at. pybids runs database-less (in memory): nothing is ever written into BIDS_DIR.
 - A state is one (session, contrast agent). The agent comes from evidence, never from its
   absence (``bids/evidence.py``): the ``ce-`` entity, the sidecar's ``ContrastBolusAgent`` /
   ``ContrastBolusIngredient`` (registry names and synonyms matched as words), the
@@ -682,7 +682,8 @@ class _B1Source:
 
 
 def _b1_sources(layout, participant: str, session: str, root: Path) -> list[_B1Source]:
-    """A session's TB1maps and B1 method collections (:data:`bids_agquant.qmri.b1methods.METHODS`)."""
+    """A session's TB1maps and B1 method collections (:data:`~bids_agquant.qmri.b1methods.METHODS`
+    names them)."""
     out = [_B1Source(B1M.READ_METHOD, (img,), ("map",))
            for img in _images(layout, participant, session, "fmap", B1M.READ_METHOD)]
     for suffix, method in B1M.METHODS.items():

@@ -261,7 +261,8 @@ def _epi_params(by_role) -> dict:
                            fix="give each flip-<index> its own nominal FlipAngle")
     if max(tms) - min(tms) > 1e-6:
         raise BadDataError(f"{by_role['se'][0][1]}: the TB1EPI images give several MixingTime "
-                           f"values", fix="one MixingTime for the collection: correct the JSON sidecars")
+                           f"values",
+                           fix="one MixingTime for the collection: correct the JSON sidecars")
     return {"flip_angles_deg": tuple(fas), "mixing_time_s": tms[0]}
 
 

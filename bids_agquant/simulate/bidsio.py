@@ -11,8 +11,8 @@ import numpy as np
 
 from ..bids.tables import tsv_text
 
-__all__ = ["write_nifti", "write_json", "write_tsv", "t1w_name", "vfa_name", "b1_name", "b1_method_name",
-           "BIDS_VERSION"]
+__all__ = ["write_nifti", "write_json", "write_tsv", "t1w_name", "vfa_name", "b1_name",
+           "b1_method_name", "BIDS_VERSION"]
 
 BIDS_VERSION = "1.10.0"
 
