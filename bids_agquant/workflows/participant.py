@@ -105,6 +105,8 @@ def participant_outputs(plan, config) -> dict:
         if s.vfa is not None:
             keys.update({k: D.derivative_path(k, src) for k in ("T1map", "R1map", "M0map",
                                                                   "xfm_vfa")})
+            if s.vfa.b1_computed and config.b1_correction == "auto":
+                keys["b1_factor"] = D.derivative_path("b1_factor", src)
         if s.t1w is not None and s.t1w != ref:
             keys["xfm_t1w"] = D.derivative_path("xfm_t1w", s.t1w)
         if s.is_post:
@@ -306,6 +308,8 @@ def _add_sinks(b: _Build, reg_wfs, vfa_wfs, post_wfs) -> None:
                 ("outputnode.m0", "M0map"), ("outputnode.xfm_vfa", "xfm_vfa")])])
         if "xfm_t1w" in outputs:
             b.wf.connect(reg_wfs[label], "outputnode.t1w_transform", sink, "xfm_t1w")
+        if "b1_factor" in outputs:
+            b.wf.connect(vfa_wfs[label], "outputnode.b1_factor", sink, "b1_factor")
         if s.is_post:
             post = post_wfs[post_states.index(s)]
             for field, key in (("delta_r1", "delta_r1"), ("conc", "concentration"),
@@ -372,6 +376,10 @@ def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
     }
     for key in ("T1map", "R1map", "M0map"):
         out[key] = DerivativeSpec(str(paths[key]), {**_describe(key), **vfa_meta})
+    if "b1_factor" in paths:
+        out["b1_factor"] = DerivativeSpec(str(paths["b1_factor"]), {
+            **_describe("b1_factor"), "Sources": [uri(f) for f in vfa.b1_files],
+            "B1Method": vfa_meta["B1Method"]})
     out["xfm_vfa"] = DerivativeSpec(str(paths["xfm_vfa"]), {
         **_describe("xfm_vfa"),
         "Sources": [uri(vfa.files[-1]), uri(registration_target(s, ref))]

@@ -28,13 +28,15 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
 
     Inputs (``inputnode``): ``t1w_transform`` (T_ref<-T1w, unset when the VFA set was registered
     to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
-    Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed).
+    Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed),
+    ``b1_factor`` (only with a B1 method's images: the computed factor map, on their grid).
     """
     vfa = state.vfa
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_transform", "vfa_transform"]),
                         name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa"]),
+    outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa",
+                                                       "b1_factor"]),
                          name="outputnode")
     fit = pe.Node(FitVFA(in_files=[str(f) for f in vfa.files],
                          flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
@@ -52,7 +54,8 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
                                      params=dict(vfa.b1_params)),
                      name="b1_factor", mem_gb=mem_fit_gb, n_procs=1)
         fit.inputs.b1_method = vfa.b1_method
-        wf.connect(b1, "b1_file", fit, "b1map")
+        wf.connect([(b1, fit, [("b1_file", "b1map")]),
+                    (b1, outputnode, [("b1_file", "b1_factor")])])
     to_ref = pe.Node(MapsToReference(reference_file=str(reference_t1w)), name="maps_to_ref",
                      mem_gb=mem_resample_gb, n_procs=1)
     wf.connect([

@@ -55,3 +55,21 @@ def test_afi_run_matches_the_tb1map_run(twins, run_cli):
             f.name.replace(".nii.gz", ".json")).read_text())
         assert ref_meta["B1Map"].endswith("_TB1map.nii.gz") and ref_meta["B1Method"] == \
             "TB1map read as a B1+ factor"
+    # the computed factor maps are derivatives (one per VFA set), on the TB1AFI grid
+    fmap = outs["TB1AFI"] / "sub-01" / "ses-D0" / "fmap"
+    written = sorted(f.name for f in fmap.glob("*.nii.gz"))
+    assert written == ["sub-01_ses-D0_ce-Dotarem_desc-computed_TB1map.nii.gz",
+                       "sub-01_ses-D0_desc-computed_TB1map.nii.gz"]
+    true_map = nib.load(str(twins / "TB1map" / "sub-01" / "ses-D0" / "fmap" /
+                            "sub-01_ses-D0_TB1map.nii.gz"))
+    for name in written:
+        img = nib.load(str(fmap / name))
+        assert np.allclose(img.affine, true_map.affine, atol=1e-4)
+        factor, truth = np.asanyarray(img.dataobj), np.asanyarray(true_map.dataobj)
+        ok = np.isfinite(factor)
+        assert ok.sum() > 1000 and np.abs(factor[ok] / truth[ok] - 1).max() < 0.02
+        side = json.loads((fmap / name.replace(".nii.gz", ".json")).read_text())
+        assert side["Units"] == "1" and side["B1Method"].startswith("TB1AFI (")
+        assert [u.rsplit("/", 1)[-1] for u in side["Sources"]] == [
+            "sub-01_ses-D0_acq-tr1_TB1AFI.nii.gz", "sub-01_ses-D0_acq-tr2_TB1AFI.nii.gz"]
+    assert not (outs["TB1map"] / "sub-01" / "ses-D0" / "fmap").exists()
