@@ -7,6 +7,7 @@ caller, :data:`bids_agquant.interfaces.registration.REGISTRATION_SETTINGS`).
 """
 from __future__ import annotations
 
+from bids_agquant.qmri import b1methods as B1M
 from bids_agquant.qmri import brain as B
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri import masks as M
@@ -15,7 +16,7 @@ from bids_agquant.templates import TEMPLATE_NAME
 __all__ = ["FIT_METHODS", "vfa_estimation_method", "vfa_resampling", "registration_software",
            "brain_mask_method", "brain_extraction_method", "tissue_classes_method",
            "control_regions_method",
-           "enhancement_resampling", "intensity_normalization"]
+           "enhancement_resampling", "intensity_normalization", "b1_method"]
 
 #: VFA fit methods (``Config.vfa_fit``) -> what they do.
 FIT_METHODS = {
@@ -119,3 +120,17 @@ def intensity_normalization(mode: str, *, same_session: bool) -> str:
     if same_session:
         return "none (pre- and post-contrast T1w of one session)"
     return "none (--se-normalization off)"
+
+
+def b1_method(method: str, params: dict, scale: float = 1.0) -> str:
+    """The T1map sidecar's ``B1Method``: the B1 data used, and how the factor was obtained
+    (``scale``: the factor a TB1map was multiplied by, 0.01 for percent)."""
+    if method == B1M.READ_METHOD:
+        return "TB1map read as a B1+ factor" + (f" (multiplied by {scale:g})" if scale != 1 else "")
+    m = B1M.METHODS[method]
+    def show(v):
+        return ", ".join(f"{x:g}" for x in v) if isinstance(v, (list, tuple)) else f"{v:g}"
+
+    values = "; ".join(f"{k} = {show(v)}" for k, v in sorted(params.items()))
+    return (f"{method} ({m.title}; {m.reference}): B1+ factor computed by "
+            f"bids_agquant.qmri.b1methods.factor_map" + (f" with {values}" if values else ""))

@@ -19,6 +19,8 @@ Examples (participant 01, session D1, AGuIX)::
     sub-01/ses-D1/anat/sub-01_ses-D1_ce-AGuIX_space-T1w_SEmap.nii.gz     SE (%)      (custom)
     sub-01/ses-D1/anat/sub-01_ses-D1_ce-AGuIX_from-orig_to-T1w_mode-image_xfm.mat  (custom)
     sub-01/ses-D1/anat/sub-01_ses-D1_ce-AGuIX_from-VFA_to-T1w_mode-image_xfm.mat   (custom)
+    sub-01/ses-D1/fmap/sub-01_ses-D1_ce-AGuIX_desc-computed_TB1map.nii.gz  B1+ factor computed
+                                                       from a B1 method's images (their grid)
     sub-01/anat/sub-01_space-T1w_desc-brain_mask.nii.gz
     sub-01/anat/sub-01_space-T1w_desc-lesions_dseg.nii.gz (+ .tsv look-up table)
     sub-01/anat/sub-01_space-T1w_desc-controls_dseg.nii.gz (+ .tsv)
@@ -86,7 +88,8 @@ class OutputSpec:
     description: str = ""
     custom: bool = False               # suffix not in BIDS: listed in .bidsignore
     entities: tuple = ()               # fixed extra entities, e.g. (("from", "VFA"), ...)
-    level: str = "anat"                # "anat": <sub>/[<ses>/]anat/ ; "subject": <sub>/
+    level: str = "anat"                # "anat": <sub>/[<ses>/]anat/ ; "fmap": <sub>/[<ses>/]fmap/ ;
+                                       # "subject": <sub>/
 
 
 #: Every output of the participant level (key -> spec). Keys are used by the workflow.
@@ -119,6 +122,11 @@ OUTPUTS: dict[str, OutputSpec] = {
                           description=(
         "Rigid transform (ITK/ANTs) taking the VFA set into the reference space: VFA -> "
         "session T1w -> reference, composed into one (resampling convention)")),
+    "b1_factor": OutputSpec("TB1map", desc="computed", space=False, units="1", level="fmap",
+                            description=(
+        "B1+ factor (1 = nominal flip angle) computed from the images of a B1 mapping method "
+        "(B1Method), on their grid; the map the VFA fit of this state used (resampled onto the "
+        "VFA grid, head voxels without a value filled)")),
     "brain_mask": OutputSpec("mask", desc="brain", description=(
         "Intracranial mask (brain parenchyma and CSF) of the baseline pre-contrast T1w: the MNI152 "
         "template registered to it, decided voxel by voxel with the T1 and M0 maps")),
@@ -210,10 +218,10 @@ def derivative_path(key: str, source, **entities) -> Path:
         raise ValueError(f"{source}: no sub- entity")
     name = format_bids_name(ents, spec.suffix, spec.extension)
     folder = Path(f"sub-{ents['sub']}")
-    if spec.level == "anat":
+    if spec.level in ("anat", "fmap"):
         if "ses" in ents:
             folder = folder / f"ses-{ents['ses']}"
-        folder = folder / "anat"
+        folder = folder / spec.level
     return folder / name
 
 

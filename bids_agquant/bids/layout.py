@@ -2,9 +2,9 @@
 
 What is read, and how it is decided (interface.md, science.md):
 
-- Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map`` files (+ sidecars, sessions.tsv) are
-  indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never looked at. pybids runs
-  database-less (in memory): nothing is ever written into BIDS_DIR.
+- Only ``sub-*/[ses-*/]anat/*_T1w|*_VFA`` and ``fmap/*_TB1map|*_TB1AFI|...`` files (+ sidecars,
+  sessions.tsv) are indexed; other datatypes and suffixes (FLAIR, SWI, DWI, ...) are never
+  looked at. pybids runs database-less (in memory): nothing is ever written into BIDS_DIR.
 - A state is one (session, contrast agent). The agent comes from evidence, never from its
   absence (``bids/evidence.py``): the ``ce-`` entity, the sidecar's ``ContrastBolusAgent`` /
   ``ContrastBolusIngredient`` (registry names and synonyms matched as words), the
@@ -18,7 +18,10 @@ What is read, and how it is decided (interface.md, science.md):
   sidecars' ``AcquisitionDateTime``; else the first in natural label order, with a warning).
 - Pre/post pairs: a post-contrast state uses the pre-contrast state of its own session when that
   one has what the post state has (T1w and/or VFA), else the baseline pre-contrast state.
-- B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files.
+- B1: the session's TB1map, or the one whose ``IntendedFor`` lists the VFA files; or, the same
+  way, the file collection of another B1 mapping method (``TB1AFI``, ``TB1DAM``, ``TB1TFL``,
+  ``TB1RFM``, ``TB1EPI``: :data:`bids_agquant.qmri.b1methods.METHODS`), whose sidecars' protocol
+  values are checked here and whose factor map is computed at run time (a TB1map is preferred).
 - Intensity scaling of every VFA/T1w file (Philips display values): ``bids/scaling.py``, after
   the images are validated (docs/conversion.md).
 - Lesion masks: ``--lesion-masks DIR`` or every derivatives dataset under BIDS_DIR/derivatives:
@@ -52,6 +55,7 @@ from bids_agquant.bids.plan import (ContrastState, LesionMask, ParticipantPlan, 
 from bids_agquant.bids.sidecars import MetaSource, json_text
 from bids_agquant.bids.tables import cell, natural_key, read_participants, read_sessions
 from bids_agquant.errors import BadDataError, MissingInputError, UnknownAgentError, UsageError
+from bids_agquant.qmri import b1methods as B1M
 from bids_agquant.qmri import relaxivity
 
 __all__ = ["open_layout", "select_participants", "build_plan", "build_plans", "format_plan",
@@ -65,6 +69,8 @@ NUMERIC_COVARIATES = ("dose_mg_per_kg", "weight_kg", "age")
 TEXT_COVARIATES = ("primary_tumor", "sex")
 NIFTI = [".nii.gz", ".nii"]
 MASK_PATTERNS = {"mask": "_label-metastasis_mask.nii", "dseg": "_desc-metastases_dseg.nii"}
+#: fmap suffixes read: the TB1map first (preferred), then the methods computed into a factor map.
+B1_SUFFIXES = (B1M.READ_METHOD,) + B1M.COMPUTED_METHODS
 
 
 def normalise_label(value: str, prefix: str, option: str) -> str:
@@ -87,9 +93,10 @@ def _ignore_patterns(participants: Sequence[str] | None) -> list:
         re.compile(r"^/(code|models|sourcedata|stimuli|derivatives|phenotype)(/|$)"),
         # datatypes other than anat and fmap
         re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?(?!(anat|fmap)$)[a-z]+$"),
-        # inside anat: only T1w and VFA; inside fmap: only TB1map
+        # inside anat: only T1w and VFA; inside fmap: only the B1 maps (B1_SUFFIXES)
         re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?anat/(?![^/]*_(T1w|VFA)\.[^/]+$)[^/]+$"),
-        re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?fmap/(?![^/]*_TB1map\.[^/]+$)[^/]+$"),
+        re.compile(rf"^/sub-[^/]+/(ses-[^/]+/)?fmap/(?![^/]*_({'|'.join(B1_SUFFIXES)})"
+                   rf"\.[^/]+$)[^/]+$"),
     ]
     if participants:
         keep = "|".join(re.escape(p) for p in participants)
@@ -449,7 +456,7 @@ def _collect_states(layout, participant: str, all_sessions, config, overrides: d
         else:
             warn(f"ses-{ses} has no T1w or VFA image; skipped")
         if config.b1_correction != "off":
-            b1maps[ses] = _images(layout, participant, ses, "fmap", "TB1map")
+            b1maps[ses] = _b1_sources(layout, participant, ses, root)
 
     return states, b1maps, images
 
@@ -619,13 +626,21 @@ def _vfa_set(images: list[_Image], desc: str, root: Path, b1maps: list[_Image],
     if field_t is None:
         warn(f"{desc} VFA: MagneticFieldStrength missing from the sidecars; relaxivity at 3 T "
              f"assumed")
+    if b1 is not None and b1.method != B1M.READ_METHOD:
+        params = V.b1_method_params(b1.method, [(role, img.meta, _rel(img.path, root))
+                                                for role, img in zip(b1.roles, b1.images)])
+        return VFASet(files=files, flip_angles_deg=fas, tr_s=tr, field_strength_t=field_t,
+                      b1_method=b1.method, b1_files=tuple(i.path for i in b1.images),
+                      b1_roles=b1.roles, b1_params=tuple(sorted(params.items())))
     return VFASet(files=files, flip_angles_deg=fas, tr_s=tr, b1map=b1 and b1.path,
                   field_strength_t=field_t, b1_units=b1 and b1.meta.get("Units"))
 
 
-def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image],
-            participant: str, root: Path, warn, desc: str) -> _Image | None:
-    """The TB1map of a VFA set: one whose IntendedFor lists it, else the session's map(s)."""
+def _b1_for(vfa: list[_Image], session_maps: list[_B1Source], all_maps: list[_B1Source],
+            participant: str, root: Path, warn, desc: str) -> _B1Source | None:
+    """The B1 data of a VFA set: a TB1map or a method's collection whose IntendedFor lists it,
+    else the session's (those without IntendedFor); a TB1map is preferred to a computed method
+    (it is the map the site's own pipeline gave), then the order of :data:`B1_SUFFIXES`."""
     sub_dir = root / f"sub-{participant}"
     targets = {_rel(i.path, sub_dir) for i in vfa}
     intended = [m for m in session_maps if _intended_for(m.meta, participant) & targets]
@@ -637,13 +652,120 @@ def _b1_for(vfa: list[_Image], session_maps: list[_Image], all_maps: list[_Image
         pool = [m for m in session_maps if not m.meta.get("IntendedFor")]
     if not pool:
         for m in session_maps:
-            warn(f"{desc}: {_rel(m.path, root)} is not used for this VFA set: its IntendedFor "
-                 f"lists none of the VFA files; list them in IntendedFor (or remove the field) "
-                 f"to get the B1 correction")
+            warn(f"{desc}: {_rel(m.path, root)}{m.more} is not used for this VFA set: its "
+                 f"IntendedFor lists none of the VFA files; list them in IntendedFor (or remove "
+                 f"the field) to get the B1 correction")
         return None
+    pool = sorted(pool, key=lambda m: B1_SUFFIXES.index(m.method))
     if len(pool) > 1:
-        warn(f"{desc}: several TB1maps ({', '.join(m.name for m in pool)}); using {pool[0].name}")
+        what = "TB1maps" if all(m.method == B1M.READ_METHOD for m in pool) else "B1 maps"
+        warn(f"{desc}: several {what} ({', '.join(m.name for m in pool)}); using {pool[0].name}")
     return pool[0]
+
+
+@dataclass
+class _B1Source:
+    """A TB1map, or the file collection of a computed B1 method (images in role order)."""
+    method: str
+    images: tuple[_Image, ...]
+    roles: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.images[0].path
+
+    @property
+    def more(self) -> str:
+        """`` (+n <method> images)`` after the first file's name of a collection, else ``""``."""
+        n = len(self.images) - 1
+        return f" (+{n} {self.method} image{'s' if n > 1 else ''})" if n else ""
+
+    @property
+    def name(self) -> str:
+        return self.images[0].name + self.more
+
+    @property
+    def meta(self) -> dict:
+        """The first image's sidecar, with the IntendedFor of every image of the collection."""
+        meta = dict(self.images[0].meta)
+        intended: list = []
+        for img in self.images:
+            items = img.meta.get("IntendedFor") or []
+            intended += [items] if isinstance(items, str) else list(items)
+        meta["IntendedFor"] = intended
+        return meta
+
+
+def _b1_sources(layout, participant: str, session: str, root: Path) -> list[_B1Source]:
+    """A session's TB1maps and B1 method collections (:data:`~bids_agquant.qmri.b1methods.METHODS`
+    names them)."""
+    out = [_B1Source(B1M.READ_METHOD, (img,), ("map",))
+           for img in _images(layout, participant, session, "fmap", B1M.READ_METHOD)]
+    for suffix, method in B1M.METHODS.items():
+        images = _images(layout, participant, session, "fmap", suffix)
+        out += _b1_collections(method, images, root)
+    return out
+
+
+def _role_of(method, img: _Image, root: Path):
+    """(role, freeform rest of the label, flip index) of one image of a method's collection."""
+    for role in method.roles:
+        value = img.entities.get(role.entity)
+        value = "" if value is None else str(value)
+        if role.entity == "acquisition" and value.startswith(role.label):
+            return role.name, value[len(role.label):]
+        if role.entity != "acquisition" and value == role.label:
+            return role.name, ""
+    need = " or ".join(f"{_ENTITY_KEYS[r.entity]}-{r.label}" for r in method.roles)
+    raise BadDataError(f"{_rel(img.path, root)}: a {method.suffix} image needs {need} in its "
+                       f"name (BIDS qMRI appendix)",
+                       fix=f"rename it (e.g. ..._{_ENTITY_KEYS[method.roles[0].entity]}-"
+                           f"{method.roles[0].label}_{method.suffix}.nii.gz), or move it to "
+                           f"sourcedata/")
+
+
+_ENTITY_KEYS = {"acquisition": "acq", "flip": "flip", "echo": "echo"}
+
+
+def _b1_collections(method, images: list[_Image], root: Path) -> list[_B1Source]:
+    """The complete file collections of one method among a session's images (grouped by their
+    other entities); an incomplete one is exit 65."""
+    groups: dict[tuple, dict] = defaultdict(dict)
+    skip = {"extension", "suffix", "datatype", "subject", "session", *method.entities}
+    for img in images:
+        if img.entities.get("part") not in (None, "mag"):
+            continue   # phase images are not used
+        role, rest = _role_of(method, img, root)
+        key = tuple(sorted((k, str(v)) for k, v in img.entities.items() if k not in skip))
+        flip = int(img.entities.get("flip") or 0) if method.per_flip else 0
+        slot = (flip, role)
+        if slot in groups[key + (("rest", rest),)]:
+            raise BadDataError(f"{_rel(img.path, root)}: a second {method.suffix} image for the "
+                               f"same role ({groups[key + (('rest', rest),)][slot].name})",
+                               fix="keep one (move the other to sourcedata/)")
+        groups[key + (("rest", rest),)][slot] = img
+    out = []
+    for slots in groups.values():
+        flips = sorted({f for f, _ in slots})
+        first = min(slots.values(), key=lambda i: i.name)
+        if method.per_flip and len(flips) < 2:
+            raise BadDataError(f"{_rel(first.path, root)}: a {method.suffix} collection needs two "
+                               f"or more flip-<index> (found {len(flips)})",
+                               fix="add the other flip angles, or move the files to sourcedata/")
+        ordered = []
+        for flip in flips:
+            for role in method.roles:
+                if (flip, role.name) not in slots:
+                    label = f"{_ENTITY_KEYS[role.entity]}-{role.label}"
+                    at = f" for flip-{flip}" if method.per_flip else ""
+                    raise BadDataError(f"{_rel(first.path, root)}: its {method.suffix} collection "
+                                       f"has no {label} image{at}",
+                                       fix="add it, or move the collection to sourcedata/ (or "
+                                           "run with --b1-correction off)")
+                ordered.append((role.name, slots[(flip, role.name)]))
+        out.append(_B1Source(method.suffix, tuple(i for _, i in ordered),
+                             tuple(r for r, _ in ordered)))
+    return out
 
 
 def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
@@ -781,7 +903,7 @@ def _warn_unindexed(layout, root: Path, participants: Sequence[str]) -> None:
                 continue
             if f.parent.name == "anat" and not re.search(r"_(T1w|VFA)\.nii", f.name):
                 continue
-            if f.parent.name == "fmap" and "_TB1map.nii" not in f.name:
+            if f.parent.name == "fmap" and not any(f"_{x}.nii" in f.name for x in B1_SUFFIXES):
                 continue
             LOGGER.warning("%s: not a valid BIDS file name, ignored (fix the name, or pass "
                            "--skip-bids-validation)", _rel(f, root))

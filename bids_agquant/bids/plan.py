@@ -35,6 +35,30 @@ class VFASet:
     b1_units: str | None = None        # the TB1map sidecar's "Units" (None: not given)
     b1_coverage: float = 1.0           # fraction of the VFA field of view inside the TB1map's
                                        # (set by validation; head voxels outside are filled)
+    b1_method: str = "TB1map"          # fmap suffix of the B1 data: TB1map (read as is) or a
+                                       # method computed into a factor map (qmri/b1methods.py)
+    b1_files: tuple[Path, ...] = ()    # a computed method's images (empty for a TB1map)
+    b1_roles: tuple[str, ...] = ()     # the role of each of b1_files (b1methods.METHODS roles)
+    b1_params: tuple[tuple[str, object], ...] = ()   # its protocol values from the sidecars
+                                       # (e.g. ("tr1_s", 0.02)); see validate.b1_method_params
+
+    @property
+    def b1_sources(self) -> tuple[Path, ...]:
+        """Every file the B1+ factor comes from (the TB1map, or the method's images)."""
+        if self.b1_files:
+            return tuple(self.b1_files)
+        return (self.b1map,) if self.b1map is not None else ()
+
+    @property
+    def b1_reference(self) -> Path | None:
+        """The B1 file whose grid the factor map is on (None: no B1 data)."""
+        sources = self.b1_sources
+        return sources[0] if sources else None
+
+    @property
+    def b1_computed(self) -> bool:
+        """The factor map is computed from a method's images (not a TB1map read as is)."""
+        return bool(self.b1_files)
 
 
 @dataclass(frozen=True)
@@ -111,13 +135,35 @@ class ParticipantPlan:
         return self.state(post.pre_session or self.baseline_session, None)
 
 
+def describe_b1_params(params: dict) -> str:
+    """The protocol values of a B1 method as the plan shows them (ms, degrees)."""
+    parts = []
+    if "tr1_s" in params:
+        parts.append(f"TR {1000 * params['tr1_s']:g}/{1000 * params['tr2_s']:g} ms")
+    if "flip_angle_deg" in params:
+        parts.append(f"flip angle {params['flip_angle_deg']:g} deg")
+    if "flip_angles_deg" in params:
+        parts.append(f"flip angles {', '.join(f'{a:g}' for a in params['flip_angles_deg'])} deg")
+    if "mixing_time_s" in params:
+        parts.append(f"mixing time {1000 * params['mixing_time_s']:g} ms")
+    return ", ".join(parts) or "no protocol values needed"
+
+
 def describe_b1(v: VFASet, show=str) -> str:
-    """The B1 map of a VFA set as the plan and the report show it (``show`` formats paths)."""
-    if not v.b1map:
+    """The B1 data of a VFA set as the plan and the report show it (``show`` formats paths)."""
+    if not v.b1_sources:
         return "none"
-    text = show(v.b1map)
-    if v.b1_scale != 1.0:
-        text += f" (x{v.b1_scale:g})"
+    if v.b1_computed:
+        from bids_agquant.qmri.b1methods import METHODS
+        files = v.b1_files
+        text = (f"{v.b1_method} ({METHODS[v.b1_method].title}; "
+                f"{describe_b1_params(dict(v.b1_params))}) from "
+                f"{', '.join(show(f) for f in files[:2])}"
+                + (f" (+{len(files) - 2} more)" if len(files) > 2 else ""))
+    else:
+        text = show(v.b1map)
+        if v.b1_scale != 1.0:
+            text += f" (x{v.b1_scale:g})"
     if v.b1_coverage < 1.0:
         text += (f", covering {100 * v.b1_coverage:.0f} % of the VFA field of view (head "
                  f"voxels outside filled by extrapolation)")

@@ -33,10 +33,13 @@ from bids_agquant.bids.sidecars import MetaSource, json_text, own_sidecar
 from bids_agquant.qmri import geometry as G
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri.b1 import MIN_COVERED_FRACTION
+from bids_agquant.qmri import b1methods as B1M
+from bids_agquant.qmri.b1methods import DAM_RATIO_TOL
 from bids_agquant.errors import BadDataError, MissingInputError
 
 __all__ = ["ImageInfo", "inspect_image", "number", "flip_angle_deg", "repetition_time_s", "check_vfa_set",
            "grid_mismatch_mm", "b1_scale", "check_b1_coverage", "b1_box_coverage",
+           "b1_method_params", "computed_b1_median",
            "validate_plan",
            "MAX_TR_S", "B1_PERCENT_MEDIAN"]
 
@@ -166,6 +169,105 @@ def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
                                fix="all flip angles of a VFA set must share one TR; "
                                    "fix the sidecars or split the set (acq-<label>)")
     return files, fas, tr0
+
+
+def _sidecar_number(meta: dict, key: str, where: str, example: str) -> float:
+    """A required positive number of a B1 method's sidecar, else BadDataError naming the JSON."""
+    value = _number(meta, key, where)
+    if value is None:
+        raise BadDataError(f"{where}: {key} is missing from the JSON sidecar "
+                           f"({_sidecar_of(Path(where))})",
+                           fix=f"add it (e.g. \"{key}\": {example}), or run with "
+                               f"--b1-correction off")
+    if value <= 0:
+        raise BadDataError(f"{where}: {key} = {value:g} in {_sidecar_of(Path(where))} is not "
+                           f"positive", fix=f"write the real {key} in its JSON sidecar")
+    return value
+
+
+def _seconds(meta: dict, key: str, where: str, example: str) -> float:
+    value = _sidecar_number(meta, key, where, example)
+    if value > MAX_TR_S:
+        raise BadDataError(f"{where}: {key} = {value:g} in {_sidecar_of(Path(where))} looks like "
+                           f"milliseconds (BIDS uses seconds)",
+                           fix=f"write it in seconds ({value / 1000:g}) in the JSON sidecar")
+    return value
+
+
+def b1_method_params(method: str, files: Sequence[tuple[str, dict, str]]) -> dict:
+    """Protocol values of a B1 method's file collection from its sidecars (BIDS qMRI appendix;
+    :data:`bids_agquant.qmri.b1methods.METHODS`): ``files`` are (role, sidecar, shown path) in
+    collection order (TB1EPI: se, ste per flip angle). Missing or contradicting fields are exit
+    65 naming the JSON file."""
+    by_role: dict[str, list[tuple[dict, str]]] = {}
+    for role, meta, where in files:
+        by_role.setdefault(role, []).append((meta, where))
+    return _METHOD_PARAMS[method](by_role)
+
+
+def _same_angle(other, fa: float) -> bool:
+    """A second image's FlipAngle agrees with ``fa`` (or is not given)."""
+    return other is None or abs(other - fa) < 1e-3
+
+
+def _afi_params(by_role) -> dict:
+    (m1, w1), (m2, w2) = by_role["tr1"][0], by_role["tr2"][0]
+    tr1 = _seconds(m1, "RepetitionTime", w1, "0.02")
+    tr2 = _seconds(m2, "RepetitionTime", w2, "0.1")
+    if tr2 <= tr1:
+        raise BadDataError(f"{w2}: RepetitionTime = {tr2:g} s of acq-tr2 is not longer than "
+                           f"that of acq-tr1 ({tr1:g} s, {Path(w1).name})",
+                           fix="acq-tr1 is the image of the shorter TR: correct the labels "
+                               "or the RepetitionTime of the JSON sidecars")
+    fa = flip_angle_deg(m1, w1)
+    if not _same_angle(_number(m2, "FlipAngle", w2), fa):
+        raise BadDataError(f"{w2}: FlipAngle = {m2['FlipAngle']} differs from that of acq-tr1 "
+                           f"({fa:g}, {Path(w1).name})",
+                           fix="both AFI images share one nominal flip angle: correct the "
+                               "JSON sidecars")
+    return {"tr1_s": tr1, "tr2_s": tr2, "flip_angle_deg": fa}
+
+
+def _dam_params(by_role) -> dict:
+    (m1, w1), (m2, w2) = by_role["alpha"][0], by_role["2alpha"][0]
+    fa1, fa2 = flip_angle_deg(m1, w1), flip_angle_deg(m2, w2)
+    if abs(fa2 / (2 * fa1) - 1) > DAM_RATIO_TOL:
+        raise BadDataError(f"{w2}: FlipAngle = {fa2:g} in {_sidecar_of(Path(w2))} is not "
+                           f"twice the FlipAngle of flip-1 ({fa1:g}, {Path(w1).name})",
+                           fix="flip-1 is the image at alpha, flip-2 at 2 alpha: correct the "
+                               "labels or the JSON sidecars")
+    return {"flip_angle_deg": fa1}
+
+
+def _tfl_params(by_role) -> dict:
+    meta, where = by_role["famp"][0]
+    return {"flip_angle_deg": flip_angle_deg(meta, where)}
+
+
+def _epi_params(by_role) -> dict:
+    fas, tms = [], []
+    for (m_se, w_se), (m_ste, w_ste) in zip(by_role["se"], by_role["ste"]):
+        fa = flip_angle_deg(m_se, w_se)
+        if not _same_angle(_number(m_ste, "FlipAngle", w_ste), fa):
+            raise BadDataError(f"{w_ste}: FlipAngle = {m_ste['FlipAngle']} differs from that "
+                               f"of its spin echo ({fa:g}, {Path(w_se).name})",
+                               fix="echo-1 and echo-2 of one flip- share its nominal flip "
+                                   "angle: correct the JSON sidecars")
+        fas.append(fa)
+        tms.append(_seconds(m_se, "MixingTime", w_se, "0.0338"))
+    if len(set(fas)) < len(fas):
+        shown = ", ".join(f"{a:g}" for a in fas)
+        raise BadDataError(f"{by_role['se'][0][1]}: TB1EPI flip angles repeat ({shown})",
+                           fix="give each flip-<index> its own nominal FlipAngle")
+    if max(tms) - min(tms) > 1e-6:
+        raise BadDataError(f"{by_role['se'][0][1]}: the TB1EPI images give several MixingTime "
+                           f"values",
+                           fix="one MixingTime for the collection: correct the JSON sidecars")
+    return {"flip_angles_deg": tuple(fas), "mixing_time_s": tms[0]}
+
+
+_METHOD_PARAMS = {"TB1AFI": _afi_params, "TB1DAM": _dam_params, "TB1TFL": _tfl_params,
+                  "TB1RFM": lambda by_role: {}, "TB1EPI": _epi_params}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +495,8 @@ def b1_box_coverage(b1: ImageInfo, vfa: ImageInfo) -> float:
     return float(inside.mean())
 
 
-def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -> float:
+def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None,
+                      what: str = "TB1map") -> float:
     """Fraction of the VFA field of view the TB1map covers (1.0 on the same grid); exit 65 below
     :data:`bids_agquant.qmri.b1.MIN_COVERED_FRACTION` of it. Head voxels outside a partial map
     are filled at run time (:mod:`bids_agquant.qmri.b1`), with a warning giving their share."""
@@ -402,7 +505,7 @@ def check_b1_coverage(b1: ImageInfo, vfa: ImageInfo, root: Path | None = None) -
         return 1.0
     fraction = b1_box_coverage(b1, vfa)
     if fraction < MIN_COVERED_FRACTION:
-        raise BadDataError(f"{_show(b1.path, root)}: the TB1map field of view covers "
+        raise BadDataError(f"{_show(b1.path, root)}: the {what} field of view covers "
                            f"{100 * fraction:.0f} % of the VFA images' "
                            f"({_show(vfa.path, root)}), less than "
                            f"{100 * MIN_COVERED_FRACTION:.0f} %",
@@ -456,7 +559,9 @@ def validate_plan(plan: ParticipantPlan, root: Path | None = None
                             f"{_show(f, root)}: not on the grid of {vfa.files[0].name} "
                             f"(shapes {first.shape} and {other.shape})",
                             fix="every flip angle of a VFA set must share one grid")
-                if vfa.b1map is not None:
+                if vfa.b1_computed:
+                    vfa = _check_computed_b1(vfa, first, info, root)
+                elif vfa.b1map is not None:
                     b1 = info(vfa.b1map, "TB1map", stats="b1")
                     if vfa.b1map not in b1_scales:
                         b1_scales[vfa.b1map] = b1_scale(b1, root, vfa.b1_units)
@@ -478,6 +583,50 @@ def validate_plan(plan: ParticipantPlan, root: Path | None = None
     finally:
         LOGGER.removeHandler(handler)
     return plan, warnings
+
+
+def computed_b1_median(vfa, root: Path | None = None) -> float | None:
+    """Median of the B1+ factor computed from a method's images (finite voxels; None: none)."""
+    import nibabel as nib
+
+    arrays = [np.asarray(nib.load(str(f)).dataobj, dtype=np.float64) for f in vfa.b1_files]
+    arrays = [a.reshape(a.shape[:3]) for a in arrays]
+    factor = B1M.factor_map(vfa.b1_method, B1M.images_by_role(vfa.b1_method, vfa.b1_roles, arrays),
+                            dict(vfa.b1_params))
+    finite = factor[np.isfinite(factor)]
+    return float(np.median(finite)) if finite.size else None
+
+
+def _check_computed_b1(vfa, first: ImageInfo, info, root):
+    """A computed B1 method: its images share one grid, its factor's median is a B1+ factor
+    (:data:`B1_FACTOR_RANGE`), its field of view covers the VFA set's (as for a TB1map)."""
+    method = vfa.b1_method
+    ref = info(vfa.b1_files[0], f"{method} image")
+    for f in vfa.b1_files[1:]:
+        other = info(f, f"{method} image")
+        if not same_grid(ref, other):
+            raise BadDataError(f"{_show(f, root)}: not on the grid of {vfa.b1_files[0].name} "
+                               f"(shapes {ref.shape} and {other.shape})",
+                               fix=f"the images of one {method} collection share one grid; "
+                                   f"convert them again, or run with --b1-correction off")
+    median = computed_b1_median(vfa, root)
+    lo, hi = B1_FACTOR_RANGE
+    show = _show(vfa.b1_files[0], root)
+    names = " and ".join(_sidecar_of(f) for f in vfa.b1_files[:2]) + (
+        ", ..." if len(vfa.b1_files) > 2 else "")
+    if median is None:
+        raise BadDataError(f"{show}: the {method} images give no B1+ factor in any voxel (no "
+                           f"signal, or signal ratios no flip angle explains)",
+                           fix=f"check the images and the sidecars ({names}), or run with "
+                               f"--b1-correction off")
+    if not lo <= median <= hi:
+        raise BadDataError(f"{show}: the B1+ factor computed from the {method} images has median "
+                           f"{median:.3g}, outside {lo:g}-{hi:g}",
+                           fix=f"check FlipAngle, RepetitionTime, MixingTime in the sidecars "
+                               f"({names}) and the acq-/flip-/echo- labels, or run with "
+                               f"--b1-correction off")
+    coverage = check_b1_coverage(ref, first, root, what=method)
+    return dataclasses.replace(vfa, b1_scale=1.0, b1_coverage=coverage)
 
 
 def _check_mask(plan: ParticipantPlan, mask: LesionMask, info, root) -> LesionMask:
@@ -530,8 +679,9 @@ def _check_lesions_in_b1(mask: LesionMask, states, info, root) -> None:
     """Exit 65 when a lesion lies outside the field of view of a partial TB1map (one covering
     less than the whole VFA box); judged in world coordinates, so for another session than the
     mask's within that session's head motion (hence the tolerant :data:`LESION_MIN_IN_B1`)."""
-    partial = {st.vfa.b1map for st in states
-               if st.vfa is not None and st.vfa.b1map is not None and st.vfa.b1_coverage < 1.0}
+    partial = {st.vfa.b1_reference for st in states
+               if st.vfa is not None and st.vfa.b1_reference is not None
+               and st.vfa.b1_coverage < 1.0}
     if not partial:
         return
     import nibabel as nib

@@ -53,7 +53,7 @@ def specs_to_dicts(specs: Mapping) -> dict:
 
 #: The file inputs of a state's sink (key of :data:`bids_agquant.bids.derivatives.OUTPUTS`).
 STATE_SINK_FIELDS = ("T1map", "R1map", "M0map", "delta_r1", "concentration", "enhancement",
-                     "xfm_t1w", "xfm_vfa")
+                     "xfm_t1w", "xfm_vfa", "b1_factor")
 
 
 def _up_to_date(src: Path, dst: Path) -> bool:
@@ -121,6 +121,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     enhancement = File(exists=True)
     xfm_t1w = File(exists=True)
     xfm_vfa = File(exists=True)
+    b1_factor = File(exists=True)
 
 
 class _SinkOutputSpec(TraitedSpec):

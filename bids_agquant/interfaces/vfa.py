@@ -44,6 +44,8 @@ class _FitVFAInputSpec(BaseInterfaceInputSpec):
     method = traits.Enum("nonlinear", "linear", usedefault=True)
     b1map = File(exists=True, desc="B1+ map (multiplicative factor after b1_scale)")
     b1_scale = traits.Float(1.0, usedefault=True, desc="multiply the stored B1 map by this")
+    b1_method = traits.Str(desc="the B1 method whose images b1map was computed from (unset: a "
+                                "TB1map); only the warnings' wording depends on it")
     intensity_factors = traits.List(traits.Float, desc="per flip image: multiply the values read "
                                     "by this to get precise values (Philips display values, "
                                     "bids/scaling.py); unset: as stored")
@@ -111,9 +113,14 @@ class FitVFA(SimpleInterface):
                                fix="acquire a B1 map covering the head, or run with "
                                    "--b1-correction off") from exc
         if filled.filled_fraction > 0:
+            where = "lie outside its field of view"
+            if isdefined(self.inputs.b1_method):
+                name = f"the B1+ factor computed from the {self.inputs.b1_method} images"
+                where = ("lie outside its field of view or where the images give no factor (no "
+                         "signal, or a signal ratio no flip angle explains)")
             node_warning(self._results, "bids_agquant.vfa",
                          f"{name}: {100 * filled.filled_fraction:.1f} % of the head voxels of "
-                         f"{vfa_name} lie outside its field of view; B1+ filled there by a "
+                         f"{vfa_name} {where}; B1+ filled there by a "
                          f"degree-{FILL_DEGREE} polynomial fitted to the measured map")
         return filled.b1
 

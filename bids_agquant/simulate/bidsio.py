@@ -12,7 +12,7 @@ import numpy as np
 from ..bids.tables import tsv_text
 
 __all__ = ["write_nifti", "write_json", "write_tsv", "t1w_name", "vfa_name", "b1_name",
-           "BIDS_VERSION"]
+           "b1_method_name", "BIDS_VERSION"]
 
 BIDS_VERSION = "1.10.0"
 
@@ -86,6 +86,11 @@ def vfa_name(sub: str, ses: str, agent: str | None, flip_index: int) -> str:
 
 def b1_name(sub: str, ses: str) -> str:
     return f"sub-{sub}/ses-{ses}/fmap/{_prefix(sub, ses)}_TB1map.nii.gz"
+
+
+def b1_method_name(sub: str, ses: str, suffix: str, entities: str) -> str:
+    """A B1 method's image, ``entities`` in BIDS order (e.g. ``acq-tr1``, ``echo-1_flip-2``)."""
+    return f"sub-{sub}/ses-{ses}/fmap/{_prefix(sub, ses)}_{entities}_{suffix}.nii.gz"
 
 
 def sidecar_path(nii_rel: str) -> str:

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 
-from .config import ANATOMIES, PRESETS
+from .config import ANATOMIES, B1_METHODS, PRESETS
 from .dataset import simulate_dataset
 
 
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--b1-range", type=float, nargs=2, help="B1+ factor range over the head")
     g.add_argument("--b1-percent", action="store_const", const="percent", dest="b1_units",
                    help="write TB1map in percent (100 = nominal) instead of a factor")
+    g.add_argument("--b1-method", choices=list(B1_METHODS),
+                   help="the B1 data written to fmap/: a TB1map (default) or the images of a B1 "
+                        "mapping method (AFI, double angle, Siemens tfl/rf map, 3D EPI SE/STE)")
     g = p.add_argument_group("lesions and metadata")
     g.add_argument("--lesion-diameters", type=float, nargs="+", dest="lesion_diameters_mm",
                    help="longest diameters (mm) of the metastases of each participant")

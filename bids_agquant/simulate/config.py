@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
 __all__ = ["SessionSpec", "PhantomConfig", "PRESETS", "make_config", "default_sessions",
-           "PHANTOM_MODEL_VERSION", "ANATOMIES"]
+           "PHANTOM_MODEL_VERSION", "ANATOMIES", "B1_METHODS", "B1_PROTOCOLS"]
 
 #: Bumped whenever the generated data change for the same settings and seed (the sample dataset
 #: must then be regenerated). Written into dataset_description ``GeneratedBy``.
@@ -19,6 +19,24 @@ PHANTOM_MODEL_VERSION = "1"
 #: Head models (``PhantomConfig.anatomy``): the analytic head (``anatomy.py``) and the
 #: participant's own warp of the MNI152 brain with extracranial tissues (``mni.py``).
 ANATOMIES = ("geometric", "mni")
+
+#: fmap suffixes the phantom can write (``PhantomConfig.b1_method``): the TB1map, or the images
+#: of one of the B1 mapping methods of :mod:`bids_agquant.qmri.b1methods`.
+B1_METHODS = ("TB1map", "TB1AFI", "TB1DAM", "TB1TFL", "TB1RFM", "TB1EPI")
+
+#: Protocol of each B1 mapping method (times in s, angles in degrees): AFI after Yarnykh 2007
+#: (60 deg, TR 20/100 ms), a double angle with TR = 5 x the CSF T1 (full relaxation), the
+#: Siemens tfl_b1map preparation angle 80 deg, the hMRI 3D EPI protocol's 11 angles and
+#: mixing time.
+B1_PROTOCOLS = {
+    "TB1AFI": dict(flip_angle_deg=60.0, tr1_s=0.020, tr2_s=0.100, echo_time_s=0.003),
+    "TB1DAM": dict(flip_angle_deg=60.0, tr_s=20.0, echo_time_s=0.01),
+    "TB1TFL": dict(flip_angle_deg=80.0, readout_flip_deg=8.0, tr_s=5.0, echo_time_s=0.002),
+    "TB1RFM": dict(readout_flip_deg=8.0, tr_s=5.0, echo_time_s=0.002),
+    "TB1EPI": dict(flip_angles_deg=tuple(float(a) for a in range(115, 64, -5)),
+                   mixing_time_s=0.0338, echo_times_s=(0.0398, 0.0736), tr_s=0.5,
+                   total_readout_time_s=0.0241),
+}
 
 #: Concentration models a post-contrast state can follow (see ``lesions.draw_concentrations``).
 CONC_MODELS = ("dotarem_baseline", "aguix_peak", "aguix_residual", "dotarem_followup")
@@ -119,6 +137,8 @@ class PhantomConfig:
     b1_range: tuple[float, float] = (0.85, 1.15)    # over the head
     b1_session_variation: float = 0.2  # relative change of the B1 pattern between sessions
     b1_units: str = "factor"          # "factor" (1 = nominal) or "percent" (100 = nominal)
+    b1_method: str = "TB1map"         # the fmap written: a TB1map, or the images of a B1 mapping
+                                      # method (B1_METHODS; protocol B1_PROTOCOLS)
     # lesions
     lesion_diameters_mm: tuple[float, ...] = (7.0, 12.0, 16.0, 24.0)
     lesion_shape: str = "sphere"      # "sphere" | "ellipsoid"
@@ -141,6 +161,9 @@ class PhantomConfig:
             raise ValueError("n_participants must be >= 1")
         if self.b1_units not in ("factor", "percent"):
             raise ValueError(f"b1_units must be 'factor' or 'percent', got {self.b1_units!r}")
+        if self.b1_method not in B1_METHODS:
+            raise ValueError(f"b1_method must be one of {', '.join(B1_METHODS)}, got "
+                             f"{self.b1_method!r}")
         if self.anatomy not in ANATOMIES:
             raise ValueError(f"anatomy must be one of {', '.join(ANATOMIES)}, got {self.anatomy!r}")
         if self.lesion_shape not in ("sphere", "ellipsoid"):

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..qmri import b1methods as B1M
 from ..qmri.relaxivity import get_relaxivity
 from ..qmri.spgr import spgr_signal
 from . import bidsio
@@ -26,7 +27,7 @@ from . import truth as _truth
 from .acquire import (StateSpec, add_rician_noise, average_on_grid, evaluate_on_grid, render,
                       resample_to_grid, sample_properties, subsampling)
 from .anatomy import TISSUES, HeadModel
-from .config import PHANTOM_MODEL_VERSION, PhantomConfig, SessionSpec, make_config
+from .config import B1_PROTOCOLS, PHANTOM_MODEL_VERSION, PhantomConfig, SessionSpec, make_config
 from .fields import B1Field
 from .geometry import Grid, euler_xyz_deg, random_rotation, rigid, rotation_angle_deg
 from .lesions import Lesion, axial_diameter_mm, place_lesions
@@ -147,7 +148,7 @@ def _protocol(cfg: PhantomConfig) -> dict:
                 "voxel_mm": list(cfg.t1w_voxel_mm), "fov_mm": list(cfg.fov_mm)},
         "vfa": {"tr_s": cfg.vfa_tr_s, "te_s": cfg.vfa_te_s,
                 "flip_angles_deg": list(cfg.vfa_flip_angles_deg), "voxel_mm": list(cfg.vfa_voxel_mm)},
-        "b1": {"range": list(cfg.b1_range), "units": cfg.b1_units,
+        "b1": {"range": list(cfg.b1_range), "units": cfg.b1_units, "method": cfg.b1_method,
                "voxel_mm": list(cfg.b1_voxel_mm or cfg.vfa_voxel_mm)},
         "snr": cfg.snr, "vfa_snr": cfg.vfa_snr_value, "signal_wm_counts": cfg.signal_wm_counts,
         "relaxivity_r1_per_mM_s": {a: get_relaxivity(a, cfg.field_strength_t).r1_per_mM_s
@@ -369,6 +370,9 @@ def _acquire_session(cfg, pi, sub, out, head, lesions, acq: _Acq, relax, levels:
     series = _write_t1w(cfg, pi, sub, out, head, lesions, acq, states, common, levels, series)
     series, vfa_files = _write_vfa(cfg, pi, sub, out, head, lesions, acq, states, common, levels,
                                    series)
+    if cfg.b1_method != "TB1map":
+        return _write_b1_method(cfg, pi, sub, out, head, lesions, acq, common, vfa_files,
+                                series)
     return _write_b1map(cfg, sub, out, acq, common, vfa_files, bool(levels.sigma_vfa), series)
 
 
@@ -454,6 +458,86 @@ def _write_b1map(cfg, sub, out, acq: _Acq, common, vfa_files, noisy: bool, serie
               IntendedFor=[f"bids::{f}" for f in vfa_files])
     bidsio.write_json(out / bidsio.sidecar_path(rel), sc)
     acq.files["b1"] = rel
+    return series
+
+
+#: Noise stream key of the B1 method images (the VFA and T1w images use their state index).
+_B1_NOISE_KEY = 77
+#: Stored counts of a B1 method's images per unit proton density (CSF = 1).
+B1_METHOD_COUNTS = 1000.0
+
+
+def _b1_method_images(method: str, m0, t1, b1) -> list[tuple[str, np.ndarray, dict]]:
+    """(entities, image, sidecar fields) of each image of ``method`` (protocol
+    :data:`~bids_agquant.simulate.config.B1_PROTOCOLS`) from proton density, pre-contrast T1
+    and the true B1+ factor on the B1 grid (signal models of :mod:`bids_agquant.qmri.b1methods`)."""
+    pr = B1_PROTOCOLS[method]
+    k = B1_METHOD_COUNTS
+    if method == "TB1AFI":
+        s1, s2 = B1M.afi_signals(m0, t1, pr["flip_angle_deg"], pr["tr1_s"], pr["tr2_s"], b1)
+        fa = dict(FlipAngle=pr["flip_angle_deg"], EchoTime=pr["echo_time_s"])
+        return [("acq-tr1", k * s1, dict(fa, RepetitionTime=pr["tr1_s"])),
+                ("acq-tr2", k * s2, dict(fa, RepetitionTime=pr["tr2_s"]))]
+    if method == "TB1DAM":
+        sa, s2a = B1M.dam_signals(m0, t1, pr["flip_angle_deg"], pr["tr_s"], b1)
+        base = dict(RepetitionTime=pr["tr_s"], EchoTime=pr["echo_time_s"])
+        return [("flip-1", k * sa, dict(base, FlipAngle=pr["flip_angle_deg"])),
+                ("flip-2", k * s2a, dict(base, FlipAngle=2 * pr["flip_angle_deg"]))]
+    if method in ("TB1TFL", "TB1RFM"):
+        anat = k * spgr_signal(m0, t1, [pr["readout_flip_deg"]], pr["tr_s"], b1)[..., 0]
+        base = dict(RepetitionTime=pr["tr_s"], EchoTime=pr["echo_time_s"])
+        if method == "TB1TFL":
+            famp = B1M.tfl_famp(pr["flip_angle_deg"], b1)
+            famp_meta = dict(base, FlipAngle=pr["flip_angle_deg"])
+        else:
+            famp, famp_meta = B1M.rfm_famp(b1), dict(base, FlipAngle=B1M.RFM_NOMINAL_DEG)
+        famp = np.where(m0 > 0, famp, 0.0)             # the scanner masks the background
+        return [("acq-anat", anat, dict(base, FlipAngle=pr["readout_flip_deg"])),
+                ("acq-famp", famp, famp_meta)]
+    se, ste = B1M.epi_signals(m0, t1, pr["flip_angles_deg"], pr["mixing_time_s"], b1)
+    out = []
+    for i, fa in enumerate(pr["flip_angles_deg"]):
+        base = dict(FlipAngle=fa, MixingTime=pr["mixing_time_s"], RepetitionTime=pr["tr_s"],
+                    TotalReadoutTime=pr["total_readout_time_s"])
+        out += [(f"echo-1_flip-{i + 1}", k * se[i], dict(base, EchoTime=pr["echo_times_s"][0])),
+                (f"echo-2_flip-{i + 1}", k * ste[i], dict(base, EchoTime=pr["echo_times_s"][1]))]
+    return out
+
+
+def _write_b1_method(cfg, pi, sub, out, head, lesions, acq: _Acq, common, vfa_files,
+                     series: int) -> int:
+    """The session's B1 data as the images of ``cfg.b1_method`` on the B1 grid, from the true
+    B1+ field and the pre-contrast tissue (proton density, T1 at the voxel centres); with a VFA
+    SNR, Rician noise on the signal images (sigma = white-matter signal / SNR; the famp maps of
+    TB1TFL and TB1RFM stay noise-free); each sidecar intended for the session's VFA images.
+    Returns the series number used."""
+    series += 1
+    b1_vals = evaluate_on_grid(acq.b1, acq.pose, acq.b1_grid, cfg.chunk_points)
+    _, soft = subsampling(acq.b1_grid.voxel_mm, cfg.pv_step_mm)
+    props = sample_properties(head, lesions, acq.pose, acq.b1_grid, soft_mm=soft,
+                              chunk_points=cfg.chunk_points)
+    m0, t1 = props["m0"], props["t1_s"]
+    sc = {k: common[k] for k in ("Modality", "MagneticFieldStrength", "ImagingFrequency",
+                                 "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
+                                 "ConversionSoftware", "ConversionSoftwareVersion")}
+    sc.update({k: common[k] for k in _IDENTIFYING if k in common})
+    sc.update(SeriesDescription=f"b1map_{cfg.b1_method}", SeriesNumber=series,
+              MRAcquisitionType="3D", SliceThickness=round(float(acq.b1_grid.voxel_mm[2]), 6),
+              IntendedFor=[f"bids::{f}" for f in vfa_files])
+    wm_t1, wm_m0 = TISSUES["wm"]
+    wm = _b1_method_images(cfg.b1_method, np.array(wm_m0), np.array(wm_t1), np.array(1.0))
+    snr = cfg.vfa_snr_value
+    for i, (entities, image, fields) in enumerate(_b1_method_images(cfg.b1_method, m0, t1,
+                                                                    b1_vals)):
+        rel = bidsio.b1_method_name(sub, acq.spec.label, cfg.b1_method, entities)
+        data = np.where(np.isfinite(image), image, 0.0)
+        if snr and "acq-famp" not in entities:
+            data = add_rician_noise(data, float(wm[i][1]) / snr,
+                                    _rng(cfg, pi, _NOISE, acq.index, _B1_NOISE_KEY, i))
+        bidsio.write_nifti(out / rel, data, acq.b1_grid.affine, compresslevel=cfg.compresslevel,
+                           dtype=np.float32)
+        bidsio.write_json(out / bidsio.sidecar_path(rel), dict(sc, **fields))
+        acq.files["b1" if i == 0 else f"b1:{entities}"] = rel
     return series
 
 

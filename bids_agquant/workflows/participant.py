@@ -105,6 +105,8 @@ def participant_outputs(plan, config) -> dict:
         if s.vfa is not None:
             keys.update({k: D.derivative_path(k, src) for k in ("T1map", "R1map", "M0map",
                                                                   "xfm_vfa")})
+            if s.vfa.b1_computed and config.b1_correction == "auto":
+                keys["b1_factor"] = D.derivative_path("b1_factor", src)
         if s.t1w is not None and s.t1w != ref:
             keys["xfm_t1w"] = D.derivative_path("xfm_t1w", s.t1w)
         if s.is_post:
@@ -313,6 +315,8 @@ def _add_sinks(b: _Build, reg_wfs, vfa_wfs, post_wfs) -> None:
                 ("outputnode.m0", "M0map"), ("outputnode.xfm_vfa", "xfm_vfa")])])
         if "xfm_t1w" in outputs:
             b.wf.connect(reg_wfs[label], "outputnode.t1w_transform", sink, "xfm_t1w")
+        if "b1_factor" in outputs:
+            b.wf.connect(vfa_wfs[label], "outputnode.b1_factor", sink, "b1_factor")
         if s.is_post:
             post = post_wfs[post_states.index(s)]
             for field, key in (("delta_r1", "delta_r1"), ("conc", "concentration"),
@@ -357,9 +361,9 @@ def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
     """Specs of the VFA maps and the VFA transform of a state with a VFA set."""
     ref, vfa, out = plan.reference_t1w, s.vfa, {}
     vfa_sources = [uri(f) for f in vfa.files]
-    b1_used = vfa.b1map is not None and config.b1_correction == "auto"
+    b1_used = bool(vfa.b1_sources) and config.b1_correction == "auto"
     if b1_used:
-        vfa_sources.append(uri(vfa.b1map))
+        vfa_sources += [uri(f) for f in vfa.b1_sources]
     acq = D.allowed_metadata(D.read_sidecar(vfa.files[0]))
     acq.pop("RepetitionTime", None)
     vfa_meta = {
@@ -372,11 +376,17 @@ def _vfa_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:
         "EstimationMethod": methods.vfa_estimation_method(config.vfa_fit),
         "EstimationAlgorithm": f"bids_agquant.qmri.vfa.VFAModel(method={config.vfa_fit!r})",
         "B1Correction": bool(b1_used),
-        "B1Map": uri(vfa.b1map) if b1_used else None,
+        "B1Map": (uri(vfa.b1map) if not vfa.b1_computed else [uri(f) for f in vfa.b1_files])
+                 if b1_used else None,
+        "B1Method": methods.b1_method(vfa.b1_method, dict(vfa.b1_params), vfa.b1_scale) if b1_used else None,
         "Resampling": methods.vfa_resampling(paths.get("xfm_vfa")),
     }
     for key in ("T1map", "R1map", "M0map"):
         out[key] = DerivativeSpec(str(paths[key]), {**_describe(key), **vfa_meta})
+    if "b1_factor" in paths:
+        out["b1_factor"] = DerivativeSpec(str(paths["b1_factor"]), {
+            **_describe("b1_factor"), "Sources": [uri(f) for f in vfa.b1_files],
+            "B1Method": vfa_meta["B1Method"]})
     out["xfm_vfa"] = DerivativeSpec(str(paths["xfm_vfa"]), {
         **_describe("xfm_vfa"),
         "Sources": [uri(vfa.files[-1]), uri(registration_target(s, ref))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from bids_agquant.interfaces.b1 import ComputeB1Factor
 from bids_agquant.interfaces.quantify import QuantifyPostContrast
 from bids_agquant.interfaces.vfa import FitVFA, MapsToReference
 from bids_agquant.interfaces.notes import keep_warnings
@@ -18,7 +19,8 @@ __all__ = ["init_vfa_wf", "init_post_contrast_wf"]
 
 def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fit_gb: float,
                 mem_resample_gb: float, intensity_factors=None, name: str = "vfa_wf"):
-    """``fit_vfa`` (native space) -> ``maps_to_ref`` (reference space).
+    """``fit_vfa`` (native space) -> ``maps_to_ref`` (reference space); with the images of a B1
+    mapping method (not a TB1map), ``b1_factor`` computes the B1+ factor map ``fit_vfa`` uses.
 
     ``intensity_factors``: per flip image, the plan's factor to precise values
     (:meth:`~bids_agquant.bids.plan.ParticipantPlan.intensity_factor`); set on the node only
@@ -26,13 +28,15 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
 
     Inputs (``inputnode``): ``t1w_transform`` (T_ref<-T1w, unset when the VFA set was registered
     to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
-    Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed).
+    Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed),
+    ``b1_factor`` (only with a B1 method's images: the computed factor map, on their grid).
     """
     vfa = state.vfa
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_transform", "vfa_transform"]),
                         name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa"]),
+    outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa",
+                                                       "b1_factor"]),
                          name="outputnode")
     fit = pe.Node(FitVFA(in_files=[str(f) for f in vfa.files],
                          flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
@@ -44,6 +48,14 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
     if vfa.b1map is not None and b1_correction == "auto":
         fit.inputs.b1map = str(vfa.b1map)
         fit.inputs.b1_scale = float(vfa.b1_scale)
+    elif vfa.b1_computed and b1_correction == "auto":
+        b1 = pe.Node(ComputeB1Factor(in_files=[str(f) for f in vfa.b1_files],
+                                     roles=list(vfa.b1_roles), method=vfa.b1_method,
+                                     params=dict(vfa.b1_params)),
+                     name="b1_factor", mem_gb=mem_fit_gb, n_procs=1)
+        fit.inputs.b1_method = vfa.b1_method
+        wf.connect([(b1, fit, [("b1_file", "b1map")]),
+                    (b1, outputnode, [("b1_file", "b1_factor")])])
     to_ref = pe.Node(MapsToReference(reference_file=str(reference_t1w)), name="maps_to_ref",
                      mem_gb=mem_resample_gb, n_procs=1)
     wf.connect([
