@@ -24,6 +24,9 @@ seeds and settings the pipeline was not tuned on (it was developed on seeds 1, 7
 * G: seed 808, the TB1map a 130 mm slab tilted by 12 deg against the VFA box (it misses
   the top and bottom of the head and corners of the VFA box: the rim is filled, issue 13), B1
   0.8-1.2, motion 5 deg / 8 mm, oblique grids up to 10 deg.
+* H: real anatomy, seed 909, B1 from actual flip-angle imaging (TB1AFI: two TR images, FA 60 deg,
+  TR 20/100 ms; the factor map computed by the app, issue 13), a 140 mm AFI slab tilted by 8 deg,
+  B1 0.8-1.2, session labels v1/v2/v3/v4, motion 4 deg / 6 mm, oblique grids up to 8 deg.
 
 A and B served to size the control regions (25 mm spheres, from the noise of sphere means in
 phantom B); C and D were added afterwards and run once with the code as committed. The brain
@@ -105,6 +108,9 @@ PHANTOMS = {
     "G": dict(preset="clinical", seed=808, sessions=("D0", "D1", "D8", "D28"), motion_deg=5.0,
               motion_mm=8.0, oblique_deg=10.0, b1_range=(0.8, 1.2),
               b1_fov_mm=(180.0, 220.0, 130.0), b1_tilt_deg=12.0),
+    "H": dict(preset="clinical", seed=909, anatomy="mni", sessions=("v1", "v2", "v3", "v4"),
+              motion_deg=4.0, motion_mm=6.0, oblique_deg=8.0, b1_range=(0.8, 1.2),
+              b1_method="TB1AFI", b1_fov_mm=(180.0, 220.0, 140.0), b1_tilt_deg=8.0),
 }
 
 

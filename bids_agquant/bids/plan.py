@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bids_agquant.qmri.b1methods import METHODS
+
 
 @dataclass(frozen=True)
 class IntensityScaling:
@@ -154,7 +156,6 @@ def describe_b1(v: VFASet, show=str) -> str:
     if not v.b1_sources:
         return "none"
     if v.b1_computed:
-        from bids_agquant.qmri.b1methods import METHODS
         files = v.b1_files
         text = (f"{v.b1_method} ({METHODS[v.b1_method].title}; "
                 f"{describe_b1_params(dict(v.b1_params))}) from "

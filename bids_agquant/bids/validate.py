@@ -173,7 +173,7 @@ def check_vfa_set(files: Sequence[Path], flip_angles_deg: Sequence[float],
 
 def _sidecar_number(meta: dict, key: str, where: str, example: str) -> float:
     """A required positive number of a B1 method's sidecar, else BadDataError naming the JSON."""
-    value = _number(meta, key, where)
+    value = number(meta, key, where)
     if value is None:
         raise BadDataError(f"{where}: {key} is missing from the JSON sidecar "
                            f"({_sidecar_of(Path(where))})",
@@ -220,7 +220,7 @@ def _afi_params(by_role) -> dict:
                            fix="acq-tr1 is the image of the shorter TR: correct the labels "
                                "or the RepetitionTime of the JSON sidecars")
     fa = flip_angle_deg(m1, w1)
-    if not _same_angle(_number(m2, "FlipAngle", w2), fa):
+    if not _same_angle(number(m2, "FlipAngle", w2), fa):
         raise BadDataError(f"{w2}: FlipAngle = {m2['FlipAngle']} differs from that of acq-tr1 "
                            f"({fa:g}, {Path(w1).name})",
                            fix="both AFI images share one nominal flip angle: correct the "
@@ -248,7 +248,7 @@ def _epi_params(by_role) -> dict:
     fas, tms = [], []
     for (m_se, w_se), (m_ste, w_ste) in zip(by_role["se"], by_role["ste"]):
         fa = flip_angle_deg(m_se, w_se)
-        if not _same_angle(_number(m_ste, "FlipAngle", w_ste), fa):
+        if not _same_angle(number(m_ste, "FlipAngle", w_ste), fa):
             raise BadDataError(f"{w_ste}: FlipAngle = {m_ste['FlipAngle']} differs from that "
                                f"of its spin echo ({fa:g}, {Path(w_se).name})",
                                fix="echo-1 and echo-2 of one flip- share its nominal flip "

@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bids_agquant import __version__
-from bids_agquant.bids.derivatives import remove_stale_temporaries
+from bids_agquant.bids.derivatives import container_info, remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
 from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, parse_args
@@ -174,11 +174,11 @@ def _ensure_writable_dir(path: Path, option: str) -> None:
 
 def _permission_fix() -> str:
     """What to do about an unwritable folder; in a container, for the container's user."""
-    from bids_agquant.bids.derivatives import container_info
+    fix = "choose a writable location or fix its permissions"
     if container_info() is None:
-        return "choose a writable location or fix its permissions"
+        return fix
     uid, gid = os.getuid(), os.getgid()
-    return (f"the container runs as uid {uid}: mount a host folder that uid {uid} can write (docker: "
+    return (f"{fix}; in a container (here uid {uid}): mount a host folder that uid {uid} can write (docker: "
             f"run with --user $(id -u):$(id -g); podman: add :U to the mount, e.g. -v "
             f"/data/out:/out:U; or chown {uid}:{gid} the host folder; Apptainer runs as you, so "
             f"the folder must be yours)")
