@@ -78,4 +78,4 @@ log "image built in $(( $(date +%s) - t0 )) s: $($SUDO podman image inspect "$IM
 
 # --- 4. checks --------------------------------------------------------------------------------
 export BIDS_AGQUANT_IMAGE="$IMAGE" BIDS_AGQUANT_CONTAINER_ENGINE=podman
-.venv/bin/python -m pytest -q -m container tests/container
+.venv/bin/python -m pytest -q -s -m container tests/container
