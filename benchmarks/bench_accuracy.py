@@ -220,6 +220,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", type=Path, default=None,
                     help="the work folder of an earlier run: evaluate its outputs again "
                          "(phantoms whose output exists are not simulated or run again)")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help=f"the table to write (default {RESULTS.name}; with --only, another "
+                         f"file keeps the full table)")
     args = ap.parse_args(argv)
 
     tmp = args.reuse or Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
@@ -271,7 +274,7 @@ def main(argv=None) -> int:
             lines += anatomy_lines(anatomy)
     lines += [f"Overall: {'all criteria met' if all_ok else 'some criteria NOT met'}.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    args.results.write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"work files in {tmp}")
     return 0 if all_ok else 1
