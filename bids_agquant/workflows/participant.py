@@ -101,21 +101,24 @@ def participant_outputs(plan, config) -> dict:
     ref = plan.reference_t1w
     for s in plan.states:
         src = s.vfa.files[0] if s.vfa is not None else s.t1w
+        # a post state's outputs carry ce-<agent> even when its files do not (agent from the
+        # sidecar, sessions.tsv or --session-agent)
+        ce = {"ce": s.agent_label} if s.is_post else {}
         keys = {}
         if s.vfa is not None:
-            keys.update({k: D.derivative_path(k, src) for k in ("T1map", "R1map", "M0map",
-                                                                  "xfm_vfa")})
+            keys.update({k: D.derivative_path(k, src, **ce) for k in ("T1map", "R1map",
+                                                                        "M0map", "xfm_vfa")})
             if s.vfa.b1_computed and config.b1_correction == "auto":
-                keys["b1_factor"] = D.derivative_path("b1_factor", src)
+                keys["b1_factor"] = D.derivative_path("b1_factor", src, **ce)
         if s.t1w is not None and s.t1w != ref:
-            keys["xfm_t1w"] = D.derivative_path("xfm_t1w", s.t1w)
+            keys["xfm_t1w"] = D.derivative_path("xfm_t1w", s.t1w, **ce)
         if s.is_post:
             pre = plan.pre_state_for(s)
             if s.vfa is not None and pre is not None and pre.vfa is not None:
-                keys["delta_r1"] = D.derivative_path("delta_r1", src)
-                keys["concentration"] = D.derivative_path("concentration", src)
+                keys["delta_r1"] = D.derivative_path("delta_r1", src, **ce)
+                keys["concentration"] = D.derivative_path("concentration", src, **ce)
             if s.t1w is not None and pre is not None and pre.t1w is not None:
-                keys["enhancement"] = D.derivative_path("enhancement", s.t1w)
+                keys["enhancement"] = D.derivative_path("enhancement", s.t1w, **ce)
         out[state_label(s)] = keys
     p = plan.participant
     out["participant"] = {k: D.participant_path(k, p) for k in

@@ -89,6 +89,11 @@ def test_sessions_tsv_contrast_agent_column(ds):
     assert [(s.session, s.agent) for s in plan.states] == [
         ("D0", None), ("D0", "Dotarem"), ("D1", "AGuIX")]
     assert "sub-01/sub-01_sessions.tsv contrast_agent 'AGuIX'" in plan.state("D1", "AGuIX").evidence
+    # its outputs are named as post-contrast ones (ce-AGuIX), though its files carry no ce-
+    from bids_agquant.workflows.participant import participant_outputs, state_label
+    config = Config(bids_dir=ds, output_dir=ds.parent / "out", analysis_level="participant")
+    names = participant_outputs(plan, config)[state_label(plan.state("D1", "AGuIX"))]
+    assert names and all("_ce-AGuIX_" in p.name for p in names.values()), names
 
 
 def test_sessions_tsv_and_option_that_disagree(run_cli, ds):
