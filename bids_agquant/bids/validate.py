@@ -220,12 +220,17 @@ def _afi_params(by_role) -> dict:
                            fix="acq-tr1 is the image of the shorter TR: correct the labels "
                                "or the RepetitionTime of the JSON sidecars")
     fa = flip_angle_deg(m1, w1)
-    if not _same_angle(number(m2, "FlipAngle", w2), fa):
-        raise BadDataError(f"{w2}: FlipAngle = {m2['FlipAngle']} differs from that of acq-tr1 "
-                           f"({fa:g}, {Path(w1).name})",
-                           fix="both AFI images share one nominal flip angle: correct the "
-                               "JSON sidecars")
+    _require_same_angle(m2, w2, fa, f"that of acq-tr1 ({fa:g}, {Path(w1).name})",
+                        "both AFI images share one nominal flip angle")
     return {"tr1_s": tr1, "tr2_s": tr2, "flip_angle_deg": fa}
+
+
+def _require_same_angle(meta, where, fa: float, other: str, rule: str) -> None:
+    """Exit 65 unless the image's FlipAngle equals ``fa`` (the nominal angle of ``other``)."""
+    if not _same_angle(number(meta, "FlipAngle", where), fa):
+        raise BadDataError(f"{where}: FlipAngle = {meta['FlipAngle']}"
+                           f"{json_text(where, 'FlipAngle')} differs from {other}",
+                           fix=f"{rule}: correct the JSON sidecars")
 
 
 def _dam_params(by_role) -> dict:
@@ -248,11 +253,9 @@ def _epi_params(by_role) -> dict:
     fas, tms = [], []
     for (m_se, w_se), (m_ste, w_ste) in zip(by_role["se"], by_role["ste"]):
         fa = flip_angle_deg(m_se, w_se)
-        if not _same_angle(number(m_ste, "FlipAngle", w_ste), fa):
-            raise BadDataError(f"{w_ste}: FlipAngle = {m_ste['FlipAngle']} differs from that "
-                               f"of its spin echo ({fa:g}, {Path(w_se).name})",
-                               fix="echo-1 and echo-2 of one flip- share its nominal flip "
-                                   "angle: correct the JSON sidecars")
+        _require_same_angle(m_ste, w_ste, fa, f"that of its spin echo ({fa:g}, "
+                            f"{Path(w_se).name})",
+                            "echo-1 and echo-2 of one flip- share its nominal flip angle")
         fas.append(fa)
         tms.append(_seconds(m_se, "MixingTime", w_se, "0.0338"))
     if len(set(fas)) < len(fas):
