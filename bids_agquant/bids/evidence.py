@@ -45,7 +45,7 @@ GENERIC_INGREDIENTS = frozenset({"gadolinium", "gd", "iodine", "carbon dioxide",
                                  "xenon", "contrast"})
 SOURCE_SESSIONS_TSV = "acq_time in sessions.tsv"
 SOURCE_SCANS_TSV = "acq_time in scans.tsv"
-SOURCE_SIDECARS = "AcquisitionDateTime of the sidecars"
+SOURCE_SIDECARS = "acquisition date and time of the sidecars"
 SOURCE_LABELS = "session label order"
 _SEP = r"[\s_\-]*"
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tinybids as tb  # noqa: E402
 from testkit import run_checked  # noqa: E402
 
+from bids_agquant.bids import evidence as E  # noqa: E402
 from bids_agquant.bids.layout import build_plans, format_plan  # noqa: E402
 from bids_agquant.config import Config  # noqa: E402
 from bids_agquant.errors import BadDataError, MissingInputError  # noqa: E402
@@ -235,7 +236,7 @@ def test_order_from_sidecar_acquisition_datetime(run_cli, tmp_path):
         tb.edit_json(f, AcquisitionDateTime="2021-05-02T08:00:00.000000")
     res = cli(run_cli, ds)
     assert "baseline ses-v10" in res.out
-    assert "session order: AcquisitionDateTime of the sidecars" in res.out
+    assert f"session order: {E.SOURCE_SIDECARS}" in res.out
     assert "--baseline-session" not in res.out
 
 

@@ -65,7 +65,7 @@ def dockerfile_recipe() -> dict:
     workdir = next(rest for word, rest, _ in inst if word == "WORKDIR")
     copies = []
     for word, rest, _ in inst:
-        if word == "COPY":
+        if word == "COPY" and not rest.startswith("--from"):   # not a copy between stages
             *sources, dest = shlex.split(rest)
             copies += [(s, str(Path(workdir, dest, Path(s).name) if dest.endswith("/") or
                                    dest == "." or len(sources) > 1 else Path(workdir, dest)))
