@@ -41,11 +41,8 @@ class ComputeB1Factor(SimpleInterface):
         if len(files) != len(self.inputs.roles):
             raise ValueError(f"{len(files)} {self.inputs.method} images but "
                              f"{len(self.inputs.roles)} roles ({files[0]} ...)")
-        arrays, affine = [], None
-        for f in files:
-            data, aff, _ = G.load(f, dtype=np.float64)
-            arrays.append(data.reshape(data.shape[:3]))
-            affine = aff if affine is None else affine
+        stacked, affine = G.load_many(files, dtype=np.float64)     # one grid, checked
+        arrays = [stacked[..., i] for i in range(stacked.shape[-1])]
         params = {k: (tuple(v) if isinstance(v, list) else v)
                   for k, v in dict(self.inputs.params).items()}
         factor = B1M.factor_map(self.inputs.method,

@@ -68,8 +68,8 @@ def load_many(paths, dtype=np.float32):
         if affine is None:
             affine, shape = aff, data.shape
         elif data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
-            raise ValueError(f"{p}: grid differs from {paths[0]} (all images of a VFA set must "
-                             f"share one grid)")
+            raise ValueError(f"{p}: grid differs from {paths[0]} (all images of a VFA set or a "
+                             f"B1 method must share one grid)")
         arrays.append(data)
     return np.stack(arrays, axis=-1), affine
 
