@@ -10,7 +10,10 @@
 #
 # Environment (read at run time):
 #   BIDS_DIR, OUTPUT_DIR   required; absolute paths on a shared file system
-#   IMAGE                  Apptainer/Singularity image (.sif); empty: run AGQUANT_CMD on the host
+#   IMAGE                  the image: a .sif file (Apptainer/Singularity) or an image name of
+#                          podman/docker (bids_agquant:0.1.0); empty: run AGQUANT_CMD on the host
+#   CONTAINER_ENGINE       apptainer, singularity, podman or docker (default: apptainer for a
+#                          .sif/.simg IMAGE, singularity if apptainer is missing, else podman)
 #   AGQUANT_CMD            host command when IMAGE is empty (default: bids-agquant)
 #   WORK_ROOT              nipype work dirs, one per participant (default: $SCRATCH, else /tmp);
 #                          a rerun with the same WORK_ROOT resumes where the last run stopped
@@ -34,6 +37,40 @@ WORK_ROOT=${WORK_ROOT:-${SCRATCH:-/tmp}/agquant_work}
 STATUS_DIR=${STATUS_DIR:-${SLURM_SUBMIT_DIR:-$PWD}/agquant_status}
 NPROCS=${SLURM_CPUS_PER_TASK:-1}
 
+# container_command LEVEL: cmd=(...) running the image with CONTAINER_ENGINE, the input at /bids
+# (read-only), the outputs at /out, the participant's work dir at /work. The same function is in
+# sbatch_group.sh (Slurm runs a copy of the batch script: a sibling file cannot be sourced).
+container_command() {
+    local engine=${CONTAINER_ENGINE:-}
+    if [ -z "$engine" ]; then
+        case $IMAGE in
+            *.sif|*.simg) engine=apptainer; command -v apptainer >/dev/null || engine=singularity ;;
+            *) engine=podman ;;
+        esac
+    fi
+    local mounts=("$BIDS_DIR:/bids:ro" "$OUTPUT_DIR:/out")
+    [ "$1" = participant ] && mounts+=("$work:/work")
+    case $engine in
+        apptainer|singularity)
+            # --cleanenv: nothing of the login environment leaks in (PYTHONPATH, conda, threads)
+            cmd=("$engine" exec --cleanenv)
+            for m in "${mounts[@]}"; do cmd+=(-B "$m"); done
+            cmd+=("$IMAGE" bids-agquant) ;;
+        podman|docker)
+            # the job's own uid:gid (files in OUTPUT_DIR belong to the submitting user; rootless
+            # podman maps it with keep-id), no network, never a registry pull
+            cmd=("$engine" run --rm --network none --pull never --user "$(id -u):$(id -g)")
+            [ "$engine" = podman ] && [ "$(id -u)" -ne 0 ] && cmd+=(--userns keep-id)
+            for m in "${mounts[@]}"; do cmd+=(-v "$m"); done
+            cmd+=("$IMAGE") ;;
+        *)
+            echo "CONTAINER_ENGINE=$engine: use apptainer, singularity, podman or docker" >&2
+            return 1 ;;
+    esac
+    command -v "$engine" >/dev/null || { echo "CONTAINER_ENGINE=$engine: $engine is not on" \
+        "PATH of $(hostname -s)" >&2; return 1; }
+}
+
 # participant of this task: column participant_id of participants.tsv, row TASK_ID
 label=$(awk -F'\t' -v row="$SLURM_ARRAY_TASK_ID" '
     NR == 1 { for (i = 1; i <= NF; i++) if ($i == "participant_id") col = i; next }
@@ -48,11 +85,8 @@ work="$WORK_ROOT/sub-$label"
 mkdir -p "$work" "$OUTPUT_DIR" "$STATUS_DIR"
 
 if [ -n "$IMAGE" ]; then
-    # --cleanenv: nothing of the login environment leaks into the container (PYTHONPATH,
-    # conda, thread settings); the input is mounted read-only.
-    cmd=(apptainer exec --cleanenv
-         -B "$BIDS_DIR:/data:ro" -B "$OUTPUT_DIR:/out" -B "$work:/work"
-         "$IMAGE" bids-agquant /data /out participant)
+    container_command participant || exit 64
+    cmd+=(/bids /out participant)
 else
     read -r -a cmd <<< "$AGQUANT_CMD"
     cmd+=("$BIDS_DIR" "$OUTPUT_DIR" participant)

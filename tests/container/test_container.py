@@ -1,4 +1,4 @@
-"""The image, run the way sites run it (issue 14): real podman, the real sample dataset.
+"""The image, run the way sites run it (issue 14): real podman or docker, the real sample dataset.
 
 - the image's own user, ``/bids`` mounted read-only: participant and group level give the same
   maps (array-identical) and tables as the venv run of the same commit, and ``/bids`` is unchanged;
@@ -12,92 +12,33 @@ Times of the runs are printed (``-s``) for the notes; nothing is timed in an ass
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from containerkit import ENGINE
+from containerkit import (ENGINE, TIMES, checksums, engine_run, ok, run, same_outputs, timed,
+                          writable_mode)
 from evaldata import REPO, SAMPLE_BIDS
 
 pytestmark = pytest.mark.container
 
-VENV_APP = Path(sys.executable).parent / "bids-agquant"
-COMPARE = REPO / "scripts" / "compare_outputs.py"
 APPTAINER_UID = 12345
-TIMES: dict[str, float] = {}
-
-
-def run(cmd, *, timeout=1800, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                          timeout=timeout, **kw)
-
-
-def engine_run(image, *args, mounts=(), options=(), timeout=1800):
-    cmd = [ENGINE, "run", "--rm", *options]
-    for host, inside, mode in mounts:
-        cmd += ["-v", f"{host}:{inside}" + (f":{mode}" if mode else "")]
-    return run([*cmd, image, *args], timeout=timeout)
-
-
-def checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def timed(label, fn):
-    t0 = time.time()
-    out = fn()
-    TIMES[label] = time.time() - t0
-    print(f"\n[container timing] {label}: {TIMES[label]:.0f} s")
-    return out
-
-
-def ok(proc, what):
-    assert proc.returncode == 0, f"{what}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n" \
-                                 f"{proc.stderr[-3000:]}"
-    return proc
-
-
-def same_outputs(before: Path, after: Path, bids: Path) -> str:
-    """compare_outputs.py: the venv run read ``bids``, the container the same data as /bids."""
-    proc = run([sys.executable, COMPARE, before, after, "--same-path", bids, "/bids"])
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def bids_copy(tmp_path_factory) -> Path:
-    """The sample dataset, copied so that a change by the container would be seen."""
-    return Path(shutil.copytree(SAMPLE_BIDS, tmp_path_factory.mktemp("in") / "bids"))
-
-
-@pytest.fixture(scope="module")
-def venv_outputs(tmp_path_factory, bids_copy) -> Path:
-    root = tmp_path_factory.mktemp("venv")
-    out, work = root / "out", root / "work"
-    timed("venv participant", lambda: ok(run([VENV_APP, bids_copy, out, "participant", "-w",
-                                              work, "--nprocs", "2"]), "venv participant"))
-    ok(run([VENV_APP, bids_copy, out, "group"]), "venv group")
-    return out
 
 
 @pytest.fixture(scope="module")
 def image_outputs(image, tmp_path_factory, bids_copy) -> tuple[Path, dict, dict]:
     """Participant and group level as the image's user; outputs and work on bind mounts
-    (podman's :U gives them to that user), /bids read-only."""
+    the image's user can write (podman's :U, a chown for docker), /bids read-only."""
     before = checksums(bids_copy)
     root = tmp_path_factory.mktemp("image")
     out, work = root / "out", root / "work"
     out.mkdir()
     work.mkdir()
-    mounts = [(bids_copy, "/bids", "ro"), (out, "/out", "U"), (work, "/work", "U")]
+    mounts = [(bids_copy, "/bids", "ro"), (out, "/out", writable_mode(out)),
+              (work, "/work", writable_mode(work))]
     timed("image participant", lambda: ok(engine_run(
         image, "/bids", "/out", "participant", "-w", "/work", "--nprocs", "2", mounts=mounts),
         "participant in the image"))
@@ -136,7 +77,7 @@ def test_image_user_run_equals_the_venv_run(image_outputs, venv_outputs, bids_co
     print(f"\n[container compare] image user vs venv: {same_outputs(venv_outputs, out, bids_copy)}")
     desc = json.loads((out / "dataset_description.json").read_text())
     container = desc["GeneratedBy"][0]["Container"]
-    assert container["Type"] == ENGINE
+    assert container["Type"] == Path(ENGINE).name
     assert container["Tag"].startswith("bids_agquant:")
     assert (out / "group").is_dir() and (out / "sub-01.html").is_file()
     if "venv participant" in TIMES and "image participant" in TIMES:
@@ -146,14 +87,15 @@ def test_image_user_run_equals_the_venv_run(image_outputs, venv_outputs, bids_co
 
 def test_apptainer_like_run(image, tmp_path, bids_copy, venv_outputs):
     """As Apptainer runs an image: the host user's uid:gid (no passwd entry), the image
-    read-only, HOME absent, only the variables Apptainer itself sets (APPTAINER_CONTAINER);
-    work and outputs on bind mounts owned by that user. Participant 01 and its outputs."""
+    read-only, HOME absent, only the variables Apptainer itself sets (APPTAINER_CONTAINER), a
+    writable /tmp (Apptainer binds the host's; podman --read-only has one, docker needs
+    --tmpfs); work and outputs on bind mounts owned by that user. Participant 01."""
     out, work = tmp_path / "out", tmp_path / "work"
     for d in (out, work):
         d.mkdir()
         os.chown(d, APPTAINER_UID, APPTAINER_UID)
     sif = "/images/bids_agquant.sif"
-    options = ["--user", f"{APPTAINER_UID}:{APPTAINER_UID}", "--read-only",
+    options = ["--user", f"{APPTAINER_UID}:{APPTAINER_UID}", "--read-only", "--tmpfs", "/tmp",
                "--env", "HOME=/home/nobody", "--env", f"APPTAINER_CONTAINER={sif}",
                "--env", "BIDS_AGQUANT_CONTAINER_TAG="]
     mounts = [(bids_copy, "/bids", "ro"), (out, "/out", None), (work, "/work", None)]
