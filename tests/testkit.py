@@ -136,3 +136,75 @@ def run_checked(run_cli, ds, *args, out=None, expect=0):
         assert res.first_err_line.startswith("bids-agquant: error: ")
         assert "; " in res.first_err_line, "the line must say what to do"
     return res
+
+
+# ------------------------------------------------------------- the official BIDS validator
+
+#: The schema-based BIDS validator (PyPI ``bids-validator-deno``, the ``test`` extra).
+BIDS_VALIDATOR = "bids-validator-deno"
+
+
+@dataclass
+class ValidatorResult:
+    """One run of the BIDS validator: exit code and its issues (``--format json``)."""
+    code: int
+    issues: list
+
+    def of(self, severity: str) -> list[dict]:
+        return [i for i in self.issues if i.get("severity") == severity]
+
+    @property
+    def errors(self) -> list[str]:
+        """``CODE subCode location`` of every error (readable in an assertion message)."""
+        return [" ".join(str(i.get(k) or "") for k in ("code", "subCode", "location")).strip()
+                for i in self.of("error")]
+
+    def warning_codes(self) -> dict:
+        """{``CODE subCode``: number of files} of the warnings."""
+        out: dict = {}
+        for i in self.of("warning"):
+            key = f"{i.get('code')} {i.get('subCode') or ''}".strip()
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def bids_validator_path() -> str:
+    """The validator installed next to this Python (the venv), else on PATH.
+
+    Not installed: the test is skipped with the reason, except in CI (``CI=true``), where the
+    ``test`` extra installs it and a missing validator is a failure.
+    """
+    import shutil
+    import sys
+
+    import pytest
+
+    here = Path(sys.executable).parent / BIDS_VALIDATOR
+    found = str(here) if here.is_file() else shutil.which(BIDS_VALIDATOR)
+    if found:
+        return found
+    reason = (f"{BIDS_VALIDATOR} is not installed (pip install -c constraints.txt "
+              f"'.[test]' installs it)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + "; CI=true: the validator must run")
+    pytest.skip(reason)
+
+
+def run_bids_validator(dataset: Path, *, recursive: bool = False,
+                       timeout: float = 600) -> ValidatorResult:
+    """Run the validator on ``dataset`` for real and parse its JSON report (``recursive``: the
+    datasets under ``derivatives/`` too)."""
+    import json
+    import subprocess
+
+    exe = bids_validator_path()
+    args = [exe, str(dataset), "--format", "json", "--no-color"] + (["-r"] if recursive else [])
+    proc = subprocess.run(args,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NO_COLOR": "1"})
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"{BIDS_VALIDATOR} {dataset}: exit {proc.returncode}, no JSON "
+                             f"report: {proc.stderr[-2000:] or proc.stdout[-2000:]}") from exc
+    return ValidatorResult(proc.returncode, report["issues"]["issues"])

@@ -336,13 +336,7 @@ def _pre_t1w(plan, session):
 
 
 def _describe(key) -> dict:
-    spec = D.OUTPUTS[key]
-    out = {}
-    if spec.description:
-        out["Description"] = spec.description
-    if spec.units:
-        out["Units"] = spec.units
-    return out
+    return D.describe(key)
 
 
 def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:

@@ -177,7 +177,7 @@ def test_concurrent_jobs_leave_one_correct_dataset_description(shared):
     assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"]
     assert desc["GeneratedBy"][0]["Name"] == "bids_agquant"
     lines = (out / ".bidsignore").read_text().splitlines()
-    assert len(lines) == len(set(lines)) and "logs/" in lines
+    assert len(lines) == len(set(lines)) and "logs" in lines and "group" in lines
     assert check_complete(out) == []
     assert temp_files(out) == []
     for p in ("01", "02"):
