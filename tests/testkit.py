@@ -208,3 +208,83 @@ def run_bids_validator(dataset: Path, *, recursive: bool = False,
         raise AssertionError(f"{BIDS_VALIDATOR} {dataset}: exit {proc.returncode}, no JSON "
                              f"report: {proc.stderr[-2000:] or proc.stdout[-2000:]}") from exc
     return ValidatorResult(proc.returncode, report["issues"]["issues"])
+
+
+# ------------------------------------------------------------------- BIDS URIs in outputs
+
+def bids_uris(obj) -> list[str]:
+    """Every string value starting with ``bids:`` in a parsed JSON document (any depth)."""
+    if isinstance(obj, str):
+        return [obj] if obj.startswith("bids:") else []
+    if isinstance(obj, dict):
+        return [u for v in obj.values() for u in bids_uris(v)]
+    if isinstance(obj, list):
+        return [u for v in obj for u in bids_uris(v)]
+    return []
+
+
+def resolve_bids_uri(uri: str, dataset_root: Path) -> Path | None:
+    """The file a BIDS URI names, written from the spec (Common principles, "Resolution of BIDS
+    URIs"), not from the app: ``bids::path`` is in the dataset itself; another name is looked up
+    in its ``DatasetLinks``, a value without a scheme is relative to the dataset root, a
+    ``file://`` one is a local path. None when the link names no local place (a DOI, an
+    identity) or the name is not linked."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    scheme, name, rel = uri.split(":", 2)
+    assert scheme == "bids" and not rel.startswith("/"), uri
+    root = Path(dataset_root)
+    if name == "":
+        return root / rel
+    links = json.loads((root / "dataset_description.json").read_text()).get("DatasetLinks", {})
+    if name not in links:
+        return None
+    link = links[name]
+    parsed = urlparse(link)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)) / rel
+    if parsed.scheme:
+        return None
+    return (root / link / rel).resolve()
+
+
+def unresolved_links(output_dir: Path) -> list[str]:
+    """``file: uri`` of every BIDS URI in OUTPUT_DIR's JSON files that names no existing file."""
+    import json
+
+    bad = []
+    for f in sorted(Path(output_dir).rglob("*.json")):
+        if any(part.startswith(".") for part in f.relative_to(output_dir).parts):
+            continue
+        for uri in bids_uris(json.loads(f.read_text())):
+            target = resolve_bids_uri(uri, output_dir)
+            if target is None or not target.exists():
+                bad.append(f"{f.relative_to(output_dir)}: {uri}")
+    return bad
+
+
+def host_paths(root: Path, paths, suffixes=(".json", ".tsv", ".html", ".md", ".txt")) -> list[str]:
+    """``file: path`` wherever one of the absolute ``paths`` (or a ``file://`` URI) appears in
+    the text outputs under ``root`` (hidden folders, e.g. a work dir, are not outputs)."""
+    found = []
+    needles = sorted({str(Path(p).absolute()) for p in paths} | {"file://"})
+    for f in sorted(Path(root).rglob("*")):
+        rel = f.relative_to(root)
+        if not f.is_file() or f.suffix not in suffixes or \
+                any(part.startswith(".") for part in rel.parts):
+            continue
+        text = f.read_text(errors="replace")
+        found += [f"{rel}: {n}" for n in needles if n in text]
+    return found
+
+
+#: Where the validator's remaining warnings on the outputs are listed, each with why it is left.
+OUTPUTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+
+
+def undocumented_warnings(res: ValidatorResult) -> list[str]:
+    """Warning codes of a validator run that docs/outputs.md does not name (as `CODE`)."""
+    doc = OUTPUTS_DOC.read_text()
+    codes = {str(i.get("code")) for i in res.of("warning")}
+    return sorted(c for c in codes if f"`{c}`" not in doc)

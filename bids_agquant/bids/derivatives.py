@@ -179,6 +179,7 @@ def describe(key: str) -> dict:
         out["SkullStripped"] = False
     return out
 
+
 #: Folders of OUTPUT_DIR that are not BIDS: per-run logs and the group level's tables, figures
 #: and report. Their ``.bidsignore`` lines are bare names (the schema-based validator reads
 #: ``group/`` as the files in the folder, not the folder, and reports it); pybids reads no
@@ -205,6 +206,7 @@ def pybids_ignore() -> list:
     report = re.escape(REPORT_PATTERN).replace(r"\*", "[^/]+")
     return list(DEFAULT_LOCATIONS_TO_IGNORE) + [re.compile(rf"^/({folders})(/|$)"),
                                                  re.compile(rf"^/{report}$")]
+
 
 #: Lines of ``.bidsignore``: our custom suffixes, the non-BIDS folders and the reports.
 BIDSIGNORE = ("*_Conc.nii.gz", "*_Conc.json", "*_SEmap.nii.gz", "*_SEmap.json", "*_xfm.mat",
@@ -474,9 +476,10 @@ _IDENTITY_SKIP = ("derivatives", "sourcedata", "code")
 
 def dataset_identity(root) -> str:
     """A location-free URI naming a dataset by its content: ``ni:///sha-256;<digest>`` (RFC 6920
-    named information) of the sorted list of its files (relative path and size, and the bytes of
-    every JSON and TSV file), hidden files and ``derivatives``/``sourcedata``/``code`` left out.
-    Cheap on a large dataset (images are not read) and equal on every copy of it."""
+    named information) of the sorted list of its files (relative path and size, or a symbolic
+    link's target; the bytes of every JSON and TSV file), hidden files and ``derivatives``/
+    ``sourcedata``/``code`` left out. Cheap on a large dataset (images are not read) and equal on
+    every copy of it."""
     root = Path(root).absolute()
     h = hashlib.sha256()
     entries = []
@@ -490,12 +493,14 @@ def dataset_identity(root) -> str:
     for rel in sorted(entries, key=lambda r: r.as_posix()):
         path = root / rel
         try:
-            size = path.stat().st_size
+            # a symbolic link (git-annex / DataLad: its target names the content) as itself, so
+            # the identity is the same whether the content was fetched or not
+            what = f"-> {os.readlink(path)}" if path.is_symlink() else str(path.stat().st_size)
+            h.update(f"{rel.as_posix()}\t{what}\n".encode("utf-8"))
+            if not path.is_symlink() and rel.name.endswith((".json", ".tsv")):
+                h.update(hashlib.sha256(path.read_bytes()).digest())
         except OSError:
             continue
-        h.update(f"{rel.as_posix()}\t{size}\n".encode("utf-8"))
-        if rel.name.endswith((".json", ".tsv")):
-            h.update(hashlib.sha256(path.read_bytes()).digest())
     digest = base64.urlsafe_b64encode(h.digest()).decode("ascii").rstrip("=")
     return f"ni:///sha-256;{digest}"
 
