@@ -578,12 +578,38 @@ def _create_once(target: Path, text: str) -> Path:
 
 def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] | None = None
                                ) -> Path:
-    """Create OUTPUT_DIR/dataset_description.json once (first writer wins, never overwritten)."""
+    """Create OUTPUT_DIR/dataset_description.json once (first writer wins, never overwritten).
+
+    One exception: a file an earlier version wrote with absolute ``file://`` links (a host path,
+    broken by a move) gets its ``DatasetLinks`` and ``SourceDatasets`` replaced by the portable
+    ones, everything else kept; every job computes the same content, so concurrent rewrites
+    (atomic replace) agree.
+    """
     target = Path(output_dir) / "dataset_description.json"
     if target.exists():
+        _replace_host_links(target, dataset_links, output_dir)
         return target
     desc = dataset_description(dataset_links=dataset_links, output_dir=output_dir)
     return _create_once(target, json.dumps(json_safe(desc), indent=2) + "\n")
+
+
+def _replace_host_links(target: Path, dataset_links, output_dir) -> None:
+    try:
+        old = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return
+    links = old.get("DatasetLinks") if isinstance(old, dict) else None
+    if not isinstance(links, dict) or not any(
+            isinstance(v, str) and v.startswith("file:") for v in links.values()):
+        return
+    desc = dataset_description(dataset_links=dataset_links, output_dir=output_dir)
+    new = dict(old)
+    for key in ("DatasetLinks", "SourceDatasets"):
+        if key in desc:
+            new[key] = desc[key]
+        else:
+            new.pop(key, None)
+    atomic_write_text(target, json.dumps(json_safe(new), indent=2) + "\n")
 
 
 #: The derivatives' README (the schema recommends one; the validator warns without it).

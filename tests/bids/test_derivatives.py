@@ -182,6 +182,25 @@ def test_dataset_description_links_and_sources_carry_no_host_path(tmp_path):
         D.dataset_description(dataset_links={"raw": raw})
 
 
+def test_a_rerun_replaces_the_host_path_links_an_earlier_version_wrote(tmp_path):
+    raw = _raw(tmp_path / "bids")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"Name": "kept", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+           "DatasetLinks": {"raw": raw.as_uri()}, "SourceDatasets": [{"URL": raw.as_uri()}]}
+    (out / "dataset_description.json").write_text(json.dumps(old))
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    new = json.loads((out / "dataset_description.json").read_text())
+    assert new == {**old, "DatasetLinks": {"raw": "../bids"},
+                   "SourceDatasets": [{"URL": "../bids"}]}
+    # portable links (or none) are the user's business: kept as they are
+    (out / "dataset_description.json").write_text(json.dumps({**old, "DatasetLinks": {
+        "raw": "doi:10.1/x"}}))
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"] == {
+        "raw": "doi:10.1/x"}
+
+
 def test_readme_is_written_once_and_names_every_described_output(tmp_path):
     D.ensure_readme(tmp_path)
     text = (tmp_path / D.README_NAME).read_text()
