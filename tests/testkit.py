@@ -155,3 +155,155 @@ def slurm_problem() -> str | None:
     if out.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
         return f"no usable Slurm node: sinfo said {out.stdout.strip() or out.stderr.strip()!r}"
     return None
+
+
+# ------------------------------------------------------------- the official BIDS validator
+
+#: The schema-based BIDS validator (PyPI ``bids-validator-deno``, the ``test`` extra).
+BIDS_VALIDATOR = "bids-validator-deno"
+
+
+@dataclass
+class ValidatorResult:
+    """One run of the BIDS validator: exit code and its issues (``--format json``)."""
+    code: int
+    issues: list
+
+    def of(self, severity: str) -> list[dict]:
+        return [i for i in self.issues if i.get("severity") == severity]
+
+    @property
+    def errors(self) -> list[str]:
+        """``CODE subCode location`` of every error (readable in an assertion message)."""
+        return [" ".join(str(i.get(k) or "") for k in ("code", "subCode", "location")).strip()
+                for i in self.of("error")]
+
+    def warning_codes(self) -> dict:
+        """{``CODE subCode``: number of files} of the warnings."""
+        out: dict = {}
+        for i in self.of("warning"):
+            key = f"{i.get('code')} {i.get('subCode') or ''}".strip()
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def bids_validator_path() -> str:
+    """The validator installed next to this Python (the venv), else on PATH.
+
+    Not installed: the test is skipped with the reason, except in CI (``CI=true``), where the
+    ``test`` extra installs it and a missing validator is a failure.
+    """
+    import shutil
+    import sys
+
+    import pytest
+
+    here = Path(sys.executable).parent / BIDS_VALIDATOR
+    found = str(here) if here.is_file() else shutil.which(BIDS_VALIDATOR)
+    if found:
+        return found
+    reason = (f"{BIDS_VALIDATOR} is not installed (pip install -c constraints.txt "
+              f"'.[test]' installs it)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + "; CI=true: the validator must run")
+    pytest.skip(reason)
+
+
+def run_bids_validator(dataset: Path, *, recursive: bool = False,
+                       timeout: float = 600) -> ValidatorResult:
+    """Run the validator on ``dataset`` for real and parse its JSON report (``recursive``: the
+    datasets under ``derivatives/`` too)."""
+    import json
+    import subprocess
+
+    exe = bids_validator_path()
+    args = [exe, str(dataset), "--format", "json", "--no-color"] + (["-r"] if recursive else [])
+    proc = subprocess.run(args,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "NO_COLOR": "1"})
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"{BIDS_VALIDATOR} {dataset}: exit {proc.returncode}, no JSON "
+                             f"report: {proc.stderr[-2000:] or proc.stdout[-2000:]}") from exc
+    return ValidatorResult(proc.returncode, report["issues"]["issues"])
+
+
+# ------------------------------------------------------------------- BIDS URIs in outputs
+
+def bids_uris(obj) -> list[str]:
+    """Every string value starting with ``bids:`` in a parsed JSON document (any depth)."""
+    if isinstance(obj, str):
+        return [obj] if obj.startswith("bids:") else []
+    if isinstance(obj, dict):
+        return [u for v in obj.values() for u in bids_uris(v)]
+    if isinstance(obj, list):
+        return [u for v in obj for u in bids_uris(v)]
+    return []
+
+
+def resolve_bids_uri(uri: str, dataset_root: Path) -> Path | None:
+    """The file a BIDS URI names, written from the spec (Common principles, "Resolution of BIDS
+    URIs"), not from the app: ``bids::path`` is in the dataset itself; another name is looked up
+    in its ``DatasetLinks``, a value without a scheme is relative to the dataset root, a
+    ``file://`` one is a local path. None when the link names no local place (a DOI, an
+    identity) or the name is not linked."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    scheme, name, rel = uri.split(":", 2)
+    assert scheme == "bids" and not rel.startswith("/"), uri
+    root = Path(dataset_root)
+    if name == "":
+        return root / rel
+    links = json.loads((root / "dataset_description.json").read_text()).get("DatasetLinks", {})
+    if name not in links:
+        return None
+    link = links[name]
+    parsed = urlparse(link)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path)) / rel
+    if parsed.scheme:
+        return None
+    return (root / link / rel).resolve()
+
+
+def unresolved_links(output_dir: Path) -> list[str]:
+    """``file: uri`` of every BIDS URI in OUTPUT_DIR's JSON files that names no existing file."""
+    import json
+
+    bad = []
+    for f in sorted(Path(output_dir).rglob("*.json")):
+        if any(part.startswith(".") for part in f.relative_to(output_dir).parts):
+            continue
+        for uri in bids_uris(json.loads(f.read_text())):
+            target = resolve_bids_uri(uri, output_dir)
+            if target is None or not target.exists():
+                bad.append(f"{f.relative_to(output_dir)}: {uri}")
+    return bad
+
+
+def host_paths(root: Path, paths, suffixes=(".json", ".tsv", ".html", ".md", ".txt")) -> list[str]:
+    """``file: path`` wherever one of the absolute ``paths`` (or a ``file://`` URI) appears in
+    the text outputs under ``root`` (hidden folders, e.g. a work dir, are not outputs)."""
+    found = []
+    needles = sorted({str(Path(p).absolute()) for p in paths} | {"file://"})
+    for f in sorted(Path(root).rglob("*")):
+        rel = f.relative_to(root)
+        if not f.is_file() or f.suffix not in suffixes or \
+                any(part.startswith(".") for part in rel.parts):
+            continue
+        text = f.read_text(errors="replace")
+        found += [f"{rel}: {n}" for n in needles if n in text]
+    return found
+
+
+#: Where the validator's remaining warnings on the outputs are listed, each with why it is left.
+OUTPUTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+
+
+def undocumented_warnings(res: ValidatorResult) -> list[str]:
+    """Warning codes of a validator run that docs/outputs.md does not name (as `CODE`)."""
+    doc = OUTPUTS_DOC.read_text()
+    codes = {str(i.get("code")) for i in res.of("warning")}
+    return sorted(c for c in codes if f"`{c}`" not in doc)

@@ -42,6 +42,8 @@ acquisition fields copied from input sidecars; nothing else (never names, dates,
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -63,6 +65,8 @@ __all__ = [
     "atomic_write_bytes", "atomic_write_text", "write_json", "write_nifti", "write_tsv",
     "dataset_description", "ensure_dataset_description", "update_bidsignore",
     "container_info", "remove_stale_temporaries", "TISSUE_IMAGES",
+    "SEGMENTATION_SUFFIXES", "describe", "dataset_link", "dataset_identity", "readme_text",
+    "ensure_readme", "README_NAME", "NON_BIDS_FOLDERS", "REPORT_PATTERN", "pybids_ignore",
 ]
 
 PIPELINE_NAME = "bids_agquant"
@@ -156,10 +160,58 @@ OUTPUTS: dict[str, OutputSpec] = {
 #: The tissue-class images of the brain extraction (participant level, reference space).
 TISSUE_IMAGES = ("tissue_dseg", "probseg_gm", "probseg_wm", "probseg_csf")
 
-#: Lines of ``.bidsignore``: our custom suffixes and non-BIDS folders.
+#: Suffixes of segmentations and masks: the BIDS schema asks no ``SkullStripped`` of them.
+SEGMENTATION_SUFFIXES = ("dseg", "probseg", "mask")
+
+
+def describe(key: str) -> dict:
+    """The fields every sidecar of output ``key`` starts with: ``Description``, ``Units`` and,
+    for a map (a NIfTI output that is no segmentation or mask), ``SkullStripped``: false, which
+    the schema requires of derivative images. The maps cover the head (the VFA fit's signal
+    mask, background NaN), skull included: the brain mask is a separate output."""
+    spec = OUTPUTS[key]
+    out = {}
+    if spec.description:
+        out["Description"] = spec.description
+    if spec.units:
+        out["Units"] = spec.units
+    if spec.extension.startswith(".nii") and spec.suffix not in SEGMENTATION_SUFFIXES:
+        out["SkullStripped"] = False
+    return out
+
+
+#: Folders of OUTPUT_DIR that are not BIDS: per-run logs and the group level's tables, figures
+#: and report. Their ``.bidsignore`` lines are bare names (the schema-based validator reads
+#: ``group/`` as the files in the folder, not the folder, and reports it); pybids reads no
+#: ``.bidsignore``: :func:`pybids_ignore` gives it the same list.
+NON_BIDS_FOLDERS = ("logs", "group")
+
+#: The participant reports at the top of OUTPUT_DIR (``sub-<label>.html``), not BIDS either.
+REPORT_PATTERN = "sub-*.html"
+
+
+def pybids_ignore() -> list:
+    """``ignore`` patterns for pybids' ``BIDSLayoutIndexer`` that skip what is not BIDS in
+    OUTPUT_DIR (:data:`NON_BIDS_FOLDERS`, the reports) on top of pybids' own defaults (passing
+    ``ignore`` replaces them). pybids matches them against the path below each dataset root::
+
+        from bids import BIDSLayout
+        from bids.layout import BIDSLayoutIndexer
+        layout = BIDSLayout(bids_dir, derivatives=output_dir,
+                            indexer=BIDSLayoutIndexer(validate=False, ignore=pybids_ignore()))
+    """
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+    folders = "|".join(re.escape(f) for f in NON_BIDS_FOLDERS)
+    report = re.escape(REPORT_PATTERN).replace(r"\*", "[^/]+")
+    return list(DEFAULT_LOCATIONS_TO_IGNORE) + [re.compile(rf"^/({folders})(/|$)"),
+                                                 re.compile(rf"^/{report}$")]
+
+
+#: Lines of ``.bidsignore``: our custom suffixes, the non-BIDS folders and the reports.
 BIDSIGNORE = ("*_Conc.nii.gz", "*_Conc.json", "*_SEmap.nii.gz", "*_SEmap.json", "*_xfm.mat",
-              "*_xfm.txt", "*_xfm.json", "*_stats.tsv", "*_stats.json", "logs/", "group/",
-              "*.html")
+              "*_xfm.txt", "*_xfm.json", "*_stats.tsv", "*_stats.json", *NON_BIDS_FOLDERS,
+              REPORT_PATTERN)
 
 #: Input sidecar fields that may be copied into output sidecars (acquisition parameters only).
 SIDECAR_ALLOW_LIST = (
@@ -386,8 +438,82 @@ def _container_info(env: Mapping[str, str], root: Path) -> dict | None:
     return out
 
 
-def dataset_description(*, dataset_links: Mapping[str, Path] | None = None) -> dict:
-    """The content of OUTPUT_DIR/dataset_description.json."""
+def dataset_link(root, output_dir) -> str:
+    """The ``DatasetLinks`` URI of dataset ``root`` seen from OUTPUT_DIR, without a host path.
+
+    * ``root`` and OUTPUT_DIR share a folder below the file-system root (OUTPUT_DIR inside the
+      raw dataset, e.g. ``derivatives/bids_agquant``, or both in one study folder): the relative
+      path from OUTPUT_DIR, e.g. ``../..`` or ``../rawdata`` (a URI without a scheme resolves
+      against the dataset root, BIDS "Resolution of BIDS URIs"). It survives moving or copying
+      the two together and names no folder above them.
+    * otherwise (say ``/data`` and ``/out`` mounted in a container, where a path means nothing
+      on the host) the dataset's ``DatasetDOI`` when it declares one, else its identity
+      :func:`dataset_identity`: where it lies is not recorded, what it is is.
+    """
+    root, out = Path(root).absolute(), Path(output_dir).absolute()
+    common = Path(os.path.commonpath([root, out]))
+    if common != Path(common.anchor):
+        return Path(os.path.relpath(root, out)).as_posix()
+    doi = _dataset_doi(root)
+    return doi if doi else dataset_identity(root)
+
+
+def _dataset_doi(root: Path) -> str | None:
+    """``doi:<...>`` of a dataset's DatasetDOI (bare DOIs get the scheme), None without one."""
+    try:
+        doi = json.loads((Path(root) / "dataset_description.json").read_text()).get("DatasetDOI")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(doi, str) or not doi.strip():
+        return None
+    doi = doi.strip()
+    return doi if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", doi) else f"doi:{doi}"
+
+
+#: Folders of a raw dataset left out of its identity (not raw data, or our own output).
+_IDENTITY_SKIP = ("derivatives", "sourcedata", "code")
+
+
+def dataset_identity(root) -> str:
+    """A location-free URI naming a dataset by its content: ``ni:///sha-256;<digest>`` (RFC 6920
+    named information) of the sorted list of its files (relative path and size, or a symbolic
+    link's target; the bytes of every JSON and TSV file), hidden files and ``derivatives``/
+    ``sourcedata``/``code`` left out. Cheap on a large dataset (images are not read) and equal on
+    every copy of it."""
+    root = Path(root).absolute()
+    h = hashlib.sha256()
+    entries = []
+    for folder, dirs, names in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (rel_folder == Path(".") and d in _IDENTITY_SKIP))
+        for name in names:
+            if not name.startswith("."):
+                entries.append(rel_folder / name)
+    for rel in sorted(entries, key=lambda r: r.as_posix()):
+        path = root / rel
+        try:
+            # a symbolic link (git-annex / DataLad: its target names the content) as itself, so
+            # the identity is the same whether the content was fetched or not
+            what = f"-> {os.readlink(path)}" if path.is_symlink() else str(path.stat().st_size)
+            h.update(f"{rel.as_posix()}\t{what}\n".encode("utf-8"))
+            if not path.is_symlink() and rel.name.endswith((".json", ".tsv")):
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            continue
+    digest = base64.urlsafe_b64encode(h.digest()).decode("ascii").rstrip("=")
+    return f"ni:///sha-256;{digest}"
+
+
+def dataset_description(*, dataset_links: Mapping[str, Path] | None = None,
+                        output_dir=None) -> dict:
+    """The content of OUTPUT_DIR/dataset_description.json.
+
+    ``dataset_links`` maps names (``raw``, ``lesions``) to dataset roots; each is recorded with
+    :func:`dataset_link` (relative to ``output_dir``, or a DOI / content identity: never an
+    absolute host path), in ``DatasetLinks`` and in ``SourceDatasets`` (with the DOI when the
+    dataset declares one).
+    """
     versions = software_versions(stack_only=True)
     generated = {
         "Name": PIPELINE_NAME,
@@ -407,24 +533,32 @@ def dataset_description(*, dataset_links: Mapping[str, Path] | None = None) -> d
         "GeneratedBy": [generated],
         "SoftwareVersions": versions,
     }
-    links = {k: Path(v).absolute().as_uri() for k, v in (dataset_links or {}).items() if k}
-    if links:
+    roots = {k: Path(v) for k, v in (dataset_links or {}).items() if k}
+    if roots:
+        if output_dir is None:
+            raise ValueError("dataset_description: dataset links need the output_dir they are "
+                             "relative to")
+        links = {k: dataset_link(v, output_dir) for k, v in roots.items()}
         desc["DatasetLinks"] = links
-        desc["SourceDatasets"] = [{"URL": u} for u in links.values()]
+        sources = []
+        for k, uri in links.items():
+            entry = {"URL": uri}
+            doi = _dataset_doi(roots[k])
+            if doi and doi != uri:
+                entry["DOI"] = doi
+            sources.append(entry)
+        desc["SourceDatasets"] = sources
     return desc
 
 
-def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] | None = None
-                               ) -> Path:
-    """Create OUTPUT_DIR/dataset_description.json once, safely when many jobs race for it.
+def _create_once(target: Path, text: str) -> Path:
+    """Create ``target`` with ``text`` unless it exists, safely when many jobs race for it.
 
     The complete file is written to a temporary name and hard-linked to the final name: the link
     fails if another job was first, so the file is never half-written nor overwritten.
     """
-    target = Path(output_dir) / "dataset_description.json"
     if target.exists():
         return target
-    text = json.dumps(json_safe(dataset_description(dataset_links=dataset_links)), indent=2) + "\n"
     tmp = _complete_temp(target, text.encode("utf-8"))
     try:
         try:
@@ -440,6 +574,81 @@ def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] 
     finally:
         _unlink(tmp)
     return target
+
+
+def ensure_dataset_description(output_dir, *, dataset_links: Mapping[str, Path] | None = None
+                               ) -> Path:
+    """Create OUTPUT_DIR/dataset_description.json once (first writer wins, never overwritten).
+
+    One exception: a file an earlier version wrote with absolute ``file://`` links (a host path,
+    broken by a move) gets its ``DatasetLinks`` and ``SourceDatasets`` replaced by the portable
+    ones, everything else kept; every job computes the same content, so concurrent rewrites
+    (atomic replace) agree.
+    """
+    target = Path(output_dir) / "dataset_description.json"
+    if target.exists():
+        _replace_host_links(target, dataset_links, output_dir)
+        return target
+    desc = dataset_description(dataset_links=dataset_links, output_dir=output_dir)
+    return _create_once(target, json.dumps(json_safe(desc), indent=2) + "\n")
+
+
+def _replace_host_links(target: Path, dataset_links, output_dir) -> None:
+    try:
+        old = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return
+    links = old.get("DatasetLinks") if isinstance(old, dict) else None
+    if not isinstance(links, dict) or not any(
+            isinstance(v, str) and v.startswith("file:") for v in links.values()):
+        return
+    desc = dataset_description(dataset_links=dataset_links, output_dir=output_dir)
+    new = dict(old)
+    for key in ("DatasetLinks", "SourceDatasets"):
+        if key in desc:
+            new[key] = desc[key]
+        else:
+            new.pop(key, None)
+    atomic_write_text(target, json.dumps(json_safe(new), indent=2) + "\n")
+
+
+#: The derivatives' README (the schema recommends one; the validator warns without it).
+README_NAME = "README.md"
+
+
+def readme_text() -> str:
+    """OUTPUT_DIR/README.md: what the folder holds, generated from :data:`OUTPUTS` (one home for
+    every output's description and units) and :data:`BIDSIGNORE`."""
+    lines = [f"# {PIPELINE_NAME} derivatives", "",
+             f"Made by {PIPELINE_NAME} {__version__}: quantitative MRI of gadolinium-based "
+             "contrast agents (AGuIX nanoparticles, gadolinium chelates) in brain metastases. "
+             "The software versions are in `dataset_description.json` (`GeneratedBy`, "
+             "`SoftwareVersions`); every image has a JSON sidecar with its description, units "
+             "and `Sources` (BIDS URIs: `bids:raw:` the input dataset named in `DatasetLinks`, "
+             "`bids::` this folder).", "",
+             "| file (suffix, desc) | units | what it is |", "|---|---|---|"]
+    for key, spec in OUTPUTS.items():
+        if not spec.description:
+            continue
+        name = "_".join(([f"desc-{spec.desc}"] if spec.desc else [])
+                        + [f"{k}-{v}" for k, v in spec.entities] + [spec.suffix]) + spec.extension
+        lines.append(f"| `{name}` | {spec.units or ''} | {spec.description} |")
+    lines += ["", "Per participant: `sub-<label>/sub-<label>_desc-lesions_stats.tsv`, the lesion "
+              "table (its columns are described in the `.json` next to it); `sub-<label>.html`, "
+              "the participant report.", "",
+              "Not BIDS, listed in `.bidsignore`: "
+              + ", ".join(f"`{p}`" for p in BIDSIGNORE) + ". `logs/` holds the per-run logs, "
+              "`group/` the group level's tables, figures and report.", ""]
+    return "\n".join(lines)
+
+
+def ensure_readme(output_dir) -> Path:
+    """Create OUTPUT_DIR/README.md once (first writer wins; a README already there is kept)."""
+    out = Path(output_dir)
+    for name in ("README", "README.md", "README.rst", "README.txt"):
+        if (out / name).exists():
+            return out / name
+    return _create_once(out / README_NAME, readme_text())
 
 
 def update_bidsignore(output_dir, patterns: Iterable[str] = BIDSIGNORE) -> Path:

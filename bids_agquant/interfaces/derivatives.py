@@ -104,6 +104,7 @@ def _sidecar_path(path: Path) -> Path:
 
 def _prepare_output_dir(output_dir: Path, dataset_links: dict) -> None:
     D.ensure_dataset_description(output_dir, dataset_links=dataset_links)
+    D.ensure_readme(output_dir)
     D.update_bidsignore(output_dir)
 
 

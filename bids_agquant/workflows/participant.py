@@ -79,6 +79,9 @@ def _datasets(plan, config) -> tuple[dict, dict]:
     links = {"raw": Path(config.bids_dir)}
     if plan.lesion_mask is not None:
         root = D.find_dataset_root(plan.lesion_mask.path)
+        given = getattr(config, "lesion_masks_dir", None)
+        if given is not None and (root is None or not _inside(root, given)):
+            root = Path(given)       # --lesion-masks DIR without a dataset_description.json
         if root is not None and not _inside(root, config.bids_dir):
             links["lesions"] = root
     return links, {**links, "": Path(config.output_dir)}
@@ -336,13 +339,7 @@ def _pre_t1w(plan, session):
 
 
 def _describe(key) -> dict:
-    spec = D.OUTPUTS[key]
-    out = {}
-    if spec.description:
-        out["Description"] = spec.description
-    if spec.units:
-        out["Units"] = spec.units
-    return out
+    return D.describe(key)
 
 
 def _state_outputs(s, plan, config, paths: dict, uri, ref_uri) -> dict:

@@ -117,6 +117,115 @@ def test_bids_uri_picks_the_deepest_dataset(tmp_path):
     assert D.bids_uri(tmp_path / "elsewhere.nii", roots).startswith("file://")
 
 
+def _raw(root: Path, **desc) -> Path:
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "raw", "BIDSVersion": "1.10.0", **desc}))
+    (root / "sub-01" / "anat" / "sub-01_T1w.json").write_text('{"EchoTime": 0.003}')
+    return root
+
+
+def _resolve(link: str, output_dir: Path) -> Path:
+    """A DatasetLinks value without a scheme resolves against the dataset root (BIDS spec)."""
+    assert ":" not in link.split("/")[0], link
+    return (output_dir / link).resolve()
+
+
+def test_dataset_link_is_relative_when_the_output_is_inside_or_beside_the_input(tmp_path):
+    raw = _raw(tmp_path / "study" / "rawdata")
+    inside = raw / "derivatives" / "bids_agquant"
+    beside = tmp_path / "study" / "derivatives" / "bids_agquant"
+    sibling = tmp_path / "demo_out"
+    assert D.dataset_link(raw, inside) == "../.."
+    assert D.dataset_link(raw, beside) == "../../rawdata"
+    assert D.dataset_link(raw, sibling) == "../study/rawdata"
+    for out in (inside, beside, sibling):
+        link = D.dataset_link(raw, out)
+        assert _resolve(link, out) == raw.resolve()
+        assert str(tmp_path) not in link and not link.startswith("/")
+
+
+def test_dataset_link_far_away_names_the_dataset_not_its_place(tmp_path):
+    """Input and output share only the file-system root (container mounts /data, /out): the DOI
+    when the dataset has one, else a content identity equal on every copy of it."""
+    raw = _raw(tmp_path / "raw")
+    far = Path(tmp_path.anchor) / "nonexistent_out_dir_for_a_test"
+    link = D.dataset_link(raw, far)
+    assert link.startswith("ni:///sha-256;") and str(tmp_path) not in link
+    copy = tmp_path / "elsewhere" / "copy_of_raw"
+    import shutil
+    shutil.copytree(raw, copy)
+    assert D.dataset_identity(copy) == link                    # the place does not enter
+    (copy / "derivatives" / "x").mkdir(parents=True)             # nor derivatives, hidden files
+    (copy / "derivatives" / "x" / "a.json").write_text("{}")
+    (copy / ".git").mkdir()
+    assert D.dataset_identity(copy) == link
+    (copy / "sub-01" / "anat" / "sub-01_T1w.json").write_text('{"EchoTime": 0.004}')
+    assert D.dataset_identity(copy) != link                    # the content does
+    doi = _raw(tmp_path / "with_doi", DatasetDOI="10.18112/openneuro.ds000001.v1.0.0")
+    assert D.dataset_link(doi, far) == "doi:10.18112/openneuro.ds000001.v1.0.0"
+    desc = D.dataset_description(dataset_links={"raw": doi}, output_dir=far)
+    assert desc["DatasetLinks"] == {"raw": "doi:10.18112/openneuro.ds000001.v1.0.0"}
+    assert desc["SourceDatasets"] == [{"URL": "doi:10.18112/openneuro.ds000001.v1.0.0"}]
+
+
+def test_dataset_description_links_and_sources_carry_no_host_path(tmp_path):
+    raw = _raw(tmp_path / "bids", DatasetDOI="doi:10.5281/zenodo.1")
+    out = tmp_path / "out"
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    text = (out / "dataset_description.json").read_text()
+    desc = json.loads(text)
+    assert desc["DatasetLinks"] == {"raw": "../bids"}
+    assert desc["SourceDatasets"] == [{"URL": "../bids", "DOI": "doi:10.5281/zenodo.1"}]
+    assert str(tmp_path) not in text and "file:" not in text
+    with pytest.raises(ValueError, match="output_dir"):
+        D.dataset_description(dataset_links={"raw": raw})
+
+
+def test_a_rerun_replaces_the_host_path_links_an_earlier_version_wrote(tmp_path):
+    raw = _raw(tmp_path / "bids")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {"Name": "kept", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+           "DatasetLinks": {"raw": raw.as_uri()}, "SourceDatasets": [{"URL": raw.as_uri()}]}
+    (out / "dataset_description.json").write_text(json.dumps(old))
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    new = json.loads((out / "dataset_description.json").read_text())
+    assert new == {**old, "DatasetLinks": {"raw": "../bids"},
+                   "SourceDatasets": [{"URL": "../bids"}]}
+    # portable links (or none) are the user's business: kept as they are
+    (out / "dataset_description.json").write_text(json.dumps({**old, "DatasetLinks": {
+        "raw": "doi:10.1/x"}}))
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"] == {
+        "raw": "doi:10.1/x"}
+
+
+def test_readme_is_written_once_and_names_every_described_output(tmp_path):
+    D.ensure_readme(tmp_path)
+    text = (tmp_path / D.README_NAME).read_text()
+    for key, spec in D.OUTPUTS.items():
+        if spec.description:
+            assert spec.description in text, key
+    (tmp_path / D.README_NAME).write_text("kept")
+    D.ensure_readme(tmp_path)
+    assert (tmp_path / D.README_NAME).read_text() == "kept"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README").write_text("theirs")
+    assert D.ensure_readme(other) == other / "README"
+    assert not (other / D.README_NAME).exists()
+
+
+def test_map_sidecars_say_not_skull_stripped_segmentations_do_not():
+    for key, spec in D.OUTPUTS.items():
+        side = D.describe(key)
+        is_map = spec.extension == ".nii.gz" and spec.suffix not in D.SEGMENTATION_SUFFIXES
+        assert ("SkullStripped" in side) == is_map, key
+        if is_map:
+            assert side["SkullStripped"] is False
+
+
 def test_find_dataset_root(tmp_path):
     (tmp_path / "ds" / "sub-01" / "anat").mkdir(parents=True)
     (tmp_path / "ds" / "dataset_description.json").write_text("{}")
@@ -193,7 +302,8 @@ def test_many_jobs_create_dataset_description_at_once(tmp_path):
     final = json.loads((tmp_path / "dataset_description.json").read_text())
     assert all(s == final for s in seen)          # everyone read a complete, identical file
     assert final["DatasetType"] == "derivative"
-    assert final["DatasetLinks"] == {"raw": "file:///data/raw"}
+    assert final["DatasetLinks"] == {"raw": D.dataset_link("/data/raw", tmp_path)}
+    assert "/data/raw" not in json.dumps(final)
     assert _leftovers(tmp_path) == []
     lines = (tmp_path / ".bidsignore").read_text().splitlines()
     assert sorted(lines) == sorted(D.BIDSIGNORE)
@@ -271,6 +381,42 @@ def test_pybids_indexes_a_written_derivative_dataset(tmp_path):
     assert deriv.get(suffix="R1map", desc="delta", extension=".nii.gz")
     assert deriv.get(suffix="Conc", ceagent="AGuIX", extension=".nii.gz")
     assert deriv.get(suffix="T1map", extension=".nii.gz")[0].get_metadata()["Units"] == "s"
+
+
+def test_pybids_skips_logs_group_and_reports_with_the_ignore_list(tmp_path):
+    """pybids reads no .bidsignore: a plain layout indexes logs/, group/ and the reports with
+    junk entities (a timestamp as suffix); with :func:`pybids_ignore` it indexes only BIDS."""
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+
+    raw = tmp_path / "raw"
+    (raw / "sub-01" / "anat").mkdir(parents=True)
+    (raw / "dataset_description.json").write_text(json.dumps(
+        {"Name": "raw", "BIDSVersion": "1.10.0"}))
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    nib.save(img, raw / "sub-01/anat/sub-01_T1w.nii.gz")
+    out = tmp_path / "out"
+    D.ensure_dataset_description(out, dataset_links={"raw": raw})
+    map_path = out / D.derivative_path("T1map", "sub-01_flip-1_VFA.nii.gz")
+    D.write_nifti(map_path, img)
+    extra = [out / "logs" / "sub-01_20260101T120000.log", out / "group" / "report.html",
+             out / "group" / "dose_response_tests.tsv", out / "sub-01.html"]
+    for f in extra:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+
+    def indexed(**kw):
+        layout = BIDSLayout(raw, derivatives=out, validate=False, **kw)
+        return {Path(f.path).relative_to(out).as_posix()
+                for f in layout.derivatives.get_pipeline("bids_agquant").get()}
+
+    plain = indexed()
+    assert {f.relative_to(out).as_posix() for f in extra} <= plain   # why the list is needed
+    clean = indexed(indexer=BIDSLayoutIndexer(validate=False, ignore=D.pybids_ignore()))
+    assert clean == {"dataset_description.json", map_path.relative_to(out).as_posix()}
+    layout = BIDSLayout(raw, validate=False,
+                        indexer=BIDSLayoutIndexer(validate=False, ignore=D.pybids_ignore()))
+    assert [f.filename for f in layout.get(extension=".nii.gz")] == ["sub-01_T1w.nii.gz"]
 
 
 def test_remove_stale_temporaries_removes_only_the_writers_leftovers(tmp_path):

@@ -177,7 +177,7 @@ def test_concurrent_jobs_leave_one_correct_dataset_description(shared):
     assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"]
     assert desc["GeneratedBy"][0]["Name"] == "bids_agquant"
     lines = (out / ".bidsignore").read_text().splitlines()
-    assert len(lines) == len(set(lines)) and "logs/" in lines
+    assert len(lines) == len(set(lines)) and "logs" in lines and "group" in lines
     assert check_complete(out) == []
     assert temp_files(out) == []
     for p in ("01", "02"):
@@ -297,6 +297,31 @@ def test_no_identifying_metadata_reaches_outputs_logs_or_reports(shared):
     assert leaks(shared["out"], toks) == []
     for res in list(shared["results"].values()) + [shared["group"]]:
         assert not [t for t in toks if t in res.out + res.err]
+
+
+def test_no_absolute_host_path_in_any_output(shared):
+    """No JSON, TSV, Markdown or HTML output (sidecars, tables, reports, group level) names the
+    folders of the machine that ran it: links to the input are relative (docs/outputs.md)."""
+    from testkit import host_paths, unresolved_links
+
+    out = shared["out"]
+    assert shared["group"].code == 0, shared["group"].err
+    assert host_paths(out, [shared["root"], shared["ds"], out, shared["work"]]) == []
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetLinks"] == {"raw": "../bids"}
+    assert unresolved_links(out) == []
+
+
+def test_the_bids_validator_finds_no_error_in_participant_and_group_outputs(shared):
+    """Reports, logs, group tables and the hidden work dir included (OUTPUT_DIR/.work)."""
+    from testkit import run_bids_validator, undocumented_warnings
+
+    assert shared["group"].code == 0, shared["group"].err
+    res = run_bids_validator(shared["out"])
+    assert res.errors == [], res.errors
+    assert res.code == 0
+    assert undocumented_warnings(res) == [], "list them in docs/outputs.md with why they are left"
+    print("validator warnings:", res.warning_codes())
 
 
 def test_no_identifying_metadata_in_the_work_dir(shared):

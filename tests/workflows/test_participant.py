@@ -16,6 +16,7 @@ rerun with the same work dir recomputes nothing; names pass the BIDS schema; pyb
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import time
 from pathlib import Path
@@ -252,3 +253,90 @@ def test_transforms_recover_the_phantom_head_motion(phantom_runs):
         pose = truth.pose("01", session)                    # world(session) = pose @ world(ref)
         err = np.linalg.norm((pts @ est.T - pts @ pose.T)[:, :3], axis=1)
         assert err.max() < 0.5, (f.name, err.max())
+
+
+# ------------------------------------------------------ validator-clean, portable outputs
+
+def test_the_bids_validator_finds_no_error_in_the_outputs(phantom_runs):
+    from bids_agquant.bids import derivatives as D
+    from testkit import run_bids_validator, undocumented_warnings
+
+    _, [(_, config), _] = phantom_runs
+    out = Path(config.output_dir)
+    res = run_bids_validator(out)
+    assert res.errors == [], res.errors
+    assert res.code == 0
+    assert undocumented_warnings(res) == [], "list them in docs/outputs.md with why they are left"
+    # what the validator sees is the app's: README, the lines of .bidsignore, no stray folder
+    assert (out / D.README_NAME).is_file()
+    top = {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert top - set(D.NON_BIDS_FOLDERS) == {"sub-01"}, top
+    print("validator warnings:", res.warning_codes())
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n.startswith(".") and
+                                             n not in (".bidsignore",)])
+    return dst
+
+
+def test_moving_the_outputs_keeps_every_link_resolvable(phantom_runs, tmp_path):
+    """Every BIDS URI of every JSON sidecar (Sources, SpatialReference, PreContrastSources ...)
+    names an existing file after the study folder (input + output) moves elsewhere, resolved the
+    way the BIDS spec says (DatasetLinks relative to the dataset root); after the output folder
+    alone moves, its own ``bids::`` links still resolve and the ``bids:raw:`` ones resolve once
+    the input is put back beside it, never to the place it was made in."""
+    from testkit import bids_uris, resolve_bids_uri, unresolved_links
+
+    _, [(plan, config), _] = phantom_runs
+    out, raw = Path(config.output_dir), Path(config.bids_dir)
+    uris = [u for f in out.rglob("*.json") for u in bids_uris(json.loads(f.read_text()))]
+    assert any(u.startswith("bids:raw:") for u in uris) and any(u.startswith("bids::")
+                                                                 for u in uris)
+    assert unresolved_links(out) == []
+
+    study = tmp_path / "moved" / "study"                       # input and output together
+    moved_out = _copy(out, study / out.name)
+    _copy(raw, study / raw.name)
+    assert unresolved_links(moved_out) == []
+    for f in moved_out.rglob("*.json"):
+        for u in bids_uris(json.loads(f.read_text())):
+            assert study in resolve_bids_uri(u, moved_out).parents, (f, u)
+
+    alone = _copy(out, tmp_path / "elsewhere" / "deep" / out.name)   # the output alone
+    missing = unresolved_links(alone)
+    assert missing and all(": bids:raw:" in m for m in missing), missing
+    _copy(raw, alone.parent / raw.name)
+    assert unresolved_links(alone) == []
+
+
+def test_no_absolute_host_path_in_any_output(phantom_runs):
+    from testkit import host_paths
+
+    _, [(plan, config), _] = phantom_runs
+    out = Path(config.output_dir)
+    root = Path(config.bids_dir).parent
+    assert host_paths(out, [root, config.bids_dir, config.work_dir, out]) == []
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetLinks"] == {"raw": "../bids"}
+    assert desc["SourceDatasets"] == [{"URL": "../bids"}]
+
+
+def test_pybids_with_the_ignore_list_indexes_only_bids_files(phantom_runs):
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+    from bids_agquant.bids import derivatives as D
+
+    _, [(plan, config), _] = phantom_runs
+    out = Path(config.output_dir)
+    layout = BIDSLayout(config.bids_dir, derivatives=out, validate=False,
+                        indexer=BIDSLayoutIndexer(validate=False, ignore=D.pybids_ignore()))
+    files = layout.derivatives.get_pipeline("bids_agquant").get()
+    assert files
+    for f in files:
+        rel = Path(f.path).relative_to(out)
+        assert rel.parts[0] not in D.NON_BIDS_FOLDERS and rel.suffix != ".html", rel
+        assert rel.parts[0].startswith("sub-") or rel.name in (
+            "dataset_description.json", D.README_NAME), rel
