@@ -145,7 +145,7 @@ def ranges_markdown() -> str:
 OUTLINES = {
     "lesions": ("cyan", "#00e5ff", "solid"),
     "controls": ("magenta", "#ff2bd6", "dashed"),
-    "brain": ("yellow", "#ffd400", "solid"),
+    "brain": ("yellow", "#ffe100", "solid"),
     "tissue": ("orange", "#ff6a00", "solid"),
 }
 

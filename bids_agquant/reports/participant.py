@@ -123,21 +123,24 @@ def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[in
     return [int(nz * f) for f in (0.35, 0.5, 0.65)][:n]
 
 
+def _plane_of(a: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Voxel plane ``index`` of ``plane`` (display.PLANES) of a volume on a canonical grid, as
+    ``imshow(origin="lower")`` draws it: the plane's horizontal axis across, vertical up."""
+    h, v, cut = V.PLANES[plane]
+    cut2d = np.take(a, index, axis=cut)             # the remaining axes, in order
+    return cut2d.T if h < v else cut2d
+
+
 def _slice(a: np.ndarray, z: int) -> np.ndarray:
-    """Axial plane ``z`` for ``imshow(origin="lower")``: voxel axis 0 horizontal, axis 1 up
-    (display.PLANES["axial"])."""
-    return a[:, :, z].T
+    return _plane_of(a, "axial", z)
 
 
 def display_plane(img: nib.Nifti1Image, plane: str, index: int) -> tuple[np.ndarray, dict]:
-    """(2-D array as drawn with ``origin="lower"``, orientation labels) of voxel plane ``index``
-    of ``plane`` (axial, coronal, sagittal) of ``img`` (reoriented to the closest canonical
-    grid, as every image of the report): what a figure shows, and the labels it writes."""
+    """(2-D array as the figures draw it, orientation labels they write) of voxel plane
+    ``index`` of ``plane`` of ``img``, read as every image of the report is (reoriented to the
+    closest canonical grid, :func:`_load`)."""
     img = nib.as_closest_canonical(img)
-    h, v, cut = V.PLANES[plane]
-    data = _data3d(img)
-    plane2d = np.take(data, index, axis=cut)          # remaining axes in order (h, v)
-    return (plane2d if h < v else plane2d.T).T, V.plane_labels(img.affine, plane)
+    return _plane_of(_data3d(img), plane, index), V.plane_labels(img.affine, plane)
 
 
 def _aspect(img: nib.Nifti1Image) -> float:
@@ -224,9 +227,10 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
     cx, cy, cz = _registration_planes(region)
     zooms = ref_img.header.get_zooms()[:3]
     bx, by, bz = box
-    views = [("axial", lambda a: a[bx, by, cz].T, zooms[1] / zooms[0]),
-             ("coronal", lambda a: a[bx, cy, bz].T, zooms[2] / zooms[0]),
-             ("sagittal", lambda a: a[cx, by, bz].T, zooms[2] / zooms[1])]
+    views = [("axial", lambda a: _plane_of(a[bx, by, :], "axial", cz), zooms[1] / zooms[0]),
+             ("coronal", lambda a: _plane_of(a[bx, :, bz], "coronal", cy), zooms[2] / zooms[0]),
+             ("sagittal", lambda a: _plane_of(a[:, by, bz], "sagittal", cx),
+              zooms[2] / zooms[1])]
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(9.0, 2.5 * len(moving) + 0.3), facecolor="#0b0f17",
                      layout="constrained")
@@ -247,8 +251,10 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
                 if col == 0:
                     ax.set_ylabel(label, color="white", fontsize=10)
                     if tag:
-                        ax.text(0.03, 0.03, tag, color="#ffd400", fontsize=8, ha="left",
-                                va="bottom", transform=ax.transAxes, fontweight="bold")
+                        ax.text(0.03, 0.97, tag, color="white", fontsize=9, ha="left",
+                                va="top", transform=ax.transAxes, fontweight="bold",
+                                in_layout=False, bbox=dict(facecolor="#1f6fb4", pad=2,
+                                                           edgecolor="none"))
                 if row == 0:
                     ax.set_title(vname, color="white", fontsize=10, fontweight="normal")
     return _png(fig)
