@@ -104,8 +104,20 @@ def _robust_range(a: np.ndarray, lo=1.0, hi=99.5) -> tuple[float, float]:
     return float(a0), float(a1 if a1 > a0 else a0 + 1.0)
 
 
-def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[int]:
-    """Axial slices through the largest lesions (or evenly through the head without lesions)."""
+def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3,
+                   controls: np.ndarray | None = None) -> list[int]:
+    """Axial slices through the largest lesions (or evenly through the head without lesions);
+    when none of them crosses a control region, the slice of the smallest of them gives way to
+    the slice through most control voxels (the captions name their outline: it must be seen)."""
+    chosen = _lesion_slices(ref_shape, lesions, n)          # largest lesion first
+    if controls is not None and (controls > 0).any() and chosen:
+        area = (controls > 0).sum(axis=(0, 1))
+        if not area[chosen].any():
+            chosen = [*chosen[:n - 1], int(np.argmax(area))]
+    return sorted(chosen)
+
+
+def _lesion_slices(ref_shape, lesions: np.ndarray | None, n: int) -> list[int]:
     if lesions is not None and (lesions > 0).any():
         labels = [int(v) for v in np.unique(lesions) if v > 0]
         sizes = ndimage.sum(lesions > 0, lesions, labels)
@@ -118,7 +130,7 @@ def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[in
                 chosen.append(z)
             if len(chosen) == n:
                 break
-        return sorted(chosen)
+        return chosen
     nz = ref_shape[2]
     return [int(nz * f) for f in (0.35, 0.5, 0.65)][:n]
 
@@ -828,7 +840,7 @@ def _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices,
                 "plan names the VFA images; the report needs it).</p>")
         return ("fit", "VFA fit", H.section("fit", "VFA fit quality", body))
     anat = _data3d(ref_img)
-    slices = _choose_slices(anat.shape, labels[0], n_slices)
+    slices = _choose_slices(anat.shape, labels[0], n_slices, labels[1])
     b1_rows, res_rows = _fit_rows(vstates, plan, output_dir, participant, maps, ref_img,
                                   [(2, z) for z in slices], notes)
     crop = _crop_box(anat, labels[2])
@@ -859,7 +871,7 @@ def _quantitative_section(maps, ref_img, labels, plan, n_slices) -> tuple:
     lesions, controls, brain = labels
     if ref_img is not None:
         anat = _data3d(ref_img)
-        slices = _choose_slices(anat.shape, lesions, n_slices)
+        slices = _choose_slices(anat.shape, lesions, n_slices, controls)
         body = _maps_section(maps, ref_img, anat, labels, slices, plan)
     else:
         body = '<p class="empty">No maps were found in the outputs.</p>'

@@ -230,6 +230,10 @@ def test_outlines_are_drawn_in_the_colour_the_caption_names(outputs):
     grid = _grid(written)
     anat = P._data3d(grid)
     lesions, controls, brain = P._label_images(P.find_maps(out, "01"), grid)
+    for n in (2, 3):                          # the slices shown cross a control region
+        slices = P._choose_slices(anat.shape, lesions, n, controls)
+        assert len(slices) == n and any((controls[:, :, z] > 0).any() for z in slices)
+        assert any((lesions[:, :, z] == 1).any() for z in slices)      # the largest lesion
     z = int(np.argwhere(controls == 1)[:, 2].mean())
     counts = {}
     for label_set in ("with", "without"):
