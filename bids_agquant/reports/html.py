@@ -8,12 +8,37 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Iterable, Sequence
 
 __all__ = ["esc", "page", "section", "table_html", "image_html", "warnings_html", "cards_html",
-           "fmt", "versions_html", "data_uri"]
+           "fmt", "versions_html", "data_uri", "flicker_html", "messages_html", "readable"]
+
+#: An absolute path (or file:// URI) inside a message: two components at least, not part of a
+#: word ("1/s", "mg/kg", "A/P" and bids: URIs are not paths).
+_ABS_PATH = re.compile(r"(?:file://(?=/)|(?<![\w.~/:-]))/(?:[^\s/'\"(),;:]+/)+[^\s/'\"(),;:]*")
+
+
+def readable(message, roots: Sequence = ()) -> str:
+    """One line a reader can use from a log message: a traceback becomes the line before it
+    and its last line (the error), lines are joined, and an absolute path becomes relative to
+    the first of ``roots`` (output or input folder) holding it, else its file name."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    tb = next((i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent")), None)
+    if tb is not None:
+        lines = lines[:tb] + lines[-1:] if tb < len(lines) - 1 else lines[:tb]
+    text = " ".join(lines)
+    homes = [str(r).rstrip("/") + "/" for r in roots if r]
+
+    def short(m):
+        path = m.group(0).removeprefix("file://")
+        for home in homes:
+            if path.startswith(home) and len(path) > len(home):
+                return path[len(home):]
+        return path.rstrip("/").rsplit("/", 1)[-1] or path
+    return _ABS_PATH.sub(short, text)
 
 
 def esc(text) -> str:
@@ -57,6 +82,18 @@ def image_html(data: bytes, mime: str, caption: str = "", alt: str = "",
             f'alt="{esc(alt or caption)}">{cap}</figure>')
 
 
+def flicker_html(first: bytes, second: bytes, mime: str, caption: str = "",
+                 alt: tuple[str, str] = ("", "")) -> str:
+    """Two images of one size in one place, alternating (a CSS animation, no script): the
+    ``second`` shows, then the ``first``; hovering holds the one on screen. With reduced motion
+    asked for, the ``first`` shows and hovering shows the ``second``."""
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return (f'<figure class="figure flicker"><div class="flicker-stack">'
+            f'<img src="{data_uri(first, mime)}" alt="{esc(alt[0])}">'
+            f'<img class="flicker-top" src="{data_uri(second, mime)}" alt="{esc(alt[1])}">'
+            f"</div>{cap}</figure>")
+
+
 def table_html(columns: Sequence[str], rows: Iterable[dict], headers: dict | None = None,
                css_class: str = "data", highlight=None, formats: dict | None = None,
                raw: Sequence[str] = ()) -> str:
@@ -91,6 +128,16 @@ def warnings_html(warnings: Sequence[str]) -> str:
     items = "".join(f"<li>{esc(w)}</li>" for w in warnings)
     return (f'<div class="callout warn"><strong>{len(warnings)} warning'
             f'{"s" if len(warnings) != 1 else ""}</strong><ul>{items}</ul></div>')
+
+
+def messages_html(errors: Sequence[str], warnings: Sequence[str]) -> str:
+    """Errors (red callout, when any) then the warnings: one readable line each."""
+    if not errors:
+        return warnings_html(warnings)
+    items = "".join(f"<li>{esc(e)}</li>" for e in errors)
+    return (f'<div class="callout bad"><strong>{len(errors)} error'
+            f'{"s" if len(errors) != 1 else ""}</strong><ul>{items}</ul></div>'
+            + warnings_html(warnings))
 
 
 def cards_html(cards: Sequence[tuple[str, str, str]]) -> str:

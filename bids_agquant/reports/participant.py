@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from nibabel.processing import resample_from_to  # noqa: E402
 from scipy import ndimage  # noqa: E402
@@ -44,6 +45,8 @@ from bids_agquant.bids import columns as C  # noqa: E402
 from bids_agquant.bids import tables as T  # noqa: E402
 from bids_agquant.bids.tables import software_versions  # noqa: E402
 from bids_agquant.reports._io import write_text_atomic  # noqa: E402
+from bids_agquant.reports import display as V  # noqa: E402
+from bids_agquant.reports import fitcheck as Q  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
 __all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
@@ -101,8 +104,20 @@ def _robust_range(a: np.ndarray, lo=1.0, hi=99.5) -> tuple[float, float]:
     return float(a0), float(a1 if a1 > a0 else a0 + 1.0)
 
 
-def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[int]:
-    """Axial slices through the largest lesions (or evenly through the head without lesions)."""
+def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3,
+                   controls: np.ndarray | None = None) -> list[int]:
+    """Axial slices through the largest lesions (or evenly through the head without lesions);
+    when none of them crosses a control region, the slice of the smallest of them gives way to
+    the slice through most control voxels (the captions name their outline: it must be seen)."""
+    chosen = _lesion_slices(ref_shape, lesions, n)          # largest lesion first
+    if controls is not None and (controls > 0).any() and chosen:
+        area = (controls > 0).sum(axis=(0, 1))
+        if not area[chosen].any():
+            chosen = [*chosen[:n - 1], int(np.argmax(area))]
+    return sorted(chosen)
+
+
+def _lesion_slices(ref_shape, lesions: np.ndarray | None, n: int) -> list[int]:
     if lesions is not None and (lesions > 0).any():
         labels = [int(v) for v in np.unique(lesions) if v > 0]
         sizes = ndimage.sum(lesions > 0, lesions, labels)
@@ -115,13 +130,29 @@ def _choose_slices(ref_shape, lesions: np.ndarray | None, n: int = 3) -> list[in
                 chosen.append(z)
             if len(chosen) == n:
                 break
-        return sorted(chosen)
+        return chosen
     nz = ref_shape[2]
     return [int(nz * f) for f in (0.35, 0.5, 0.65)][:n]
 
 
+def _plane_of(a: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Voxel plane ``index`` of ``plane`` (display.PLANES) of a volume on a canonical grid, as
+    ``imshow(origin="lower")`` draws it: the plane's horizontal axis across, vertical up."""
+    h, v, cut = V.PLANES[plane]
+    cut2d = np.take(a, index, axis=cut)             # the remaining axes, in order
+    return cut2d.T if h < v else cut2d
+
+
 def _slice(a: np.ndarray, z: int) -> np.ndarray:
-    return a[:, :, z].T                          # RAS: rows = A->P flipped by origin="lower"
+    return _plane_of(a, "axial", z)
+
+
+def display_plane(img: nib.Nifti1Image, plane: str, index: int) -> tuple[np.ndarray, dict]:
+    """(2-D array as the figures draw it, orientation labels they write) of voxel plane
+    ``index`` of ``plane`` of ``img``, read as every image of the report is (reoriented to the
+    closest canonical grid, :func:`_load`)."""
+    img = nib.as_closest_canonical(img)
+    return _plane_of(_data3d(img), plane, index), V.plane_labels(img.affine, plane)
 
 
 def _aspect(img: nib.Nifti1Image) -> float:
@@ -136,12 +167,22 @@ def _png(fig: Figure) -> bytes:
 
 
 def _outline(ax, lesions2d: np.ndarray | None, controls2d: np.ndarray | None = None):
-    if lesions2d is not None and (lesions2d > 0).any():
-        ax.contour(lesions2d > 0, levels=[0.5], colors=["#00e5ff"], linewidths=0.9,
-                   origin="lower")
-    if controls2d is not None and (controls2d > 0).any():
-        ax.contour(controls2d > 0, levels=[0.5], colors=["#a3e635"], linewidths=0.8,
-                   linestyles="dashed", origin="lower")
+    for kind, labels2d, width in (("lesions", lesions2d, 0.9), ("controls", controls2d, 0.9)):
+        if labels2d is not None and (labels2d > 0).any():
+            _, colour, style = V.OUTLINES[kind]
+            ax.contour(labels2d > 0, levels=[0.5], colors=[colour], linewidths=width,
+                       linestyles=style, origin="lower")
+
+
+def _orientation(ax, labels: dict, colour: str = "white"):
+    """The anatomical direction at the four edges of a panel (from :func:`display.plane_labels`)."""
+    kw = dict(color=colour, fontsize=7.5, fontweight="bold", transform=ax.transAxes,
+              in_layout=False,                   # inside the panel: no layout work
+              path_effects=[patheffects.withStroke(linewidth=1.8, foreground="black")])
+    ax.text(0.015, 0.5, labels["left"], ha="left", va="center", **kw)
+    ax.text(0.985, 0.5, labels["right"], ha="right", va="center", **kw)
+    ax.text(0.5, 0.985, labels["top"], ha="center", va="top", **kw)
+    ax.text(0.5, 0.015, labels["bottom"], ha="center", va="bottom", **kw)
 
 
 def _blank(ax):
@@ -184,10 +225,11 @@ def _registration_planes(region) -> tuple[int, int, int]:
 
 
 def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]],
-                         region: np.ndarray) -> bytes:
-    """Each session's T1w (grey) under contours of the reference: the outline of ``region``
+                         region: np.ndarray, tag: str = "") -> bytes:
+    """Each session's image (grey) under contours of the reference: the outline of ``region``
     (yellow) and the white/grey-matter boundary (orange), in the three orthogonal planes of
-    :func:`_registration_planes` (the session images need hold only those planes)."""
+    :func:`_registration_planes` (the session images need hold only those planes). ``tag`` is
+    written in the first panel (the figures of a flicker pair differ only by it)."""
     smooth = ndimage.gaussian_filter(np.nan_to_num(ref_data), 1.0)
     box = _bbox(region, ref_data.shape, margin=4)
     inside = smooth[region] if region.any() else smooth.ravel()
@@ -197,9 +239,10 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
     cx, cy, cz = _registration_planes(region)
     zooms = ref_img.header.get_zooms()[:3]
     bx, by, bz = box
-    views = [("axial", lambda a: a[bx, by, cz].T, zooms[1] / zooms[0]),
-             ("coronal", lambda a: a[bx, cy, bz].T, zooms[2] / zooms[0]),
-             ("sagittal", lambda a: a[cx, by, bz].T, zooms[2] / zooms[1])]
+    views = [("axial", lambda a: _plane_of(a[bx, by, :], "axial", cz), zooms[1] / zooms[0]),
+             ("coronal", lambda a: _plane_of(a[bx, :, bz], "coronal", cy), zooms[2] / zooms[0]),
+             ("sagittal", lambda a: _plane_of(a[:, by, bz], "sagittal", cx),
+              zooms[2] / zooms[1])]
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(9.0, 2.5 * len(moving) + 0.3), facecolor="#0b0f17",
                      layout="constrained")
@@ -211,68 +254,85 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
                 ax.set_facecolor("black")
                 ax.imshow(cut(np.nan_to_num(data)), cmap="gray", vmin=vmin, vmax=vmax,
                           origin="lower", aspect=asp, interpolation="bilinear")
-                ax.contour(cut(outline), levels=[0.5], colors=["#ffd400"], linewidths=0.8,
-                           origin="lower")
+                ax.contour(cut(outline), levels=[0.5], colors=[V.OUTLINES["brain"][1]],
+                           linewidths=0.8, origin="lower")
                 ax.contour(cut(np.where(region, smooth, np.nan)), levels=[inner_level],
-                           colors=["#ff6a00"], linewidths=0.6, origin="lower")
+                           colors=[V.OUTLINES["tissue"][1]], linewidths=0.6, origin="lower")
+                _orientation(ax, V.plane_labels(ref_img.affine, vname), "#e5e7eb")
                 _blank(ax)
                 if col == 0:
                     ax.set_ylabel(label, color="white", fontsize=10)
+                    if tag:
+                        ax.text(0.03, 0.97, tag, color="white", fontsize=9, ha="left",
+                                va="top", transform=ax.transAxes, fontweight="bold",
+                                in_layout=False, bbox=dict(facecolor="#1f6fb4", pad=2,
+                                                           edgecolor="none"))
                 if row == 0:
                     ax.set_title(vname, color="white", fontsize=10, fontweight="normal")
     return _png(fig)
 
 
-def _maps_figure(rows: list[tuple[str, list[tuple[str, np.ndarray | None, dict]]]],
-                 anat: np.ndarray, lesions: np.ndarray | None, controls: np.ndarray | None,
-                 slices: list[int], aspect: float, brain: np.ndarray | None = None) -> bytes:
-    """Rows = states; columns = maps (overlaid on the anatomy) x slices."""
-    ncol = sum(1 for _ in rows[0][1]) * len(slices)
+def _maps_figure(title: str, rows: list[tuple[str, np.ndarray | None, dict]],
+                 anat: np.ndarray, labels: tuple, slices: list[int], aspect: float,
+                 orientation: dict) -> bytes:
+    """Rows = states, columns = axial ``slices``; each row's map over the anatomy with its
+    colour scale (``style``: a :class:`display.Scale` as a dict, ``mask_small``: transparent
+    below). ``labels`` = (lesions, controls, brain) on the grid of ``anat`` (None if absent)."""
+    lesions, controls, brain = labels
     avmin, avmax = _robust_range(anat)
+    ncol = len(slices)
+    # one colour bar for the figure when every row has the same scale, else one per row
+    one_scale = len({(st["vmin"], st["vmax"], st["cmap"]) for _, d, st in rows
+                     if d is not None}) == 1
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(2.5 * ncol + 1.0, 2.6 * len(rows) + 0.4), facecolor="white",
+        fig = Figure(figsize=(2.5 * ncol + 1.2, 2.5 * len(rows) + 0.4), facecolor="white",
                      layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(rows), ncol))
-        for r, (state, maps) in enumerate(rows):
-            c = 0
-            for title, data, style in maps:
-                im = None
-                for z in slices:
-                    ax = axes[r, c]
-                    c += 1
-                    if style.get("hide"):
-                        ax.axis("off")
-                        continue
-                    ax.set_facecolor("black")
-                    ax.imshow(_slice(np.nan_to_num(anat), z), cmap="gray", vmin=avmin,
-                              vmax=avmax, origin="lower", aspect=aspect)
-                    if data is not None:
-                        d = _slice(data, z).astype(float)
-                        if brain is not None:                       # maps inside the brain
-                            d = np.where(_slice(brain, z), d, np.nan)
-                        if style.get("mask_small") is not None:      # overlay: show uptake only
-                            d = np.where(d >= style["mask_small"], d, np.nan)
-                        if style.get("mask_nonpositive"):                 # T1: background black
-                            d = np.where(d > 0, d, np.nan)
-                        im = ax.imshow(d, cmap=style["cmap"], vmin=style["vmin"],
-                                       vmax=style["vmax"], origin="lower", aspect=aspect,
-                                       alpha=style.get("alpha", 0.85), interpolation="nearest")
-                    else:
-                        ax.text(0.5, 0.5, "not available", color="white", ha="center",
-                                va="center", transform=ax.transAxes, fontsize=8)
-                    _outline(ax, None if lesions is None else _slice(lesions, z),
-                             None if controls is None else _slice(controls, z))
-                    _blank(ax)
-                    if r == 0:
-                        ax.set_title(f"{title}\nz = {z}", fontsize=9, fontweight="normal")
-                    if c == 1:
-                        ax.set_ylabel(state, fontsize=9)
-                if im is not None:
-                    cb = fig.colorbar(im, ax=axes[r, c - len(slices):c], shrink=0.8,
-                                      aspect=15, pad=0.01)
-                    cb.set_label(style["unit"], fontsize=8)
-                    cb.ax.tick_params(labelsize=7)
+        for r, (state, data, style) in enumerate(rows):
+            im = None
+            for c, z in enumerate(slices):
+                ax = axes[r, c]
+                ax.set_facecolor("black")
+                ax.imshow(_slice(np.nan_to_num(anat), z), cmap="gray", vmin=avmin, vmax=avmax,
+                          origin="lower", aspect=aspect)
+                if data is not None:
+                    im = ax.imshow(_shown(_slice(data, z), style,
+                                          None if brain is None else _slice(brain, z)),
+                                   cmap=style["cmap"], vmin=style["vmin"], vmax=style["vmax"],
+                                   origin="lower", aspect=aspect, alpha=style.get("alpha", 0.85),
+                                   interpolation="nearest")
+                else:
+                    ax.text(0.5, 0.5, "not available", color="white", ha="center",
+                            va="center", transform=ax.transAxes, fontsize=8)
+                _outline(ax, None if lesions is None else _slice(lesions, z),
+                         None if controls is None else _slice(controls, z))
+                _orientation(ax, orientation)
+                _blank(ax)
+                if r == 0:
+                    ax.set_title(f"{title}, axial z = {z}", fontsize=9, fontweight="normal")
+                if c == 0:
+                    ax.set_ylabel(state, fontsize=9)
+            if im is not None and (not one_scale or r == len(rows) - 1):
+                cb = fig.colorbar(im, ax=axes if one_scale else axes[r, :], pad=0.01,
+                                  shrink=0.6 if one_scale and len(rows) > 2 else 0.85,
+                                  aspect=15 * (2 if one_scale and len(rows) > 2 else 1),
+                                  extend="both" if style["vmin"] > 0 else "max")
+                cb.set_label(style["unit"], fontsize=8)
+                cb.ax.tick_params(labelsize=7)
     return _png(fig)
+
+
+def _shown(d2: np.ndarray, style: dict, brain2d: np.ndarray | None) -> np.ndarray:
+    """The values of one panel that are drawn: inside the brain, above ``mask_small`` (uptake
+    maps), positive (T1); NaN (transparent) elsewhere."""
+    d = d2.astype(float)
+    if brain2d is not None:
+        d = np.where(brain2d, d, np.nan)
+    if style.get("mask_small") is not None:
+        d = np.where(d >= style["mask_small"], d, np.nan)
+    if style.get("mask_nonpositive"):
+        d = np.where(d > 0, d, np.nan)
+    return d
 
 
 # ------------------------------------------------------------------------------------------
@@ -365,7 +425,7 @@ def _lesion_table_html(path: Path) -> str:
         if str(r.get("lesion_id", "")).startswith("control"):
             return "muted"
         return None
-    return (H.table_html(show, typed, heads, highlight=hl)
+    return (H.table_html(show, typed, heads, highlight=hl, css_class="data fit")
             + '<p class="note">Measurable = longest axial diameter \u2265 10 mm (RECIST 1.1); '
               "grey rows are healthy-tissue control regions, which should show no SE and no "
               f"concentration. File: <code>{H.esc(path.name)}</code>.</p>")
@@ -385,10 +445,15 @@ def _versions(output_dir: Path) -> dict:
     return v
 
 
-def _log_warnings(output_dir: Path, participant: str) -> list[str]:
-    """WARNING lines of the participant's newest run log (``OUTPUT_DIR/logs/sub-<p>_*.log``)
-    and of log files inside ``sub-<p>/``, without time stamp and logger name."""
-    out = []
+#: The level of a log line: after the time stamp (``2024-01-02 09:00:01,002 WARNING name: ...``).
+_LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.,]+\s+(WARNING|ERROR|CRITICAL)\b[\s:|\-\]]*(.*)$")
+
+
+def _log_messages(output_dir: Path, participant: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings): the ERROR/CRITICAL and WARNING messages of the participant's newest
+    run log (``OUTPUT_DIR/logs/sub-<p>_*.log``) and of log files inside ``sub-<p>/``, without
+    time stamp and logger name; the lines that follow a message (a traceback) are not read."""
+    errors, warnings = [], []
     runs = sorted((Path(output_dir) / "logs").glob(f"sub-{participant}_*.log"))
     logs = runs[-1:] + sorted((Path(output_dir) / f"sub-{participant}").rglob("*.log"))
     for log in logs:
@@ -397,32 +462,32 @@ def _log_warnings(output_dir: Path, participant: str) -> list[str]:
         except OSError:
             continue
         for line in lines:
-            if "WARNING" not in line:
+            m = _LOG_LEVEL.match(line)
+            if m is None:
                 continue
-            msg = line.split("WARNING", 1)[1].lstrip(" :-|]")
-            msg = re.sub(r"^[A-Za-z_][\w.]*: ", "", msg)          # the logger name
+            msg = re.sub(r"^[A-Za-z_][\w.]*: ", "", m.group(2).strip())      # the logger name
+            out = warnings if m.group(1) == "WARNING" else errors
             if msg and msg not in out:
                 out.append(msg)
-    return out
+    return errors, warnings
 
 
-_STYLES = {
-    "enhancement": dict(cmap="inferno", vmin=0.0, vmax=None, unit="SE (%)", mask_small=None,
-                        alpha=0.85),
-    "concentration": dict(cmap="viridis", vmin=0.0, vmax=None, unit="Gd (mM)", mask_small=None,
-                          alpha=0.85),
-    "T1map": dict(cmap="magma_r", vmin=0.0, vmax=None, unit="T1 (s)", alpha=1.0,
-                  mask_nonpositive=True),
-}
+def _log_warnings(output_dir: Path, participant: str) -> list[str]:
+    """The WARNING messages of :func:`_log_messages`."""
+    return _log_messages(output_dir, participant)[1]
 
-#: The mosaics of the maps section: registry key, column title, lowest top of the colour scale
-#: (None: fixed scale), caption.
+
+#: The mosaics of the maps section: display key (display.QUANTITIES), which states (``all``
+#: or ``post``), caption.
 _MOSAICS = (
-    ("enhancement", "SE (%)", 10.0,
+    ("T1map", "all", "T1 from the variable-flip-angle fit"),
+    ("delta_r1", "post", "\u0394R1 = R1 post \u2212 R1 pre"),
+    ("enhancement", "post",
      "Signal enhancement 100 \u00d7 (post \u2212 pre) / pre of the T1w images"),
-    ("concentration", "Gd (mM)", 0.005, "Gd concentration \u0394R1 / r1 from the VFA T1 maps"),
-    ("T1map", "T1 (s)", None, "T1 from the variable-flip-angle fit"),
+    ("concentration", "post", "Gd concentration \u0394R1 / r1 from the VFA T1 maps"),
 )
+#: Maps of uptake (drawn only above their noise): the lowest threshold, in the map's unit.
+_UPTAKE_FLOOR = {"enhancement": 2.0, "delta_r1": 0.0, "concentration": 0.0}
 
 
 def _reference_t1w(plan, bids_dir, maps) -> Path | None:
@@ -475,16 +540,8 @@ def _moved_t1w(raw: Path, xfm: D.FoundOutput, grid: nib.Nifti1Image,
         transform = G.read_transform(xfm.path)
     except ImportError as exc:
         raise _NoAnts() from exc
-    shape = grid.shape[:3]
-    out = np.full(shape, np.nan, dtype=np.float32)
-    for axis, index in enumerate(planes):
-        plane_shape = [1 if a == axis else n for a, n in enumerate(shape)]
-        to_plane = np.eye(4)
-        to_plane[axis, 3] = index
-        where = tuple(slice(index, index + 1) if a == axis else slice(None) for a in range(3))
-        out[where] = G.resample(data, affine, plane_shape, grid.affine @ to_plane, transform,
-                                order=1, fill=0.0)
-    return out
+    return Q.on_planes(data, affine, grid.shape, grid.affine, transform,
+                       list(enumerate(planes)), fill=0.0)
 
 
 def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, grid, planes, notes):
@@ -512,7 +569,16 @@ def _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, grid, plane
                          f"transform could not be read ({type(exc).__name__})")
             continue
         done.add(key)
-    return sorted(out, key=lambda x: _natural_key(x[0]))
+    order = _state_order(plan)
+    return sorted(out, key=lambda x: (order.get(x[0], len(order)), _natural_key(x[0])))
+
+
+def _state_order(plan) -> dict:
+    """{state label: position in the plan} (empty without a plan)."""
+    if plan is None:
+        return {}
+    return {_state_label(st.session, st.agent_label if st.is_post else None): i
+            for i, st in enumerate(plan.states)}
 
 
 def _state_label(session: str | None, agent: str | None) -> str:
@@ -528,30 +594,16 @@ def _data3d(img: nib.Nifti1Image) -> np.ndarray:
 
 
 
-def _map_states(maps, plan) -> tuple[list, list]:
-    """(post-contrast, pre-contrast) states ``(session, agent)`` that have a shown map, in the
-    plan's order; the pre-contrast ones reduced to the baseline when the plan names it."""
+def _map_states(maps, plan) -> list:
+    """Every state ``(session, agent)`` with a shown map, in the plan's order (sessions, then
+    pre before post)."""
     order = {}
     if plan is not None:
         for i, st in enumerate(plan.states):
             order.setdefault(st.session, i)
-    states = sorted({(m.session, m.agent) for m in maps if m.key in _STYLES},
-                    key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
-                                   k[1] or ""))
-    post = [k for k in states if k[1]]
-    pre = [k for k in states if not k[1]]
-    if plan is not None:
-        pre = [k for k in pre if k[0] == plan.baseline_session] or pre
-    return post, pre
-
-
-def _high(d, inside_mask, floor):
-    """Colour range of one state: 98th percentile inside the lesions (at least floor)."""
-    if d is None:
-        return floor
-    v = d[inside_mask] if inside_mask is not None else d
-    v = v[np.isfinite(v)]
-    return max(float(np.percentile(v, 98)) if v.size else floor, floor)
+    return sorted({(m.session, m.agent) for m in maps if m.key in V.QUANTITIES},
+                  key=lambda k: (order.get(k[0], 10 ** 6), _natural_key(k[0] or ""),
+                                 k[1] or ""))
 
 
 def _noise(d, background) -> float:
@@ -563,58 +615,75 @@ def _noise(d, background) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else 0.0
 
 
-def _mosaic_style(key, d, floor, lesions, brain) -> dict:
-    """Colour scale of one row: fixed for T1; for SE and Gd up to the lesions' 98th percentile,
-    transparent below max(5 % of it, twice the noise, 2 % for SE)."""
+def _mosaic_style(key, agent, d, lesions, brain) -> dict:
+    """Colour scale of one row: the quantity's range for the state's agent
+    (:func:`display.scale_for`, the same in every row of that agent); uptake maps transparent
+    below max(twice their noise in lesion-free brain, 5 % of the range, the floor)."""
+    scale = V.scale_for(key, agent)
+    style = dict(cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax, unit=f"{V.QUANTITIES[key].title} ({scale.unit})")
     if key == "T1map":
-        return dict(_STYLES["T1map"], vmax=2.5)
-    inside_mask = lesions > 0 if lesions is not None and (lesions > 0).any() else None
+        return dict(style, alpha=1.0, mask_nonpositive=True)
+    if key not in _UPTAKE_FLOOR:
+        return dict(style, alpha=1.0)
     background = brain
     if background is not None and lesions is not None:
         background = background & (lesions == 0)
-    vmax = _high(d, inside_mask, floor)
-    thr = max(0.05 * vmax, 2.0 * _noise(d, background), 2.0 if key == "enhancement" else 0.0)
-    return dict(_STYLES[key], vmax=max(vmax, 1.5 * thr), mask_small=thr)
+    thr = max(0.05 * (scale.vmax - scale.vmin), 2.0 * _noise(d, background), _UPTAKE_FLOOR[key])
+    return dict(style, mask_small=thr, alpha=0.85)
 
 
-_MAPS_NOTE = ('<p class="note">Rows are contrast states, columns axial slices through the '
-              "largest lesions, over the reference T1w; each row has its own colour scale. "
-              "Cyan: lesion outlines; dashed green: healthy-tissue control regions. Maps are "
-              "shown inside the brain mask; SE and concentrations are transparent below twice "
-              "their noise level in lesion-free brain (robust SD), 5 % of the row's colour range "
-              "and, for SE, 2 %.</p>")
-_NO_MAPS = '<p class="empty">No T1, SE or concentration map was found.</p>'
+def _maps_note(keys, agents) -> str:
+    ranges = "; ".join(V.range_text(k, agents if k != "T1map" else None) for k in keys)
+    return (f'<p class="note">Rows are contrast states, columns axial slices through the largest '
+            f"lesions, over the reference T1w; the letters at the panel edges are the anatomical "
+            f"directions (R/L, A/P, S/I) read from the image's orientation. One colour scale per quantity and "
+            f"agent, the same in every session: {H.esc(ranges)}. "
+            f"{V.outline_text('lesions').capitalize()}: lesion outlines; "
+            f"{H.esc(V.outline_text('controls'))}: healthy-tissue control regions. Maps are shown "
+            f"inside the brain mask; SE, \u0394R1 and concentrations are transparent below twice "
+            f"their noise level in lesion-free brain (robust SD), 5 % of their colour range and, "
+            f"for SE, {_UPTAKE_FLOOR['enhancement']:g} %.</p>")
 
 
-def _maps_section(maps, ref_img, anat, lesions, controls, slices, plan,
-                  brain: np.ndarray | None = None) -> str:
-    """Mosaic of T1 / SE / concentration per post-contrast state (+ the baseline T1 pre)."""
+_NO_MAPS = '<p class="empty">No T1, \u0394R1, SE or concentration map was found.</p>'
+
+
+def _crop_box(anat, brain):
     bx, by, _ = _bbox(brain if brain is not None else _head_mask(anat), anat.shape, margin=3)
+    return lambda a: None if a is None else a[bx, by, :]
 
-    def crop(a):
-        return None if a is None else a[bx, by, :]
-    post, pre = _map_states(maps, plan)
-    if not post and not pre:
+
+def _maps_section(maps, ref_img, anat, labels, slices, plan) -> str:
+    """One mosaic per quantity of :data:`_MOSAICS`: its states as rows."""
+    lesions, controls, brain = labels
+    crop = _crop_box(anat, brain)
+    states = _map_states(maps, plan)
+    if not states:
         return _NO_MAPS
-    anat, lesions, controls, brain = crop(anat), crop(lesions), crop(controls), crop(brain)
+    anat, labels = crop(anat), tuple(crop(a) for a in labels)
 
     def load(state, key):
         m = next((m for m in maps if (m.session, m.agent) == state and m.key == key), None)
         return None if m is None else crop(_on_grid(_load(m.path), ref_img))
 
-    figures = []
-    for key, title, floor, caption in _MOSAICS:
+    figures, shown = [], []
+    for key, which, caption in _MOSAICS:
         rows = []
-        for state in post + (pre[:1] if key == "T1map" else []):
+        for state in states:
+            if which == "post" and not state[1]:
+                continue
             d = load(state, key)
-            rows.append((_state_label(*state),
-                         [(title, d, _mosaic_style(key, d, floor, lesions, brain))]))
-        if not rows or all(r[1][0][1] is None for r in rows):
+            rows.append((_state_label(*state), d,
+                         _mosaic_style(key, state[1], d, labels[0], labels[2])))
+        if not rows or all(r[1] is None for r in rows):
             continue
-        png = _maps_figure(rows, anat, lesions, controls, slices, _aspect(ref_img), brain)
+        shown.append(key)
+        png = _maps_figure(V.QUANTITIES[key].title, rows, anat, labels, slices, _aspect(ref_img),
+                           V.plane_labels(ref_img.affine, "axial"))
         figures.append(f"<h3>{H.esc(caption)}</h3>" + H.image_html(
             png, "image/png", "", alt=caption, css_class="figure mosaic"))
-    return "".join(figures) + _MAPS_NOTE if figures else _NO_MAPS
+    return ("".join(figures) + _maps_note(shown, [s[1] for s in states if s[1]])
+            if figures else _NO_MAPS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -647,8 +716,8 @@ def _label_images(maps, ref_img):
     return lesions, controls, brain
 
 
-def _summary_section(maps, lesion_tsv: Path, warnings) -> tuple:
-    sessions = sorted({m.session for m in maps if m.session})
+def _summary_section(maps, lesion_tsv: Path, errors, warnings) -> tuple:
+    sessions = sorted({m.session for m in maps if m.session}, key=_natural_key)
     n_meas = 0
     if lesion_tsv.is_file():
         _, lrows = _read_lesion_table(lesion_tsv)
@@ -658,41 +727,152 @@ def _summary_section(maps, lesion_tsv: Path, warnings) -> tuple:
              ("measurable lesions", str(n_meas), "longest diameter \u2265 10 mm"),
              ("maps found", str(len(maps)), "NIfTI outputs of this participant"),
              ("warnings", str(len(warnings)), "see below" if warnings else "none")]
+    if errors:
+        cards.append(("errors", str(len(errors)), "see below"))
     return ("summary", "Summary", H.section(
-        "summary", "Summary", H.cards_html(cards) + H.warnings_html(warnings)))
+        "summary", "Summary", H.cards_html(cards) + H.messages_html(errors, warnings)))
+
+
+_T1W_CAPTION = (
+    "Each row is one session's T1w brought into the reference space with the transform the "
+    "pipeline computed; {brain} and {tissue} lines are intensity contours of the reference T1w "
+    "(baseline pre-contrast). They should follow the same edges in every row.")
+_VFA_CAPTION = (
+    "Each row is one state's VFA image of the highest flip angle (the one registered to the "
+    "session T1w), on the reference grid, alternating: <b>before</b> registration (placed by its "
+    "scanner coordinates only) and <b>after</b> (through the pipeline's VFA \u2192 T1w \u2192 "
+    "reference transform, the one its T1, \u0394R1 and concentration maps went through). The "
+    "{brain} and {tissue} contours of the reference T1w should fit the after image; hover over "
+    "the figure to hold one.")
+
+
+def _caption(text: str) -> str:
+    return text.format(brain=V.outline_text("brain"), tissue=V.outline_text("tissue"))
+
+
+def _vfa_registration_html(vstates, ref_img, ref_data, region, notes) -> str:
+    """The VFA -> reference flicker (before/after registration) of every VFA state."""
+    planes = list(enumerate(_registration_planes(region)))
+    before, after = [], []
+    for vs in vstates:
+        label = _state_label(vs.session, vs.agent)
+        try:
+            b, a = Q.registration_pair(vs, ref_img, planes)
+        except Exception as exc:  # noqa: BLE001 - a report must not fail on one image
+            LOG.debug("VFA registration check of %s skipped", label, exc_info=True)
+            notes.append(f"VFA registration check of {label} skipped: its VFA image or "
+                         f"transform could not be read ({type(exc).__name__})")
+            continue
+        before.append((label, b))
+        after.append((label, a))
+    if not after:
+        return ('<p class="empty">No VFA set with its registration transform was found (the '
+                "plan names the VFA images).</p>")
+    first = _registration_figure(ref_img, ref_data, after, region, tag="after")
+    second = _registration_figure(ref_img, ref_data, before, region, tag="before")
+    return H.flicker_html(first, second, "image/png", _caption(_VFA_CAPTION),
+                          alt=("VFA images after registration", "VFA images before registration"))
 
 
 def _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img, brain,
                           notes) -> tuple:
-    moving, ref_data = [], None
+    moving, ref_data, vfa = [], None, ""
     if ref_path is not None:
         ref_data = _data3d(ref_img)
         region = _registration_region(ref_data, brain)
         moving = _session_t1ws(output_dir, participant, plan, bids_dir, ref_path, ref_img,
                                _registration_planes(region), notes)
+        vfa = _vfa_registration_html(Q.vfa_states(output_dir, participant, plan), ref_img,
+                                     ref_data, region, notes)
     if moving:
         png = _registration_figure(ref_img, ref_data, moving, region)
-        body = H.image_html(png, "image/png",
-                            "Each row is one session's T1w brought into the reference space "
-                            "with the transform the pipeline computed; yellow and orange lines "
-                            "are intensity contours of the reference T1w (baseline "
-                            "pre-contrast). They should follow the same edges in every row.",
-                            css_class="figure mosaic")
+        body = H.image_html(png, "image/png", _caption(_T1W_CAPTION), css_class="figure mosaic")
     else:
         body = ('<p class="empty">No session T1w could be brought into the reference space '
                 '(no T1w in space-T1w and no transform with its source T1w).</p>')
+    if vfa:
+        body = f"<h3>Session T1w \u2192 reference</h3>{body}<h3>VFA \u2192 T1w</h3>{vfa}"
     return ("registration", "Registration", H.section(
         "registration", "Registration checks", body,
         "Every session is brought rigidly into the baseline pre-contrast T1w before any "
         "voxelwise difference is taken."))
 
 
+_FIT_NOTE = (
+    "B1+: the factor on the nominal flip angle the fit used (the TB1map times its scale, or the "
+    "factor computed from a B1 method's images), drawn where it was measured. VFA residual: "
+    "root-mean-square difference between the VFA signals and the SPGR signal of the written M0 "
+    "and T1 maps with that B1+, in % of the mean signal over the flip angles; computed for this "
+    "view on the slices shown (no residual map is written). At tissue edges the resampled maps "
+    "mix neighbouring voxels, so a rim of higher residual is expected there. Colour ranges: "
+    "{ranges}.")
+
+
+def _fit_rows(vstates, plan, output_dir, participant, maps, ref_img, planes, notes):
+    """(B1 rows, residual rows) of the fit-quality mosaics, each ``(label, data, agent)``."""
+    b1_rows, res_rows = [], []
+    for vs in vstates:
+        label = _state_label(vs.session, vs.agent)
+
+        def map_of(key):
+            m = next((m for m in maps if (m.session, m.agent) == (vs.session, vs.agent)
+                      and m.key == key), None)
+            return None if m is None else _on_grid(_load(m.path), ref_img)
+        try:
+            b1 = Q.b1_on_planes(vs, output_dir, participant, ref_img, planes)
+            m0, t1 = map_of("M0map"), map_of("T1map")
+            res = None if m0 is None or t1 is None else Q.residual_on_planes(
+                vs, plan, m0, t1, b1, ref_img, planes)
+        except Exception as exc:  # noqa: BLE001 - a report must not fail on one image
+            LOG.debug("fit-quality view of %s skipped", label, exc_info=True)
+            notes.append(f"VFA fit-quality view of {label} skipped: its VFA images, B1 map or "
+                         f"maps could not be read ({type(exc).__name__})")
+            continue
+        b1_rows.append((label, b1, vs.agent))
+        res_rows.append((label, res, vs.agent))
+    return b1_rows, res_rows
+
+
+def _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices, notes):
+    vstates = Q.vfa_states(output_dir, participant, plan)
+    if ref_img is None or not vstates:
+        body = ('<p class="empty">No VFA set with its registration transform was found (the '
+                "plan names the VFA images; the report needs it).</p>")
+        return ("fit", "VFA fit", H.section("fit", "VFA fit quality", body))
+    anat = _data3d(ref_img)
+    slices = _choose_slices(anat.shape, labels[0], n_slices, labels[1])
+    b1_rows, res_rows = _fit_rows(vstates, plan, output_dir, participant, maps, ref_img,
+                                  [(2, z) for z in slices], notes)
+    crop = _crop_box(anat, labels[2])
+    canvas, shown = (crop(anat), tuple(crop(a) for a in labels)), []
+    parts = []
+    for key, rows, caption in (("b1", b1_rows, "B1+ factor of the VFA fit"),
+                               ("vfa_residual", res_rows, "VFA fit residual")):
+        if not rows or all(d is None for _, d, _ in rows):
+            continue
+        shown.append(key)
+        styled = [(lab, crop(d), _mosaic_style(key, ag, None, None, None)) for lab, d, ag in rows]
+        png = _maps_figure(V.QUANTITIES[key].title, styled, canvas[0], canvas[1], slices,
+                           _aspect(ref_img), V.plane_labels(ref_img.affine, "axial"))
+        parts.append(f"<h3>{H.esc(caption)}</h3>" + H.image_html(
+            png, "image/png", "", alt=caption, css_class="figure mosaic"))
+    if not parts:
+        body = '<p class="empty">No B1+ map was used and no residual could be computed.</p>'
+    else:
+        body = "".join(parts) + '<p class="note">' + H.esc(_FIT_NOTE.format(
+            ranges="; ".join(V.range_text(k) for k in shown))) + "</p>"
+    return ("fit", "VFA fit", H.section(
+        "fit", "VFA fit quality", body,
+        "Where the T1 maps come from: the flip-angle correction and how well the SPGR model "
+        "explains the VFA signals."))
+
+
 def _quantitative_section(maps, ref_img, labels, plan, n_slices) -> tuple:
     lesions, controls, brain = labels
     if ref_img is not None:
         anat = _data3d(ref_img)
-        slices = _choose_slices(anat.shape, lesions, n_slices)
-        body = _maps_section(maps, ref_img, anat, lesions, controls, slices, plan, brain)
+        slices = _choose_slices(anat.shape, lesions, n_slices, controls)
+        body = _maps_section(maps, ref_img, anat, labels, slices, plan)
     else:
         body = '<p class="empty">No maps were found in the outputs.</p>'
     return ("maps", "Maps", H.section(
@@ -722,23 +902,31 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     participant = participant[4:] if participant.startswith("sub-") else participant
     bids_dir = Path(bids_dir) if bids_dir else None
     maps = find_maps(output_dir, participant)
-    all_warnings = list(dict.fromkeys([*(getattr(plan, "warnings", ()) or ()), *warnings,
-                                       *_log_warnings(output_dir, participant)]))
+    log_errors, log_warnings = _log_messages(output_dir, participant)
+    roots = [output_dir, bids_dir]
+
+    def lines(messages):
+        return list(dict.fromkeys(m for m in (H.readable(x, roots) for x in messages) if m))
+    all_warnings = lines([*(getattr(plan, "warnings", ()) or ()), *warnings, *log_warnings])
+    all_errors = lines(log_errors)
     notes = []
     ref_path, ref_img = _display_grid(plan, bids_dir, maps, notes)
     labels = _label_images(maps, ref_img)
     lesion_tsv = output_dir / D.participant_path("lesion_table", participant)
     sections = [
-        _summary_section(maps, lesion_tsv, all_warnings),
+        _summary_section(maps, lesion_tsv, all_errors, all_warnings),
         ("plan", "Plan", H.section("plan", "Plan that was run", _plan_html(plan, bids_dir),
                                    "Which images were used for each session and contrast "
                                    "state.")),
         _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img,
                               labels[2], notes),
         _quantitative_section(maps, ref_img, labels, plan, n_slices),
+        # the 3D view of the post-contrast states goes here (a section of its own)
+        _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices, notes),
         ("lesions", "Lesions", H.section("lesions", "Lesion table",
                                          _lesion_table_html(lesion_tsv))),
-        _software_section(output_dir, maps, notes),     # last: shows the notes of the others
+        # the methods section (generated from the run) goes here, before the software
+        _software_section(output_dir, maps, lines(notes)),  # last: the notes of the others
     ]
     text = H.page(f"sub-{participant}", "Participant report &middot; AGuIX quantification",
                   sections)

@@ -27,6 +27,9 @@ SE_IN_LESION = {1: 100.0, 2: 60.0}                               # % at the AGuI
 CONC_IN_LESION_MM = {1: 0.04, 2: 0.02}
 SHIFT_VOXELS = {"D1": 2, "D8": 3}        # motion of the native session images (voxels along x)
 WRONG_TRANSFORM = {"D8"}                 # the D8 transform is identity: a misregistration to see
+VFA_FLIP_DEG = (3.0, 10.0, 20.0)         # the D1 VFA set (written with its SPGR signals)
+VFA_TR_S = 0.006
+VFA_M0 = 5000.0
 
 
 def _affine() -> np.ndarray:
@@ -45,6 +48,36 @@ def _save(data, path: Path, dtype=np.float32):
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(data, dtype=dtype), _affine()), str(path))
     return path
+
+
+def b1_factor_true(shape=SHAPE) -> np.ndarray:
+    """The B1+ factor of the D1 session: 0.85 to 1.15 along x (voxel axis 0)."""
+    return np.broadcast_to(np.linspace(0.85, 1.15, shape[0])[:, None, None], shape).copy()
+
+
+def _vfa_set(out: Path, ses_dir: Path, p: str, head, t1) -> dict:
+    """The D1 VFA set: native VFA images (moved like the D1 T1w) with the SPGR signals of M0
+    and ``t1`` under the B1+ factor of :func:`b1_factor_true`, the TB1map (in percent), the
+    M0 map and the ``from-VFA_to-T1w`` transform that undoes the motion."""
+    from bids_agquant.interfaces import geometry as G
+    from bids_agquant.qmri.spgr import spgr_signal
+    shift = SHIFT_VOXELS["D1"]
+    m0 = VFA_M0 * head
+    signal = spgr_signal(m0, np.where(head, t1, 1.0), VFA_FLIP_DEG, VFA_TR_S, b1_factor_true())
+    files = []
+    for k, _ in enumerate(VFA_FLIP_DEG):
+        files.append(_save(np.roll(signal[..., k], shift, axis=0),
+                           ses_dir / "anat" / f"{p}_ses-D1_ce-AGuIX_flip-{k + 1}_VFA.nii.gz"))
+    b1map = _save(100.0 * np.roll(b1_factor_true(), shift, axis=0),
+                  ses_dir / "fmap" / f"{p}_ses-D1_TB1map.nii.gz")
+    _save(m0, out / D.derivative_path("M0map", files[0]))
+    t_ras = np.eye(4)
+    t_ras[0, 3] = shift * VOXEL_MM[0]
+    xfm = out / D.derivative_path("xfm_vfa", files[0])
+    G.write_transform(G.ras_to_lps_matrix(t_ras), xfm)
+    xfm.with_suffix(".json").write_text(json.dumps({"Description": "VFA to reference"}))
+    return {"files": tuple(files), "flip_angles_deg": VFA_FLIP_DEG, "tr_s": VFA_TR_S,
+            "b1map": b1map, "b1_scale": 0.01}
 
 
 def make_participant_outputs(out: Path, participant: str = "01") -> dict:
@@ -109,6 +142,8 @@ def make_participant_outputs(out: Path, participant: str = "01") -> dict:
         _save(conc, out / D.derivative_path("concentration", source))
         _save(8.9 * conc, out / D.derivative_path("delta_r1", source))
     written["bids"] = bids
+    written["vfa"] = _vfa_set(out, raw_anat("D1").parent, p, head,
+                              1.0 / (1.0 / np.maximum(t1map_pre, 1e-3) + 8.9 * conc) * head)
     _save(t1map_pre, out / D.derivative_path("T1map", bids / ref_rel))
     _save(lesions, out / D.participant_path("lesion_dseg", participant), np.int16)
     _save(controls, out / D.participant_path("control_dseg", participant), np.int16)

@@ -25,7 +25,12 @@ def outputs(tmp_path_factory):
     return out, written
 
 
-def _plan(bids):
+def _vfa_d1(written, **change):
+    """The D1 VFA set the fixture wrote (``change``: fields to alter, e.g. a wrong B1 scale)."""
+    return VFASet(**{**written["vfa"], **change})
+
+
+def _plan(bids, vfa_d1=None):
     raw = bids / "sub-01"
     anat = raw / "ses-D0" / "anat"
     vfa = VFASet(files=(anat / "a.nii.gz", anat / "b.nii.gz"), flip_angles_deg=(3.0, 15.0),
@@ -36,7 +41,8 @@ def _plan(bids):
         reference_t1w=anat / "sub-01_ses-D0_T1w.nii.gz",
         states=(ContrastState("D0", None, None, anat / "sub-01_ses-D0_T1w.nii.gz", vfa),
                 ContrastState("D1", "AGuIX", "AGuIX",
-                              raw / "ses-D1" / "anat" / "sub-01_ses-D1_ce-AGuIX_T1w.nii.gz", vfa,
+                              raw / "ses-D1" / "anat" / "sub-01_ses-D1_ce-AGuIX_T1w.nii.gz",
+                              vfa_d1 or vfa,
                               "D0", evidence="sidecar ContrastBolusAgent 'AGUIX 100 MG/KG'")),
         lesion_mask=LesionMask(anat / "sub-01_ses-D0_desc-metastases_dseg.nii.gz", "dseg", "D0"),
         covariates={"dose_mg_per_kg": 100.0, "primary_tumor": "NSCLC"},
@@ -82,14 +88,15 @@ def test_registration_check_applies_the_pipeline_transforms(outputs):
 
 def test_participant_report_sections_images_and_content(outputs):
     out, written = outputs
-    path = build_participant_report(out, "sub-01", plan=_plan(written["bids"]),
+    path = build_participant_report(out, "sub-01", plan=_plan(written["bids"], _vfa_d1(written)),
                                     warnings=["registration of ses-D8 moved 2 mm"])
     assert path == out / "sub-01.html"
     text = path.read_text()
     parser = PageParts(text)
-    assert {"summary", "plan", "registration", "maps", "lesions", "software"} <= parser.ids
+    assert {"summary", "plan", "registration", "maps", "fit", "lesions", "software"} <= parser.ids
     assert not parser.external                      # self-contained: no scripts or stylesheets
-    assert len(parser.imgs) == 4                    # registration + SE, Gd and T1 mosaics
+    # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; B1+ and VFA residual
+    assert len(parser.imgs) == 1 + 2 + 4 + 2
     for src in parser.imgs:
         m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
         assert m and base64.b64decode(m.group(1))[:4] == b"\x89PNG"
@@ -124,7 +131,7 @@ def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
     out, written = outputs
     path = build_participant_report(out, "01", bids_dir=written["bids"])
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 4
+    assert text.count("data:image/png;base64,") == 1 + 4    # no plan: no VFA views
     assert "reference T1w not found" not in text
 
 
@@ -152,7 +159,7 @@ def test_report_shows_every_registered_map_and_no_error(outputs):
     _session_t1ws(out, "01", _plan(written["bids"]), written["bids"], written["reference"],
                   nib.load(str(written["reference"])), (4, 4, 4), notes)
     assert notes == []
-    path = build_participant_report(out, "01", plan=_plan(written["bids"]),
+    path = build_participant_report(out, "01", plan=_plan(written["bids"], _vfa_d1(written)),
                                     bids_dir=written["bids"])
     parser = PageParts(path.read_text())
     assert expected <= set(parser.codes)
