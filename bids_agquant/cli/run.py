@@ -459,6 +459,18 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _write_citation(config: Config, plans) -> None:
+    """The methods text of the run (logs/CITATION.md and .bib); a failure is logged, never fatal
+    (the text describes the outputs, it is not one of them)."""
+    try:
+        from bids_agquant.reports.citation import write_citation  # lazy: matplotlib
+        md, _ = write_citation(config.output_dir, config, plans)
+    except Exception as exc:  # noqa: BLE001
+        LOGGER.error("the methods text could not be written (%s: %s)", type(exc).__name__, exc)
+        return
+    LOGGER.info("methods text %s", md)
+
+
 def _build_report(plan, config: Config, warnings: list[str]) -> None:
     """``OUTPUT_DIR/sub-<p>.html``; a failure here is logged, the maps and tables are complete."""
     try:
@@ -545,6 +557,7 @@ def run_participant_level(config: Config) -> int:
             print(format_plan(plan, config.bids_dir))
         return EX_OK
     configure_nipype(config)
+    _write_citation(config, plans)
     for plan in plans:
         with _log_file(config, f"sub-{plan.participant}") as (log_path, handler):
             cleanup = _setup_nipype_logging(config.verbose, handler)

@@ -47,6 +47,9 @@ from bids_agquant.bids.tables import software_versions  # noqa: E402
 from bids_agquant.reports._io import write_text_atomic  # noqa: E402
 from bids_agquant.reports import display as V  # noqa: E402
 from bids_agquant.reports import fitcheck as Q  # noqa: E402
+from bids_agquant.reports import render3d as R3  # noqa: E402
+from bids_agquant.reports.citation import CITATION_FILE  # noqa: E402
+from bids_agquant.qmri.relaxivity import canonical_agent  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
 __all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
@@ -888,6 +891,72 @@ def _software_section(output_dir: Path, maps, notes) -> tuple:
     return ("software", "Software", H.section("software", "Software", body))
 
 
+#: the 3D view's quantities: output-registry key of the map -> lesion-table column drawn
+THREE_D_COLUMNS = {"enhancement": "se_mean_percent", "concentration": "conc_mean_mM"}
+
+
+def _three_d_section(maps, lesion_tsv: Path, plan) -> tuple:
+    """Glass brain with every lesion coloured by its table value, per post-contrast state (the
+    paper's Fig. 1 row 4 and Fig. 4), one figure per quantity and agent (one colour scale)."""
+    def first(key):
+        return next((m.path for m in maps if m.key == key), None)
+    dseg, brain = first("lesion_dseg"), first("brain_mask")
+    post = [st for st in _map_states(maps, plan) if st[1]]
+    if dseg is None or not lesion_tsv.is_file() or not post:
+        body = '<p class="empty">No lesion mask, lesion table or post-contrast state.</p>'
+        return ("view3d", "3D", H.section("view3d", "Lesions in 3D", body))
+    _, rows = _read_lesion_table(lesion_tsv)
+    brain_surface, lesions = R3.surfaces_of(brain, dseg)
+    agents = list(dict.fromkeys(canonical_agent(a) or a for _, a in post))
+    figures = []
+    for key, column in THREE_D_COLUMNS.items():
+        values = R3.state_values(rows, column)
+        q = V.QUANTITIES[key]
+        for agent in agents:
+            states = [(ses, a) for ses, a in post if (canonical_agent(a) or a) == agent]
+            scale = V.scale_for(key, agent)
+            fig = R3.lesion_figure(
+                brain_surface, lesions,
+                [(_state_label(ses, a), values.get((ses, agent), {})) for ses, a in states],
+                cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax,
+                quantity=f"{q.title} ({scale.unit})")
+            title = f"{q.title} per lesion, {agent}"
+            figures.append(f"<h3>{H.esc(title)}</h3>" + H.image_html(
+                _png(fig), "image/png", "", alt=title, css_class="figure view3d"))
+    note = ('<p class="note">The brain mask\'s surface (grey, transparent) and every lesion of '
+            "the lesion mask (surfaces by marching cubes, in world coordinates), seen from the "
+            "left, the right and above; each lesion is coloured by its mean in the lesion "
+            "table (SE, [Gd]) on the colour scale of the maps section. White: no value for "
+            "that state.</p>")
+    return ("view3d", "3D", H.section("view3d", "Lesions in 3D", "".join(figures) + note,
+                                      f"{len(lesions)} lesion(s)."))
+
+
+def _methods_section(output_dir: Path) -> tuple:
+    """The methods text of the run (logs/CITATION.md, written by the participant level)."""
+    path = output_dir / CITATION_FILE
+    if not path.is_file():
+        body = '<p class="empty">No methods text was written for this run.</p>'
+    else:
+        text = path.read_text(encoding="utf-8")
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        html = []
+        for para in paragraphs:
+            if para.startswith("# "):
+                continue
+            if para.startswith("## "):
+                html.append(f"<h3>{H.esc(para[3:])}</h3>")
+            elif para.startswith("1. "):
+                html.append("<ol>" + "".join(f"<li>{H.esc(line.split('. ', 1)[1])}</li>"
+                                            for line in para.splitlines()) + "</ol>")
+            else:
+                html.append(f"<p>{H.esc(para)}</p>")
+        body = "".join(html) + (f'<p class="note">Also in <code>{CITATION_FILE}</code> and '
+                                f"<code>{Path(CITATION_FILE).with_suffix('.bib')}</code>.</p>")
+    return ("methods", "Methods", H.section("methods", "Methods", body,
+                                            "Generated from the run; may be cited as is."))
+
+
 def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
                              bids_dir: Path | str | None = None,
                              warnings: Sequence[str] = (), n_slices: int = 3) -> Path:
@@ -921,11 +990,11 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
         _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img,
                               labels[2], notes),
         _quantitative_section(maps, ref_img, labels, plan, n_slices),
-        # the 3D view of the post-contrast states goes here (a section of its own)
+        _three_d_section(maps, lesion_tsv, plan),
         _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices, notes),
         ("lesions", "Lesions", H.section("lesions", "Lesion table",
                                          _lesion_table_html(lesion_tsv))),
-        # the methods section (generated from the run) goes here, before the software
+        _methods_section(output_dir),
         _software_section(output_dir, maps, lines(notes)),  # last: the notes of the others
     ]
     text = H.page(f"sub-{participant}", "Participant report &middot; AGuIX quantification",

@@ -93,10 +93,13 @@ def test_participant_report_sections_images_and_content(outputs):
     assert path == out / "sub-01.html"
     text = path.read_text()
     parser = PageParts(text)
-    assert {"summary", "plan", "registration", "maps", "fit", "lesions", "software"} <= parser.ids
+    assert {"summary", "plan", "registration", "maps", "view3d", "fit", "lesions", "methods",
+            "software"} <= parser.ids
     assert not parser.external                      # self-contained: no scripts or stylesheets
-    # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; B1+ and VFA residual
-    assert len(parser.imgs) == 1 + 2 + 4 + 2
+    # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; the 3D views (SE and Gd,
+    # one per agent of the post states); B1+ and VFA residual
+    agents = {m.agent for m in find_maps(out, "01") if m.agent}
+    assert len(parser.imgs) == 1 + 2 + 4 + 2 * len(agents) + 2
     for src in parser.imgs:
         m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
         assert m and base64.b64decode(m.group(1))[:4] == b"\x89PNG"
@@ -131,7 +134,9 @@ def test_report_finds_the_reference_from_sidecars_without_plan(outputs):
     out, written = outputs
     path = build_participant_report(out, "01", bids_dir=written["bids"])
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 1 + 4    # no plan: no VFA views
+    agents = {m.agent for m in find_maps(out, "01") if m.agent}
+    # no plan: no VFA views; T1w registration, four mosaics, the 3D views (SE, Gd per agent)
+    assert text.count("data:image/png;base64,") == 1 + 4 + 2 * len(agents)
     assert "reference T1w not found" not in text
 
 

@@ -64,3 +64,34 @@ def test_report_of_a_pipeline_run_lists_the_registered_maps_and_no_error(pipelin
     assert expected <= set(parser.codes)
     for note in parser.notes:
         assert "skipped" not in note and "error" not in note.lower() and str(out) not in note
+
+
+def test_3d_view_puts_every_lesion_where_the_lesion_table_says(pipeline_run):
+    """The surfaces the report's 3D view draws enclose each lesion's table centroid (2 mm)."""
+    import csv
+
+    import numpy as np
+
+    from bids_agquant.reports import render3d as R3
+    from bids_agquant.reports.citation import CITATION_FILE
+
+    out = pipeline_run
+    maps = find_maps(out, "01")
+    dseg = next(m.path for m in maps if m.key == "lesion_dseg")
+    brain = next(m.path for m in maps if m.key == "brain_mask")
+    _, surfaces = R3.surfaces_of(brain, dseg)
+    table = out / D.participant_path("lesion_table", "01")
+    with open(table, newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["region_type"] == "lesion"]
+    centroids = {int(r["lesion_id"]): np.array([float(r[f"centroid_{a}_mm"]) for a in "xyz"])
+                 for r in rows}
+    assert centroids and sorted(surfaces) == sorted(centroids)
+    for label, centre in centroids.items():
+        assert np.linalg.norm(surfaces[label].enclosed_centroid() - centre) < 2.0, label
+    page = (out / "sub-01.html").read_text()
+    assert 'id="view3d"' in page and "per lesion" in page
+    # the methods text of the run is written and shown
+    methods = (out / CITATION_FILE).read_text()
+    assert "bids_agquant" in methods and "## References" in methods
+    assert (out / CITATION_FILE).with_suffix(".bib").read_text().count("@article") >= 5
+    assert "No methods text was written" not in page and "[verry2020]" not in page

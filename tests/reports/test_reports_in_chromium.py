@@ -27,7 +27,7 @@ import pytest
 from participant_fixture import make_participant_outputs
 
 from bids_agquant.bids.plan import ContrastState, ParticipantPlan, VFASet
-from bids_agquant.reports.participant import build_participant_report
+from bids_agquant.reports.participant import build_participant_report, find_maps
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -151,8 +151,10 @@ def test_participant_report_in_chromium(tmp_path):
                 ContrastState("D1", "AGuIX", "AGuIX", written["bids"] / "sub-01" / "ses-D1"
                               / "anat" / "sub-01_ses-D1_ce-AGuIX_T1w.nii.gz", vfa, "D0")))
     page = build_participant_report(out, "01", plan=plan, bids_dir=written["bids"])
-    # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; B1+ and VFA residual
-    assert problems(page, 1 + 2 + 4 + 2, roots=[tmp_path]) == []
+    # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; the 3D views (SE and Gd per
+    # agent of the post states); B1+ and VFA residual
+    agents = {m.agent for m in find_maps(out, "01") if m.agent}
+    assert problems(page, 1 + 2 + 4 + 2 * len(agents) + 2, roots=[tmp_path]) == []
 
 
 def test_group_report_in_chromium(tmp_path):
