@@ -97,14 +97,20 @@ def lesion_surfaces(dseg: np.ndarray, affine: np.ndarray) -> dict[int, Surface]:
     return out
 
 
-def _shade(triangles: np.ndarray, rgba: np.ndarray, view: np.ndarray) -> np.ndarray:
-    """Lambert shading with a light at the camera: 35 % ambient, 65 % diffuse."""
+def _unit_normals(triangles: np.ndarray) -> np.ndarray:
     normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
     length = np.linalg.norm(normals, axis=1, keepdims=True)
-    normals = normals / np.where(length > 0, length, 1.0)
-    light = 0.35 + 0.65 * np.abs(normals @ view)
-    shaded = rgba.copy()
-    shaded[:, :3] = np.clip(rgba[:, :3] * light[:, None], 0.0, 1.0)
+    return normals / np.where(length > 0, length, 1.0)
+
+
+def _light(normals: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """Lambert shading with a light at the camera: 35 % ambient, 65 % diffuse (per face)."""
+    return 0.35 + 0.65 * np.abs(normals @ view)
+
+
+def _shaded(rgba: np.ndarray, light: np.ndarray) -> np.ndarray:
+    shaded = np.array(rgba, float, copy=True)
+    shaded[:, :3] = np.clip(shaded[:, :3] * light[:, None], 0.0, 1.0)
     return shaded
 
 
@@ -127,31 +133,38 @@ def lesion_figure(brain: Surface | None, lesions: dict[int, Surface],
     lo, hi = points.min(axis=0), points.max(axis=0)
     centre, half = (lo + hi) / 2.0, float((hi - lo).max()) / 2.0 + 2.0
 
+    # geometry and lighting do not change from row to row: computed once, per view
+    cameras = [_camera(elev, azim) for _, elev, azim in VIEWS]
+    brain_tri = brain.triangles if brain is not None else None
+    brain_faces = ([_shaded(np.tile(BRAIN_RGBA, (len(brain_tri), 1)),
+                            _light(_unit_normals(brain_tri), view)) for view in cameras]
+                   if brain_tri is not None else None)
+    labels = list(lesions)
+    lesion_tri = (np.concatenate([lesions[k].triangles for k in labels]) if labels else None)
+    face_label = (np.repeat(np.arange(len(labels)), [len(lesions[k].faces) for k in labels])
+                  if labels else None)
+    lesion_light = ([_light(_unit_normals(lesion_tri), view) for view in cameras]
+                    if labels else None)
+
     fig = Figure(figsize=(2.6 * len(VIEWS) + 0.9, 2.5 * max(len(rows), 1)), dpi=100)
     for r, (title, values) in enumerate(rows):
+        value = np.array([values.get(k, np.nan) for k in labels], float)
+        known = np.isfinite(value)
+        rgba = np.array([colormap(norm(v)) if ok else (1.0, 1.0, 1.0, 1.0)
+                         for v, ok in zip(value, known)]).reshape(-1, 4)
+        edge = np.tile((0.4, 0.4, 0.4, 0.0), (len(labels), 1))
+        edge[~known, 3] = 0.6
         for c, (view_name, elev, azim) in enumerate(VIEWS):
             ax = fig.add_subplot(len(rows), len(VIEWS), r * len(VIEWS) + c + 1,
                                  projection="3d", computed_zorder=False)
-            view = _camera(elev, azim)
-            if brain is not None:
-                tri = brain.triangles
-                ax.add_collection3d(Poly3DCollection(
-                    tri, facecolors=_shade(tri, np.tile(BRAIN_RGBA, (len(tri), 1)), view),
-                    edgecolors="none", linewidths=0))
+            if brain_faces is not None:
+                ax.add_collection3d(Poly3DCollection(brain_tri, facecolors=brain_faces[c],
+                                                     edgecolors="none", linewidths=0))
             # lesions over the glass brain, as one collection (sorted by depth among themselves)
-            tris, colours, edges = [], [], []
-            for label, surface in lesions.items():
-                value = values.get(label, np.nan)
-                rgba = (colormap(norm(value)) if np.isfinite(value) else (1.0, 1.0, 1.0, 1.0))
-                tri = surface.triangles
-                tris.append(tri)
-                colours.append(_shade(tri, np.tile(rgba, (len(tri), 1)), view))
-                edges.append(np.tile((0.4, 0.4, 0.4, 0.0 if np.isfinite(value) else 0.6),
-                                     (len(tri), 1)))
-            if tris:
+            if labels:
                 ax.add_collection3d(Poly3DCollection(
-                    np.concatenate(tris), facecolors=np.concatenate(colours),
-                    edgecolors=np.concatenate(edges), linewidths=0.2))
+                    lesion_tri, facecolors=_shaded(rgba[face_label], lesion_light[c]),
+                    edgecolors=edge[face_label], linewidths=0.2))
             for setter, i in ((ax.set_xlim, 0), (ax.set_ylim, 1), (ax.set_zlim, 2)):
                 setter(centre[i] - half, centre[i] + half)
             ax.set_box_aspect((1, 1, 1), zoom=1.45)
