@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bids_agquant.bids.evidence import SOURCE_SESSIONS_TSV
+from bids_agquant.reports.participant import find_maps
 
 pytestmark = pytest.mark.slow
 
@@ -75,5 +76,8 @@ def test_roles_controls_and_reports(cohort):
     assert html.count("data:image/svg+xml;base64,") >= 6
     for p in ("sub-01", "sub-02", "sub-03"):
         page = (out / f"{p}.html").read_text()
-        assert page.count("data:image/png;base64,") == 4       # registration + SE, Gd, T1
+        agents = {m.agent for m in find_maps(out, p.removeprefix("sub-")) if m.agent}
+        # T1w registration, the VFA flicker pair; T1, delta R1, SE, Gd; the 3D views (SE and Gd
+        # per agent); B1+ and VFA residual
+        assert page.count("data:image/png;base64,") == 1 + 2 + 4 + 2 * len(agents) + 2
         assert f'href="../{p}.html"' in html
