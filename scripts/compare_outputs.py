@@ -15,7 +15,10 @@
   ``--allow-text`` (text that the change fixes on purpose; each allowed difference is listed).
   Numbers inside JSON are compared with the same significant-digit rule. ``--same-path`` says
   that two input folders are the same data (the "before" run read a copy elsewhere): the first
-  path is read as the second in JSON text.
+  path is read as the second in JSON text. The links to input datasets in the top-level
+  ``dataset_description.json`` (``DatasetLinks``, ``SourceDatasets`` URLs) depend on where the
+  folders lie by design (a relative path when output and input share a folder, else the input's
+  content identity): each is compared as the dataset it names (:func:`linked_dataset`).
 - ``.mat`` transforms: identical bytes.
 - HTML, figures (PNG/SVG) and logs are not compared (they embed dates and versions); missing or
   extra files are always reported.
@@ -28,6 +31,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -111,9 +115,39 @@ def _json_diff(a, b, where: str, allowed: set[str], out: list[str]) -> None:
         out.append(f"{where}: {a!r} vs {b!r}")
 
 
-def compare_json(before: Path, after: Path, allowed: set[str]) -> list[str]:
+def linked_dataset(uri, root: Path):
+    """The dataset a ``DatasetLinks``/``SourceDatasets`` URI names, seen from output ROOT: a
+    relative path (no scheme) that resolves to a folder is replaced by that folder's content
+    identity, as the pipeline records a link it cannot make relative; other URIs are kept."""
+    from bids_agquant.bids.derivatives import dataset_identity
+    if not isinstance(uri, str) or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", uri):
+        return uri
+    target = root / uri
+    return dataset_identity(target) if target.is_dir() else uri
+
+
+def _canonical_links(desc, root: Path):
+    if not isinstance(desc, dict):
+        return desc
+    desc = dict(desc)
+    if isinstance(desc.get("DatasetLinks"), dict):
+        desc["DatasetLinks"] = {k: linked_dataset(v, root)
+                                for k, v in desc["DatasetLinks"].items()}
+    if isinstance(desc.get("SourceDatasets"), list):
+        desc["SourceDatasets"] = [
+            {**d, "URL": linked_dataset(d["URL"], root)} if isinstance(d, dict) and "URL" in d
+            else d for d in desc["SourceDatasets"]]
+    return desc
+
+
+def compare_json(before: Path, after: Path, allowed: set[str],
+                 roots: tuple[Path, Path] | None = None) -> list[str]:
+    """ROOTS: the two output folders when the files are their top-level dataset_description."""
+    a, b = json.loads(before.read_text()), json.loads(after.read_text())
+    if roots is not None:
+        a, b = _canonical_links(a, roots[0]), _canonical_links(b, roots[1])
     out: list[str] = []
-    _json_diff(json.loads(before.read_text()), json.loads(after.read_text()), "", allowed, out)
+    _json_diff(a, b, "", allowed, out)
     return out
 
 
@@ -156,7 +190,9 @@ def compare(before: Path, after: Path, allowed: set[str]) -> tuple[list[str], di
         elif name.endswith(".tsv"):
             kind, diffs = "tsv", compare_tsv(before / rel, after / rel)
         elif name.endswith(".json"):
-            kind, diffs = "json", compare_json(before / rel, after / rel, allowed)
+            top = rel == Path("dataset_description.json")
+            kind, diffs = "json", compare_json(before / rel, after / rel, allowed,
+                                               (before, after) if top else None)
         else:
             kind = "other"
             same = (before / rel).read_bytes() == (after / rel).read_bytes()
