@@ -7,7 +7,7 @@ DEMO_OUT ?= demo_out
 DEMO_WORK ?= demo_work
 NPROCS ?= 2
 
-.PHONY: install test test-fast demo bench clean container-check
+.PHONY: install test test-fast demo bench clean container-check container-check-all
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: install
 # build the image with podman (base made without a registry) and run the container checks
 container-check: install
 	bash scripts/container_check.sh
+
+# the same with every check under docker too (CI leaves out docker's Apptainer-like run)
+container-check-all: install
+	DOCKER_CHECKS=all bash scripts/container_check.sh
 
 bench: install
 	$(BIN)/python benchmarks/bench_vfa.py

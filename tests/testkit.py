@@ -157,6 +157,65 @@ def slurm_problem() -> str | None:
     return None
 
 
+# ------------------------------------------------------------- the venv run of the sample data
+
+#: A folder where the venv run of data/sample_bids is kept for the whole CI run (.ci/run sets
+#: it): the Slurm tests and the container checks compare with one run instead of making their
+#: own. Unset, each test session makes its run in a temporary folder.
+SAMPLE_REFERENCE_ENV = "BIDS_AGQUANT_SAMPLE_REFERENCE"
+
+
+def _head_commit(repo: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "bids_agquant"],
+                            capture_output=True, text=True)
+    return proc.stdout.strip() + ("+changes" if status.stdout.strip() else "")
+
+
+def sample_reference_run(tmp_path_factory, app: list) -> tuple[Path, Path, float]:
+    """(a copy of data/sample_bids, the venv run's participant + group outputs of that copy, the
+    participant level's seconds). ``app`` is the command that runs the app. A kept run is
+    reused only when it was made from the same commit with no change to the package; a copy is
+    read so that a change by a run (a container's, a job's) would be seen."""
+    import sys
+    import time
+    repo = Path(__file__).resolve().parents[1]
+    kept = os.environ.get(SAMPLE_REFERENCE_ENV)
+    root = Path(kept) if kept else tmp_path_factory.mktemp("sample_reference")
+    root.mkdir(parents=True, exist_ok=True)
+    bids, out, done = root / "bids", root / "venv_out", root / "venv_seconds"
+    commit = _head_commit(repo)
+    if done.is_file() and (root / "commit").is_file() \
+            and (root / "commit").read_text() == commit and "+changes" not in commit:
+        return bids, out, float(done.read_text())
+    for stale in (bids, out, root / "venv_work", done):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    shutil.copytree(repo / "data" / "sample_bids", bids)
+    os.chmod(root, 0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+
+    def call(*args):
+        proc = subprocess.run([*map(str, app), *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=1800)
+        assert proc.returncode == 0, (f"venv {args[2]}: exit {proc.returncode}\n"
+                                      f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+    t0 = time.time()
+    call(bids, out, "participant", "-w", root / "venv_work", "--nprocs", "2")
+    seconds = time.time() - t0
+    call(bids, out, "group")
+    shutil.rmtree(root / "venv_work", ignore_errors=True)
+    (root / "commit").write_text(commit)
+    done.write_text(f"{seconds:.1f}")
+    print(f"\n[sample reference] venv participant of {bids.name}: {seconds:.0f} s", file=sys.stderr)
+    return bids, out, seconds
+
+
 # ------------------------------------------------------------- the official BIDS validator
 
 #: The schema-based BIDS validator (PyPI ``bids-validator-deno``, the ``test`` extra).

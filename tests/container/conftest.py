@@ -3,20 +3,18 @@ the sample dataset and the venv run the container runs are compared with.
 
 The tests run only when ``BIDS_AGQUANT_IMAGE`` names a built image (the script sets it after
 building); otherwise they are skipped with that reason, also in CI, where the script runs them.
-``BIDS_AGQUANT_CONTAINER_REFERENCE`` (set by the script) is a folder where the venv run is kept,
-so that the podman and the docker pass compare with one venv run instead of making two.
+``BIDS_AGQUANT_SAMPLE_REFERENCE`` (set by .ci/run and the script) is a folder where the venv run
+is kept, so that the Slurm tests, the podman and the docker pass compare with one venv run.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from containerkit import ENGINE, IMAGE, TIMES, VENV_APP, ok, run
-from evaldata import SAMPLE_BIDS
+from containerkit import ENGINE, IMAGE, TIMES, VENV_APP, run
+from testkit import sample_reference_run
 
 
 def image_problem() -> str | None:
@@ -39,36 +37,14 @@ def image() -> str:
     return IMAGE
 
 
-def _reference_root(tmp_path_factory) -> Path:
-    kept = os.environ.get("BIDS_AGQUANT_CONTAINER_REFERENCE")
-    if kept:
-        Path(kept).mkdir(parents=True, exist_ok=True)
-        return Path(kept)
-    return tmp_path_factory.mktemp("reference")
-
-
 @pytest.fixture(scope="session")
 def reference(image, tmp_path_factory) -> tuple[Path, Path]:
     """(the sample dataset, copied so that a change by a container would be seen; the venv run's
-    participant + group outputs of that copy)."""
-    root = _reference_root(tmp_path_factory)
-    bids, out, done = root / "bids", root / "venv_out", root / "venv_seconds"
-    if done.is_file():
-        TIMES["venv participant"] = float(done.read_text())
-        return bids, out
-    for stale in (bids, out, root / "venv_work"):
-        shutil.rmtree(stale, ignore_errors=True)
-    shutil.copytree(SAMPLE_BIDS, bids)
-    os.chmod(root, 0o755)
-    t0 = time.time()
-    ok(run([VENV_APP, bids, out, "participant", "-w", root / "venv_work", "--nprocs", "2"]),
-       "venv participant")
-    seconds = time.time() - t0
-    ok(run([VENV_APP, bids, out, "group"]), "venv group")
-    shutil.rmtree(root / "venv_work", ignore_errors=True)
+    participant + group outputs of that copy): testkit.sample_reference_run, shared with the
+    Slurm tests when BIDS_AGQUANT_SAMPLE_REFERENCE keeps it."""
+    bids, out, seconds = sample_reference_run(tmp_path_factory, [VENV_APP])
     TIMES["venv participant"] = seconds
     print(f"\n[container timing] venv participant: {seconds:.0f} s")
-    done.write_text(f"{seconds:.1f}")
     return bids, out
 
 

@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from testkit import sample_reference_run
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample_bids"
 APP = [sys.executable, "-m", "bids_agquant"]
@@ -62,23 +64,27 @@ def assert_same_outputs(reference: Path, other: Path, only: str = "sub-") -> Non
 
 
 @pytest.fixture(scope="module")
-def multiproc(tmp_path_factory):
-    """The reference: participant + group level with MultiProc."""
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    """The reference: participant + group level of a copy of the sample data with MultiProc
+    (testkit.sample_reference_run; kept for the container checks under .ci/run)."""
     if not (SAMPLE / "participants.tsv").is_file():
         pytest.fail(f"sample dataset {SAMPLE} is missing")
-    root = tmp_path_factory.mktemp("multiproc")
-    app(SAMPLE, root / "out", "participant", "-w", root / "work", "--nprocs", "2")
-    app(SAMPLE, root / "out", "group")
-    return root / "out"
+    bids, out, _ = sample_reference_run(tmp_path_factory, APP)
+    return bids, out
 
 
-def test_slurm_plugin_equals_multiproc(slurm_cluster, multiproc, tmp_path):
+@pytest.fixture(scope="module")
+def multiproc(reference) -> Path:
+    return reference[1]
+
+
+def test_slurm_plugin_equals_multiproc(slurm_cluster, reference, multiproc, tmp_path):
     """One participant (CI time), one Slurm job per pipeline node."""
     label = participants()[0]
     plugin = tmp_path / "slurm.yml"
     plugin.write_text("plugin: SLURM\nplugin_args:\n  sbatch_args: '--time=30'\n")
     out, work = tmp_path / "out", tmp_path / "work"
-    app(SAMPLE, out, "participant", "--participant-label", label, "-w", work,
+    app(reference[0], out, "participant", "--participant-label", label, "-w", work,
         "--use-plugin", plugin)
     # the nodes really went through sbatch: nipype's job scripts and Slurm's job logs
     batch = list(work.rglob("batch/batchscript_*.sh"))
@@ -87,12 +93,13 @@ def test_slurm_plugin_equals_multiproc(slurm_cluster, multiproc, tmp_path):
     assert_same_outputs(multiproc, out, only=f"{label}/")
 
 
-def test_array_job_equals_multiproc(slurm_cluster, multiproc, tmp_path):
+def test_array_job_equals_multiproc(slurm_cluster, reference, multiproc, tmp_path):
     """All participants at once, one CPU each (--nprocs 1 must not change a bit), then group."""
     out = tmp_path / "out"
     env = {**ENV, "AGQUANT_CMD": " ".join(APP), "WORK_ROOT": str(tmp_path / "work"),
            "STATUS_DIR": str(tmp_path / "status")}
-    submit = subprocess.run([str(REPO / "scripts" / "submit_slurm.sh"), str(SAMPLE), str(out),
+    submit = subprocess.run([str(REPO / "scripts" / "submit_slurm.sh"), str(reference[0]),
+                             str(out),
                              "--", "--time=30", "--cpus-per-task=1"],
                             capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=120)
