@@ -256,3 +256,35 @@ def test_stop_on_first_crash(tmp_path, caplog, stop):
             if r.name == "bids_agquant" and r.getMessage().startswith("[")}
     # the independent branch runs only when the run does not stop at the first crash
     assert done == (set() if stop else {"a", "b"})
+
+
+# --------------------------------------------------------------------------------------------
+# nothing is sent anywhere: a participant run without any network
+
+
+def _no_network_prefix() -> list[str] | None:
+    import subprocess
+    if shutil.which("unshare") is None:
+        return None
+    ok = subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0
+    return ["unshare", "-rn"] if ok else None
+
+
+@pytest.mark.slow
+def test_participant_run_without_network(run, tmp_path):
+    """The real participant level in a network namespace with no interface but loopback
+    (``unshare -rn``): exit 0, no telemetry or version check is needed (docs/cli.md)."""
+    import subprocess
+    import sys
+    prefix = _no_network_prefix()
+    if prefix is None:
+        pytest.skip("unshare -rn (a user network namespace) is not available here")
+    filt = tmp_path / "pre.json"
+    filt.write_text(json.dumps({q: {"session": "pre"} for q in ("t1w", "vfa", "b1")}))
+    out = tmp_path / "out"
+    res = subprocess.run([*prefix, sys.executable, "-m", "bids_agquant", str(run["ds"]), str(out),
+                          "participant", "--nprocs", "2", "--bids-filter-file", str(filt)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "sub-01" / "sub-01_desc-lesions_stats.tsv").is_file()
+    assert (out / "sub-01.html").is_file()
