@@ -72,6 +72,13 @@ class Config:
     ants_seed: int = 42                               # ANTs runs deterministic with this seed
     verbose: int = 0
     print_plan: bool = False                          # validate, print the plans, compute nothing
+    bids_filter_file: Path | None = None              # --bids-filter-file (its content below)
+    bids_filters: dict = field(default_factory=dict)  # query -> {entity: value} (bids/filters.py)
+    reports_only: bool = False                        # rebuild the reports from OUTPUT_DIR
+    boilerplate_only: bool = False                    # write the methods text, run nothing
+    stop_on_first_crash: bool = True                  # nipype's execution.stop_on_first_crash
+    clean_workdir: bool = False                       # delete the participants' cache first
+    resource_monitor: bool = False                    # nipype's resource monitor, per-node table
 
     @property
     def log_dir(self) -> Path:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from bids_agquant.bids import evidence as E
+from bids_agquant.bids import filters as F
 from bids_agquant.bids import scaling, validate as V
 from bids_agquant.bids.plan import (ContrastState, LesionMask, ParticipantPlan, VFASet,
                                     describe_b1)
@@ -205,10 +206,19 @@ class _Image:
 ANY_SESSION = object()
 
 
-def _images(layout, participant, session, datatype, suffix) -> list[_Image]:
-    query = dict(subject=participant, datatype=datatype, suffix=suffix, extension=NIFTI)
+def _images(layout, participant, session, datatype, suffix, filters: dict | None = None,
+            name: str | None = None) -> list[_Image]:
+    """The images of one suffix, narrowed by the ``--bids-filter-file`` entities of query
+    ``name`` (:data:`bids_agquant.bids.filters.QUERIES`)."""
+    query = dict(F.pybids_filters(filters, name) if name else {})
     if session is not ANY_SESSION:
+        # a session filter and the session asked for: both must hold
+        wanted = (filters or {}).get(name, {})
+        if "session" in wanted and not F.matches({name: {"session": wanted["session"]}}, name,
+                                                 {"session": session}):
+            return []
         query["session"] = session
+    query.update(subject=participant, datatype=datatype, suffix=suffix, extension=NIFTI)
     files = layout.get(**query)
     out = []
     for f in files:
@@ -447,16 +457,20 @@ def _collect_states(layout, participant: str, all_sessions, config, overrides: d
     b1maps: dict[str, list[_Image]] = {}
     images: dict[str, list[_Image]] = {}
     for ses in all_sessions:
-        imgs = [(suffix, img) for suffix in ("T1w", "VFA")
-                for img in _images(layout, participant, ses, "anat", suffix)]
+        imgs = [(suffix, img) for suffix, name in (("T1w", "t1w"), ("VFA", "vfa"))
+                for img in _images(layout, participant, ses, "anat", suffix,
+                                   config.bids_filters, name)]
         images[ses] = [img for _, img in imgs]
         per_agent = _assign_states(imgs, declared.get(ses), participant, ses, overrides, root)
         if per_agent:
             states[ses] = per_agent
+        elif config.bids_filters:
+            LOGGER.info("sub-%s: ses-%s: no T1w or VFA image passes --bids-filter-file; skipped",
+                        participant, ses)
         else:
             warn(f"ses-{ses} has no T1w or VFA image; skipped")
         if config.b1_correction != "off":
-            b1maps[ses] = _b1_sources(layout, participant, ses, root)
+            b1maps[ses] = _b1_sources(layout, participant, ses, root, config.bids_filters)
 
     return states, b1maps, images
 
@@ -696,13 +710,15 @@ class _B1Source:
         return meta
 
 
-def _b1_sources(layout, participant: str, session: str, root: Path) -> list[_B1Source]:
+def _b1_sources(layout, participant: str, session: str, root: Path,
+                filters: dict | None = None) -> list[_B1Source]:
     """A session's TB1maps and B1 method collections (:data:`~bids_agquant.qmri.b1methods.METHODS`
-    names them)."""
+    names them), narrowed by the ``b1`` filters."""
     out = [_B1Source(B1M.READ_METHOD, (img,), ("map",))
-           for img in _images(layout, participant, session, "fmap", B1M.READ_METHOD)]
+           for img in _images(layout, participant, session, "fmap", B1M.READ_METHOD, filters,
+                              "b1")]
     for suffix, method in B1M.METHODS.items():
-        images = _images(layout, participant, session, "fmap", suffix)
+        images = _images(layout, participant, session, "fmap", suffix, filters, "b1")
         out += _b1_collections(method, images, root)
     return out
 
@@ -787,6 +803,9 @@ def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
             for f in sorted((d / sub).rglob(f"{sub}_*{pattern}*")):
                 if not f.name.endswith((".nii", ".nii.gz")):
                     continue
+                if config.bids_filters and not F.matches(
+                        config.bids_filters, "lesion_mask", _mask_entities(f)):
+                    continue
                 m = re.search(r"_ses-([A-Za-z0-9]+)_", f.name)
                 space = re.search(r"_space-([A-Za-z0-9]+)_", f.name)
                 found.append((space.group(1) if space else None,
@@ -794,8 +813,9 @@ def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
     if not found:
         where = (str(config.lesion_masks_dir) if config.lesion_masks_dir
                  else f"{_rel(root / 'derivatives', root)}/*")
-        warn(f"no lesion mask in {where} (*_label-metastasis_mask or *_desc-metastases_dseg); "
-             f"maps only, no lesion table")
+        passing = " passing --bids-filter-file" if "lesion_mask" in config.bids_filters else ""
+        warn(f"no lesion mask{passing} in {where} (*_label-metastasis_mask or "
+             f"*_desc-metastases_dseg); maps only, no lesion table")
         return None
     # native masks (no space- entity, or space-orig) first, then the baseline's, then dseg
     found.sort(key=lambda sm: (sm[0] not in (None, "orig"), sm[1].session != baseline,
@@ -805,6 +825,13 @@ def _find_lesion_mask(participant: str, config, root: Path, baseline: str,
         warn(f"several lesion masks; using {_rel(found[0].path, root)}, ignoring "
              f"{', '.join(f.path.name for f in found[1:])}")
     return found[0]
+
+
+def _mask_entities(path: Path) -> dict:
+    """The BIDS entities of a lesion-mask file name (raw and derivatives entities)."""
+    from bids.layout import parse_file_entities  # pybids
+
+    return parse_file_entities(str(path), config=["bids", "derivatives"])
 
 
 def _is_ours(deriv_dir: Path) -> bool:

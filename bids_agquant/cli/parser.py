@@ -13,15 +13,25 @@ import re
 from pathlib import Path
 
 from bids_agquant import __version__
+from bids_agquant.bids.filters import QUERIES
 from bids_agquant.bids.layout import normalise_label
 from bids_agquant.config import AnalysisLevel, B1Correction, SENormalization, VFAFit
 from bids_agquant.errors import UsageError
 from bids_agquant.qmri.lesions import CONTROL_DIAMETER_MM
 
-__all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR"]
+__all__ = ["build_parser", "parse_args", "DEFAULT_WORK_SUBDIR", "WORKDIR_MARKER",
+           "PARTICIPANT_ONLY"]
 
 #: Default work directory, relative to OUTPUT_DIR (hidden: BIDS tools and pybids skip it).
 DEFAULT_WORK_SUBDIR = ".work"
+#: The file bids_agquant writes into every work directory it creates; ``--clean-workdir``
+#: deletes only in a folder holding it.
+WORKDIR_MARKER = ".bids_agquant_workdir"
+#: Options of the participant level only (the group level neither runs nipype nor reads BIDS
+#: queries): ``dest`` -> option.
+PARTICIPANT_ONLY = {"bids_filter_file": "--bids-filter-file", "reports_only": "--reports-only",
+                    "boilerplate_only": "--boilerplate-only", "clean_workdir": "--clean-workdir",
+                    "resource_monitor": "--resource-monitor"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,6 +145,12 @@ def _add_bids_filters(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="index every file whatever its name, and accept a dataset without a "
                         "valid dataset_description.json")
+    g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE", type=Path,
+                   default=None,
+                   help="JSON object of pybids entity filters merged into the input queries, "
+                        "keyed by query: " + "; ".join(f"'{k}' {v}" for k, v in QUERIES.items())
+                        + ". Values: a label, a list of labels, null (entity absent) or \"*\" "
+                          "(present); e.g. {\"t1w\": {\"session\": [\"pre\", \"inj\"]}}")
 
 
 def _add_quantification_options(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +188,10 @@ def _add_performance_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--use-plugin", metavar="FILE", type=Path, default=None,
                    help="nipype plugin settings (YAML with 'plugin' and 'plugin_args', e.g. "
                         "SLURM); default: MultiProc with --nprocs")
+    g.add_argument("--resource-monitor", action="store_true",
+                   help="measure every node's run time, peak memory and CPU (nipype's resource "
+                        "monitor, sampled each second) into OUTPUT_DIR/logs/sub-<label>_"
+                        "resources.tsv, shown in the participant report")
 
 
 def _add_other_options(parser: argparse.ArgumentParser) -> None:
@@ -179,9 +199,25 @@ def _add_other_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-w", "--work-dir", metavar="DIR", type=Path, default=None,
                    help=f"nipype work directory; a rerun with the same one resumes (default: "
                         f"OUTPUT_DIR/{DEFAULT_WORK_SUBDIR})")
-    g.add_argument("--print-plan", action="store_true",
-                   help="validate the inputs, print what would be computed per participant, and "
-                        "exit without computing or writing anything")
+    only = g.add_mutually_exclusive_group()
+    only.add_argument("--print-plan", action="store_true",
+                      help="validate the inputs, print what would be computed per participant, "
+                           "and exit without computing or writing anything")
+    only.add_argument("--reports-only", action="store_true",
+                      help="rebuild the participant reports OUTPUT_DIR/sub-<label>.html from the "
+                           "outputs already there, and nothing else")
+    only.add_argument("--boilerplate-only", "--boilerplate_only", action="store_true",
+                      help="write the methods text (OUTPUT_DIR/logs/CITATION.md and .bib) for "
+                           "the planned run and exit without running the workflow")
+    g.add_argument("--stop-on-first-crash", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop the run at the first failing node (nipype's stop_on_first_crash); "
+                        "with --no-stop-on-first-crash the nodes that do not depend on it run "
+                        "first (cached for the rerun). A failing node exits 1 either way (65 when "
+                        "it refused its data)")
+    g.add_argument("--clean-workdir", action="store_true",
+                   help=f"delete the cache of the selected participants in the work dir before "
+                        f"running; only in a work dir bids_agquant created (it holds "
+                        f"{WORKDIR_MARKER}), never BIDS_DIR, OUTPUT_DIR or a folder holding them")
     g.add_argument("--version", action="version", version=f"bids-agquant {__version__}")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output (repeatable): -v prints the plan, tracebacks and pipeline "
@@ -216,4 +252,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"({relax[agent]:g} and {r1:g})", fix="pass it once")
         relax[agent] = r1
     args.relaxivity = relax
+    if args.analysis_level != "participant":
+        given = [opt for dest, opt in PARTICIPANT_ONLY.items() if getattr(args, dest)]
+        if not args.stop_on_first_crash:
+            given.append("--no-stop-on-first-crash")
+        if given:
+            raise UsageError(f"{', '.join(given)}: participant level only",
+                             fix="leave it out of the group-level command")
+    if args.clean_workdir and (args.print_plan or args.reports_only or args.boilerplate_only):
+        other = next(o for o, v in (("--print-plan", args.print_plan),
+                                    ("--reports-only", args.reports_only),
+                                    ("--boilerplate-only", args.boilerplate_only)) if v)
+        raise UsageError(f"--clean-workdir with {other}: {other} runs no workflow, the cache "
+                         f"would be deleted for nothing", fix="pass one of the two")
     return args

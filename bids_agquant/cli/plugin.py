@@ -225,11 +225,15 @@ def _check_args(name: str, args: dict, where: str, base: Path) -> None:
 
 
 def configure_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path | str,
-                       crash_dir: Path | str | None = None) -> dict:
+                       crash_dir: Path | str | None = None, *,
+                       execution: dict | None = None) -> dict:
     """Set nipype's execution config on ``workflow`` and all its nodes; return nipype's args.
 
     - ``crashdump_dir`` = ``crash_dir`` (default ``WORK_DIR/crash``), text crash files;
     - ``poll_sleep_duration`` from ``plugin_args`` (taken out of the returned args);
+    - ``execution``: more nipype config sections (``{"execution": {...}, "monitoring":
+      {...}}``), e.g. ``stop_on_first_crash`` and the resource monitor, which the jobs of the
+      Slurm plugins read from the nodes' config, not from this process's;
     - ``workflow.base_dir`` = ``work_dir`` when not set yet.
 
     Nodes keep a copy of the global nipype config from when they were created, and that copy
@@ -239,28 +243,34 @@ def configure_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path 
     crash_dir = Path(crash_dir).absolute() if crash_dir else work_dir / "crash"
     args = dict(plugin_args)
     poll = args.pop("poll_sleep_duration", None)
-    execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt"}
-    workflow.config.setdefault("execution", {}).update(execution)
+    sections = {key: dict(value) for key, value in (execution or {}).items()}
+    sections.setdefault("execution", {}).update(crashdump_dir=str(crash_dir),
+                                                crashfile_format="txt")
+    for key, value in sections.items():
+        workflow.config.setdefault(key, {}).update(value)
     if poll is not None:
         workflow.config["execution"]["poll_sleep_duration"] = str(poll)
     for node in workflow._get_all_nodes():
         node.config = node.config or {}
-        node.config.setdefault("execution", {}).update(execution)
+        for key, value in sections.items():
+            node.config.setdefault(key, {}).update(value)
     if workflow.base_dir is None:
         workflow.base_dir = str(work_dir)
     return args
 
 
 def run_workflow(workflow, plugin: str, plugin_args: dict, work_dir: Path | str,
-                 crash_dir: Path | str | None = None):
+                 crash_dir: Path | str | None = None, *, execution: dict | None = None):
     """Run ``workflow`` with the plugin; return nipype's execution graph.
 
     SLURMGraph submits the whole graph with afterok dependencies and returns at once; here we
     then wait until its jobs have left the queue (``squeue``) and check that every node has
     finished, so the caller sees the outcome as with the other plugins.
-    Raises RuntimeError when nodes failed (crash files are in ``crash_dir``).
+    Raises RuntimeError when nodes failed (crash files are in ``crash_dir``). ``execution``:
+    see :func:`configure_workflow`.
     """
-    args = configure_workflow(workflow, plugin, plugin_args, work_dir, crash_dir)
+    args = configure_workflow(workflow, plugin, plugin_args, work_dir, crash_dir,
+                              execution=execution)
     if plugin == "MultiProc":
         return workflow.run(plugin=guarded_multiproc(args))
     if plugin != "SLURMGraph":

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -33,14 +34,15 @@ import threading
 import time
 import traceback
 import warnings
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bids_agquant import __version__
 from bids_agquant.bids.derivatives import container_info, remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
-from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, parse_args
+from bids_agquant.bids import filters as bids_filters
+from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, WORKDIR_MARKER, parse_args
 from bids_agquant.config import (AnalysisLevel, B1Correction, Config, SENormalization,
                                  VFAFit)
 from bids_agquant.errors import (EX_DATAERR, EX_FAILURE, EX_OK, AgquantError, BadDataError,
@@ -92,6 +94,13 @@ def build_config(args) -> Config:
         skip_bids_validation=args.skip_bids_validation,
         verbose=args.verbose,
         print_plan=args.print_plan,
+        bids_filter_file=absolute(args.bids_filter_file),
+        bids_filters=bids_filters.load_filters(absolute(args.bids_filter_file)),
+        reports_only=args.reports_only,
+        boilerplate_only=args.boilerplate_only,
+        stop_on_first_crash=args.stop_on_first_crash,
+        clean_workdir=args.clean_workdir,
+        resource_monitor=args.resource_monitor,
     )
 
 
@@ -155,10 +164,60 @@ def check_paths(config: Config) -> None:
 
 
 def prepare_outputs(config: Config) -> None:
-    """Create OUTPUT_DIR, its logs/ and the work dir, and prove they are writable (else 73)."""
+    """Create OUTPUT_DIR, its logs/ and the work dir, and prove they are writable (else 73).
+
+    A work dir created here (or found empty) gets the marker file :data:`WORKDIR_MARKER`, which
+    ``--clean-workdir`` requires before it deletes anything there.
+    """
+    work = config.work_dir
+    fresh = not work.exists() or (work.is_dir() and not any(work.iterdir()))
     for path, option in ((config.output_dir, "OUTPUT_DIR"), (config.log_dir, "OUTPUT_DIR"),
-                         (config.work_dir, "--work-dir")):
+                         (work, "--work-dir")):
         _ensure_writable_dir(path, option)
+    if fresh:
+        try:
+            (work / WORKDIR_MARKER).write_text(
+                f"nipype work directory of bids-agquant (OUTPUT_DIR {config.output_dir}); "
+                f"--clean-workdir may delete what is in this folder\n", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"--work-dir {work} cannot be written ({exc.strerror})",
+                              fix=_permission_fix()) from exc
+
+
+def clean_work_dir(config: Config, participants) -> list[Path]:
+    """``--clean-workdir``: delete the cache of ``participants`` (their workflow folders) in the
+    work dir; only in a work dir holding :data:`WORKDIR_MARKER`, never one that is or holds
+    BIDS_DIR, OUTPUT_DIR, the lesion masks or the current directory (64 otherwise)."""
+    work = config.work_dir
+    if not work.exists():
+        return []
+    protected = [(config.bids_dir, "BIDS_DIR"), (config.output_dir, "OUTPUT_DIR"),
+                 (Path.cwd(), "the current directory")]
+    if config.lesion_masks_dir is not None:
+        protected.append((config.lesion_masks_dir, "--lesion-masks"))
+    for path, what in protected:
+        if _inside(path, work):
+            raise UsageError(f"--clean-workdir: the work dir {work} is or contains {what} "
+                             f"{path}", fix="give a work dir of its own with -w")
+    if not (work / WORKDIR_MARKER).is_file():
+        raise UsageError(f"--clean-workdir: {work} was not created by bids-agquant (no "
+                         f"{WORKDIR_MARKER} in it), so nothing is deleted",
+                         fix="delete the folder yourself if it is a work dir, or leave out "
+                             "--clean-workdir")
+    from bids_agquant.workflows.participant import workflow_name  # lazy: nipype
+
+    removed = []
+    for participant in participants:
+        folder = work / workflow_name(participant)
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.is_dir():
+            shutil.rmtree(folder)
+        else:
+            continue
+        removed.append(folder)
+        LOGGER.info("--clean-workdir: removed %s", folder)
+    return removed
 
 
 def _ensure_writable_dir(path: Path, option: str) -> None:
@@ -321,14 +380,22 @@ def configure_nipype(config: Config) -> None:
             # content hashes: a rerun resumes even after the inputs were copied (new mtimes),
             # e.g. staged to a node's scratch disk for each job
             "hash_method": "content",
-            "stop_on_first_crash": "true",
+            "stop_on_first_crash": str(config.stop_on_first_crash).lower(),
             "check_version": "false",
             "remove_unnecessary_outputs": "true",
             "write_provenance": "false",
             "parameterize_dirs": "true",
         },
-        "monitoring": {"enabled": "false"},
+        "monitoring": {"enabled": str(config.resource_monitor).lower()},
     })
+    ncfg.update_config(_execution_config(config))
+    if config.resource_monitor:
+        ncfg.enable_resource_monitor()       # checks that psutil is there
+        if not ncfg.resource_monitor:
+            raise UsageError("--resource-monitor needs the psutil package, which is not "
+                             "installed", fix="pip install psutil (or reinstall bids_agquant)")
+    else:
+        ncfg.disable_resource_monitor()
 
 
 class NodeProgress:
@@ -341,6 +408,8 @@ class NodeProgress:
         self.started: dict[str, float] = {}
         self.done = 0
         self.failed: list[str] = []
+        self.since = None                        # when the run started (UTC)
+        self.execgraph = None                    # nipype's execution graph, once it finished
 
     def _name(self, node) -> str:
         name = getattr(node, "fullname", None) or str(node)
@@ -445,7 +514,12 @@ def _run_one(plan, config: Config) -> None:
                            f"available in this installation ({exc})",
                            fix="reinstall bids_agquant") from exc
     wf = init_participant_wf(plan, config)
-    execute_workflow(wf, config, f"sub-{plan.participant}")
+    progress = execute_workflow(wf, config, f"sub-{plan.participant}")
+    if config.resource_monitor and progress.execgraph is not None:
+        from bids_agquant.reports.resources import node_resources, write_resources  # lazy
+        rows = node_resources(progress.execgraph, progress.since, prefix=wf.name)
+        path = write_resources(config.output_dir, plan.participant, rows)
+        LOGGER.info("sub-%s: node resources %s", plan.participant, path)
 
 
 class _WarningCollector(logging.Handler):
@@ -491,6 +565,38 @@ def with_plugin(config: Config) -> Config:
     return dataclasses.replace(config, plugin=name, plugin_args=dict(args))
 
 
+#: The current directory of a workflow run, relative to the work dir: files nipype writes into
+#: the current directory (the resource monitor's ``.proc-*`` samples, ...) land there.
+RUN_SUBDIR = "run"
+
+
+@contextlib.contextmanager
+def _run_directory(config: Config):
+    """Run with the current directory in the work dir (never the user's, never BIDS_DIR)."""
+    run_dir = Path(config.work_dir) / RUN_SUBDIR
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--work-dir {config.work_dir} cannot be written ({exc.strerror})",
+                          fix=_permission_fix()) from exc
+    with contextlib.chdir(run_dir):
+        yield run_dir
+
+
+def _remove_monitor_samples(run_dir: Path) -> None:
+    """The resource monitor's raw sample files (read into the node results already)."""
+    for f in run_dir.glob(".proc-*"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+
+
+def _execution_config(config: Config) -> dict:
+    """nipype settings of the run that every node (and every Slurm job) must carry."""
+    return {"execution": {"stop_on_first_crash": str(config.stop_on_first_crash).lower(),
+                          "resource_monitor_frequency": "1"},
+            "monitoring": {"enabled": str(config.resource_monitor).lower()}}
+
+
 def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
     """Run a nipype workflow with the configured plugin, one progress line per finished node.
 
@@ -508,8 +614,13 @@ def execute_workflow(wf, config: Config, label: str) -> NodeProgress:
         plugin_args = {**plugin_args, "status_callback": progress}
     LOGGER.info("%s: running %s with %s (work dir %s)", label, wf.name, name, config.work_dir)
     t0 = time.time()
+    progress.since = datetime.now(timezone.utc)
     try:
-        plugin_mod.run_workflow(wf, name, plugin_args, config.work_dir, config.crashdump_dir)
+        with _run_directory(config) as run_dir:
+            progress.execgraph = plugin_mod.run_workflow(
+                wf, name, plugin_args, config.work_dir, config.crashdump_dir,
+                execution=_execution_config(config))
+            _remove_monitor_samples(run_dir)
     except Exception as exc:
         if _exit_code_of(exc) is not None:     # e.g. the plugin's own settings errors (64)
             raise
@@ -544,7 +655,16 @@ def run_participant_level(config: Config) -> int:
     config = with_plugin(config)            # a bad --use-plugin file fails before any work
     LOGGER.info("bids-agquant %s: participant level, BIDS_DIR %s", _version(), config.bids_dir)
     plans = build_plans(config)
+    if config.bids_filters and not config.print_plan:
+        LOGGER.info("BIDS filters (--bids-filter-file %s):\n%s", config.bids_filter_file,
+                    bids_filters.describe_filters(config.bids_filters))
+    if config.reports_only:
+        return _reports_only(config, plans)
+    if config.boilerplate_only:
+        return _boilerplate_only(config, plans)
     if not config.print_plan:
+        if config.clean_workdir:
+            clean_work_dir(config, [plan.participant for plan in plans])
         prepare_outputs(config)
     for plan in plans:
         n_post = len(plan.post_states)
@@ -553,6 +673,10 @@ def run_participant_level(config: Config) -> int:
                     plan.baseline_session, plan.baseline_reason, plan.session_order,
                     f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     if config.print_plan:
+        if config.bids_filters:
+            print(f"BIDS filters (--bids-filter-file {config.bids_filter_file}):")
+            print("\n".join(f"  {line}" for line in
+                            bids_filters.describe_filters(config.bids_filters).splitlines()))
         for plan in plans:
             print(format_plan(plan, config.bids_dir))
         return EX_OK
@@ -582,6 +706,37 @@ def run_participant_level(config: Config) -> int:
                 cleanup()
     LOGGER.info("done: outputs in %s (work dir %s can be deleted once you are satisfied)",
                 config.output_dir, config.work_dir)
+    return EX_OK
+
+
+def _reports_only(config: Config, plans) -> int:
+    """``--reports-only``: rebuild each participant's report from OUTPUT_DIR; nothing else is
+    written (no log file: the report shows the warnings of the run that made the outputs)."""
+    from bids_agquant.reports.participant import build_participant_report, find_maps  # lazy
+
+    missing = [p.participant for p in plans if not find_maps(config.output_dir, p.participant)]
+    if missing:
+        raise MissingInputError(
+            f"--reports-only: no outputs of sub-{', sub-'.join(missing)} in {config.output_dir} "
+            f"(no maps under sub-{missing[0]}/)",
+            fix="run the participant level first (without --reports-only), or give the "
+                "OUTPUT_DIR of that run")
+    _ensure_writable_dir(config.output_dir, "OUTPUT_DIR")
+    for plan in plans:
+        t0 = time.time()
+        path = build_participant_report(config.output_dir, plan.participant, plan=plan,
+                                        bids_dir=config.bids_dir)
+        LOGGER.info("sub-%s: report %s (%.1f s)", plan.participant, path, time.time() - t0)
+    return EX_OK
+
+
+def _boilerplate_only(config: Config, plans) -> int:
+    """``--boilerplate-only``: the methods text of the planned run, no workflow."""
+    from bids_agquant.reports.citation import write_citation  # lazy: matplotlib
+
+    _ensure_writable_dir(config.log_dir, "OUTPUT_DIR")
+    md, bib = write_citation(config.output_dir, config, plans)
+    LOGGER.info("methods text %s (references %s); no workflow was run", md, bib)
     return EX_OK
 
 

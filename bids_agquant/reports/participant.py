@@ -49,6 +49,7 @@ from bids_agquant.reports import display as V  # noqa: E402
 from bids_agquant.reports import fitcheck as Q  # noqa: E402
 from bids_agquant.reports import render3d as R3  # noqa: E402
 from bids_agquant.reports.citation import CITATION_FILE  # noqa: E402
+from bids_agquant.reports import resources as RS  # noqa: E402
 from bids_agquant.qmri.relaxivity import canonical_agent  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
@@ -957,6 +958,20 @@ def _methods_section(output_dir: Path) -> tuple:
                                             "Generated from the run; may be cited as is."))
 
 
+def _resources_section(output_dir: Path, participant: str):
+    """Node run time and peak memory (``--resource-monitor``); no section without the table."""
+    rows = RS.read_resources(output_dir, participant)
+    if rows is None:
+        return None
+    cols = list(C.columns(C.RESOURCES_TABLE))
+    name = RS.resources_path(output_dir, participant).relative_to(output_dir)
+    body = (H.table_html(cols, rows, C.headers(C.RESOURCES_TABLE), css_class="data fit")
+            + f'<p class="note">File: <code>{H.esc(name)}</code>.</p>')
+    return ("resources", "Resources", H.section(
+        "resources", "Node resources", body,
+        "Wall time, peak memory and peak CPU of every pipeline node (--resource-monitor)."))
+
+
 def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
                              bids_dir: Path | str | None = None,
                              warnings: Sequence[str] = (), n_slices: int = 3) -> Path:
@@ -995,8 +1010,10 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
         ("lesions", "Lesions", H.section("lesions", "Lesion table",
                                          _lesion_table_html(lesion_tsv))),
         _methods_section(output_dir),
+        _resources_section(output_dir, participant),
         _software_section(output_dir, maps, lines(notes)),  # last: the notes of the others
     ]
+    sections = [sec for sec in sections if sec is not None]
     text = H.page(f"sub-{participant}", "Participant report &middot; AGuIX quantification",
                   sections)
     return write_text_atomic(output_dir / f"sub-{participant}.html", text)

@@ -36,7 +36,7 @@ from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
 from bids_agquant.workflows.quantification import init_post_contrast_wf, init_vfa_wf
 from bids_agquant.workflows.registration import init_registration_wf, registration_target
 
-__all__ = ["init_participant_wf", "state_label", "participant_outputs"]
+__all__ = ["init_participant_wf", "workflow_name", "state_label", "participant_outputs"]
 
 #: Seed of the control-region placement (reproducible regions).
 CONTROL_SEED = 0
@@ -151,6 +151,11 @@ class _Build:
         return self.uri(self.ref)
 
 
+def workflow_name(participant: str) -> str:
+    """The name of a participant's workflow, also its folder in the work dir."""
+    return f"sub_{re.sub(r'[^A-Za-z0-9]', '_', participant)}_wf"
+
+
 def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow:
     """Build the nipype workflow of one participant (see the module docstring).
 
@@ -164,7 +169,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
     mem = {"reg": _mem_gb(0.3, 40, n_ref), "resample": _mem_gb(0.2, 60, n_ref),
            "quant": _mem_gb(0.3, 110, n_ref), "regions": _mem_gb(0.3, 90, n_ref),
            "sink": _mem_gb(0.1, 12, n_ref)}
-    wf = pe.Workflow(name=name or f"sub_{re.sub(r'[^A-Za-z0-9]', '_', plan.participant)}_wf")
+    wf = pe.Workflow(name=name or workflow_name(plan.participant))
     if config.work_dir is not None:
         wf.base_dir = str(Path(config.work_dir).absolute())
     wf.config["execution"] = {"crashfile_format": "txt"}
