@@ -33,7 +33,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["MixedRow", "STATUSES", "OK", "NOT_TESTABLE", "SINGULAR", "FAILED", "MIXED",
-           "LESION_LEVEL", "MIN_PARTICIPANTS", "MIN_PARTICIPANTS_PER_LEVEL", "BOUNDARY_LOGLIKE_TOLERANCE",
+           "LESION_LEVEL", "MIN_PARTICIPANTS", "MIN_PARTICIPANTS_PER_LEVEL",
+           "BOUNDARY_LOGLIKE_TOLERANCE",
            "CONFIDENCE", "design_problem", "fit_slope", "fit_factor", "OMNIBUS",
            "headline"]
 
@@ -188,16 +189,13 @@ def _omnibus(est: np.ndarray, cov: np.ndarray, df: float, cols: list[int]) -> tu
 
 
 def _mixed_fit(design: _Design):
-    """REML fit; returns (result, warning messages) or raises on failure."""
+    """REML fit; returns (result, warning messages, converged) or raises on failure."""
     from statsmodels.regression.mixed_linear_model import MixedLM
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = MixedLM(design.y, design.X, groups=design.groups).fit(reml=True)
     messages = list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
-    if not result.converged:
-        raise RuntimeError("REML did not converge" + (f" ({'; '.join(messages)})" if messages
-                                                      else ""))
-    return result, messages
+    return result, messages, bool(result.converged)
 
 
 def _at_boundary(result) -> bool:
@@ -221,11 +219,19 @@ def _clustered_ols(design: _Design):
 def _estimates(design: _Design) -> dict:
     """The mixed-model view: estimates, covariance, dof, variances, status and note."""
     try:
-        result, messages = _mixed_fit(design)
+        result, messages, converged = _mixed_fit(design)
         est = np.asarray(result.fe_params, float)
         cov = np.asarray(result.cov_params(), float)[: len(est), : len(est)]
         tau2, sigma2 = float(np.asarray(result.cov_re)[0, 0]), float(result.scale)
+        if not np.isfinite([*est, tau2, sigma2, float(result.llf)]).all():
+            raise RuntimeError("non-finite estimates (response or regressor out of range?)"
+                               + (f": {'; '.join(messages)}" if messages else ""))
         singular = _at_boundary(result)
+        # an optimiser that stalls next to the boundary, where the maximum lies, is singular;
+        # anywhere else, non-convergence is a failure
+        if not converged and not singular:
+            raise RuntimeError("REML did not converge" + (f" ({'; '.join(messages)})"
+                                                          if messages else ""))
         if not singular and not np.isfinite(np.diag(cov)).all():
             raise RuntimeError("no standard errors (Hessian not positive definite)"
                                + (f": {'; '.join(messages)}" if messages else ""))
