@@ -133,3 +133,14 @@ def test_report_of_a_confounded_design_has_no_p_value_for_that_factor(tmp_path):
     assert len(tested) == 3                     # the rank test, the mixed and the OLS rows
     for row in tested:
         assert "not testable" in row, row
+
+
+def test_the_docs_state_the_thresholds_the_code_uses():
+    """docs/group_statistics.md quotes the constants of bids_agquant.group.mixed: if one changes,
+    this says where the text must follow."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "group_statistics.md").read_text()
+    assert f"fewer than {mixed.MIN_PARTICIPANTS} participants in the fit" in text
+    assert f"fewer than {mixed.MIN_PARTICIPANTS_PER_LEVEL} participants each" in text
+    assert f"within {mixed.BOUNDARY_LOGLIKE_TOLERANCE:g} of the fitted one" in text
+    assert f"({mixed.CONFIDENCE:.0%})".replace("%", " %") in text
