@@ -102,8 +102,11 @@ def dose_rows(out: Path) -> dict[str, dict]:
 
 def one_setting(root: Path, args, participant_sd: float) -> dict:
     t0 = time.perf_counter()
-    truth = simulate(root, args.preset, args.seed, participant_sd)
-    t_sim = time.perf_counter() - t0
+    if args.reuse and (root / "truth" / "lesions.tsv").is_file():
+        truth, t_sim = root / "truth", float("nan")         # simulated by an earlier run
+    else:
+        truth = simulate(root, args.preset, args.seed, participant_sd)
+        t_sim = time.perf_counter() - t0
     tables = root / "tables"
     shutil.rmtree(tables, ignore_errors=True)
     truth_lesion_tables(noisy_truth(truth, root / "noisy_truth", args.noise, args.seed), tables)
@@ -140,13 +143,24 @@ def write_results(info: dict, results: list[dict]) -> None:
             f"{_f(n['ci_high'])}) | {m['n_lesions']} / {m['n_participants']} | "
             f"{'n/a' if inside is None else ('yes' if inside else 'NO')} |")
     lines += [""] + [f"- {r['source']}: {r['rows']['mixed']['note'] or 'no note'}; simulate "
-                     f"{r['seconds'].get('simulate', 0):.0f} s, group level "
+                     f"{_f(r['seconds'].get('simulate'), 0)} s (n/a: reused), group level "
                      f"{r['seconds']['group']:.1f} s" for r in results]
-    lines += ["", "Singular: the phantom without a participant effect draws every lesion alike, "
-              "so REML puts the participant variance at zero (or as good as): the row then "
-              "reports OLS with participant-clustered standard errors (docs/group_statistics.md)."
-              " The simulated slope is this cohort's own (participant effects drawn included).",
-              ""]
+    singular = [r["source"] for r in results if r["rows"]["mixed"]["status"] == "singular"]
+    lines += ["", "The simulated slope is this cohort's own (noise-free truth, participant effects "
+              "drawn included); the mixed and lesion-level fits see the noisy tables."]
+    if singular:
+        from bids_agquant.simulate.config import make_config
+        lo, hi = make_config(info["preset"]).aguix_conc_mM_per_100mg_kg
+        m0 = results[0]["rows"]["mixed"]
+        per = int(m0["n_lesions"]) / int(m0["n_participants"])
+        lines += ["", f"Singular ({'; '.join(singular)}): REML put the participant variance at "
+                  "its boundary, so the row reports OLS with participant-clustered (CR1) "
+                  "standard errors (docs/group_statistics.md). Without participant_uptake_sd the "
+                  "phantom draws every lesion alike and has no participant effect to find; a "
+                  "small factor is lost beside the phantom's lesion-to-lesion spread of uptake "
+                  f"(leakiness uniform over a {hi / lo:g}-fold range of AGuIX uptake) with "
+                  f"{per:.3g} measurable lesions per participant."]
+    lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
 
@@ -164,6 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pipeline-out", type=Path,
                     help="participant-level outputs of the app: run the group level on them")
     ap.add_argument("--truth", type=Path, help="with --pipeline-out: the phantom truth folder")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse ROOT/sd<value>/ phantoms of an earlier run (same seed, preset)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     results = []
