@@ -30,7 +30,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 from scipy import stats
+from statsmodels.regression.mixed_linear_model import MixedLM, MixedLMParams
 
 __all__ = ["MixedRow", "STATUSES", "OK", "NOT_TESTABLE", "SINGULAR", "FAILED", "MIXED",
            "LESION_LEVEL", "MIN_PARTICIPANTS", "MIN_PARTICIPANTS_PER_LEVEL",
@@ -190,7 +192,6 @@ def _omnibus(est: np.ndarray, cov: np.ndarray, df: float, cols: list[int]) -> tu
 
 def _mixed_fit(design: _Design):
     """REML fit; returns (result, warning messages, converged) or raises on failure."""
-    from statsmodels.regression.mixed_linear_model import MixedLM
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = MixedLM(design.y, design.X, groups=design.groups).fit(reml=True)
@@ -200,7 +201,6 @@ def _mixed_fit(design: _Design):
 
 def _at_boundary(result) -> bool:
     """The participant variance is at its boundary (see :data:`BOUNDARY_LOGLIKE_TOLERANCE`)."""
-    from statsmodels.regression.mixed_linear_model import MixedLMParams
     if not float(np.asarray(result.cov_re)[0, 0]) > 0:
         return True
     zero = MixedLMParams.from_components(np.asarray(result.fe_params),
@@ -211,7 +211,6 @@ def _at_boundary(result) -> bool:
 
 
 def _clustered_ols(design: _Design):
-    import statsmodels.api as sm
     return sm.OLS(design.y, design.X).fit(cov_type="cluster", use_t=True,
                                           cov_kwds={"groups": pd.factorize(design.groups)[0]})
 
@@ -252,7 +251,6 @@ def _estimates(design: _Design) -> dict:
 
 
 def _lesion_level(design: _Design) -> dict:
-    import statsmodels.api as sm
     ols = sm.OLS(design.y, design.X).fit()
     n, k = design.X.shape
     return dict(status=OK, est=np.asarray(ols.params, float),
