@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -68,7 +69,7 @@ def factor_test_label(analysis, factor: str) -> str:
     if row is None:
         return "no test"
     if not row.testable:
-        return f"{row.status}: {row.reason}"
+        return textwrap.fill(f"{row.status}: {row.reason}", width=60)
     return f"mixed model p = {row.p_value:.2g}" + (" (singular fit)" if row.singular else "")
 
 

@@ -28,8 +28,9 @@ BAND = "#bdbdbd"
 #: The paper's four primary tumours (keys lower case); any other type takes the next colour of
 #: :data:`CATEGORY_CYCLE` not already used here.
 TUMOR_COLOURS = {"nsclc": BLUE, "breast": PURPLE, "melanoma": ORANGE, "colon": GREEN}
-#: Categories in order (participants, unknown tumour types); yellow last (weak on white).
-CATEGORY_CYCLE = (BLUE, ORANGE, GREEN, PURPLE, VERMILLION, SKY_BLUE, BLACK, YELLOW)
+#: Categories in order (participants, unknown tumour types); yellow last (weak on white); black
+#: is not a category (fit lines and means are black).
+CATEGORY_CYCLE = (BLUE, ORANGE, GREEN, PURPLE, VERMILLION, SKY_BLUE, YELLOW)
 #: Marker shapes combined with :data:`CATEGORY_CYCLE` when there are more categories than colours.
 MARKERS = ("o", "s", "^", "D")
 
