@@ -7,7 +7,7 @@ table with one small function, by pandas selections, merges and group-bys.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -16,19 +16,23 @@ import pandas as pd
 
 from bids_agquant.bids import columns, tables
 from bids_agquant.bids.evidence import SOURCE_LABELS
+import bids_agquant.group.mixed as mixed
 from bids_agquant.group.load import as_text, order_sessions, warn as _warn
 from bids_agquant.qmri import cohort
 from bids_agquant.qmri.concentration import (percent_injected_dose_per_gram,
                                              se_upper_bound_concentration)
 
 __all__ = ["Table", "GroupAnalysis", "analyse_cohort", "STUDY_AGENT", "REFERENCE_AGENT",
-           "CONTROL_SE_THRESHOLD_PERCENT", "CONTROL_CONC_THRESHOLD_MM"]
+           "CONTROL_SE_THRESHOLD_PERCENT", "CONTROL_CONC_THRESHOLD_MM", "FACTOR_NAMES"]
 
 STUDY_AGENT = cohort.STUDY_AGENT
 REFERENCE_AGENT = cohort.REFERENCE_AGENT
 CONTROL_SE_THRESHOLD_PERCENT = cohort.CONTROL_SE_THRESHOLD_PERCENT
 CONTROL_CONC_THRESHOLD_MM = cohort.CONTROL_CONC_THRESHOLD_MM
 _NAN = float("nan")
+#: How the report and the notes name each grouping factor and its levels.
+FACTOR_NAMES = {"primary_tumor": dict(factor_name="tumour type", level_name="type"),
+                "size_bin": dict(factor_name="size bin", level_name="bin")}
 _natural_key = tables.natural_key
 _LESION = ["participant", "lesion_id"]
 _SESSION = ["participant", "session", "agent"]
@@ -129,7 +133,8 @@ def analyse_cohort(lesions: pd.DataFrame, covariates: pd.DataFrame,
     rows["primary_tumor"] = as_text(rows["primary_tumor"])
     c = _Cohort(rows, participants, bids_dir, warnings)
     for step in (_session_roles, _covariate_warnings, _derived_quantities, _select_lesions,
-                 _dose_response, _by_tumour_and_size, _aguix_vs_dotarem, _se_vs_concentration,
+                 _dose_response, _by_tumour_and_size, _mixed_models, _aguix_vs_dotarem,
+                 _se_vs_concentration,
                  _upper_bounds, _percent_id_per_g, _persistence, _controls, _cohort_table):
         step(c)
     summary = _summary(c.tables, c.fits, c.tests, c.roles, warnings, participants)
@@ -340,6 +345,10 @@ def _by_tumour_and_size(c: _Cohort) -> None:
         tested = labels != cohort.OTHER_SIZE_BIN
         t = cohort.group_difference_test(values=values[tested], labels=labels[tested],
                                          test="kruskal")
+        problem, _ = mixed.design_problem(sel["participant"].to_numpy(object)[tested],
+                                          labels[tested], **FACTOR_NAMES[factor])
+        if problem and math.isfinite(t.p_value):
+            t = replace(t, statistic=_NAN, p_value=_NAN, note=f"not testable: {problem}")
         c.tests[factor] = t
         test_rows.append(dict(factor=factor, **t.as_dict()))
     if len(peak) and c.tumor_known and not len(norm):
@@ -352,8 +361,46 @@ def _by_tumour_and_size(c: _Cohort) -> None:
     c.tables["group_tests"] = Table.registered(
         "group_tests", "Tests for differences between groups",
         "Kruskal-Wallis H test on the dose-normalised SE (small, skewed groups; no normality "
-        "assumption). Size bins outside 10-50 mm are not tested.",
+        "assumption), lesions treated as independent (see mixed_models for the test that is "
+        "not); no p-value where the factor is confounded with participant. Size bins outside "
+        "10-50 mm are not tested.",
         test_rows)
+
+
+def _mixed_models(c: _Cohort) -> None:
+    """Dose response, primary tumour and size bin with lesions nested in participants
+    (:mod:`bids_agquant.group.mixed`), beside the lesion-level fits that ignore it. The
+    headlines (``fits["headlines"]``, keyed by the regressor's column: ``dose_mg_per_kg``,
+    ``primary_tumor``, ``size_bin``) are ``{"mixed": row, "lesion": row}``."""
+    peak = c.peak
+    rows: list[mixed.MixedRow] = []
+    models: dict[str, str] = {}
+    dosed = peak[_isfinite(peak["dose_mg_per_kg"])]
+    if c.dose_known and len(dosed):
+        models["dose_mg_per_kg"] = "dose response"
+        rows += mixed.fit_slope(dosed, y="se_mean_percent", x="dose_mg_per_kg",
+                                model="dose response", response="SE (%)", term="dose (mg/kg)",
+                                unit="% per mg/kg")
+    norm = peak[_isfinite(peak["se_dose_normalised_percent"])]
+    bins = [cohort.size_bin(lo) for lo, _ in cohort.SIZE_BINS_MM]
+    factors = ([("primary_tumor", "primary tumour", norm, None)] if c.tumor_known else []) + [
+        ("size_bin", "size bin", norm[norm["size_bin"] != cohort.OTHER_SIZE_BIN], bins)]
+    for factor, model, sel, order in factors:
+        if len(sel):
+            models[factor] = model
+            rows += mixed.fit_factor(sel, y="se_dose_normalised_percent", factor=factor,
+                                     model=model, response="dose-normalised SE (%)", unit="%",
+                                     order=order, **FACTOR_NAMES[factor])
+    c.fits["mixed_models"] = rows
+    c.fits["headlines"] = {k: {"mixed": mixed.headline(rows, m, mixed.MIXED),
+                               "lesion": mixed.headline(rows, m, mixed.LESION_LEVEL)}
+                           for k, m in models.items()}
+    c.tables["mixed_models"] = Table.registered(
+        "mixed_models", "Mixed-effects models: lesions nested in participants",
+        "Linear mixed models with a random intercept per participant (REML; Wald CI and p with "
+        "between-within degrees of freedom), each beside the lesion-level OLS that treats "
+        "lesions as independent (secondary view). Status says what the design supports.",
+        [r.as_dict() for r in rows])
 
 
 def _reference_pairs(c: _Cohort) -> tuple[pd.DataFrame, int]:
@@ -614,6 +661,7 @@ def _summary(out_tables, fits, tests, roles, warnings, participants) -> dict:
                           (("mean_se_on_dose", "dose_means"), ("lesion_se_on_dose", "dose_all"))
                           if f in fits},
         "group_tests": {k: t.as_dict() for k, t in tests.items()},
+        "mixed_models": [r.as_dict() for r in fits.get("mixed_models", [])],
         "thresholds": {"control_se_percent": CONTROL_SE_THRESHOLD_PERCENT,
                        "control_conc_mM": CONTROL_CONC_THRESHOLD_MM,
                        "detection_limit_k": cohort.DETECTION_LIMIT_K,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +19,11 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from bids_agquant.qmri import cohort  # noqa: E402
+from bids_agquant.reports import palette  # noqa: E402
 from bids_agquant.reports._io import write_bytes_atomic  # noqa: E402
 
-__all__ = ["write_group_figures", "tumor_colour", "STYLE", "figure_bytes", "FIGURES"]
+__all__ = ["write_group_figures", "tumor_colour", "STYLE", "figure_bytes", "FIGURES", "dose_band",
+           "factor_test_label"]
 
 #: One look for every figure of the project.
 STYLE = {
@@ -44,28 +47,30 @@ STYLE = {
     "svg.hashsalt": "bids_agquant",  # reproducible SVG ids
 }
 
-_TUMOR_COLOURS = {"nsclc": "#1f6fb4", "breast": "#d6457a", "melanoma": "#4b3b8f",
-                  "colon": "#2e9a5a"}
-_EXTRA = ["#e08a1e", "#6aa3c8", "#8c564b", "#b5a33a", "#17becf", "#7f7f7f"]
-_NEUTRAL = "#6b7280"
-_ACCENT = "#111827"
+tumor_colour = palette.tumor_colour
+_NEUTRAL = palette.GREY
+_ACCENT = palette.BLACK
 
 
-def tumor_colour(name: str | None, known: list[str] | None = None) -> str:
-    """Stable colour of a primary tumour type (paper's four fixed; others from a palette)."""
-    if not name:
-        return _NEUTRAL
-    key = name.strip().lower()
-    if key in _TUMOR_COLOURS:
-        return _TUMOR_COLOURS[key]
-    others = sorted(k for k in (known or [name]) if k and k.strip().lower() not in _TUMOR_COLOURS)
-    i = others.index(name) if name in others else abs(hash(key)) % len(_EXTRA)
-    return _EXTRA[i % len(_EXTRA)]
+def dose_band(analysis, x) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 95 % confidence band of the line through the per-dose means at ``x``, or None when
+    it cannot be drawn (fewer than three doses): the dose figure and its caption both ask."""
+    fit = analysis.fits.get("dose_means")
+    if fit is None or not _finite(fit.slope):
+        return None
+    lo, hi = fit.confidence_band(x)
+    return (lo, hi) if np.isfinite(lo).all() and np.isfinite(hi).all() else None
 
 
-def _participant_colours(labels: list[str]) -> dict[str, str]:
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {p: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, p in enumerate(labels)}
+def factor_test_label(analysis, factor: str) -> str:
+    """What the group figures and report say about a factor's test: the mixed model's p-value,
+    or why there is none (never a p-value the design does not support)."""
+    row = (analysis.fits.get("headlines", {}).get(factor) or {}).get("mixed")
+    if row is None:
+        return "no test"
+    if not row.testable:
+        return textwrap.fill(f"{row.status}: {row.reason}", width=60)
+    return f"mixed model p = {row.p_value:.2g}" + (" (singular fit)" if row.singular else "")
 
 
 def _new(figsize=(6.4, 4.4)) -> tuple[Figure, plt.Axes]:
@@ -128,14 +133,14 @@ def fig_dose_response(analysis) -> Figure | None:
         fit = analysis.fits.get("dose_means")
         if fit is not None and _finite(fit.slope):
             xx = np.linspace(0, d.max() * 1.05, 100)
-            lo, hi = fit.confidence_band(xx)
-            if np.isfinite(lo).all():
-                ax.fill_between(xx, lo, hi, color="#c7d7ea", alpha=0.5, linewidth=0,
+            band = dose_band(analysis, xx)
+            if band is not None:
+                ax.fill_between(xx, *band, color=palette.FIT_BAND, alpha=0.45, linewidth=0,
                                 label="95 % CI of the line", zorder=1)
-            ax.plot(xx, fit.predict(xx), color="#1f6fb4", lw=1.8, zorder=2,
+            ax.plot(xx, fit.predict(xx), color=palette.FIT, lw=1.8, zorder=2,
                     label="regression on the means")
             ax.text(0.03, 0.96, _eq(fit), transform=ax.transAxes, va="top", fontsize=10,
-                    color="#1f6fb4", fontweight="bold")
+                    color=palette.FIT, fontweight="bold")
         for t in tumors:
             ax.scatter([], [], s=24, c=tumor_colour(t, tumors), label=f"lesion, {t}")
         ax.set_xlabel("AGuIX dose (mg/kg body weight)")
@@ -169,10 +174,8 @@ def fig_se_by_tumor(analysis) -> Figure | None:
         ax.set_xticks(range(len(tumors)), [f"{t}\nn = {n}" for t, n in zip(tumors, counts)])
         ax.set_xlim(-0.6, len(tumors) - 0.2)
         ax.set_ylabel("SE normalised to 100 mg/kg (%)")
-        test = analysis.tests.get("primary_tumor")
-        sub = (f"Kruskal\u2013Wallis p = {test.p_value:.2g}" if test is not None
-               and _finite(test.p_value) else "no test (fewer than two groups)")
-        ax.set_title(f"By primary tumour ({sub})")
+        ax.set_title(f"By primary tumour\n{factor_test_label(analysis, 'primary_tumor')}",
+                     fontsize=10)
     return fig
 
 
@@ -185,7 +188,7 @@ def fig_se_vs_diameter(analysis) -> Figure | None:
     tumors = _tumors(rows)
     with plt.rc_context(STYLE):
         fig, ax = _new()
-        for (lo, hi), shade in zip(cohort.SIZE_BINS_MM, ("#f3f4f6", "#e9edf3")):
+        for (lo, hi), shade in zip(cohort.SIZE_BINS_MM, ("#f3f4f6", "#e5e5e5")):
             ax.axvspan(lo, hi, color=shade, zorder=0)
             sel = [r["se_dose_normalised_percent"] for r in rows
                    if cohort.size_bin(r["longest_diameter_mm"]) == cohort.size_bin(lo)]
@@ -205,10 +208,8 @@ def fig_se_vs_diameter(analysis) -> Figure | None:
                        label=t or "lesion", zorder=2)
         ax.set_xlabel("longest diameter (mm)")
         ax.set_ylabel("SE normalised to 100 mg/kg (%)")
-        test = analysis.tests.get("size_bin")
-        sub = (f"Kruskal\u2013Wallis p = {test.p_value:.2g}" if test is not None
-               and _finite(test.p_value) else "no test")
-        ax.set_title(f"By lesion size ({sub})", pad=18)
+        ax.set_title(f"By lesion size\n{factor_test_label(analysis, 'size_bin')}", pad=18,
+                     fontsize=10)
         ax.set_xlim(left=min(8.0, min(r["longest_diameter_mm"] for r in rows) - 2))
         ax.legend(loc="upper right", fontsize=8)
     return fig
@@ -235,7 +236,7 @@ def fig_aguix_vs_dotarem(analysis) -> Figure | None:
         fig, ax = _new()
         xs = np.array([p[0] for p in pts])
         top = max(xs.max(), max(p[1] for p in pts)) * 1.08
-        ax.plot([0, top], [0, top], color="#9ca3af", lw=1, ls=":", label="identity", zorder=1)
+        ax.plot([0, top], [0, top], color=palette.GREY, lw=1, ls=":", label="identity", zorder=1)
         for t in tumors or [None]:
             sel = [p for p in pts if p[2] == t] if t else pts
             c = tumor_colour(t, tumors)
@@ -268,12 +269,12 @@ def fig_sensitivity(analysis) -> Figure | None:
         fig, ax = _new((5.6, 3.8))
         labels = [f"{r['dose_mg_per_kg']:g}" for r in rows]
         vals = [r["sensitivity_percent"] for r in rows]
-        bars = ax.bar(range(len(vals)), vals, color="#1f6fb4", width=0.6, zorder=2)
+        bars = ax.bar(range(len(vals)), vals, color=palette.BAR, width=0.6, zorder=2)
         ax.set_xticks(range(len(vals)), labels)
         for b, v, r in zip(bars, vals, rows):
             ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.1f} %\n(n={r['n_lesions']})",
                     ha="center", va="bottom", fontsize=8)
-        ax.axhline(100, color="#9ca3af", lw=1, ls=":")
+        ax.axhline(100, color=palette.GREY, lw=1, ls=":")
         ax.set_ylim(0, max(110, max(vals) * 1.25))
         ax.set_xlabel("AGuIX dose (mg/kg body weight)")
         ax.set_ylabel("AGuIX SE / Dotarem SE (%)")
@@ -288,14 +289,14 @@ def fig_se_vs_concentration(analysis) -> Figure | None:
     if not rows:
         return None
     parts = sorted({r["participant_id"] for r in rows})
-    colours = _participant_colours(parts)
+    styles = palette.participant_styles(parts)
     with plt.rc_context(STYLE):
         fig, ax = _new()
         for p in parts:
             sel = [r for r in rows if r["participant_id"] == p]
             x = np.array([r["conc_mean_mg_per_L"] for r in sel])
             y = np.array([r["se_mean_percent"] for r in sel])
-            c = colours[p]
+            c, marker = styles[p]
             fit = fits.get(p.removeprefix("sub-"))
             label = p
             if fit is not None and _finite(fit.slope) and fit.n >= 2:
@@ -303,7 +304,8 @@ def fig_se_vs_concentration(analysis) -> Figure | None:
                 ax.plot(xx, fit.predict(xx), color=c, lw=1.6)
                 label = f"{p}: slope {fit.slope:.2f}" + (f", R\u00b2 {fit.r2:.2f}"
                                                          if _finite(fit.r2) else "")
-            ax.scatter(x, y, s=28, color=c, alpha=0.8, linewidths=0, label=label, zorder=3)
+            ax.scatter(x, y, s=28, color=c, marker=marker, alpha=0.8, linewidths=0, label=label,
+                       zorder=3)
         ax.set_xlabel("AGuIX concentration (mg/L)")
         ax.set_ylabel("signal enhancement (%)")
         ax.set_title("SE versus concentration (peak session)")
@@ -317,15 +319,15 @@ def fig_persistence(analysis) -> Figure | None:
     if not rows:
         return None
     parts = sorted({r["participant_id"] for r in rows})
-    colours = _participant_colours(parts)
+    styles = palette.participant_styles(parts)
     with plt.rc_context(STYLE):
         fig, ax = _new((5.6, 4.4))
         for r in rows:
-            c = colours[r["participant_id"]]
+            c, marker = styles[r["participant_id"]]
             ax.plot([0, 1], [r["se_peak_percent"], r["se_later_percent"]], color=c, lw=1.2,
-                    alpha=0.7, marker="o", ms=4)
+                    alpha=0.7, marker=marker, ms=4)
         for p in parts:
-            ax.plot([], [], color=colours[p], marker="o", ms=4, label=p)
+            ax.plot([], [], color=styles[p][0], marker=styles[p][1], ms=4, label=p)
         ax.set_xticks([0, 1], ["peak AGuIX session", "later AGuIX session"])
         ax.set_xlim(-0.3, 1.3)
         ax.set_ylabel("signal enhancement (%)")
@@ -360,16 +362,16 @@ def fig_controls(analysis) -> Figure | None:
                 top = max(top, float(v.max()))
                 xj = i + _jitter(v.size, 0.15, seed=i)
                 bad = v > thr
-                ax.scatter(xj[~bad], v[~bad], s=22, color="#2e9a5a", alpha=0.75, linewidths=0,
+                ax.scatter(xj[~bad], v[~bad], s=22, color=palette.OK, alpha=0.75, linewidths=0,
                            zorder=2)
-                ax.scatter(xj[bad], v[bad], s=34, color="#c2410c", zorder=3)
+                ax.scatter(xj[bad], v[bad], s=34, color=palette.FLAGGED, zorder=3)
                 for x, y, r in zip(xj[bad], v[bad], np.array(sel, dtype=object)[bad]):
                     ax.annotate(r["participant_id"], (x, y), xytext=(5, 0),
-                                textcoords="offset points", fontsize=8, color="#c2410c",
+                                textcoords="offset points", fontsize=8, color=palette.FLAGGED,
                                 va="center")
-            ax.axhline(thr, color="#c2410c", lw=1, ls="--")
+            ax.axhline(thr, color=palette.FLAGGED, lw=1, ls="--")
             ax.text(1.0, thr, " threshold", transform=ax.get_yaxis_transform(), fontsize=8,
-                    color="#c2410c", va="bottom", ha="right")
+                    color=palette.FLAGGED, va="bottom", ha="right")
             ax.set_xticks(range(len(roles)), [names[r] for r in roles])
             ax.set_xlim(-0.6, len(roles) - 0.4)
             ax.set_ylim(0, top * 1.2)

@@ -8,6 +8,7 @@ from bids_agquant.bids import columns as C
 from bids_agquant.qmri import cohort
 from bids_agquant.reports import html as H
 from bids_agquant.reports._io import write_text_atomic
+from bids_agquant.reports.figures import dose_band, factor_test_label
 
 __all__ = ["build_group_report"]
 
@@ -38,24 +39,60 @@ _FIT_COLS = ["n", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "
 _HEAD = C.headers
 
 
+def _headline(analysis, key: str, view: str = "mixed"):
+    return (analysis.fits.get("headlines", {}).get(key) or {}).get(view)
+
+
+def _ci(row) -> str:
+    return f"95 % CI {_f(row.ci_low)} to {_f(row.ci_high)}"
+
+
+def _dose_card(analysis) -> tuple[str, str, str]:
+    """The mixed-model dose slope with its CI, beside the lesion-level one."""
+    m, naive = _headline(analysis, "dose_mg_per_kg"), _headline(analysis, "dose_mg_per_kg",
+                                                                 "lesion")
+    if m is None:
+        return ("dose-response slope", "n/a", "needs doses")
+    if not m.testable:
+        value, note = m.status, m.reason
+    else:
+        value = f"{_f(m.estimate)} {m.unit}"
+        note = (f"mixed model, {_ci(m)}, {m.n_participants} participants, {m.n_lesions} "
+                f"lesions" + ("; singular fit: participant-clustered CI" if m.singular else ""))
+    if naive is not None and naive.testable:
+        note += (f"; lesion-level OLS (ignores clustering) {_f(naive.estimate)}, "
+                 f"{_ci(naive)}")
+    return ("dose-response slope", value, note)
+
+
+def _factor_card(analysis, key: str, label: str, needs: str) -> tuple[str, str, str]:
+    """A factor's test as the design supports it: the mixed-model p-value, or why there is
+    none."""
+    m = _headline(analysis, key)
+    if m is None:
+        return (label, "n/a", needs)
+    if not m.testable:
+        return (label, m.status, m.reason)
+    what = "Wald F, all levels" if m.term == "all levels equal" else f"Wald t, {m.term}"
+    note = f"mixed model, {what}, {m.n_participants} participants"
+    if m.singular:
+        note += "; singular fit: participant-clustered standard errors (see the table)"
+    elif m.note:
+        note += f" ({m.note})"
+    p = _p(m.p_value)
+    return (label, f"p {p}" if p.startswith("<") else f"p = {p}", note)
+
+
 def _key_cards(analysis) -> list[tuple[str, str, str]]:
     """The overview cards: participants, dose-response slope, group tests, healthy controls."""
     t = analysis.tables
-    fm = analysis.fits.get("dose_means")
     n_peak = analysis.summary.get("n_measurable_lesions_peak", 0)
     flagged = [r for r in t["controls"].rows if r["flag"] != "ok"]
-    tt = analysis.tests.get("primary_tumor")
-    ts = analysis.tests.get("size_bin")
     cards = [
         ("participants", str(analysis.n_participants), f"{n_peak} measurable lesions at peak"),
-        ("dose-response slope", f"{_f(fm.slope)} %/(mg/kg)" if fm else "n/a",
-         (f"95 % CI {_f(fm.slope_ci_low)} to {_f(fm.slope_ci_high)}, R\u00b2 {_f(fm.r2)}"
-          if math.isfinite(fm.slope_ci_low) else f"{fm.n} doses only: no CI")
-         if fm else "needs doses"),
-        ("tumour types differ?", f"p = {_p(tt.p_value)}" if tt else "n/a",
-         f"{tt.test}, {tt.n_groups} groups" if tt else "needs primary_tumor"),
-        ("size bins differ?", f"p = {_p(ts.p_value)}" if ts else "n/a",
-         f"{ts.test}, 10-20 vs 20-50 mm" if ts else "needs dose"),
+        _dose_card(analysis),
+        _factor_card(analysis, "primary_tumor", "tumour types differ?", "needs primary_tumor"),
+        _factor_card(analysis, "size_bin", "size bins differ?", "needs dose"),
         ("healthy controls",
          "n/a" if not t["controls"].rows else ("all ok" if not flagged
                                                else f"{len(flagged)} flagged"),
@@ -63,6 +100,28 @@ def _key_cards(analysis) -> list[tuple[str, str, str]]:
          else "no control regions in the lesion tables"),
     ]
     return cards
+
+
+_MIXED_COLS = ["model", "term", "method", "status", "estimate", "unit", "ci_low", "ci_high",
+               "p_value", "n_lesions", "n_participants", "note"]
+
+
+def _mixed_table(analysis, models: tuple[str, ...]) -> str:
+    rows = [r for r in analysis.tables["mixed_models"].rows if r["model"] in models]
+    return H.table_html(_MIXED_COLS, rows, _HEAD("mixed_models"),
+                        highlight=lambda r: "flag" if r["status"] not in ("ok",) else None)
+
+
+def _dose_caption(analysis) -> str:
+    """The dose figure's caption says the band only when the figure draws it."""
+    by_dose = analysis.tables["dose_response_by_dose"].rows
+    top = max((r["dose_mg_per_kg"] for r in by_dose), default=0.0)
+    band = dose_band(analysis, [0.0, top]) is not None
+    line = ("the line is the least-squares fit of the means with its 95 % confidence band"
+            if band else "the line is the least-squares fit of the means (no confidence band: "
+            "fewer than three doses)")
+    return ("Each dot is one measurable lesion at the peak AGuIX session (coloured by primary "
+            f"tumour); squares are mean \u00b1 SD per dose; {line} (paper Fig. 2A).")
 
 
 def _section_overview(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
@@ -82,10 +141,13 @@ def _section_dose(analysis, figures: dict, group_dir: Path) -> tuple[str, str, s
     """The report's ``dose`` section: (anchor, title, HTML)."""
     t = analysis.tables
 
-    body = (_fig(figures, "dose_response",
-                 "Each dot is one measurable lesion at the peak AGuIX session (coloured by "
-                 "primary tumour); squares are mean \u00b1 SD per dose; the line is the "
-                 "least-squares fit of the means with its 95 % confidence band (paper Fig. 2A).")
+    body = (_fig(figures, "dose_response", _dose_caption(analysis))
+            + "<h3>Lesions nested in participants</h3>"
+            + _mixed_table(analysis, ("dose response",))
+            + '<p class="note">The mixed model (random intercept per participant) is the '
+              "primary view; the lesion-level OLS below it treats the lesions of one "
+              "participant as independent and so overstates the precision of a "
+              "participant-level effect such as dose.</p>"
             + "<h3>Per dose</h3>"
             + H.table_html(t["dose_response_by_dose"].columns, t["dose_response_by_dose"].rows,
                            _HEAD("dose_response_by_dose"))
@@ -112,12 +174,17 @@ def _section_groups(analysis, figures: dict, group_dir: Path) -> tuple[str, str,
             + "</div>"
             + H.table_html(["factor", "group", "n", "mean", "sd", "median", "min", "max"], grp,
                            _HEAD("se_normalised_by_group"))
-            + "<h3>Tests for a difference between groups</h3>"
+            + "<h3>Mixed models: lesions nested in participants</h3>"
+            + _mixed_table(analysis, ("primary tumour", "size bin"))
+            + '<p class="note">Tumour type is a property of the participant: with one '
+              "participant per type it cannot be told apart from the participant, and no "
+              "p-value is given. Size varies within participants.</p>"
+            + "<h3>Lesion-level rank tests (ignore clustering)</h3>"
             + H.table_html(["factor", "test", "statistic", "p_value", "n_groups", "n", "groups",
                             "note"], t["group_tests"].rows, _HEAD("group_tests"))
-            + '<p class="note">Kruskal\u2013Wallis H test: groups are small and SE is skewed, '
-              "so a rank test that assumes neither normality nor equal variances is used; "
-              "lesions of one participant are treated as independent, as in the paper.</p>")
+            + '<p class="note">Kruskal\u2013Wallis H test as in the paper: a rank test that '
+              "assumes neither normality nor equal variances, but treats the lesions of one "
+              "participant as independent; secondary to the mixed models above.</p>")
     return ("groups", "Tumour type and size", H.section(
         "groups", "Tumour type and size", body,
         "Does uptake depend on the primary tumour or on the size of the metastasis? "

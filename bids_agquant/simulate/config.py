@@ -94,6 +94,11 @@ def default_sessions(labels: Sequence[str] = ("D0", "D1", "D8", "D28"),
     return tuple(out)
 
 
+#: Settings added after datasets were committed: recorded in the truth only when set, so that a
+#: dataset made without them records exactly what it did before.
+_RECORDED_WHEN_SET = ("participant_uptake_sd",)
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """All settings of one simulated dataset (see module docstring for units)."""
@@ -147,6 +152,10 @@ class PhantomConfig:
     dotarem_conc_mM: tuple[float, float] = (0.2, 0.5)
     aguix_conc_mM_per_100mg_kg: tuple[float, float] = (0.02, 0.1)
     aguix_residual_fraction: tuple[float, float] = (0.1, 0.2)
+    # per-participant effect: every lesion of a participant takes up exp(sd * z - sd^2 / 2)
+    # times the AGuIX it would otherwise (z standard normal per participant, mean factor 1);
+    # 0 (the default): no participant effect, lesions of all participants drawn alike
+    participant_uptake_sd: float = 0.0
     dotarem_followup_ratio: tuple[float, float] = (0.85, 1.15)
     lesion_derivative: str = "mask"   # "mask" | "dseg" | "both"
     mask_space: str | None = None     # e.g. "orig" -> ..._space-orig_label-metastasis_mask
@@ -159,6 +168,9 @@ class PhantomConfig:
     def __post_init__(self):
         if self.n_participants < 1:
             raise ValueError("n_participants must be >= 1")
+        if not self.participant_uptake_sd >= 0:
+            raise ValueError(f"participant_uptake_sd must be >= 0, got "
+                             f"{self.participant_uptake_sd}")
         if self.b1_units not in ("factor", "percent"):
             raise ValueError(f"b1_units must be 'factor' or 'percent', got {self.b1_units!r}")
         if self.b1_method not in B1_METHODS:
@@ -195,6 +207,8 @@ class PhantomConfig:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _RECORDED_WHEN_SET and not v:
+                continue
             if f.name == "sessions":
                 v = [dict(label=s.label, day=s.day, pre=s.pre, agent=s.agent,
                           conc_model=s.conc_model) for s in v]

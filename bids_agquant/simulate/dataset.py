@@ -41,7 +41,7 @@ GENERATOR_NAME = "bids_agquant-phantom"
 MEASURABLE_DIAMETER_MM = 10.0
 
 # random streams (spawn keys) per participant
-_ANATOMY, _LESIONS, _CONC, _DEMOGRAPHICS, _MOTION, _B1, _NOISE, _UPTAKE = range(8)
+_ANATOMY, _LESIONS, _CONC, _DEMOGRAPHICS, _MOTION, _B1, _NOISE, _UPTAKE, _PARTICIPANT = range(9)
 
 _IDENTIFYING = {
     "PatientName": "DOE^JANE", "PatientID": "NANORAD-{sub}", "PatientBirthDate": "19580312",
@@ -161,10 +161,20 @@ def _protocol(cfg: PhantomConfig) -> dict:
     }
 
 
+def participant_uptake_factor(cfg: PhantomConfig, pi: int) -> float:
+    """Participant ``pi``'s factor on every lesion's AGuIX uptake (``participant_uptake_sd``;
+    exactly 1 when it is 0), from its own random stream (the other draws do not change)."""
+    sd = float(cfg.participant_uptake_sd)
+    z = float(_rng(cfg, pi, _PARTICIPANT).standard_normal())
+    return float(np.exp(sd * z - 0.5 * sd * sd))
+
+
 def _draw_concentrations(cfg: PhantomConfig, rng: np.random.Generator, lesions: list[Lesion],
-                         sessions: tuple[SessionSpec, ...], dose: float) -> None:
+                         sessions: tuple[SessionSpec, ...], dose: float,
+                         uptake_factor: float = 1.0) -> None:
     """Per lesion and post-contrast state: uniform Gd concentration (mM). Leakier lesions take up
-    more of both agents; AGuIX scales with the dose (range given at 100 mg/kg)."""
+    more of both agents; AGuIX scales with the dose (range given at 100 mg/kg) and with the
+    participant's ``uptake_factor``."""
     for les in lesions:
         k = les.leakiness
         u = rng.uniform(0, 1, 4)
@@ -172,7 +182,7 @@ def _draw_concentrations(cfg: PhantomConfig, rng: np.random.Generator, lesions: 
         k_agu = float(np.clip(k + 0.15 * (u[1] - 0.5), 0, 1))
         dot0 = cfg.dotarem_conc_mM[0] + (cfg.dotarem_conc_mM[1] - cfg.dotarem_conc_mM[0]) * k_dot
         a_lo, a_hi = cfg.aguix_conc_mM_per_100mg_kg
-        peak = (a_lo + (a_hi - a_lo) * k_agu) * dose / 100.0
+        peak = (a_lo + (a_hi - a_lo) * k_agu) * dose / 100.0 * uptake_factor
         resid = peak * (cfg.aguix_residual_fraction[0]
                         + (cfg.aguix_residual_fraction[1] - cfg.aguix_residual_fraction[0]) * u[2])
         follow = dot0 * (cfg.dotarem_followup_ratio[0]
@@ -296,7 +306,8 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
                             shape=cfg.lesion_shape, max_aspect=cfg.ellipsoid_max_aspect,
                             t1_range=cfg.lesion_t1_s, min_gap_mm=max(6.0, 3 * ref_voxel))
     tumor = str(cfg.primary_tumors[pi % len(cfg.primary_tumors)])
-    _draw_concentrations(cfg, _rng(cfg, pi, _CONC), lesions, cfg.sessions, dose)
+    uptake_factor = participant_uptake_factor(cfg, pi)
+    _draw_concentrations(cfg, _rng(cfg, pi, _CONC), lesions, cfg.sessions, dose, uptake_factor)
     prow = _draw_demographics(cfg, pi, sub, dose, tumor)
     sessions = _kept_sessions(cfg, sub)
     acqs = _session_geometry(cfg, pi, head, sessions, _b1_lattice(head))
@@ -319,6 +330,8 @@ def _simulate_participant(cfg: PhantomConfig, pi: int, sub: str, out: Path, trut
              "head_centre_mm": head.centre.tolist(), "head_radii_mm": head.radii.tolist(),
              "baseline_session": acqs[0].spec.label, "reference": ref_meta,
              "sessions": pmeta_sessions}
+    if cfg.participant_uptake_sd:           # absent by default: the truth stays as it was
+        pmeta["aguix_uptake_factor"] = uptake_factor
     if isinstance(head, MNIHead):
         pmeta["anatomy"] = head.describe()
     return pmeta, lesion_rows, motion_rows, prow

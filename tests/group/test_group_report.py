@@ -37,29 +37,33 @@ def test_group_report_sections_and_inline_images(paper_group):
         payload = base64.b64decode(m.group(2))
         assert payload.startswith(b"<?xml") or payload.startswith(b"\x89PNG")
     assert not parser.external and "http://" not in text.split("<body>")[1].split("<footer")[0]
-    # the key numbers are the computed ones: the dose-response card against the regression of
-    # the per-dose means in dose_response_regression.tsv, the tests against group_tests.tsv
-    fit = next(r for r in read_tsv(out / "group" / "dose_response_regression.tsv")
-               if r["model"] == "mean SE per dose on dose")
+    # the key numbers are the computed ones: the dose-response card against the mixed-model
+    # and lesion-level rows of mixed_models.tsv, the factor cards against its headline rows
+    models = read_tsv(out / "group" / "mixed_models.tsv")
+    mixed_dose, naive_dose = (next(r for r in models if r["model"] == "dose response"
+                                   and r["method"].startswith(m)) for m in ("mixed", "lesion"))
     card = parser.cards["dose-response slope"]
     (slope,) = _shown(card["value"], "")
-    assert _rounds_to(slope, float(fit["slope"])), (card, fit["slope"])
-    (r2,) = _shown(card["note"], "R\u00b2")
-    assert _rounds_to(r2, float(fit["r2"]))
-    low, high = re.findall(r"-?\d+\.\d+", card["note"].split("CI")[1])[:2]
-    assert _rounds_to(low, float(fit["slope_ci_low"]))
-    assert _rounds_to(high, float(fit["slope_ci_high"]))
-    tests = {r["factor"]: r for r in read_tsv(out / "group" / "group_tests.tsv")}
-    for label, factor in (("tumour types differ?", "primary_tumor"),
-                          ("size bins differ?", "size_bin")):
-        p = float(tests[factor]["p_value"])
+    assert _rounds_to(slope, float(mixed_dose["estimate"])), (card, mixed_dose)
+    mixed_part, naive_part = card["note"].split("lesion-level")
+    for part, row in ((mixed_part, mixed_dose), (naive_part, naive_dose)):
+        low, high = re.findall(r"-?\d+\.\d+", part.split("CI")[1])[:2]
+        assert _rounds_to(low, float(row["ci_low"])) and _rounds_to(high, float(row["ci_high"]))
+    (naive,) = re.findall(r"\)\s*(-?\d+\.\d+),", naive_part)
+    assert _rounds_to(naive, float(naive_dose["estimate"]))
+    for label, model in (("tumour types differ?", "primary tumour"),
+                         ("size bins differ?", "size bin")):
+        rows = [r for r in models if r["model"] == model and r["method"].startswith("mixed")]
+        row = next((r for r in rows if r["term"] == "all levels equal"), rows[0])
+        assert row["status"] == "ok", row
+        p = float(row["p_value"])
         value = parser.cards[label]["value"]
-        shown = value.removeprefix("p = ")
-        if shown.startswith("<"):
-            assert p < float(shown.lstrip("< "))
+        if value.startswith("p <"):
+            assert p < float(value.removeprefix("p <"))
         else:                       # two significant digits
+            shown = value.removeprefix("p = ")
             assert abs(float(shown) - p) <= 0.5 * 10 ** (math.floor(math.log10(p)) - 1), (value, p)
-        assert tests[factor]["test"] in parser.cards[label]["note"]
+        assert "mixed model" in parser.cards[label]["note"]
     n = len({r["participant_id"] for r in read_tsv(out / "group" / "cohort_lesions.tsv")})
     assert parser.cards["participants"]["value"] == str(n)
 
