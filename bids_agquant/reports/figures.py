@@ -94,7 +94,8 @@ def _eq(fit, xname="x", digits=2) -> str:
     if not _finite(fit.slope):
         return ""
     sign = "+" if fit.intercept >= 0 else "\u2212"
-    r2 = f", R\u00b2 = {fit.r2:.2f}" if _finite(fit.r2) else ""
+    # through two points R2 is 1 by construction: not shown as if it were evidence
+    r2 = f", R\u00b2 = {fit.r2:.2f}" if _finite(fit.r2) and fit.n >= 3 else ""
     return f"y = {fit.slope:.{digits}f}{xname} {sign} {abs(fit.intercept):.1f}{r2}"
 
 
