@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bids_agquant import __version__
+from bids_agquant.bids.atomic import atomic_write_text
 from bids_agquant.bids.derivatives import container_info, remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
@@ -176,9 +177,10 @@ def prepare_outputs(config: Config) -> None:
         _ensure_writable_dir(path, option)
     if fresh:
         try:
-            (work / WORKDIR_MARKER).write_text(
+            atomic_write_text(
+                work / WORKDIR_MARKER,
                 f"nipype work directory of bids-agquant (OUTPUT_DIR {config.output_dir}); "
-                f"--clean-workdir may delete what is in this folder\n", encoding="utf-8")
+                f"--clean-workdir may delete what is in this folder\n")
         except OSError as exc:
             raise OutputError(f"--work-dir {work} cannot be written ({exc.strerror})",
                               fix=_permission_fix()) from exc
