@@ -3,6 +3,7 @@ tree; scores of a brain mask, of the control spheres and of the SE of healthy pa
 the truth of a real-anatomy (``--anatomy mni``) phantom."""
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import subprocess
@@ -256,3 +257,17 @@ def far_se_markdown(se: pd.DataFrame) -> list[str]:
     lines += [f"| {r.session_id} | {r.contrast_agent} | {r.n_voxels} | {r.se_mean_percent:+.3f} | "
               f"{r.se_sd_percent:.2f} |" for _, r in se.iterrows()]
     return lines
+
+
+def read_tsv_rows(path: Path) -> list[dict]:
+    """The rows of a TSV file as dicts (column -> text)."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def number(v) -> float:
+    """A table cell as a float; text such as ``n/a`` is NaN."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -18,7 +18,6 @@ Exit code 0 when the slope is recovered, 1 when it is not, 2 when the pipeline c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -31,6 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _bench_util import number, read_tsv_rows  # noqa: E402
 
 from bids_agquant.config import Config  # noqa: E402
 from bids_agquant.qmri import cohort  # noqa: E402
@@ -43,18 +45,6 @@ TUMORS = ("melanoma", "NSCLC", "melanoma", "NSCLC", "melanoma", "melanoma", "NSC
 RESULTS = REPO / "benchmarks" / "results" / "group.md"
 
 
-def _read_tsv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
-
-def _num(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def simulate(bids: Path, truth: Path, preset: str, seed: int) -> float:
     from bids_agquant.simulate.dataset import simulate_dataset
     t0 = time.perf_counter()
@@ -65,7 +55,7 @@ def simulate(bids: Path, truth: Path, preset: str, seed: int) -> float:
 
 def truth_lesion_tables(truth: Path, out: Path) -> None:
     """The truth table written as participant lesion tables (the group level's input format)."""
-    rows = _read_tsv(truth / "lesions.tsv")
+    rows = read_tsv_rows(truth / "lesions.tsv")
     by_p: dict[str, list[dict]] = {}
     for r in rows:
         p = r["participant_id"] if r["participant_id"].startswith("sub-") else \
@@ -92,8 +82,8 @@ def truth_lesion_tables(truth: Path, out: Path) -> None:
 
 
 def dose_fit(out: Path) -> dict:
-    reg = {r["model"]: r for r in _read_tsv(out / "group" / "dose_response_regression.tsv")}
-    return {k: {c: _num(v[c]) for c in ("n", "slope", "slope_ci_low", "slope_ci_high",
+    reg = {r["model"]: r for r in read_tsv_rows(out / "group" / "dose_response_regression.tsv")}
+    return {k: {c: number(v[c]) for c in ("n", "slope", "slope_ci_low", "slope_ci_high",
                                         "intercept", "r2", "p_value")}
             for k, v in reg.items()}
 
@@ -121,8 +111,8 @@ def run_app(bids: Path, out: Path, work: Path, nprocs: int) -> tuple[float, floa
 def lesion_agreement(truth_out: Path, out: Path) -> dict:
     """Measured versus true peak SE per measurable lesion (same participant and lesion id)."""
     def peak(path):
-        return {(r["participant_id"], r["lesion_id"]): _num(r["se_mean_percent"])
-                for r in _read_tsv(path / "group" / "cohort_lesions.tsv")
+        return {(r["participant_id"], r["lesion_id"]): number(r["se_mean_percent"])
+                for r in read_tsv_rows(path / "group" / "cohort_lesions.tsv")
                 if r["session_role"] == "peak" and r["measurable"] == "true"
                 and r["is_control"] == "false"}
     t, m = peak(truth_out), peak(out)

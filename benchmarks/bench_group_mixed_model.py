@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _bench_util import number, read_tsv_rows  # noqa: E402
 from bench_group import DOSES, TUMORS, truth_lesion_tables  # noqa: E402
 
 from bids_agquant.config import Config  # noqa: E402
@@ -46,18 +47,6 @@ from bids_agquant.group import run_group  # noqa: E402
 from bids_agquant.qmri import cohort  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "group_mixed_model.md"
-
-
-def _read_tsv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
-
-def _num(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def simulate(root: Path, preset: str, seed: int, participant_sd: float) -> Path:
@@ -70,33 +59,33 @@ def simulate(root: Path, preset: str, seed: int, participant_sd: float) -> Path:
 
 def simulated_slope(truth: Path) -> float:
     """OLS slope of the true peak SE of the measurable lesions on dose (first AGuIX state)."""
-    rows = [r for r in _read_tsv(truth / "lesions.tsv") if r["contrast_agent"] == "AGuIX"
+    rows = [r for r in read_tsv_rows(truth / "lesions.tsv") if r["contrast_agent"] == "AGuIX"
             and r["measurable"].lower() == "true"]
     first = {}
     for r in rows:                        # the peak: the first AGuIX session of a participant
         first.setdefault(r["participant_id"], r["session_id"])
     peak = [r for r in rows if r["session_id"] == first[r["participant_id"]]]
-    return cohort.linear_regression([_num(r["dose_mg_per_kg"]) for r in peak],
-                                    [_num(r["se_percent"]) for r in peak]).slope
+    return cohort.linear_regression([number(r["dose_mg_per_kg"]) for r in peak],
+                                    [number(r["se_percent"]) for r in peak]).slope
 
 
 def noisy_truth(truth: Path, dest: Path, noise: float, seed: int) -> Path:
     """A copy of the truth table with every SE times 1 + N(0, noise)."""
     rng = np.random.default_rng(seed)
-    rows = _read_tsv(truth / "lesions.tsv")
+    rows = read_tsv_rows(truth / "lesions.tsv")
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "lesions.tsv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            se = _num(r["se_percent"])
+            se = number(r["se_percent"])
             w.writerow({**r, "se_percent": repr(se * (1.0 + noise * rng.standard_normal()))})
     return dest
 
 
 def dose_rows(out: Path) -> dict[str, dict]:
     return {("mixed" if r["method"].startswith("mixed") else "lesion"): r
-            for r in _read_tsv(out / "group" / "mixed_models.tsv")
+            for r in read_tsv_rows(out / "group" / "mixed_models.tsv")
             if r["model"] == "dose response"}
 
 
@@ -119,7 +108,7 @@ def one_setting(root: Path, args, participant_sd: float) -> dict:
 
 
 def _f(v, d=3) -> str:
-    v = _num(v)
+    v = number(v)
     return f"{v:.{d}f}" if np.isfinite(v) else "n/a"
 
 
@@ -134,7 +123,7 @@ def write_results(info: dict, results: list[dict]) -> None:
              "| simulated slope inside mixed CI |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m, n = r["rows"]["mixed"], r["rows"]["lesion"]
-        inside = (_num(m["ci_low"]) <= r["simulated"] <= _num(m["ci_high"])
+        inside = (number(m["ci_low"]) <= r["simulated"] <= number(m["ci_high"])
                   if np.isfinite(r["simulated"]) else None)
         lines.append(
             f"| {r['source']} | {_f(r['simulated'])} | {_f(m['estimate'])} ({_f(m['ci_low'])} "
@@ -196,9 +185,9 @@ def main(argv=None) -> int:
             results.append(one_setting(args.root / f"sd{sd:g}", args, sd))
             r = results[-1]
             print(f"{r['source']}: simulated {r['simulated']:.4f}, mixed "
-                  f"{_num(r['rows']['mixed']['estimate']):.4f} [{r['rows']['mixed']['ci_low']}, "
+                  f"{number(r['rows']['mixed']['estimate']):.4f} [{r['rows']['mixed']['ci_low']}, "
                   f"{r['rows']['mixed']['ci_high']}] {r['rows']['mixed']['status']}, lesion "
-                  f"{_num(r['rows']['lesion']['estimate']):.4f} [{r['rows']['lesion']['ci_low']},"
+                  f"{number(r['rows']['lesion']['estimate']):.4f} [{r['rows']['lesion']['ci_low']},"
                   f" {r['rows']['lesion']['ci_high']}]", flush=True)
     info = {"date": time.strftime("%Y-%m-%d %H:%M"), "preset": args.preset, "seed": args.seed,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
@@ -207,8 +196,8 @@ def main(argv=None) -> int:
     if not args.no_write:
         write_results(info, results)
         print(f"results in {RESULTS}")
-    ok = all(_num(r["rows"]["mixed"]["ci_low"]) <= r["simulated"]
-             <= _num(r["rows"]["mixed"]["ci_high"]) for r in results
+    ok = all(number(r["rows"]["mixed"]["ci_low"]) <= r["simulated"]
+             <= number(r["rows"]["mixed"]["ci_high"]) for r in results
              if r["rows"]["mixed"]["status"] in ("ok", "singular") and np.isfinite(r["simulated"]))
     return 0 if ok else 1
 
