@@ -251,11 +251,18 @@ def _estimates(design: _Design) -> dict:
 
 
 def _lesion_level(design: _Design) -> dict:
-    ols = sm.OLS(design.y, design.X).fit()
+    """The lesion-level view (OLS, lesions as independent); ``failed`` like the mixed view when
+    the numbers are not finite, never ``ok`` beside a meaningless estimate."""
     n, k = design.X.shape
-    return dict(status=OK, est=np.asarray(ols.params, float),
-                cov=np.asarray(ols.cov_params(), float), dfs=np.full(k, float(n - k)),
-                tau2=_NAN, sigma2=float(ols.scale), note="lesions treated as independent")
+    with np.errstate(all="ignore"):
+        ols = sm.OLS(design.y, design.X).fit()
+        est, cov = np.asarray(ols.params, float), np.asarray(ols.cov_params(), float)
+        scale = float(ols.scale)
+    if not (np.isfinite(est).all() and np.isfinite(np.diag(cov)).all() and np.isfinite(scale)):
+        return dict(status=FAILED, note="lesion-level fit failed: non-finite estimates "
+                                        "(response or regressor out of range?)")
+    return dict(status=OK, est=est, cov=cov, dfs=np.full(k, float(n - k)),
+                tau2=_NAN, sigma2=scale, note="lesions treated as independent")
 
 
 def _rows(design: _Design, base: MixedRow, terms: list[tuple[int, str]], omnibus: bool,

@@ -98,10 +98,17 @@ def test_unfittable_design_fails_with_a_message_and_no_numbers():
     frame = cohort(2, participant_sd=30.0, residual_sd=5.0)
     frame["se"] = np.where(np.arange(len(frame)) % 2, np.inf, frame["se"])   # dropped
     frame.loc[frame.index[::2], "se"] = 1e308                                 # overflows
-    m = _slope(frame)["mixed"]
+    fits = _slope(frame)
+    m = fits["mixed"]
     assert m.status == mixed.FAILED, m
     assert m.note.startswith("mixed model failed:")
     assert all(math.isnan(v) for v in (m.p_value, m.estimate, m.ci_low, m.ci_high))
+    # the lesion-level view of the same data is no better, and says so
+    lesion = fits["lesion"]
+    assert lesion.status == mixed.FAILED, lesion
+    assert lesion.note.startswith("lesion-level fit failed:")
+    assert all(math.isnan(v) for v in (lesion.p_value, lesion.estimate, lesion.ci_low,
+                                       lesion.ci_high))
 
 
 def _confounded_cohort(tmp_path):
