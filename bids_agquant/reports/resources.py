@@ -9,13 +9,12 @@ shows them (:func:`read_resources`).
 """
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
 from pathlib import Path
 
 from bids_agquant.bids import columns as C
-from bids_agquant.bids.atomic import atomic_write_text
+from bids_agquant.bids.derivatives import write_json
 from bids_agquant.bids.tables import cell, read_tsv, write_tsv
 
 __all__ = ["RESOURCES_FILE", "resources_path", "node_resources", "write_resources",
@@ -80,8 +79,7 @@ def write_resources(output_dir, participant: str, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = C.columns(C.RESOURCES_TABLE)
     write_tsv(path, rows, cols)
-    atomic_write_text(path.with_suffix(".json"),
-                      json.dumps(C.dictionary(C.RESOURCES_TABLE, cols), indent=2) + "\n")
+    write_json(path.with_suffix(".json"), C.dictionary(C.RESOURCES_TABLE, cols))
     return path
 
 
