@@ -10,9 +10,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+
+from evaldata import REPO, SAMPLE_BIDS
 
 
 @dataclass
@@ -178,14 +182,11 @@ def sample_reference_run(tmp_path_factory, app: list) -> tuple[Path, Path, float
     participant level's seconds). ``app`` is the command that runs the app. A kept run is
     reused only when it was made from the same commit with no change to the package; a copy is
     read so that a change by a run (a container's, a job's) would be seen."""
-    import sys
-    import time
-    repo = Path(__file__).resolve().parents[1]
     kept = os.environ.get(SAMPLE_REFERENCE_ENV)
     root = Path(kept) if kept else tmp_path_factory.mktemp("sample_reference")
     root.mkdir(parents=True, exist_ok=True)
     bids, out, done = root / "bids", root / "venv_out", root / "venv_seconds"
-    commit = _head_commit(repo)
+    commit = _head_commit(REPO)
     if done.is_file() and (root / "commit").is_file() \
             and (root / "commit").read_text() == commit and "+changes" not in commit:
         return bids, out, float(done.read_text())
@@ -194,10 +195,10 @@ def sample_reference_run(tmp_path_factory, app: list) -> tuple[Path, Path, float
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
-    shutil.copytree(repo / "data" / "sample_bids", bids)
+    shutil.copytree(SAMPLE_BIDS, bids)
     os.chmod(root, 0o755)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
     def call(*args):
         proc = subprocess.run([*map(str, app), *map(str, args)], capture_output=True, text=True,
@@ -253,7 +254,6 @@ def bids_validator_path() -> str:
     ``test`` extra installs it and a missing validator is a failure.
     """
     import shutil
-    import sys
 
     import pytest
 
