@@ -16,6 +16,9 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from bids_agquant.bids.tables import json_safe
 from bids_agquant.qmri.enhancement import MIN_SCALE_VOXELS
+from bids_agquant.qmri import geometry as pure_geometry
+from bids_agquant.qmri import uncertainty as U
+from bids_agquant.qmri.masks import signal_mask
 from bids_agquant.qmri.postcontrast import scale_to_pre, state_maps
 from bids_agquant.qmri.regions import Regions, region_rows
 from bids_agquant.qmri.relaxivity import get_relaxivity
@@ -46,6 +49,14 @@ class _QuantInputSpec(BaseInterfaceInputSpec):
                                         "the pre-contrast one in healthy brain before SE")
     healthy_mask_file = File(exists=True, desc="healthy brain, reference space (for 'brain'; "
                                                ":func:`bids_agquant.qmri.lesions.healthy_brain`)")
+    r1_post_var = File(exists=True, desc="variance of the post-contrast R1, native VFA grid")
+    r1_post_transform = File(exists=True, desc="T_ref<-VFA of the post-contrast VFA set")
+    r1_pre_var = File(exists=True, desc="variance of the pre-contrast R1, native VFA grid")
+    r1_pre_transform = File(exists=True, desc="T_ref<-VFA of the pre-contrast VFA set")
+    t1w_post_native = File(exists=True, desc="the post-contrast T1w as acquired (its noise)")
+    t1w_post_transform = File(exists=True, desc="T_ref<-T1w (unset: the reference T1w itself)")
+    t1w_pre_native = File(exists=True, desc="the pre-contrast T1w as acquired (its noise)")
+    t1w_pre_transform = File(exists=True, desc="T_ref<-T1w (unset: the reference T1w itself)")
 
 
 class _QuantOutputSpec(TraitedSpec):
@@ -114,11 +125,48 @@ class QuantifyPostContrast(SimpleInterface):
             if maps.t1w_post is not None:
                 base["se_intensity_scale"] = scale
             rows = region_rows(regions=regions, lesion_labels=lesions, control_labels=controls,
-                               maps=maps, base=base, relaxivity=rel)
+                               maps=maps, base=base, relaxivity=rel,
+                               noise=self._noise(lesions.shape, affine))
         out = cwd / "rows.json"
         out.write_text(json.dumps(json_safe(rows), indent=1))
         self._results["rows_file"] = str(out)
         return runtime
+
+    def _transform(self, name):
+        value = getattr(self.inputs, name)
+        return G.read_transform(value) if isdefined(value) else None
+
+    def _r1_noise(self, end, ref_affine):
+        """The native R1 variance of one end (post/pre) and its map from the reference grid."""
+        var_file = getattr(self.inputs, f"r1_{end}_var")
+        matrix = self._transform(f"r1_{end}_transform")
+        if not isdefined(var_file) or matrix is None:
+            return None
+        var, aff, _ = G.load(var_file)
+        return U.ResampledNoise(var.astype(np.float64),
+                                pure_geometry.voxel_map(ref_affine, aff, matrix))
+
+    def _t1w_noise(self, end, ref_affine):
+        """The native T1w of one end, its noise variance (:func:`~.uncertainty.image_noise_sd`)
+        and its map from the reference grid (identity for the reference T1w itself)."""
+        native = getattr(self.inputs, f"t1w_{end}_native")
+        if not isdefined(native):
+            return None
+        data, aff, _ = G.load(native)
+        data = data.astype(np.float64)
+        sd = U.image_noise_sd(data, signal_mask(data), pure_geometry.voxel_sizes(aff))
+        variance = np.where(np.isfinite(data), sd * sd, np.nan)
+        return U.ResampledNoise(variance, pure_geometry.voxel_map(
+            ref_affine, aff, self._transform(f"t1w_{end}_transform")), values=data)
+
+    def _noise(self, shape, ref_affine):
+        """The :class:`~.uncertainty.StateNoise` of this state (its parts None when unset)."""
+        if ref_affine is None:
+            return None
+        return U.StateNoise(r1_post=self._r1_noise("post", ref_affine),
+                            r1_pre=self._r1_noise("pre", ref_affine),
+                            t1w_post=self._t1w_noise("post", ref_affine),
+                            t1w_pre=self._t1w_noise("pre", ref_affine))
 
 
 def _relaxivity_sidecar(rel) -> dict:

@@ -28,12 +28,13 @@ from bids_agquant.qmri import geometry as pure_geometry
 from bids_agquant.qmri.b1 import FILL_DEGREE, fill_uncovered_b1
 from bids_agquant.qmri.masks import signal_mask
 from bids_agquant.qmri.postcontrast import inverse
+from bids_agquant.qmri.uncertainty import vfa_r1_variance
 from bids_agquant.qmri.vfa import VFAModel
 
 from . import geometry as G
 from .notes import node_warning, warnings_output
 
-__all__ = ["FitVFA", "MapsToReference", "compose_transforms"]
+__all__ = ["FitVFA", "MapsToReference", "compose_transforms", "b1_on_vfa_grid"]
 
 
 class _FitVFAInputSpec(BaseInterfaceInputSpec):
@@ -54,6 +55,8 @@ class _FitVFAInputSpec(BaseInterfaceInputSpec):
 class _FitVFAOutputSpec(TraitedSpec):
     r1_file = File(exists=True, desc="R1 (1/s), native VFA grid")
     m0_file = File(exists=True, desc="M0 (signal units), native VFA grid")
+    r1_var_file = File(exists=True, desc="variance of R1 (1/s^2) from the fit's own noise, "
+                                         "native VFA grid (qmri/uncertainty.py)")
     n_failed = traits.Int(desc="voxels whose fit failed (NaN)")
     warnings = warnings_output()
 
@@ -80,6 +83,10 @@ class FitVFA(SimpleInterface):
                        method=self.inputs.method).fit(signal, mask=head, b1=b1)
         self._results["r1_file"] = G.save_like(fit.r1, affine, Path(runtime.cwd, "r1.nii"))
         self._results["m0_file"] = G.save_like(fit.m0, affine, Path(runtime.cwd, "m0.nii"))
+        r1_var = vfa_r1_variance(fit, pure_geometry.voxel_sizes(affine),
+                                 n_used=np.isfinite(signal).sum(axis=-1))
+        self._results["r1_var_file"] = G.save_like(r1_var, affine,
+                                                   Path(runtime.cwd, "r1_var.nii"))
         self._results["n_failed"] = int(fit.n_failed)
         if fit.n_failed:       # per-voxel failures are not fatal: NaN, counted and reported
             node_warning(self._results, "bids_agquant.vfa",
@@ -96,18 +103,9 @@ class FitVFA(SimpleInterface):
         if not isdefined(self.inputs.b1map):
             return None
         b1_data, b1_aff, _ = G.load(self.inputs.b1map)
-        b1_data = b1_data.astype(np.float64) * self.inputs.b1_scale
-        same = pure_geometry.reindexing(b1_data.shape, b1_aff, shape, affine,
-                                        1e-3 * float(pure_geometry.voxel_sizes(affine).min()))
-        if same is not None:        # the VFA grid itself (axes perhaps in another order): as is
-            # (interpolating it would drop the outermost voxels: scipy puts them outside)
-            b1 = np.ascontiguousarray(pure_geometry.reindexed(b1_data, same))
-        else:
-            b1 = pure_geometry.resample(b1_data, b1_aff, shape, affine, None, order=1,
-                                        nan_aware=True, dtype=np.float64)
         name = Path(self.inputs.b1map).name
         try:
-            filled = fill_uncovered_b1(b1, head, affine)
+            filled = b1_on_vfa_grid(b1_data, b1_aff, self.inputs.b1_scale, shape, affine, head)
         except ValueError as exc:
             raise BadDataError(f"{name}: {exc} of {vfa_name}",
                                fix="acquire a B1 map covering the head, or run with "
@@ -123,6 +121,22 @@ class FitVFA(SimpleInterface):
                          f"{vfa_name} {where}; B1+ filled there by a "
                          f"degree-{FILL_DEGREE} polynomial fitted to the measured map")
         return filled.b1
+
+
+def b1_on_vfa_grid(b1_data, b1_affine, b1_scale, shape, affine, head):
+    """The B1+ factor map (stored values times ``b1_scale``) on the VFA grid, head voxels
+    outside its field of view filled (:func:`bids_agquant.qmri.b1.fill_uncovered_b1`, whose
+    result is returned; ``ValueError`` when too little of the head is covered)."""
+    b1_data = np.asarray(b1_data, dtype=np.float64) * float(b1_scale)
+    same = pure_geometry.reindexing(b1_data.shape, b1_affine, shape, affine,
+                                    1e-3 * float(pure_geometry.voxel_sizes(affine).min()))
+    if same is not None:        # the VFA grid itself (axes perhaps in another order): as is
+        # (interpolating it would drop the outermost voxels: scipy puts them outside)
+        b1 = np.ascontiguousarray(pure_geometry.reindexed(b1_data, same))
+    else:
+        b1 = pure_geometry.resample(b1_data, b1_affine, shape, affine, None, order=1,
+                                    nan_aware=True, dtype=np.float64)
+    return fill_uncovered_b1(b1, head, affine)
 
 
 def compose_transforms(files) -> np.ndarray:

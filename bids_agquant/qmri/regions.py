@@ -17,9 +17,10 @@ import numpy as np
 from scipy import ndimage
 
 from bids_agquant.qmri import geometry as G
-from bids_agquant.qmri.concentration import mg_per_L_from_mM
+from bids_agquant.qmri.concentration import concentration_mM, mg_per_L_from_mM
 from bids_agquant.qmri.enhancement import roi_signal_enhancement_percent
 from bids_agquant.qmri.lesions import roi_stats
+from bids_agquant.qmri import uncertainty as U
 
 __all__ = ["LesionRegion", "ControlRegion", "Regions", "StateMaps", "lesion_regions",
            "TISSUE_FRACTION_COLUMNS",
@@ -249,8 +250,38 @@ def _identity_columns(row: dict, kind: str, lid: str, meta, relaxivity) -> None:
     row["n_voxels"] = 0
 
 
-def _statistics_columns(row: dict, roi, maps: StateMaps, relaxivity) -> None:
-    """Columns of the map statistics of one region (``maps`` cropped to the region's box)."""
+def _interval(row: dict, prefix: str, unit: str, mean, se) -> None:
+    """``<prefix>_stderr_<unit>`` and the 95 % interval ``<prefix>_ci_low/high_<unit>``."""
+    row[f"{prefix}_stderr_{unit}"] = se
+    row[f"{prefix}_ci_low_{unit}"] = mean - U.Z_95 * se
+    row[f"{prefix}_ci_high_{unit}"] = mean + U.Z_95 * se
+
+
+def _voxels(mask, origin) -> np.ndarray:
+    """(k, 3) reference-grid indices of a cropped mask whose box starts at ``origin``."""
+    return np.argwhere(mask) + np.asarray(origin)
+
+
+def _uncertainty_columns(row: dict, roi, core, maps: StateMaps, noise, origin,
+                         relaxivity) -> None:
+    """Standard errors and 95 % intervals of the region's means (:mod:`.uncertainty`)."""
+    if maps.t1w_pre is not None and maps.t1w_post is not None and "se_mean_percent" in row:
+        sel = core & np.isfinite(maps.t1w_post) & np.isfinite(maps.t1w_pre)
+        se_se = noise.se_percent_se(row["se_mean_percent"], _voxels(sel, origin))
+        _interval(row, "se", "percent", row["se_mean_percent"], se_se)
+    if maps.delta_r1 is not None:
+        d_se = noise.delta_r1_se(_voxels(roi & np.isfinite(maps.delta_r1), origin))
+        _interval(row, "delta_r1", "per_s", row["delta_r1_mean_per_s"], d_se)
+        if maps.conc is not None and relaxivity is not None:
+            c_se = float(concentration_mM(d_se, relaxivity))
+            _interval(row, "conc", "mM", row["conc_mean_mM"], c_se)
+            row["conc_stderr_mg_per_L"] = mg_per_L_from_mM(c_se, relaxivity)
+
+
+def _statistics_columns(row: dict, roi, maps: StateMaps, relaxivity, noise=None,
+                        origin=(0, 0, 0)) -> None:
+    """Columns of the map statistics of one region (``maps`` cropped to the region's box, which
+    starts at voxel ``origin`` of the reference grid)."""
     row["n_voxels"] = int(roi.sum())
     core = se_core(roi)
     if maps.se is not None:
@@ -272,10 +303,29 @@ def _statistics_columns(row: dict, roi, maps: StateMaps, relaxivity) -> None:
         if relaxivity is not None:
             row["conc_mean_mg_per_L"] = mg_per_L_from_mM(cs.mean, relaxivity)
             row["conc_sd_mg_per_L"] = mg_per_L_from_mM(cs.sd, relaxivity)
+    if noise is not None:
+        _uncertainty_columns(row, roi, core, maps, noise, origin, relaxivity)
+
+
+def _detection_columns(rows: list[dict], relaxivity) -> None:
+    """Limits of detection and quantification of every row's mean concentration, with the
+    between-session term of this state's control regions (:func:`.uncertainty.detection_limits`)."""
+    controls = [r for r in rows if r.get("region_type") == "control"]
+    tau2 = U.between_session_variance([r.get("conc_mean_mM", np.nan) for r in controls],
+                                      [r.get("conc_stderr_mM", np.nan) for r in controls])
+    for row in rows:
+        if "conc_stderr_mM" not in row:
+            continue
+        lim = U.detection_limits(row.get("conc_mean_mM", np.nan), row["conc_stderr_mM"], tau2)
+        row.update(conc_between_session_sd_mM=float(np.sqrt(tau2)), conc_lod_mM=lim.lod,
+                   conc_loq_mM=lim.loq, conc_detected=lim.detected,
+                   conc_quantifiable=lim.quantifiable)
+        if relaxivity is not None:
+            row["conc_lod_mg_per_L"] = mg_per_L_from_mM(lim.lod, relaxivity)
 
 
 def region_rows(*, regions, lesion_labels, control_labels, maps, base: dict,
-                relaxivity=None) -> list[dict]:
+                relaxivity=None, noise=None) -> list[dict]:
     """Lesion-table rows (one per lesion, then one per control) of one post-contrast state.
 
     ``regions``: :class:`Regions` (or its dict); ``maps``: :class:`StateMaps` (or a name ->
@@ -283,6 +333,8 @@ def region_rows(*, regions, lesion_labels, control_labels, maps, base: dict,
     (participant_id, ...). ``relaxivity`` is the
     :class:`~bids_agquant.qmri.relaxivity.Relaxivity` used (or None). Concentration, delta R1
     and T1 statistics use the whole region; SE statistics its core (:func:`se_core`).
+    ``noise``: the :class:`~bids_agquant.qmri.uncertainty.StateNoise` of the state (None: no
+    standard errors, intervals or detection limits).
     """
     regions = Regions.coerce(regions)
     maps = StateMaps.coerce(maps)
@@ -292,6 +344,9 @@ def region_rows(*, regions, lesion_labels, control_labels, maps, base: dict,
         row = dict(base)
         _identity_columns(row, kind, lid, meta, relaxivity)
         if box is not None:             # else the region vanished in the reference space
-            _statistics_columns(row, labels[box] == value, maps.cropped(box), relaxivity)
+            _statistics_columns(row, labels[box] == value, maps.cropped(box), relaxivity,
+                                noise, [sl.start for sl in box])
         rows.append(row)
+    if noise is not None:
+        _detection_columns(rows, relaxivity)
     return rows

@@ -54,7 +54,7 @@ from bids_agquant.qmri.spgr import effective_flip_rad
 
 __all__ = ["Z_95", "CRITICAL_Z", "LOD_FACTOR", "LOQ_FACTOR", "NOISE_WINDOW_MM", "N_VFA_PARAMS",
            "r1_variance_factor", "pooled_residual_variance", "vfa_r1_variance",
-           "mean_weights", "variance_of_mean", "ResampledNoise", "image_noise_sd",
+           "mean_weights", "variance_of_mean", "ResampledNoise", "StateNoise", "image_noise_sd",
            "between_session_variance", "DetectionLimits", "detection_limits"]
 
 #: Two-sided 95 % normal quantile: the confidence intervals are ``mean +/- Z_95 * SE``.
@@ -193,10 +193,12 @@ class ResampledNoise:
     """A source-grid variance map and the map from the reference grid into it.
 
     ``variance``: per source voxel (NaN = no value: the resampling leaves it out);
-    ``vox_map``: reference voxel indices -> source voxel indices (4x4).
+    ``vox_map``: reference voxel indices -> source voxel indices (4x4); ``values``: the source
+    image itself when a relative error is wanted (T1w), else None.
     """
     variance: np.ndarray
     vox_map: np.ndarray
+    values: np.ndarray | None = None
 
     @classmethod
     def identity(cls, variance) -> "ResampledNoise":
@@ -209,14 +211,47 @@ class ResampledNoise:
                                  np.isfinite(self.variance))
         return variance_of_mean(self.variance, idx, w)
 
-    def weighted_mean(self, values, target_voxels) -> tuple[float, float]:
-        """(mean of the resampled ``values`` (source grid), variance of that mean)."""
+    def weighted_mean(self, target_voxels) -> tuple[float, float]:
+        """(mean of the resampled :attr:`values`, variance of that mean) over ``target_voxels``."""
+        values = self.values
         finite = np.isfinite(self.variance) & np.isfinite(values)
         idx, w, _ = mean_weights(target_voxels, self.vox_map, self.variance.shape, finite)
         if len(idx) == 0:
             return float("nan"), float("nan")
         mean = float(np.sum(w * np.asarray(values, dtype=np.float64).ravel()[idx]))
         return mean, variance_of_mean(self.variance, idx, w)
+
+    def relative_error(self, target_voxels) -> float:
+        """SE of the resampled mean of :attr:`values` over its value (NaN if not positive)."""
+        mean, var = self.weighted_mean(target_voxels)
+        return math.sqrt(var) / mean if mean > 0 and math.isfinite(var) else float("nan")
+
+
+@dataclass(frozen=True, eq=False)
+class StateNoise:
+    """The noise sources of one post-contrast state's region means (each may be None: the
+    columns that need it are n/a): the post- and pre-contrast R1 and T1w."""
+    r1_post: ResampledNoise | None = None
+    r1_pre: ResampledNoise | None = None
+    t1w_post: ResampledNoise | None = None
+    t1w_pre: ResampledNoise | None = None
+
+    def delta_r1_se(self, target_voxels) -> float:
+        """Standard error (1/s) of the mean delta R1 over ``target_voxels``."""
+        if self.r1_post is None or self.r1_pre is None or len(target_voxels) == 0:
+            return float("nan")
+        var = self.r1_post.mean_variance(target_voxels) + self.r1_pre.mean_variance(
+            target_voxels)
+        return math.sqrt(var) if math.isfinite(var) else float("nan")
+
+    def se_percent_se(self, se_mean_percent, target_voxels) -> float:
+        """Standard error (percentage points) of the region's SE ``100 (P/Q - 1)``."""
+        if self.t1w_post is None or self.t1w_pre is None or len(target_voxels) == 0:
+            return float("nan")
+        rel_p = self.t1w_post.relative_error(target_voxels)
+        rel_q = self.t1w_pre.relative_error(target_voxels)
+        ratio = 1.0 + float(se_mean_percent) / 100.0
+        return float(100.0 * abs(ratio) * math.hypot(rel_p, rel_q))
 
 
 # --------------------------------------------------------------------------- image noise

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-followup-pre", action="store_false", dest="followup_pre", default=None,
                    help="the follow-up session has no pre-contrast acquisition")
     g.add_argument("--seed", type=int, help="random seed (same seed, same bytes)")
+    g.add_argument("--noise-seed", type=int, help="seed of the image noise alone (default: "
+                   "--seed): the same phantom under another noise realisation")
     g.add_argument("--anatomy", choices=list(ANATOMIES),
                    help="head model: geometric (analytic head, default, fast) or mni (each "
                         "participant's own warp of the MNI152 brain, with skull, muscle, neck)")

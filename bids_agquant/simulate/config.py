@@ -162,6 +162,8 @@ class PhantomConfig:
     # metadata
     identifying_fields: bool = False  # plant PatientName etc. in sidecars (privacy tests)
     seed: int = 0
+    noise_seed: int | None = None     # seed of the image noise alone (None: ``seed``): the same
+                                      # phantom under another noise realisation
     compresslevel: int = 1           # gzip level of every .nii.gz (1 fast, 9 small)
     chunk_points: int = 2_000_000     # points evaluated at once (memory cap)
 

@@ -52,8 +52,14 @@ _IDENTIFYING = {
 }
 
 
-def _rng(cfg: PhantomConfig, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(int(cfg.seed), spawn_key=tuple(int(k) for k in key)))
+def _rng(cfg: PhantomConfig, *key: int, seed: int | None = None) -> np.random.Generator:
+    seed = cfg.seed if seed is None else seed
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)))
+
+
+def _noise_rng(cfg: PhantomConfig, pi: int, *key: int) -> np.random.Generator:
+    """The image noise stream of participant ``pi``: seeded by ``noise_seed`` when set."""
+    return _rng(cfg, pi, _NOISE, *key, seed=cfg.noise_seed)
 
 
 @dataclass
@@ -401,7 +407,7 @@ def _write_t1w(cfg, pi, sub, out, head, lesions, acq: _Acq, states, common, leve
         counts = sig.pop(st.key)[..., 0].astype(np.float64) * levels.k_t1w
         if levels.sigma_t1w:
             counts = add_rician_noise(counts, levels.sigma_t1w,
-                                      _rng(cfg, pi, _NOISE, acq.index, st_i, 99))
+                                      _noise_rng(cfg, pi, acq.index, st_i, 99))
         counts *= acq.gain
         rel = bidsio.t1w_name(sub, spec.label, agent)
         bidsio.write_nifti(out / rel, counts, acq.t1w_grid.affine, compresslevel=cfg.compresslevel,
@@ -434,7 +440,7 @@ def _write_vfa(cfg, pi, sub, out, head, lesions, acq: _Acq, states, common,
             counts = stack[..., fi].astype(np.float64) * levels.k_vfa
             if levels.sigma_vfa:
                 counts = add_rician_noise(counts, levels.sigma_vfa,
-                                          _rng(cfg, pi, _NOISE, acq.index, st_i, fi))
+                                          _noise_rng(cfg, pi, acq.index, st_i, fi))
             counts *= acq.gain
             rel = bidsio.vfa_name(sub, spec.label, agent, fi + 1)
             bidsio.write_nifti(out / rel, counts, acq.vfa_grid.affine,
@@ -546,7 +552,7 @@ def _write_b1_method(cfg, pi, sub, out, head, lesions, acq: _Acq, common, vfa_fi
         data = np.where(np.isfinite(image), image, 0.0)
         if snr and "acq-famp" not in entities:
             data = add_rician_noise(data, float(wm[i][1]) / snr,
-                                    _rng(cfg, pi, _NOISE, acq.index, _B1_NOISE_KEY, i))
+                                    _noise_rng(cfg, pi, acq.index, _B1_NOISE_KEY, i))
         bidsio.write_nifti(out / rel, data, acq.b1_grid.affine, compresslevel=cfg.compresslevel,
                            dtype=np.float32)
         bidsio.write_json(out / bidsio.sidecar_path(rel), dict(sc, **fields))

@@ -286,15 +286,20 @@ def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
             t1w_factors=_t1w_factors(plan, s, pre), mem_gb=b.mem["quant"], name=f"post_{label}_wf")
         post_wfs.append(post)
         if pre is not None and label in vfa_wfs and state_label(pre) in vfa_wfs:
-            wf.connect([(vfa_wfs[label], post, [("outputnode.r1", "inputnode.r1_post")]),
-                        (vfa_wfs[state_label(pre)], post, [("outputnode.r1", "inputnode.r1_pre")])])
+            for st, end in ((s, "post"), (pre, "pre")):
+                wf.connect([(vfa_wfs[state_label(st)], post,
+                             [("outputnode.r1", f"inputnode.r1_{end}"),
+                              ("outputnode.r1_var", f"inputnode.r1_{end}_var"),
+                              ("outputnode.xfm_vfa", f"inputnode.r1_{end}_transform")])])
         if pre is not None and s.t1w is not None and pre.t1w is not None:
             for st, field in ((s, "t1w_post"), (pre, "t1w_pre")):
+                setattr(post.inputs.inputnode, f"{field}_native", str(st.t1w))
                 if st.t1w == ref:
                     setattr(post.inputs.inputnode, field, str(ref))
                 else:
-                    wf.connect(reg_wfs[state_label(st)], "outputnode.t1w_ref",
-                               post, f"inputnode.{field}")
+                    wf.connect([(reg_wfs[state_label(st)], post,
+                                 [("outputnode.t1w_ref", f"inputnode.{field}"),
+                                  ("outputnode.t1w_transform", f"inputnode.{field}_transform")])])
         wf.connect([(lesions, post, [("outputnode.lesion_labels", "inputnode.lesion_labels"),
                                      ("outputnode.control_labels", "inputnode.control_labels"),
                                      ("outputnode.regions", "inputnode.regions"),

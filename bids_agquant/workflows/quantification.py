@@ -29,6 +29,7 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
     Inputs (``inputnode``): ``t1w_transform`` (T_ref<-T1w, unset when the VFA set was registered
     to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
     Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed),
+    ``r1_var`` (variance of R1 on the native VFA grid, for the region means' standard errors),
     ``b1_factor`` (only with a B1 method's images: the computed factor map, on their grid).
     """
     vfa = state.vfa
@@ -36,7 +37,7 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_transform", "vfa_transform"]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa",
-                                                       "b1_factor"]),
+                                                       "b1_factor", "r1_var"]),
                          name="outputnode")
     fit = pe.Node(FitVFA(in_files=[str(f) for f in vfa.files],
                          flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
@@ -62,6 +63,7 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
         (inputnode, to_ref, [("t1w_transform", "t1w_transform"),
                              ("vfa_transform", "vfa_transform")]),
         (fit, to_ref, [("r1_file", "r1_file"), ("m0_file", "m0_file")]),
+        (fit, outputnode, [("r1_var_file", "r1_var")]),
         (to_ref, outputnode, [("r1_file", "r1"), ("t1_file", "t1"), ("m0_file", "m0"),
                               ("transform_file", "xfm_vfa")]),
     ])
@@ -77,13 +79,19 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
     left unset, its outputs are then absent), ``lesion_labels``, ``control_labels``, ``regions``,
     ``healthy_brain`` (for ``se_normalization="brain"``: the post-contrast T1w is divided by its
     scale over the pre-contrast one in that mask before SE).
+    The standard errors of the region means need, per R1 map, its native variance
+    (``r1_post_var``, ``r1_pre_var``) and transform into the reference (``r1_*_transform``), and
+    per T1w its native image (``t1w_*_native``) and transform (``t1w_*_transform``, unset for
+    the reference T1w itself); without them those columns are n/a.
     ``t1w_factors``: (post, pre) factors of the T1w images to precise values (set on the node
     only when not 1).
     Outputs: ``delta_r1``, ``conc``, ``se``, ``rows``, ``relaxivity``.
     """
     wf = pe.Workflow(name=name)
+    noise = ["r1_post_var", "r1_post_transform", "r1_pre_var", "r1_pre_transform",
+             "t1w_post_native", "t1w_post_transform", "t1w_pre_native", "t1w_pre_transform"]
     fields = ["r1_post", "r1_pre", "t1w_post", "t1w_pre", "lesion_labels", "control_labels",
-              "regions", "healthy_brain"]
+              "regions", "healthy_brain"] + noise
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["delta_r1", "conc", "se", "rows",
                                                        "relaxivity"]), name="outputnode")
@@ -102,7 +110,8 @@ def init_post_contrast_wf(*, agent: str, field_strength_t, relaxivity_overrides:
                             ("lesion_labels", "lesion_labels_file"),
                             ("control_labels", "control_labels_file"),
                             ("regions", "regions_file"),
-                            ("healthy_brain", "healthy_mask_file")]),
+                            ("healthy_brain", "healthy_mask_file")]
+         + [(f, f) for f in noise]),
         (quant, outputnode, [("delta_r1_file", "delta_r1"), ("conc_file", "conc"),
                              ("se_file", "se"), ("rows_file", "rows"),
                              ("relaxivity", "relaxivity")]),

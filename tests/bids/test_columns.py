@@ -12,6 +12,7 @@ from bids_agquant.bids import columns as C
 from bids_agquant.bids.plan import ContrastState, ParticipantPlan
 from bids_agquant.qmri import lesions as L
 from bids_agquant.qmri import regions as R
+from bids_agquant.qmri import uncertainty as U
 from bids_agquant.qmri.relaxivity import get_relaxivity
 from bids_agquant.workflows.participant import lesion_row_base
 
@@ -67,8 +68,14 @@ def test_every_column_the_participant_table_writes_is_registered():
                            session_order="acq_time in sessions.tsv", sessions_in_time=("D0", "D1"))
     base = {**lesion_row_base(plan, post, pre), "se_intensity_scale": 1.0}
     assert base["session_order"] == 2
+    var = U.ResampledNoise.identity(1e-4 * ones)
+    t1w_var = 4.0 * ones
+    noise = U.StateNoise(r1_post=var, r1_pre=var,
+                         t1w_post=U.ResampledNoise(t1w_var, np.eye(4), values=maps.t1w_post),
+                         t1w_pre=U.ResampledNoise(t1w_var, np.eye(4), values=maps.t1w_pre))
     rows = R.region_rows(regions=reg, lesion_labels=lesions, control_labels=controls,
-                         maps=maps, base=base, relaxivity=get_relaxivity("AGuIX", 3.0, {}))
+                         maps=maps, base=base, relaxivity=get_relaxivity("AGuIX", 3.0, {}),
+                         noise=noise)
     written = set().union(*(r.keys() for r in rows))
     assert written <= set(C.columns(C.LESION_TABLE))
     assert set(C.columns(C.LESION_TABLE)) - written == set(), "registered but never written"

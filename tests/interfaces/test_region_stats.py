@@ -157,3 +157,54 @@ def test_scale_to_pre_removes_a_receiver_gain():
     assert scale == pytest.approx(1.25) and np.allclose(scaled, pre)
     same, nan = P.scale_to_pre(pre * 1.25, pre, np.zeros(pre.shape, bool))
     assert math.isnan(nan) and np.array_equal(same, pre * 1.25)
+
+
+def test_region_rows_with_noise_give_standard_errors_intervals_and_detection_limits():
+    from bids_agquant.qmri import uncertainty as U
+    lesions, controls = labels()
+    reg = regions(lesions, controls)
+    conc = np.full(SHAPE, 0.2)
+    conc[3, 3, 3] = np.nan                                           # left out of the mean
+    conc[controls == 1] = 0.01
+    pre = np.full(SHAPE, 100.0)
+    post = pre * 1.5
+    post[3:5, 3:5, 3:5] = 200.0                                      # the core of lesion 7
+    maps = R.StateMaps(conc=conc, delta_r1=conc * REL.r1_per_mM_s, t1w_pre=pre, t1w_post=post,
+                       se=100.0 * (post - pre) / pre)
+    # position-dependent variances: a wrong box origin would pick other voxels' variances
+    x = np.indices(SHAPE)[0].astype(float)
+    var_post, var_pre = 1e-3 * (x + 1.0), 2e-3 * np.ones(SHAPE)
+    sd_t1w = 4.0
+    noise = U.StateNoise(
+        r1_post=U.ResampledNoise.identity(var_post), r1_pre=U.ResampledNoise.identity(var_pre),
+        t1w_post=U.ResampledNoise(np.full(SHAPE, sd_t1w ** 2), np.eye(4), values=post),
+        t1w_pre=U.ResampledNoise(np.full(SHAPE, sd_t1w ** 2), np.eye(4), values=pre))
+    rows = R.region_rows(regions=reg, lesion_labels=lesions, control_labels=controls, maps=maps,
+                         base={}, relaxivity=REL, noise=noise)
+    r7, ctl = rows[0], rows[2]
+    sel = (lesions == 7) & np.isfinite(conc)
+    k = sel.sum()
+    d_se = math.sqrt((var_post[sel].sum() + var_pre[sel].sum()) / k ** 2)
+    assert r7["delta_r1_stderr_per_s"] == pytest.approx(d_se, rel=1e-12)
+    assert r7["conc_stderr_mM"] == pytest.approx(d_se / REL.r1_per_mM_s, rel=1e-12)
+    assert r7["conc_ci_low_mM"] == pytest.approx(0.2 - U.Z_95 * r7["conc_stderr_mM"], rel=1e-12)
+    assert r7["conc_ci_high_mM"] == pytest.approx(0.2 + U.Z_95 * r7["conc_stderr_mM"], rel=1e-12)
+    assert r7["conc_stderr_mg_per_L"] == pytest.approx(1000.0 * r7["conc_stderr_mM"], rel=1e-12)
+    # SE = 100 (P/Q - 1) over the 8-voxel core, P = 200 and Q = 100, each mean with sd/sqrt(8)
+    rel = sd_t1w / math.sqrt(8)
+    se_se = 100.0 * 2.0 * math.hypot(rel / 200.0, rel / 100.0)
+    assert r7["se_stderr_percent"] == pytest.approx(se_se, rel=1e-12)
+    assert r7["se_ci_low_percent"] == pytest.approx(100.0 - U.Z_95 * se_se, rel=1e-12)
+    # one control: its mean (0.01 mM) beyond its own noise is the between-session term
+    c_se = ctl["conc_stderr_mM"]
+    tau2 = max(0.0, 0.01 ** 2 - c_se ** 2)
+    assert ctl["conc_between_session_sd_mM"] == pytest.approx(math.sqrt(tau2), rel=1e-9)
+    sigma0 = math.sqrt(r7["conc_stderr_mM"] ** 2 + tau2)
+    assert r7["conc_lod_mM"] == pytest.approx(U.LOD_FACTOR * sigma0, rel=1e-9)
+    assert r7["conc_loq_mM"] == pytest.approx(U.LOQ_FACTOR * sigma0, rel=1e-9)
+    assert r7["conc_detected"] is True and r7["conc_quantifiable"] is (0.2 >= r7["conc_loq_mM"])
+    assert r7["conc_lod_mg_per_L"] == pytest.approx(1000.0 * r7["conc_lod_mM"], rel=1e-9)
+    assert ctl["conc_detected"] is (0.01 > U.CRITICAL_Z * math.sqrt(c_se ** 2 + tau2))
+    without = R.region_rows(regions=reg, lesion_labels=lesions, control_labels=controls,
+                            maps=maps, base={}, relaxivity=REL)
+    assert "conc_stderr_mM" not in without[0] and "conc_lod_mM" not in without[0]

@@ -150,3 +150,30 @@ def test_cli_writes_a_dataset_and_refuses_a_foreign_directory(tmp_path, capsys):
     assert rc == 64
     assert "refusing" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_noise_seed_changes_the_noise_alone(tmp_path):
+    """``noise_seed``: the same phantom (truth, lesions, B1, poses) under another noise
+    realisation; ``noise_seed == seed`` is the default."""
+    _generate(tmp_path / "a", seed=5)
+    _generate(tmp_path / "same", seed=5, noise_seed=5)
+    _generate(tmp_path / "n", seed=5, noise_seed=77)
+    a, same, n = (_tree(tmp_path / x / "bids") for x in ("a", "same", "n"))
+    assert a.keys() == same.keys() == n.keys()
+    t1w = "sub-01/ses-D0/anat/sub-01_ses-D0_T1w.nii.gz"
+    for rel in a:
+        assert _payload(same[rel]) == _payload(a[rel]), rel
+    assert _payload(n[t1w]) != _payload(a[t1w])
+    images = [rel for rel in a if rel.endswith(".nii.gz") and "/anat/" in rel]
+    assert images and all(_payload(n[rel]) != _payload(a[rel]) for rel in images
+                          if "_mask" not in rel and "_dseg" not in rel)
+    ta, tn = _tree(tmp_path / "a" / "truth"), _tree(tmp_path / "n" / "truth")
+    assert ta.keys() == tn.keys()
+    for rel in ta:
+        if rel.endswith(".json"):
+            fa, fn = json.loads(ta[rel].read_text()), json.loads(tn[rel].read_text())
+            fa.get("config", {}).pop("noise_seed", None)
+            fn.get("config", {}).pop("noise_seed", None)
+            assert _same_values(fa, fn), rel
+        elif rel.endswith(".nii.gz"):
+            assert _payload(ta[rel]) == _payload(tn[rel]), rel
