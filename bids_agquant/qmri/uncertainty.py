@@ -52,7 +52,8 @@ from scipy import ndimage
 
 from bids_agquant.qmri.spgr import effective_flip_rad
 
-__all__ = ["Z_95", "CRITICAL_Z", "LOD_FACTOR", "LOQ_FACTOR", "NOISE_WINDOW_MM", "N_VFA_PARAMS",
+__all__ = ["Z_95", "CRITICAL_Z", "LOD_FACTOR", "LOQ_FACTOR", "NOISE_WINDOW_MM", "NOISE_PLANES",
+           "N_VFA_PARAMS",
            "r1_variance_factor", "pooled_residual_variance", "vfa_r1_variance",
            "mean_weights", "variance_of_mean", "ResampledNoise", "StateNoise", "image_noise_sd",
            "between_session_variance", "DetectionLimits", "detection_limits"]
@@ -150,6 +151,7 @@ def mean_weights(target_voxels, vox_map, source_shape, source_finite=None):
     base = np.floor(src).astype(np.int64)
     frac = src - base
     shape = np.asarray(source_shape, dtype=np.int64)
+    finite = None if source_finite is None else np.asarray(source_finite, dtype=bool).ravel()
     idx_all, w_all = [], []
     for corner in np.ndindex(2, 2, 2):
         off = np.asarray(corner)
@@ -158,8 +160,8 @@ def mean_weights(target_voxels, vox_map, source_shape, source_finite=None):
         inside = np.all((ijk >= 0) & (ijk < shape), axis=1)
         flat = np.where(inside, np.ravel_multi_index(
             tuple(np.clip(ijk, 0, shape - 1).T), tuple(shape)), 0)
-        if source_finite is not None:
-            inside &= np.asarray(source_finite, dtype=bool).ravel()[flat]
+        if finite is not None:
+            inside &= finite[flat]
         idx_all.append(flat)
         w_all.append(np.where(inside, w, 0.0))
     idx = np.stack(idx_all, axis=1)
@@ -188,41 +190,54 @@ def variance_of_mean(variance_map, indices, weights) -> float:
     return float(np.sum(np.asarray(weights) ** 2 * var))
 
 
-@dataclass(frozen=True, eq=False)
 class ResampledNoise:
     """A source-grid variance map and the map from the reference grid into it.
 
     ``variance``: per source voxel (NaN = no value: the resampling leaves it out);
     ``vox_map``: reference voxel indices -> source voxel indices (4x4); ``values``: the source
-    image itself when a relative error is wanted (T1w), else None.
+    image itself when a relative error is wanted (T1w), else None.  The maps are flattened once
+    (float64, contiguous): every region then reads only its own source voxels.
     """
-    variance: np.ndarray
-    vox_map: np.ndarray
-    values: np.ndarray | None = None
+
+    def __init__(self, variance, vox_map, values=None):
+        var = np.asarray(variance, dtype=np.float64)
+        self.shape = var.shape
+        self.vox_map = np.asarray(vox_map, dtype=np.float64)
+        self._variance = np.ascontiguousarray(var).ravel()
+        finite = np.isfinite(self._variance)
+        if values is None:
+            self._values = None
+        else:
+            self._values = np.ascontiguousarray(np.asarray(values, dtype=np.float64)).ravel()
+            if self._values.size != self._variance.size:
+                raise ValueError(f"values {np.shape(values)} and variance {self.shape} differ")
+            finite &= np.isfinite(self._values)
+        self._finite = finite
 
     @classmethod
     def identity(cls, variance) -> "ResampledNoise":
         """Noise of a map that is on the reference grid itself."""
-        return cls(np.asarray(variance, dtype=np.float64), np.eye(4))
+        return cls(variance, np.eye(4))
+
+    def _weights(self, target_voxels):
+        return mean_weights(target_voxels, self.vox_map, self.shape, self._finite)[:2]
 
     def mean_variance(self, target_voxels) -> float:
         """Variance of the reference-space mean over ``target_voxels`` ((k, 3) indices)."""
-        idx, w, _ = mean_weights(target_voxels, self.vox_map, self.variance.shape,
-                                 np.isfinite(self.variance))
-        return variance_of_mean(self.variance, idx, w)
+        idx, w = self._weights(target_voxels)
+        return variance_of_mean(self._variance, idx, w)
 
     def weighted_mean(self, target_voxels) -> tuple[float, float]:
-        """(mean of the resampled :attr:`values`, variance of that mean) over ``target_voxels``."""
-        values = self.values
-        finite = np.isfinite(self.variance) & np.isfinite(values)
-        idx, w, _ = mean_weights(target_voxels, self.vox_map, self.variance.shape, finite)
+        """(mean of the resampled ``values``, variance of that mean) over ``target_voxels``."""
+        if self._values is None:
+            raise ValueError("this noise source was given no values")
+        idx, w = self._weights(target_voxels)
         if len(idx) == 0:
             return float("nan"), float("nan")
-        mean = float(np.sum(w * np.asarray(values, dtype=np.float64).ravel()[idx]))
-        return mean, variance_of_mean(self.variance, idx, w)
+        return float(np.sum(w * self._values[idx])), variance_of_mean(self._variance, idx, w)
 
     def relative_error(self, target_voxels) -> float:
-        """SE of the resampled mean of :attr:`values` over its value (NaN if not positive)."""
+        """SE of the resampled mean of ``values`` over its value (NaN if not positive)."""
         mean, var = self.weighted_mean(target_voxels)
         return math.sqrt(var) / mean if mean > 0 and math.isfinite(var) else float("nan")
 
@@ -260,16 +275,26 @@ class StateNoise:
 #: structure up to second order, and ``sum(mask**2) = 36``.
 _IMMERKAER = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 _MAD_TO_SD = 1.482602218505602     # 1 / Phi^-1(3/4): the MAD of a normal sample times this
+#: Planes of an image read by :func:`image_noise_sd` (evenly spaced; each of them whole).
+NOISE_PLANES = 32
 
 
-def image_noise_sd(image, mask, spacing_mm=None) -> float:
+def image_noise_sd(image, mask, spacing_mm=None, max_planes: int | None = NOISE_PLANES) -> float:
     """Noise SD of an image from its own voxels: the median absolute Immerkaer second
     difference in the planes of the two finest axes, over voxels whose 3 x 3 neighbourhood lies
     in ``mask``, scaled to an SD (``1.4826 * median|f| / 6``).  NaN with fewer than 100 such
-    voxels.  Anatomy leaves the median nearly untouched (edges are a minority of voxels)."""
+    voxels.  Anatomy leaves the median nearly untouched (edges are a minority of voxels).
+
+    The filter works plane by plane, so at most ``max_planes`` evenly spaced planes are read
+    (None: all): the same statistic on fewer samples (a million at 1 mm), several times faster.
+    """
     img = np.asarray(image, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool) & np.isfinite(img)
+    m = np.asarray(mask, dtype=bool)
     through = 2 if spacing_mm is None else int(np.argmax(np.asarray(spacing_mm, float)))
+    if max_planes is not None and img.shape[through] > max_planes:
+        planes = np.unique(np.linspace(0, img.shape[through] - 1, max_planes).round().astype(int))
+        img, m = np.take(img, planes, axis=through), np.take(m, planes, axis=through)
+    m = m & np.isfinite(img)
     kernel = np.expand_dims(_IMMERKAER, axis=through)
     filtered = ndimage.convolve(np.where(m, img, 0.0), kernel, mode="constant")
     inside = ndimage.binary_erosion(m, structure=(np.abs(kernel) > 0), border_value=0)
