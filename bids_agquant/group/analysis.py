@@ -257,9 +257,20 @@ def _derived_quantities(c: _Cohort) -> None:
     _detection_limits(rows)
 
 
+#: ``detection_limit_source`` of a row: where its limit of detection came from.
+LOD_FROM_LESION = "lesion"          # the participant table's conc_lod_mM (qmri/uncertainty.py)
+LOD_FROM_CONTROLS = "controls"      # 3 x RMS of the session's control means (older tables)
+LOD_FROM_OWN_MEAN = "own mean"      # 3 x sd / sqrt(n) of the region (older tables, no controls)
+
+
 def _detection_limits(rows: pd.DataFrame) -> None:
-    """Detection limit per participant x session x agent (from its control rows; a lesion of a
-    session without them: from its own mean) and whether each concentration is above it."""
+    """Limit of detection, detection and quantification of every row with an agent.
+
+    Where the participant table has them (``conc_lod_mM``, ``conc_detected``,
+    ``conc_quantifiable``: each region's own standard error and the session's between-session
+    term, :mod:`bids_agquant.qmri.uncertainty`), they are used as written. Tables of older
+    versions: the limit per participant x session x agent from its control rows (a lesion of a
+    session without them: from its own mean), and detected = quantified = above it."""
     has_agent = rows["agent"].notna()
     lod = pd.Series(_NAN, index=rows.index)
     if has_agent.any():
@@ -268,10 +279,19 @@ def _detection_limits(rows: pd.DataFrame) -> None:
             lambda v: cohort.detection_limit(v.to_numpy(float)))
     own = [cohort.detection_limit_of_mean(sd, n)
            for sd, n in zip(rows["conc_sd_mM"], rows["n_voxels"])]
-    lod = lod.where(_isfinite(lod) | rows["is_control"], own).where(has_agent)
+    source = pd.Series(np.where(_isfinite(lod), LOD_FROM_CONTROLS, LOD_FROM_OWN_MEAN),
+                       index=rows.index, dtype=object)
+    lod = lod.where(_isfinite(lod) | rows["is_control"], own)
+    per_region = _isfinite(rows["conc_lod_mM"])
+    lod = lod.where(~per_region, rows["conc_lod_mM"]).where(has_agent)
+    source = source.where(~per_region, LOD_FROM_LESION).where(has_agent & _isfinite(lod), None)
     conc = rows["conc_mean_mM"]
-    quantified = _isfinite(conc) & _isfinite(lod) & (conc > lod)
+    above = _isfinite(conc) & _isfinite(lod) & (conc > lod)
+    detected = rows["conc_detected"].where(rows["conc_detected"].notna(), above)
+    quantified = rows["conc_quantifiable"].where(rows["conc_quantifiable"].notna(), above)
     rows["detection_limit_mM"] = lod
+    rows["detection_limit_source"] = source
+    rows["conc_detected"] = detected.astype(object).where(has_agent, None)
     rows["conc_quantified"] = quantified.astype(object).where(has_agent, None)
 
 
@@ -525,12 +545,13 @@ def _persistence_lesions(c: _Cohort) -> pd.DataFrame:
             .rename(columns={"session": "peak", "se_mean_percent": "se_peak_percent",
                              "conc_mean_mg_per_L": "conc_peak_mg_per_L"}))
     pers = later.merge(peak, on=_LESION, how="inner")
-    quantified = pers["conc_quantified"].astype(bool)
+    quantified = pers["conc_quantified"].eq(True)
     return _ids(pers, peak_session="peak", later_session="session").assign(
         se_later_percent=pers["se_mean_percent"],
         persistence_percent=cohort.persistence_percent(pers["se_mean_percent"].to_numpy(float),
                                                        pers["se_peak_percent"].to_numpy(float)),
         conc_later_mg_per_L=pers["conc_mean_mg_per_L"].where(quantified),
+        conc_later_stderr_mg_per_L=pers["conc_stderr_mg_per_L"].where(quantified),
         conc_quantified=quantified)
 
 
@@ -541,6 +562,9 @@ def _persistence_row(sel: pd.DataFrame, fit: cohort.LinearFit | None) -> dict:
     slope = fit.slope if fit is not None else _NAN
     quantified = sel[sel["conc_quantified"]]
     unquantified = sel[~sel["conc_quantified"]]
+    w_mean, w_se = cohort.inverse_variance_mean(quantified["conc_later_mg_per_L"].to_numpy(float),
+                                                quantified["conc_later_stderr_mg_per_L"]
+                                                .to_numpy(float))
     se_unq = max(_mean(unquantified["se_later_percent"]), 0.0) if len(unquantified) else _NAN
     upper = (float(se_upper_bound_concentration(se_unq, slope))
              if _finite(slope) and slope > 0 and _finite(se_unq) else _NAN)
@@ -553,6 +577,9 @@ def _persistence_row(sel: pd.DataFrame, fit: cohort.LinearFit | None) -> dict:
                 n_quantified=len(quantified),
                 conc_later_mean_mg_per_L=(_mean(quantified["conc_later_mg_per_L"])
                                           if len(quantified) else _NAN),
+                n_detected=int(sel["conc_detected"].eq(True).sum()),
+                conc_later_weighted_mean_mg_per_L=w_mean,
+                conc_later_weighted_stderr_mg_per_L=w_se,
                 slope_percent_per_mg_per_L=slope, conc_upper_mg_per_L=upper)
 
 
@@ -605,7 +632,8 @@ def _control_row(key: tuple, sel: pd.DataFrame, warnings: list[str]) -> dict:
                 se_control_max_abs_percent=se_max, conc_control_mean_mM=_nan_stat(np.nanmean, cc),
                 conc_control_max_abs_mM=cc_max,
                 delta_r1_control_mean_per_s=_nan_stat(np.nanmean, dr),
-                detection_limit_mM=sel["detection_limit_mM"].iloc[0], flag=flag)
+                detection_limit_mM=_nan_stat(np.nanmedian, sel["detection_limit_mM"].to_numpy(float)),
+                flag=flag)
 
 
 def _controls(c: _Cohort) -> None:

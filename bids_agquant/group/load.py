@@ -7,7 +7,8 @@ this module types what the group level needs:
   lesion table are :data:`LESION_TABLE_COLUMNS`): ``participant`` and ``session`` labels without
   prefixes, ``agent_label`` as written and ``agent`` canonical (None when missing), booleans
   ``is_control`` and ``measurable``, every number float64 (NaN for ``n/a``), in file and line
-  order;
+  order; the uncertainty columns (:data:`UNCERTAINTY_COLUMNS`, :data:`UNCERTAINTY_FLAGS`) where
+  the table has them (NaN / None otherwise: tables of versions before them);
 - :func:`read_participants`: covariates indexed by participant label (``dose_mg_per_kg``,
   ``weight_kg`` float64, NaN when missing or not a positive number; ``primary_tumor`` text or
   None);
@@ -36,6 +37,7 @@ from bids_agquant.errors import GroupDataError, GroupInputError
 from bids_agquant.qmri.relaxivity import canonical_agent
 
 __all__ = ["GroupInputError", "GroupDataError", "LESION_TABLE_COLUMNS", "COVARIATES",
+           "UNCERTAINTY_COLUMNS", "UNCERTAINTY_FLAGS",
            "find_lesion_tables", "read_lesion_table", "read_lesion_tables", "read_participants",
            "order_sessions", "as_text", "warn"]
 
@@ -50,6 +52,11 @@ LESION_TABLE_COLUMNS = (
 _FLOAT_COLUMNS = ("longest_diameter_mm", "volume_mm3", "se_mean_percent", "se_sd_percent",
                   "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s", "conc_mean_mM",
                   "conc_sd_mM", "conc_mean_mg_per_L", "n_voxels")
+#: Columns of the participant level's uncertainty (issue 16; absent from tables of older
+#: versions, then NaN / None): numbers, then flags.
+UNCERTAINTY_COLUMNS = ("conc_stderr_mM", "conc_ci_low_mM", "conc_ci_high_mM", "conc_lod_mM",
+                       "conc_loq_mM", "conc_stderr_mg_per_L")
+UNCERTAINTY_FLAGS = ("conc_detected", "conc_quantifiable")
 #: Covariate columns of participants.tsv the group level uses (numbers, then the tumour).
 COVARIATES = ("dose_mg_per_kg", "weight_kg", "primary_tumor")
 _TRUE = frozenset({"true", "1", "yes", "y", "t", "1.0"})
@@ -67,6 +74,28 @@ def _numbers(text: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     values = pd.DataFrame(np.asarray(flat, dtype="float64").reshape(text.shape),
                           index=text.index, columns=text.columns)
     return values, text.notna() & values.isna()
+
+
+def _flags(raw: pd.DataFrame, column: str) -> pd.Series:
+    """True / False / None (missing, n/a or absent) of a boolean column."""
+    if column not in raw:
+        return pd.Series(None, index=raw.index, dtype=object)
+    text = as_text(raw[column])
+    return pd.Series([None if v is None else str(v).lower() in _TRUE for v in text],
+                     index=raw.index, dtype=object)
+
+
+def _optional_numbers(raw: pd.DataFrame, path: Path) -> dict:
+    """float64 columns of :data:`UNCERTAINTY_COLUMNS` (all NaN when a column is absent)."""
+    present = [c for c in UNCERTAINTY_COLUMNS if c in raw]
+    values, bad = _numbers(raw[present]) if present else (pd.DataFrame(index=raw.index), None)
+    if bad is not None and bad.to_numpy().any():
+        i = int(np.flatnonzero(bad.any(axis=1))[0])
+        c = bad.columns[bad.iloc[i].to_numpy()][0]
+        raise GroupDataError(f"{path}, line {i + 2}: column {c} holds {raw.at[i, c]!r}, not a "
+                             f"number or n/a")
+    return {c: values[c] if c in present else pd.Series(np.nan, index=raw.index)
+            for c in UNCERTAINTY_COLUMNS}
 
 
 def _labels(column: pd.Series, prefix: str) -> pd.Series:
@@ -118,6 +147,7 @@ def read_lesion_table(path: Path) -> pd.DataFrame:
         "agent": pd.Series([canonical.get(a) for a in label], index=raw.index, dtype=object),
         "is_control": is_control, "measurable": truthy & ~is_control,
         **{c: numbers[c] for c in _FLOAT_COLUMNS},
+        **_optional_numbers(raw, path), **{c: _flags(raw, c) for c in UNCERTAINTY_FLAGS},
         "session_order": rank, "session_order_source": rank_source})
 
 

@@ -19,12 +19,19 @@ Session roles come from the data, never from session labels:
   AGuIX-versus-Dotarem comparison (D0). Later Dotarem sessions (D28) stay in the cohort table only.
 
 "Concentration cannot be quantified" (later sessions): the lesion's mean concentration is ``n/a``
-or not above the limit of detection of that participant, session and agent, which is three times
-the root mean square of the control-region mean concentrations
-(:func:`bids_agquant.qmri.cohort.detection_limit`); without control rows it is three standard
-errors of the lesion's own mean (``3 * conc_sd_mM / sqrt(n_voxels)``). There the concentration is
-bounded from SE with the participant's peak SE-versus-concentration slope: ``C_upper = SE / slope``
-(paper), and more conservatively with the lower 95 % confidence limit of that slope.
+or below its limit of quantification. The participant level writes it per region
+(``conc_quantifiable``, ``conc_lod_mM``, ``conc_loq_mM``: the region's own standard error from the
+images' noise and the session's between-session term from its control regions, Currie's limits,
+:mod:`bids_agquant.qmri.uncertainty`, ``docs/uncertainty.md``); the group level uses them as
+written, and ``conc_detected`` for whether the agent persists. Lesion tables of older versions,
+without them: not above the session's limit of detection, three times the root mean square of the
+control-region mean concentrations (:func:`bids_agquant.qmri.cohort.detection_limit`), or without
+control rows three standard errors of the lesion's own mean (``3 * conc_sd_mM / sqrt(n_voxels)``);
+``detection_limit_source`` says which. Where not quantifiable the concentration is bounded from
+SE with the participant's peak SE-versus-concentration slope: ``C_upper = SE / slope`` (paper),
+and more conservatively with the lower 95 % confidence limit of that slope. The later
+concentrations of the quantified lesions are also averaged with inverse-variance weights
+(``persistence_by_participant``).
 
 Missing covariates skip only the statistics that need them, with a warning in the log, in
 ``summary.json`` and in the report.

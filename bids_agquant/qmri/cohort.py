@@ -36,7 +36,7 @@ __all__ = [
     "REFERENCE_DOSE_MG_PER_KG", "linear_regression", "dose_normalised_se", "size_bin",
     "size_bins", "summarise", "summarise_groups", "group_difference_test", "sensitivity_percent",
     "persistence_percent", "regress_by_group", "detection_limit", "DETECTION_LIMIT_K",
-    "detection_limit_of_mean", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
+    "detection_limit_of_mean", "inverse_variance_mean", "STUDY_AGENT", "REFERENCE_AGENT", "CONTROL_SE_THRESHOLD_PERCENT",
     "CONTROL_CONC_THRESHOLD_MM", "MEASURABLE_DIAMETER_MM",
 ]
 
@@ -384,6 +384,19 @@ def detection_limit(control_values, k: float = DETECTION_LIMIT_K) -> float:
     if v.size == 0:
         return _NAN
     return float(k * math.sqrt(float(np.mean(v * v))))
+
+
+def inverse_variance_mean(values, stderrs) -> tuple[float, float]:
+    """Inverse-variance weighted mean ``sum(v / s**2) / sum(1 / s**2)`` and its standard error
+    ``1 / sqrt(sum(1 / s**2))`` over the pairs with finite ``v`` and finite ``s > 0``; (NaN, NaN)
+    without any. The standard error treats the errors as independent (noise only)."""
+    v = np.asarray(values, dtype=float).ravel()
+    s = np.asarray(stderrs, dtype=float).ravel()
+    ok = np.isfinite(v) & np.isfinite(s) & (s > 0)
+    if not ok.any():
+        return _NAN, _NAN
+    w = 1.0 / s[ok] ** 2
+    return float(np.sum(w * v[ok]) / np.sum(w)), float(1.0 / math.sqrt(float(np.sum(w))))
 
 
 def detection_limit_of_mean(sd, n_voxels, k: float = DETECTION_LIMIT_K) -> float:

@@ -241,13 +241,16 @@ def _section_persistence(analysis, figures: dict, group_dir: Path) -> tuple[str,
                  "(trial D1) and at a later AGuIX session (D8).")
             + H.table_html(["participant_id", "later_session", "n_lesions",
                             "se_peak_mean_percent", "se_later_mean_percent",
-                            "persistence_percent", "n_quantified", "conc_later_mean_mg_per_L",
+                            "persistence_percent", "n_detected", "n_quantified",
+                            "conc_later_mean_mg_per_L", "conc_later_weighted_mean_mg_per_L",
                             "slope_percent_per_mg_per_L", "conc_upper_mg_per_L"],
                            t["persistence_by_participant"].rows,
                            _HEAD("persistence_by_participant"))
-            + '<p class="note">Not quantified = concentration n/a or not above '
-              f"{cohort.DETECTION_LIMIT_K:g} \u00d7 the RMS "
-              "of the control-region concentrations of that session; the bound is SE / slope of "
+            + '<p class="note">Detected = mean concentration above its critical level; not '
+              "quantified = n/a or below its limit of quantification (the lesion's own noise and "
+              "the session's control regions, <code>docs/uncertainty.md</code>; tables of older "
+              f"versions: not above {cohort.DETECTION_LIMIT_K:g} \u00d7 the RMS of the "
+              "control-region concentrations of that session); the bound is SE / slope of "
               "the participant's SE-versus-concentration regression (per lesion, also with the "
               "lower 95 % limit of the slope, in <code>persistence.tsv</code>).</p>")
     return ("persistence", "Persistence", H.section(
