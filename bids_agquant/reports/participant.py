@@ -411,7 +411,8 @@ def _lesion_table_html(path: Path) -> str:
     show = [c for c in ("session_id", "contrast_agent", "lesion_id", "longest_diameter_mm",
                         "measurable", "volume_mm3", "se_mean_percent", "se_sd_percent",
                         "t1_pre_mean_s", "t1_post_mean_s", "delta_r1_mean_per_s",
-                        "conc_mean_mM", "conc_mean_mg_per_L", "n_voxels") if c in cols]
+                        "conc_mean_mM", "conc_ci_low_mM", "conc_ci_high_mM", "conc_lod_mM",
+                        "conc_quantifiable", "conc_mean_mg_per_L", "n_voxels") if c in cols]
     typed = []
     for r in rows:
         t = {}
@@ -419,7 +420,8 @@ def _lesion_table_html(path: Path) -> str:
             v = r.get(c, "n/a")
             try:
                 t[c] = float(v) if c not in ("session_id", "contrast_agent", "lesion_id",
-                                             "measurable") and v != "n/a" else v
+                                             "measurable", "conc_quantifiable") and v != "n/a" \
+                    else v
             except ValueError:
                 t[c] = v
         typed.append(t)
@@ -431,6 +433,8 @@ def _lesion_table_html(path: Path) -> str:
         return None
     return (H.table_html(show, typed, heads, highlight=hl, css_class="data fit")
             + '<p class="note">Measurable = longest axial diameter \u2265 10 mm (RECIST 1.1); '
+              "95 % CI and LOD of the mean concentration from the images' noise "
+              "(docs/uncertainty.md); "
               "grey rows are healthy-tissue control regions, which should show no SE and no "
               f"concentration. File: <code>{H.esc(path.name)}</code>.</p>")
 
