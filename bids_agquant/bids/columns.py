@@ -15,15 +15,17 @@ from typing import Iterable
 
 from bids_agquant.bids.tables import cell, read_tsv
 
-__all__ = ["REGISTRY", "LESION_TABLE", "RESOURCES_TABLE", "PARTICIPANT_TABLES", "tables", "columns", "dictionary", "header", "headers"]
+__all__ = ["REGISTRY", "LESION_TABLE", "RESOURCES_TABLE", "QA_TABLE", "PARTICIPANT_TABLES", "tables", "columns", "dictionary", "header", "headers"]
 
 REGISTRY = "columns.tsv"
 #: Registry name of the participant lesion table.
 LESION_TABLE = "lesions"
 #: Registry name of the participant level's node resource table (``--resource-monitor``).
 RESOURCES_TABLE = "resources"
+#: Registry name of the participant QA table (``sub-<p>_desc-qa_stats.tsv``, qmri/qa.py).
+QA_TABLE = "qa"
 #: The tables the participant level writes (every other registered table is a group table).
-PARTICIPANT_TABLES = (LESION_TABLE, RESOURCES_TABLE)
+PARTICIPANT_TABLES = (LESION_TABLE, RESOURCES_TABLE, QA_TABLE)
 
 
 @lru_cache(maxsize=1)

@@ -155,6 +155,10 @@ OUTPUTS: dict[str, OutputSpec] = {
                                custom=True, level="subject"),
     "lesion_table_json": OutputSpec("stats", extension=".json", desc="lesions", space=False,
                                     custom=True, level="subject"),
+    "qa_table": OutputSpec("stats", extension=".tsv", desc="qa", space=False, custom=True,
+                           level="subject"),
+    "qa_table_json": OutputSpec("stats", extension=".json", desc="qa", space=False,
+                                custom=True, level="subject"),
 }
 
 #: The tissue-class images of the brain extraction (participant level, reference space).

@@ -23,6 +23,7 @@ How (documented choice):
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -32,10 +33,12 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
                                     TraitedSpec, traits)
 
 from bids_agquant.qmri import geometry as pure_geometry
+from bids_agquant.qmri.qa import registration_ncc
 
 from . import geometry as G
 
-__all__ = ["register_rigid", "RigidRegistration", "REGISTRATION_SETTINGS", "ants_registration"]
+__all__ = ["register_rigid", "registration_quality", "RigidRegistration", "REGISTRATION_SETTINGS",
+           "ants_registration"]
 
 #: Every setting of the rigid registration; the transforms' ``Software`` sidecar text is made
 #: from it (:func:`bids_agquant.methods.registration_software`).
@@ -141,6 +144,19 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
         return G.read_transform(prefix + "0GenericAffine.mat")
 
 
+def registration_quality(fixed, fixed_affine, moving, moving_affine, matrix, *,
+                         settings: dict | None = None) -> float:
+    """:func:`bids_agquant.qmri.qa.registration_ncc` of a registration's result: both images at
+    the registration's own ~2 mm (:func:`_prepared`), the moving one resampled onto the fixed
+    grid (linear) through ``matrix`` (T_fixed<-moving, resampling convention)."""
+    s = {**REGISTRATION_SETTINGS, **(settings or {})}
+    f_data, f_aff = _prepared(fixed, fixed_affine, "fixed", s["target_spacing_mm"])
+    m_data, m_aff = _prepared(moving, moving_affine, "moving", s["target_spacing_mm"])
+    moved = pure_geometry.resample(m_data, m_aff, f_data.shape, f_aff, matrix, order=1,
+                                   fill=np.nan)
+    return registration_ncc(f_data, moved)
+
+
 # ----------------------------------------------------------------------------------- nipype
 
 class _RigidInputSpec(BaseInterfaceInputSpec):
@@ -160,6 +176,7 @@ class _RigidInputSpec(BaseInterfaceInputSpec):
 class _RigidOutputSpec(TraitedSpec):
     transform_file = File(exists=True, desc="ITK transform target <- source (.mat)")
     resampled_file = File(desc="source resampled onto the target grid (if asked)")
+    qa_file = File(exists=True, desc="JSON {registration_ncc: value} (qmri/qa.py)")
 
 
 class RigidRegistration(SimpleInterface):
@@ -174,8 +191,13 @@ class RigidRegistration(SimpleInterface):
         if self.inputs.source_as_fixed:
             m = register_rigid(source, s_aff, target, t_aff, seed=self.inputs.seed)
             matrix = np.linalg.inv(m)
+            ncc = registration_quality(source, s_aff, target, t_aff, m)
         else:
             matrix = register_rigid(target, t_aff, source, s_aff, seed=self.inputs.seed)
+            ncc = registration_quality(target, t_aff, source, s_aff, matrix)
+        qa = Path(runtime.cwd, "registration_qa.json")
+        qa.write_text(json.dumps({"registration_ncc": ncc}))
+        self._results["qa_file"] = str(qa)
         out = Path(runtime.cwd, "xfm_target_from_source.mat")
         G.write_transform(matrix, out)
         self._results["transform_file"] = str(out)

@@ -17,6 +17,7 @@ Design choice (documented in the workflow too): fit in native VFA space, then re
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObje
 
 from bids_agquant.errors import BadDataError
 from bids_agquant.qmri import geometry as pure_geometry
+from bids_agquant.qmri import qa
 from bids_agquant.qmri.b1 import FILL_DEGREE, fill_uncovered_b1
 from bids_agquant.qmri.masks import signal_mask
 from bids_agquant.qmri.postcontrast import inverse
@@ -58,6 +60,9 @@ class _FitVFAOutputSpec(TraitedSpec):
     r1_var_file = File(exists=True, desc="variance of R1 (1/s^2) from the fit's own noise, "
                                          "native VFA grid (qmri/uncertainty.py)")
     n_failed = traits.Int(desc="voxels whose fit failed (NaN)")
+    qa_file = File(exists=True, desc="JSON of the fit's QA metrics (qmri/qa.py): "
+                                     "vfa_systematic_residual and, with a B1 map, b1_p01, "
+                                     "b1_p99, b1_roughness")
     warnings = warnings_output()
 
 
@@ -88,6 +93,13 @@ class FitVFA(SimpleInterface):
         self._results["r1_var_file"] = G.save_like(r1_var, affine,
                                                    Path(runtime.cwd, "r1_var.nii"))
         self._results["n_failed"] = int(fit.n_failed)
+        metrics = {"vfa_systematic_residual": qa.vfa_systematic_residual(
+            signal, fit.predict(), fit.valid & head)}
+        if b1 is not None:
+            metrics.update(qa.b1_statistics(b1, head))
+        qa_file = Path(runtime.cwd, "vfa_qa.json")
+        qa_file.write_text(json.dumps(metrics))
+        self._results["qa_file"] = str(qa_file)
         if fit.n_failed:       # per-voxel failures are not fatal: NaN, counted and reported
             node_warning(self._results, "bids_agquant.vfa",
                          f"{Path(files[0]).name}: the VFA fit failed in {fit.n_failed} of "

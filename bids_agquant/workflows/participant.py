@@ -8,6 +8,7 @@ Graph (per participant; ``<s>`` = one contrast state, e.g. ``D1_AGuIX``)::
     vfa_<s>_wf.maps_to_ref     R1, M0 resampled once through VFA -> T1w -> reference; T1 = 1/R1
     post_<s>_wf.quantify       post states: delta R1, [Gd], SE, lesion/control rows
     regions_wf.prepare_regions lesion labels, diameters, brain mask, control regions
+    session_qa, ds_qa_table    QA metrics of every state and registration -> OUTPUT_DIR
     lesion_table_wf.lesion_table  lesion table (+ dictionary), region images     -> OUTPUT_DIR
     ds_<s>                     maps, transforms and sidecars of the state         -> OUTPUT_DIR
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
+from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from bids_agquant import methods
@@ -31,6 +33,8 @@ from bids_agquant.bids import derivatives as D
 from bids_agquant.bids.tables import software_versions
 from bids_agquant.interfaces.derivatives import DerivativeSpec, DerivativesSink, specs_to_dicts
 from bids_agquant.interfaces.brain import TEMPLATE_REGISTRATION
+from bids_agquant.interfaces.notes import keep_warnings
+from bids_agquant.interfaces.qa import QATableSink, SessionQA
 from bids_agquant.interfaces.registration import REGISTRATION_SETTINGS
 from bids_agquant.workflows.lesions import init_lesion_table_wf, init_regions_wf
 from bids_agquant.workflows.quantification import init_post_contrast_wf, init_vfa_wf
@@ -125,7 +129,8 @@ def participant_outputs(plan, config) -> dict:
         out[state_label(s)] = keys
     p = plan.participant
     out["participant"] = {k: D.participant_path(k, p) for k in
-                          ("lesion_table", "lesion_table_json", "brain_mask", "control_dseg",
+                          ("lesion_table", "lesion_table_json", "qa_table", "qa_table_json",
+                           "brain_mask", "control_dseg",
                            "lesion_dseg") + D.TISSUE_IMAGES}
     return out
 
@@ -181,6 +186,7 @@ def init_participant_wf(plan, config, *, name: str | None = None) -> pe.Workflow
     lesions, table = _add_regions(b, reg_wfs, vfa_wfs)
     post_wfs = _add_post_contrast(b, reg_wfs, vfa_wfs, lesions, table)
     _add_sinks(b, reg_wfs, vfa_wfs, post_wfs)
+    _add_qa(b, reg_wfs, vfa_wfs, lesions)
     return wf
 
 
@@ -306,6 +312,50 @@ def _add_post_contrast(b: _Build, reg_wfs, vfa_wfs, lesions, table) -> list:
                                      ("outputnode.healthy_brain", "inputnode.healthy_brain")]),
                     (post, table, [("outputnode.rows", f"inputnode.rows_{i}")])])
     return post_wfs
+
+
+def _add_qa(b: _Build, reg_wfs, vfa_wfs, lesions) -> None:
+    """``session_qa``: the QA table of every state and registration (interfaces/qa.py)."""
+    plan = b.plan
+    base_pre = plan.state(plan.baseline_session, None)
+    node = pe.Node(SessionQA(participant_id=f"sub-{plan.participant}"),
+                   name="session_qa", mem_gb=b.mem["regions"], n_procs=1)
+    keep_warnings(node)
+    sink = pe.Node(QATableSink(output_dir=str(b.output_dir), dataset_links=b.links,
+                               table_path=str(b.paths["participant"]["qa_table"])),
+                   name="ds_qa_table", mem_gb=b.mem["sink"], n_procs=1)
+    b.wf.connect(node, "rows_file", sink, "rows_file")
+    records, record_items, r1s, r1_items, t1w_items = [], [], [], [], []
+    for s in plan.states:
+        label = state_label(s)
+        where = {"session_id": f"ses-{s.session}", "contrast_state": s.agent_label or "pre"}
+        if s.t1w is not None:
+            t1w_items.append({**where, "path": str(s.t1w)})
+            if s.t1w != b.ref:
+                records.append((reg_wfs[label], "outputnode.t1w_qa"))
+                record_items.append({**where, "item": "t1w_to_reference"})
+        if label in vfa_wfs:
+            records.append((reg_wfs[label], "outputnode.vfa_qa"))
+            record_items.append({**where, "item": "vfa_to_t1w"})
+            records.append((vfa_wfs[label], "outputnode.qa"))
+            record_items.append({**where, "item": "vfa_fit"})
+            r1s.append((vfa_wfs[label], "outputnode.r1"))
+            r1_items.append({**where, "pre": not s.is_post, "baseline": s == base_pre,
+                             "field_strength_t": s.vfa.field_strength_t})
+    node.inputs.record_items = record_items
+    node.inputs.r1_items = r1_items
+    node.inputs.t1w_items = t1w_items
+    for field, sources in (("record_files", records), ("r1_files", r1s)):
+        if not sources:
+            continue
+        merge = pe.Node(niu.Merge(len(sources)), name=f"merge_qa_{field}",
+                        run_without_submitting=True)
+        for i, (wf, out) in enumerate(sources, start=1):
+            b.wf.connect(wf, out, merge, f"in{i}")
+        b.wf.connect(merge, "out", node, field)
+    b.wf.connect([(lesions, node, [("outputnode.probseg", "probseg_files"),
+                                   ("outputnode.brain_mask", "brain_mask_file"),
+                                   ("outputnode.lesion_labels", "lesion_labels_file")])])
 
 
 def _t1w_factors(plan, post, pre) -> tuple[float, float]:

@@ -30,14 +30,15 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
     to the reference itself), ``vfa_transform`` (T_T1w<-VFA).
     Outputs (``outputnode``): ``r1``, ``t1``, ``m0`` (reference space), ``xfm_vfa`` (composed),
     ``r1_var`` (variance of R1 on the native VFA grid, for the region means' standard errors),
-    ``b1_factor`` (only with a B1 method's images: the computed factor map, on their grid).
+    ``b1_factor`` (only with a B1 method's images: the computed factor map, on their grid),
+    ``qa`` (JSON of the fit's QA metrics, :mod:`bids_agquant.qmri.qa`).
     """
     vfa = state.vfa
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_transform", "vfa_transform"]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["r1", "t1", "m0", "xfm_vfa",
-                                                       "b1_factor", "r1_var"]),
+                                                       "b1_factor", "r1_var", "qa"]),
                          name="outputnode")
     fit = pe.Node(FitVFA(in_files=[str(f) for f in vfa.files],
                          flip_angles_deg=[float(a) for a in vfa.flip_angles_deg],
@@ -63,7 +64,7 @@ def init_vfa_wf(*, state, reference_t1w, method: str, b1_correction: str, mem_fi
         (inputnode, to_ref, [("t1w_transform", "t1w_transform"),
                              ("vfa_transform", "vfa_transform")]),
         (fit, to_ref, [("r1_file", "r1_file"), ("m0_file", "m0_file")]),
-        (fit, outputnode, [("r1_var_file", "r1_var")]),
+        (fit, outputnode, [("r1_var_file", "r1_var"), ("qa_file", "qa")]),
         (to_ref, outputnode, [("r1_file", "r1"), ("t1_file", "t1"), ("m0_file", "m0"),
                               ("transform_file", "xfm_vfa")]),
     ])

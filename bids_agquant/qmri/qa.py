@@ -1,0 +1,270 @@
+"""Site quality assurance of every session (pure numpy/scipy, no I/O).
+
+What the participant QA table (``sub-<p>_desc-qa_stats.tsv``) holds, one row per metric of one
+contrast state or registration, and how each metric is made:
+
+Normal-appearing white matter (NAWM), :func:`nawm_mask`
+    Voxels of the brain mask whose white-matter probability (the tissue classes of the brain
+    extraction) is at least :data:`NAWM_MIN_PROBABILITY`, eroded once (no partial volume with
+    grey matter or CSF), farther than :data:`LESION_MARGIN_MM` from every lesion.
+``nawm_t1_s``
+    Median T1 in NAWM against the published range of human white matter at the session's field
+    strength (:data:`NAWM_T1_RANGES_S`); outside it, the T1 mapping (flip angles, B1, TR,
+    scaling) is wrong for the whole session.
+``nawm_r1_change``
+    Pre-contrast states only: median over NAWM of R1 / R1 of the baseline pre-contrast state,
+    minus 1.  Healthy tissue R1 does not change between sessions; a global shift is a
+    calibration fault (B1, flip angle, another protocol).
+``nawm_r1_pattern``
+    Every state with a T1 map but the baseline: the ratio R1 / baseline R1 in NAWM, smoothed
+    over :data:`PATTERN_SMOOTHING_MM` within NAWM (normalised convolution), divided by its
+    median; the metric is half the 5-95 percentile spread.  A B1 map that does not belong to the
+    session (another session's, a misregistered one) leaves a smooth spatial pattern in that
+    ratio; noise is averaged out and a uniform change (the blood pool after contrast) is divided
+    out.
+``b1_p01``, ``b1_p99``, ``b1_roughness``
+    The B1+ factor the fit used, over the head voxels of the VFA grid
+    (:func:`b1_statistics`): its 1st and 99th percentiles against the plausible range of head
+    transmit fields, and the robust SD of its Laplacian over its 10-90 percentile spread
+    (a B1+ field is smooth; a noisy or fragmented map is rough).
+``vfa_systematic_residual``
+    The VFA fit's residual that is common to all voxels (:func:`vfa_systematic_residual`): per
+    flip angle the median over fitted voxels of (signal - fitted) / mean fitted signal, then the
+    root mean square over the angles.  Noise averages out over thousands of voxels; a wrong
+    nominal flip angle, TR or scaling of one image leaves a misfit of the same sign everywhere.
+``snr_t1w``, ``snr_t1w_relative``
+    The T1w's NAWM median over its noise SD (:func:`bids_agquant.qmri.uncertainty.image_noise_sd`
+    on its native grid), and that SNR over the median SNR of the participant's T1w images:
+    a session much noisier than the participant's others (coil element off, wrong protocol).
+``registration_ncc``
+    Every rigid registration: normalised cross-correlation of the fixed image and the moving
+    image resampled through the result, over the fixed image's head, on the registration's own
+    ~2 mm grid (:func:`registration_ncc`).  Low values mean a failed registration.
+
+Every threshold is a :class:`Threshold` of :data:`THRESHOLDS` (their one home); the table in
+``docs/qa.md`` is generated from it (:func:`thresholds_markdown`).  A flag never stops the run:
+the participant report and the log show it, and the group level can leave flagged sessions out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Threshold", "THRESHOLDS", "NAWM_T1_RANGES_S", "NAWM_MIN_PROBABILITY",
+           "LESION_MARGIN_MM", "PATTERN_SMOOTHING_MM", "threshold_for", "flagged",
+           "thresholds_markdown", "nawm_mask", "nawm_t1_median", "r1_change", "r1_pattern",
+           "b1_statistics", "vfa_systematic_residual", "snr", "registration_ncc",
+           "head_mask_for_registration"]
+
+#: A voxel is NAWM when its white-matter probability is at least this (then eroded once).
+NAWM_MIN_PROBABILITY = 0.9
+#: ... and it lies farther than this (mm) from every lesion voxel.
+LESION_MARGIN_MM = 5.0
+#: Gaussian sigma (mm) of the smoothing of the R1 ratio for ``nawm_r1_pattern``.
+PATTERN_SMOOTHING_MM = 6.0
+_MAD_TO_SD = 1.482602218505602
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A metric is flagged when it is not finite or lies outside ``[low, high]``."""
+    metric: str
+    low: float
+    high: float
+    unit: str
+    why: str
+    source: str
+
+
+#: Median T1 (s) of human white matter by field strength (T): the range a NAWM median must fall
+#: in.  3 T: white matter T1 of 0.78-1.1 s over methods (Stikov et al. 2015, MRM 73:514) and the
+#: ISMRM 2020 T1 challenge's human data (genu and splenium; 0.70-1.15 s over sites, tested);
+#: 1.5 T: 0.56-0.85 s (Rooney et al. 2007, MRM 57:308; Stikov 2015).  The ranges are widened so
+#: that a correct measurement of another method or site is not flagged.
+NAWM_T1_RANGES_S = {1.5: (0.50, 0.95), 3.0: (0.65, 1.25)}
+
+THRESHOLDS: dict[str, Threshold] = {t.metric: t for t in (
+    Threshold("nawm_r1_change", -0.05, 0.05, "ratio",
+              "pre-contrast NAWM R1 / baseline pre-contrast NAWM R1 - 1: healthy tissue R1 does "
+              "not change between sessions",
+              "VFA test-retest of white matter R1 within a few % (Deoni 2007, MRM 57:609)"),
+    Threshold("nawm_r1_pattern", 0.0, 0.03, "ratio",
+              "half the 5-95 % spread of the smoothed NAWM R1 ratio to the baseline: a B1 map "
+              "not of this session leaves a spatial pattern",
+              "calibrated on the sample dataset: correct 0.016-0.018, another session's B1 map "
+              "0.045-0.066; checked on other phantoms in benchmarks/results/qa.md"),
+    Threshold("b1_p01", 0.6, 1.4, "factor",
+              "1st percentile of the B1+ factor in the head", "head B1+ at 3 T spans about "
+              "0.7-1.3 of nominal (Sacolick et al. 2010, MRM 63:1315)"),
+    Threshold("b1_p99", 0.6, 1.4, "factor",
+              "99th percentile of the B1+ factor in the head", "as b1_p01"),
+    Threshold("b1_roughness", 0.0, 0.3, "ratio",
+              "robust SD of the B1+ Laplacian over its 10-90 % spread: a transmit field is "
+              "smooth", "measured: smooth fields below 0.05, 2 % voxel noise above 0.5"),
+    Threshold("vfa_systematic_residual", 0.0, 0.01, "ratio",
+              "RMS over flip angles of the median relative fit residual: a misfit shared by all "
+              "voxels", "measured: correct 0.002, one flip angle 20 % off 0.019-0.037"),
+    Threshold("snr_t1w", 10.0, math.inf, "ratio",
+              "T1w NAWM signal over noise SD: below 10 enhancement of a few % is not measurable",
+              "project choice (Rose criterion order of magnitude)"),
+    Threshold("snr_t1w_relative", 0.7, math.inf, "ratio",
+              "T1w SNR over the participant's median T1w SNR: one session much noisier than "
+              "the others", "project choice: halved SNR gives 0.5, session-to-session "
+              "variation of a stable protocol about 10 %"),
+    Threshold("registration_ncc", 0.7, 1.0, "ratio",
+              "normalised cross-correlation of the fixed and registered moving image in the "
+              "head: a failed registration",
+              "measured: correct 0.93-0.99, 5 degrees off 0.59-0.67, 15 degrees off 0.24-0.29"),
+)}
+
+def threshold_for(metric: str, field_strength_t: float | None = None) -> Threshold:
+    """The threshold of ``metric``; ``nawm_t1_s`` takes the range of the nearest field strength
+    of :data:`NAWM_T1_RANGES_S` (None: 3 T)."""
+    if metric == "nawm_t1_s":
+        b0 = 3.0 if field_strength_t is None else float(field_strength_t)
+        near = min(NAWM_T1_RANGES_S, key=lambda f: abs(f - b0))
+        low, high = NAWM_T1_RANGES_S[near]
+        return Threshold("nawm_t1_s", low, high, "s",
+                         f"median NAWM T1 at {near:g} T outside the published white-matter range",
+                         "see qa.NAWM_T1_RANGES_S")
+    return THRESHOLDS[metric]
+
+
+def flagged(value, threshold: Threshold) -> bool:
+    """True when ``value`` is not finite or outside the threshold's range."""
+    v = float(value) if value is not None else math.nan
+    return not (math.isfinite(v) and threshold.low <= v <= threshold.high)
+
+
+def thresholds_markdown() -> str:
+    """The threshold table of ``docs/qa.md`` (generated from :data:`THRESHOLDS` and
+    :data:`NAWM_T1_RANGES_S`)."""
+    rows = ["| metric | low | high | unit | flagged when outside: why | source |",
+            "|---|---|---|---|---|---|"]
+    for b0 in sorted(NAWM_T1_RANGES_S):
+        t = threshold_for("nawm_t1_s", b0)
+        rows.append(f"| nawm_t1_s ({b0:g} T) | {t.low:g} | {t.high:g} | s | {t.why} | "
+                    f"see the `NAWM_T1_RANGES_S` note in qmri/qa.py |")
+    for t in THRESHOLDS.values():
+        rows.append(f"| {t.metric} | {t.low:g} | {t.high:g} | {t.unit} | {t.why} | {t.source} |")
+    return "\n".join(rows) + "\n"
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+def nawm_mask(wm_probability, brain_mask, lesion_mask=None, spacing_mm=(1.0, 1.0, 1.0)):
+    """Normal-appearing white matter (see the module docstring)."""
+    wm = (np.asarray(brain_mask, bool)
+          & (np.nan_to_num(np.asarray(wm_probability, np.float64)) >= NAWM_MIN_PROBABILITY))
+    wm = ndimage.binary_erosion(wm)
+    if lesion_mask is not None and np.any(lesion_mask):
+        dist = ndimage.distance_transform_edt(~np.asarray(lesion_mask, bool),
+                                              sampling=tuple(float(s) for s in spacing_mm))
+        wm &= dist > LESION_MARGIN_MM
+    return wm
+
+
+def _finite_positive(values):
+    v = np.asarray(values, np.float64)
+    return v[np.isfinite(v) & (v > 0)]
+
+
+def nawm_t1_median(t1_s, nawm) -> float:
+    """Median T1 (s) over the finite positive voxels of ``nawm`` (NaN when none)."""
+    v = _finite_positive(np.asarray(t1_s)[np.asarray(nawm, bool)])
+    return float(np.median(v)) if v.size else math.nan
+
+
+def _ratio(r1, r1_baseline, nawm):
+    r1, r0 = np.asarray(r1, np.float64), np.asarray(r1_baseline, np.float64)
+    ok = np.asarray(nawm, bool) & np.isfinite(r1) & np.isfinite(r0) & (r1 > 0) & (r0 > 0)
+    ratio = np.zeros(r1.shape)
+    ratio[ok] = r1[ok] / r0[ok]
+    return ratio, ok
+
+
+def r1_change(r1, r1_baseline, nawm) -> float:
+    """Median over NAWM of ``r1 / r1_baseline`` minus 1 (NaN without common voxels)."""
+    ratio, ok = _ratio(r1, r1_baseline, nawm)
+    return float(np.median(ratio[ok]) - 1.0) if ok.any() else math.nan
+
+
+def r1_pattern(r1, r1_baseline, nawm, spacing_mm) -> float:
+    """Half the 5-95 % spread of the NAWM R1 ratio smoothed within NAWM, relative to its median
+    (see the module docstring; NaN with fewer than 100 common voxels)."""
+    ratio, ok = _ratio(r1, r1_baseline, nawm)
+    if ok.sum() < 100:
+        return math.nan
+    sigma = [PATTERN_SMOOTHING_MM / float(s) for s in spacing_mm]
+    num = ndimage.gaussian_filter(ratio, sigma, mode="constant")
+    den = ndimage.gaussian_filter(ok.astype(np.float64), sigma, mode="constant")
+    smooth = num[ok] / den[ok]
+    p5, p50, p95 = np.percentile(smooth, [5, 50, 95])
+    return float(0.5 * (p95 - p5) / p50)
+
+
+def b1_statistics(b1, head) -> dict:
+    """``b1_p01``, ``b1_p99`` and ``b1_roughness`` of a B1+ factor map over ``head``."""
+    b = np.asarray(b1, np.float64)
+    m = np.asarray(head, bool) & np.isfinite(b)
+    if m.sum() < 27:
+        return {"b1_p01": math.nan, "b1_p99": math.nan, "b1_roughness": math.nan}
+    p01, p10, p90, p99 = np.percentile(b[m], [1, 10, 90, 99])
+    filled = np.where(m, b, 0.0)
+    lap = sum(ndimage.convolve1d(filled, [1.0, -2.0, 1.0], axis=a, mode="nearest")
+              for a in range(3))
+    inner = ndimage.binary_erosion(m, iterations=1)
+    lv = lap[inner]
+    rough = (_MAD_TO_SD * float(np.median(np.abs(lv - np.median(lv))))
+             / max(float(p90 - p10), 1e-6)) if lv.size else math.nan
+    return {"b1_p01": float(p01), "b1_p99": float(p99), "b1_roughness": float(rough)}
+
+
+def vfa_systematic_residual(signal, predicted, voxels) -> float:
+    """RMS over flip angles of the median relative residual over ``voxels`` (see the module
+    docstring). ``signal`` and ``predicted``: spatial shape + (n_flip,)."""
+    m = np.asarray(voxels, bool)
+    s = np.asarray(signal, np.float64)[m]
+    p = np.asarray(predicted, np.float64)[m]
+    scale = p.mean(axis=-1, keepdims=True)
+    ok = np.isfinite(s).all(-1) & np.isfinite(p).all(-1) & (scale[:, 0] > 0)
+    if ok.sum() < 10:
+        return math.nan
+    med = np.median((s[ok] - p[ok]) / scale[ok], axis=0)
+    return float(np.sqrt(np.mean(med ** 2)))
+
+
+def snr(image, region, noise_sd: float) -> float:
+    """Median of ``image`` over ``region`` divided by ``noise_sd`` (NaN when undefined)."""
+    v = np.asarray(image, np.float64)[np.asarray(region, bool)]
+    v = v[np.isfinite(v)]
+    if not v.size or not noise_sd > 0:
+        return math.nan
+    return float(np.median(v) / noise_sd)
+
+
+def head_mask_for_registration(image) -> np.ndarray:
+    """The head of a registration's fixed image: above 30 % of its 90th percentile of positive
+    values, eroded once (the mask :func:`registration_ncc` is computed over)."""
+    img = np.nan_to_num(np.asarray(image, np.float64))
+    pos = img[img > 0]
+    if not pos.size:
+        return np.zeros(img.shape, bool)
+    return ndimage.binary_erosion(img > 0.3 * np.percentile(pos, 90), iterations=1)
+
+
+def registration_ncc(fixed, moving_resampled, mask=None) -> float:
+    """Normalised cross-correlation of ``fixed`` and ``moving_resampled`` (same grid) over
+    ``mask`` (default :func:`head_mask_for_registration` of ``fixed``) and finite voxels."""
+    a = np.asarray(fixed, np.float64)
+    b = np.asarray(moving_resampled, np.float64)
+    m = head_mask_for_registration(a) if mask is None else np.asarray(mask, bool)
+    m = m & np.isfinite(a) & np.isfinite(b)
+    if m.sum() < 10:
+        return math.nan
+    x, y = a[m] - a[m].mean(), b[m] - b[m].mean()
+    den = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
+    return float(np.sum(x * y) / den) if den > 0 else math.nan
