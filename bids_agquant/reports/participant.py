@@ -397,6 +397,63 @@ def _plan_html(plan, bids_dir: Path | None) -> str:
                             "B1 map", "intensity scaling"], images, css_class="data wrap"))
 
 
+def _qa_section(output_dir: Path, participant: str):
+    """The QA table as a matrix: one row per state, one column per (item, metric); flagged
+    cells in red, their list above. No section without the table."""
+    path = output_dir / D.participant_path("qa_table", participant)
+    if not path.is_file():
+        return None
+    rows = T.read_tsv(path).to_dict("records")
+    states = list(dict.fromkeys((T.cell(r, "session_id"), T.cell(r, "contrast_state"))
+                                for r in rows))
+    metrics = list(dict.fromkeys((T.cell(r, "item"), T.cell(r, "metric")) for r in rows))
+    cell = {(T.cell(r, "session_id"), T.cell(r, "contrast_state"), T.cell(r, "item"),
+             T.cell(r, "metric")): r for r in rows}
+    head = "".join(f"<th>{H.esc(item.replace('_', ' '))}<br><code>{H.esc(metric)}</code></th>"
+                   for item, metric in metrics)
+    body, flagged = [], []
+    for ses, state in states:
+        tds = [f"<td>{H.esc(ses)}</td><td>{H.esc(state)}</td>"]
+        for item, metric in metrics:
+            r = cell.get((ses, state, item, metric))
+            if r is None:
+                tds.append('<td class="num"></td>')
+                continue
+            value = T.cell(r, "value")
+            text = "n/a" if value is None else H.fmt(float(value))
+            rng = f"{T.cell(r, 'low')} to {T.cell(r, 'high')} {T.cell(r, 'unit')}"
+            if str(T.cell(r, "qa_flag")).lower() == "true":
+                flagged.append(f"{ses} {state}: {item.replace('_', ' ')} {metric} = {text} "
+                               f"(range {rng})")
+                tds.append(f'<td class="num qa-flag" title="flagged: outside {H.esc(rng)}">'
+                           f"{H.esc(text)} ⚠</td>")
+            else:
+                tds.append(f'<td class="num" title="within {H.esc(rng)}">{H.esc(text)}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    table = (f'<div class="table-wrap"><table class="data fit qa"><thead><tr><th>session</th>'
+             f"<th>state</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    if flagged:
+        callout = ('<div class="callout warn"><b>QA flags</b>: check these sessions before '
+                   "using their numbers.<ul>" + "".join(f"<li>{H.esc(f)}</li>" for f in flagged)
+                   + "</ul></div>")
+    else:
+        callout = '<div class="callout ok">No QA flag: every metric lies within its range.</div>'
+    note = ('<p class="note">Hover a value for its range. Metrics and thresholds: '
+            f"<code>docs/qa.md</code>. File: <code>{H.esc(path.name)}</code> (+ JSON with the "
+            "thresholds).</p>")
+    return ("qa", "QA", H.section("qa", "Quality control per session", callout + table + note,
+                                  "White-matter T1 and its stability, B1 map, VFA fit, SNR and "
+                                  "every registration, against documented ranges."))
+
+
+def _n_qa_flags(output_dir: Path, participant: str) -> int | None:
+    path = output_dir / D.participant_path("qa_table", participant)
+    if not path.is_file():
+        return None
+    df = T.read_tsv(path)
+    return int((df["qa_flag"].astype(str).str.lower() == "true").sum())
+
+
 def _read_lesion_table(path: Path) -> tuple[list[str], list[dict]]:
     """Columns and text rows of a lesion table; missing cells are ``"n/a"``."""
     df = T.read_tsv(path)
@@ -724,7 +781,7 @@ def _label_images(maps, ref_img):
     return lesions, controls, brain
 
 
-def _summary_section(maps, lesion_tsv: Path, errors, warnings) -> tuple:
+def _summary_section(maps, lesion_tsv: Path, errors, warnings, n_qa_flags=None) -> tuple:
     sessions = sorted({m.session for m in maps if m.session}, key=_natural_key)
     n_meas = 0
     if lesion_tsv.is_file():
@@ -735,6 +792,9 @@ def _summary_section(maps, lesion_tsv: Path, errors, warnings) -> tuple:
              ("measurable lesions", str(n_meas), "longest diameter \u2265 10 mm"),
              ("maps found", str(len(maps)), "NIfTI outputs of this participant"),
              ("warnings", str(len(warnings)), "see below" if warnings else "none")]
+    if n_qa_flags is not None:
+        cards.append(("QA flags", str(n_qa_flags),
+                      "see Quality control" if n_qa_flags else "every metric in range"))
     if errors:
         cards.append(("errors", str(len(errors)), "see below"))
     return ("summary", "Summary", H.section(
@@ -1002,7 +1062,8 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     labels = _label_images(maps, ref_img)
     lesion_tsv = output_dir / D.participant_path("lesion_table", participant)
     sections = [
-        _summary_section(maps, lesion_tsv, all_errors, all_warnings),
+        _summary_section(maps, lesion_tsv, all_errors, all_warnings,
+                         _n_qa_flags(output_dir, participant)),
         ("plan", "Plan", H.section("plan", "Plan that was run", _plan_html(plan, bids_dir),
                                    "Which images were used for each session and contrast "
                                    "state.")),
@@ -1011,6 +1072,7 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
         _quantitative_section(maps, ref_img, labels, plan, n_slices),
         _three_d_section(maps, lesion_tsv, plan),
         _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices, notes),
+        _qa_section(output_dir, participant),
         ("lesions", "Lesions", H.section("lesions", "Lesion table",
                                          _lesion_table_html(lesion_tsv))),
         _methods_section(output_dir),
