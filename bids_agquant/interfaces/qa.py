@@ -142,12 +142,12 @@ class SessionQA(SimpleInterface):
         snrs = [({k: m[k] for k in ("session_id", "contrast_state")}, t1w_snr(m["path"]))
                 for m in inp.t1w_items]
         rows = qa_rows(inp.participant_id, records, r1_maps, snrs, nawm, spacing)
-        # the plan's order of sessions and states (the items are listed in it), then item, metric
+        # the plan's order of sessions and states (the items are listed in it), then metric, item
         order = {}
         for m in list(inp.t1w_items) + list(inp.record_items) + list(inp.r1_items):
             order.setdefault((m["session_id"], m["contrast_state"]), len(order))
         rows.sort(key=lambda r: (order.get((r["session_id"], r["contrast_state"]), len(order)),
-                                 r["item"], r["metric"]))
+                                 qa.metric_rank(r["metric"]), r["item"]))
         flagged = [r for r in rows if r["qa_flag"]]
         rows_file = Path(runtime.cwd, "qa_rows.json")
         rows_file.write_text(json.dumps(rows))

@@ -57,7 +57,8 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["Threshold", "THRESHOLDS", "NAWM_T1_RANGES_S", "NAWM_MIN_PROBABILITY",
-           "LESION_MARGIN_MM", "PATTERN_TRIM_SD", "threshold_for", "flagged",
+           "LESION_MARGIN_MM", "PATTERN_TRIM_SD", "METRIC_ORDER", "metric_rank", "threshold_for",
+           "flagged",
            "thresholds_markdown", "nawm_mask", "nawm_t1_median", "r1_change", "r1_pattern",
            "b1_statistics", "vfa_systematic_residual", "snr", "registration_ncc",
            "head_mask_for_registration"]
@@ -125,6 +126,15 @@ THRESHOLDS: dict[str, Threshold] = {t.metric: t for t in (
               "head: a failed registration",
               "measured: correct 0.93-0.99, 5 degrees off 0.59-0.67, 15 degrees off 0.24-0.29"),
 )}
+
+#: The order metrics are listed in (QA table, report): T1 map, B1, fit, SNR, registration.
+METRIC_ORDER = ("nawm_t1_s",) + tuple(THRESHOLDS)
+
+
+def metric_rank(metric: str) -> int:
+    """Position of ``metric`` in :data:`METRIC_ORDER` (unknown metrics last)."""
+    return METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
+
 
 def threshold_for(metric: str, field_strength_t: float | None = None) -> Threshold:
     """The threshold of ``metric``; ``nawm_t1_s`` takes the range of the nearest field strength

@@ -50,6 +50,7 @@ from bids_agquant.reports import fitcheck as Q  # noqa: E402
 from bids_agquant.reports import render3d as R3  # noqa: E402
 from bids_agquant.reports.citation import CITATION_FILE  # noqa: E402
 from bids_agquant.reports import resources as RS  # noqa: E402
+from bids_agquant.qmri import qa as QA  # noqa: E402
 from bids_agquant.qmri.relaxivity import canonical_agent  # noqa: E402
 from bids_agquant.reports.figures import STYLE  # noqa: E402
 
@@ -406,7 +407,8 @@ def _qa_section(output_dir: Path, participant: str):
     rows = T.read_tsv(path).to_dict("records")
     states = list(dict.fromkeys((T.cell(r, "session_id"), T.cell(r, "contrast_state"))
                                 for r in rows))
-    metrics = list(dict.fromkeys((T.cell(r, "item"), T.cell(r, "metric")) for r in rows))
+    metrics = sorted(dict.fromkeys((T.cell(r, "item"), T.cell(r, "metric")) for r in rows),
+                     key=lambda im: (QA.metric_rank(im[1]), im[0]))
     cell = {(T.cell(r, "session_id"), T.cell(r, "contrast_state"), T.cell(r, "item"),
              T.cell(r, "metric")): r for r in rows}
     head = "".join(f"<th>{H.esc(item.replace('_', ' '))}<br><code>{H.esc(metric)}</code></th>"

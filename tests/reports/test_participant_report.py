@@ -203,3 +203,33 @@ def test_unreadable_transform_gives_a_one_line_note_without_paths(outputs, tmp_p
     assert "ses-D1 AGuIX" not in moved and len(moved) == 2
     assert len(notes) == 1 and "ses-D1 AGuIX" in notes[0]
     assert "\n" not in notes[0] and "/" not in notes[0] and bad.path.name not in notes[0]
+
+
+def test_qa_section_shows_every_state_and_marks_the_flagged_cell(outputs, tmp_path):
+    from bids_agquant.bids import columns as C
+    from bids_agquant.bids import tables as T
+    from bids_agquant.interfaces.qa import qa_rows
+
+    out, _ = outputs
+    shutil.copytree(out, tmp_path / "out")
+    out = tmp_path / "out"
+    d0 = {"session_id": "ses-D0", "contrast_state": "pre"}
+    d1 = {"session_id": "ses-D1", "contrast_state": "AGuIX"}
+    rows = qa_rows("sub-01", [(d0, "vfa_fit", {"vfa_systematic_residual": 0.002}),
+                              (d1, "vfa_fit", {"vfa_systematic_residual": 0.04}),
+                              (d1, "t1w_to_reference", {"registration_ncc": 0.95})],
+                   [], [(d0, 40.0), (d1, 41.0)], None, (1.0, 1.0, 1.0))
+    T.write_tsv(out / D.participant_path("qa_table", "01"), rows, C.columns(C.QA_TABLE))
+    text = build_participant_report(out, "01").read_text()
+    parts = PageParts(text)
+    assert "qa" in parts.ids
+    assert parts.cards["QA flags"]["value"] == "1"
+    section = text[text.index('id="qa"'):]
+    section = section[:section.index("</section>")]
+    assert section.count('class="num qa-flag"') == 1
+    assert "ses-D1 AGuIX: vfa fit vfa_systematic_residual = 0.04" in section
+    assert section.split("<tbody>")[1].count("<tr>") == 2      # one row per state
+    # without a QA table (older outputs) there is no section and no card
+    (out / D.participant_path("qa_table", "01")).unlink()
+    parts = PageParts(build_participant_report(out, "01").read_text())
+    assert "qa" not in parts.ids and "QA flags" not in parts.cards

@@ -340,3 +340,88 @@ def test_pybids_with_the_ignore_list_indexes_only_bids_files(phantom_runs):
         assert rel.parts[0] not in D.NON_BIDS_FOLDERS and rel.suffix != ".html", rel
         assert rel.parts[0].startswith("sub-") or rel.name in (
             "dataset_description.json", D.README_NAME), rel
+
+
+# ------------------------------------------------------------------------------------ site QA
+
+def _qa(config, participant="01"):
+    return pd.read_csv(Path(config.output_dir) / f"sub-{participant}" /
+                       f"sub-{participant}_desc-qa_stats.tsv", sep="\t", na_values="n/a",
+                       keep_default_na=False, dtype={"qa_flag": str})
+
+
+def test_qa_table_of_a_clean_phantom_is_complete_and_raises_no_flag(phantom_runs):
+    from bids_agquant.bids import columns as C
+    from bids_agquant.qmri import qa
+
+    _, [(plan, config), _] = phantom_runs
+    df = _qa(config)
+    assert list(df.columns) == list(C.columns(C.QA_TABLE))
+    flagged = df[df.qa_flag == "true"]
+    assert flagged.empty, flagged.to_dict("records")
+    states = {(f"ses-{s.session}", s.agent_label or "pre") for s in plan.states}
+    assert set(zip(df.session_id, df.contrast_state)) == states
+    for ses, state in states:                       # every state has its T1, fit and SNR rows
+        got = set(df[(df.session_id == ses) & (df.contrast_state == state)].metric)
+        assert {"nawm_t1_s", "vfa_systematic_residual", "snr_t1w", "registration_ncc",
+                "b1_p01", "b1_p99", "b1_roughness"} <= got, (ses, state, got)
+    base = f"ses-{plan.baseline_session}"
+    assert set(df[df.metric == "nawm_r1_change"].session_id) == {
+        f"ses-{s.session}" for s in plan.states if not s.is_post} - {base}
+    # every registration of the run is scored: one vfa_to_t1w per state, one t1w_to_reference
+    # per state whose T1w is not the reference
+    n_reg = sum(1 for s in plan.states if s.vfa) + sum(
+        1 for s in plan.states if s.t1w is not None and s.t1w != plan.reference_t1w)
+    assert (df.metric == "registration_ncc").sum() == n_reg
+    # the NAWM T1 is the phantom's white matter T1 (analytic head: 0.85-0.9 s at 3 T)
+    assert df[df.metric == "nawm_t1_s"].value.between(0.8, 0.95).all()
+    side = json.loads((Path(config.output_dir) / "sub-01" /
+                       "sub-01_desc-qa_stats.json").read_text())
+    assert side["FlaggedMetrics"] == []
+    assert set(side["Thresholds"]) == set(qa.THRESHOLDS)
+    assert {k: side[k] for k in C.columns(C.QA_TABLE)} == C.dictionary(C.QA_TABLE)
+
+
+def test_qa_flags_planted_faults_on_their_sessions_only(phantom_runs, tmp_path):
+    """One copy of the clean phantom with three faults in three sessions: the B1 map of the
+    follow-up replaced by the baseline's, one flip angle of the AGuIX 2 h session 20 % off in
+    its sidecar, and the AGuIX residual session's T1w with its noise SD doubled."""
+    import shutil
+
+    from bids_agquant.bids.layout import build_plans
+    from bids_agquant.config import Config
+
+    truth, [(plan, clean_config), _] = phantom_runs
+    bids = tmp_path / "bids"
+    shutil.copytree(clean_config.bids_dir, bids)
+    sub = bids / "sub-01"
+    sessions = [f"ses-{s}" for s in dict.fromkeys(s.session for s in plan.states)]
+    base, h2, residual, follow = sessions
+    shutil.copyfile(next((sub / base / "fmap").glob("*_TB1map.nii.gz")),
+                    next((sub / follow / "fmap").glob("*_TB1map.nii.gz")))
+    side = sorted((sub / h2 / "anat").glob("*_flip-2_VFA.json"))[0]
+    meta = json.loads(side.read_text())
+    meta["FlipAngle"] = 1.2 * float(meta["FlipAngle"])
+    side.write_text(json.dumps(meta))
+    t1w = next((sub / residual / "anat").glob("*_T1w.nii.gz"))
+    img = nib.load(str(t1w))
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    cfg = truth.meta["config"]
+    sigma = float(cfg["signal_wm_counts"]) / float(cfg["snr"])
+    noisy = np.abs(data + np.random.default_rng(3).normal(0, np.sqrt(3) * sigma, data.shape))
+    t1w.unlink()
+    nib.save(nib.Nifti1Image(np.round(noisy).astype(img.get_data_dtype()), img.affine,
+                             img.header), str(t1w))
+    config = Config(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                    work_dir=tmp_path / "work", nprocs=2)
+    (faulty_plan,) = build_plans(config)
+    _run(faulty_plan, config)
+    df = _qa(config)
+    flagged = df[df.qa_flag == "true"]
+    hits = set(zip(flagged.session_id, flagged.metric))
+    assert (follow, "nawm_r1_pattern") in hits, df[df.metric == "nawm_r1_pattern"]
+    assert (h2, "vfa_systematic_residual") in hits
+    assert (residual, "snr_t1w_relative") in hits
+    assert set(flagged.session_id) <= {follow, h2, residual}, flagged.to_dict("records")
+    clean = _qa(clean_config)
+    assert clean[clean.qa_flag == "true"].empty
