@@ -78,6 +78,7 @@ class Config:
     boilerplate_only: bool = False                    # write the methods text, run nothing
     stop_on_first_crash: bool = True                  # nipype's execution.stop_on_first_crash
     clean_workdir: bool = False                       # delete the participants' cache first
+    exclude_qa_flagged: bool = False                  # group: leave QA-flagged sessions out
     resource_monitor: bool = False                    # nipype's resource monitor, per-node table
 
     @property

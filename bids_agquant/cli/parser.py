@@ -178,6 +178,11 @@ def _add_quantification_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_performance_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Options for the group level")
+    g.add_argument("--exclude-qa-flagged", action="store_true",
+                   help="leave the sessions with a QA flag (participant QA tables) out of every "
+                        "group statistic (default: keep and annotate them)")
+
     g = parser.add_argument_group("Options to handle performance")
     g.add_argument("--nprocs", "--nthreads", "--n-cpus", dest="nprocs", type=_positive_int,
                    metavar="N", default=None,
@@ -259,6 +264,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         if given:
             raise UsageError(f"{', '.join(given)}: participant level only",
                              fix="leave it out of the group-level command")
+    if args.analysis_level == "participant" and args.exclude_qa_flagged:
+        raise UsageError("--exclude-qa-flagged: group level only",
+                         fix="leave it out of the participant-level command")
     if args.clean_workdir and (args.print_plan or args.reports_only or args.boilerplate_only):
         other = next(o for o, v in (("--print-plan", args.print_plan),
                                     ("--reports-only", args.reports_only),

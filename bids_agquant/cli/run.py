@@ -102,6 +102,7 @@ def build_config(args) -> Config:
         stop_on_first_crash=args.stop_on_first_crash,
         clean_workdir=args.clean_workdir,
         resource_monitor=args.resource_monitor,
+        exclude_qa_flagged=args.exclude_qa_flagged,
     )
 
 

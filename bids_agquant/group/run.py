@@ -33,6 +33,13 @@ and more conservatively with the lower 95 % confidence limit of that slope. The 
 concentrations of the quantified lesions are also averaged with inverse-variance weights
 (``persistence_by_participant``).
 
+Multi-centre cohorts (:mod:`bids_agquant.group.sites`): every cohort row carries its session's
+site (``participants.tsv`` ``site``), manufacturer, model and field strength (the T1 map
+sidecars) and its QA (``session_qa_flagged``, ``session_qa_flags`` from the participant QA
+tables); ``qa_by_site`` summarises QA per site and scanner; ``--exclude-qa-flagged`` leaves
+flagged sessions out of every statistic. Concentrations already use each session's own field
+strength for the relaxivity (participant level).
+
 Missing covariates skip only the statistics that need them, with a warning in the log, in
 ``summary.json`` and in the report.
 """
@@ -42,8 +49,10 @@ from pathlib import Path
 
 from bids_agquant.bids import columns, tables
 from bids_agquant.group.analysis import GroupAnalysis, Table, analyse_cohort
+from bids_agquant.errors import GroupDataError
 from bids_agquant.group.load import (LOG, GroupInputError, find_lesion_tables, read_lesion_tables,
-                                     read_participants)
+                                     read_participants, warn)
+from bids_agquant.group.sites import exclude_flagged, qa_by_site, read_qa_tables, session_sites
 from bids_agquant.reports._io import write_text_atomic
 from bids_agquant.reports.figures import write_group_figures
 from bids_agquant.reports.group import build_group_report
@@ -92,7 +101,26 @@ def run_group(config) -> None:
     warnings: list[str] = []
     lesions = read_lesion_tables(found)
     covariates = read_participants(bids_dir, warnings)
+    qa = read_qa_tables(output_dir, list(dict.fromkeys(lesions["participant"])))
+    sites = session_sites(output_dir, bids_dir, lesions, qa)
+    lesions = lesions.merge(sites, on=["participant", "session"], how="left")
+    excluded: list[str] = []
+    if getattr(config, "exclude_qa_flagged", False):
+        lesions, excluded = exclude_flagged(lesions)
+        if excluded:
+            warn(warnings, f"--exclude-qa-flagged: {len(excluded)} session(s) with a QA flag "
+                           f"left out of every statistic: {', '.join(excluded)}")
+        if lesions.empty:
+            raise GroupDataError("--exclude-qa-flagged: every session has a QA flag, nothing "
+                                 "is left to analyse; check the participant QA tables "
+                                 "(docs/qa.md) or run without the option")
     analysis = analyse_cohort(lesions, covariates, bids_dir, warnings)
+    analysis.tables["qa_by_site"] = Table.registered(
+        "qa_by_site", "QA by site and scanner",
+        "Sessions, QA-flagged sessions, the metrics flagged and median QA metrics per site "
+        "(participants.tsv site) and scanner (manufacturer, model, field strength).",
+        qa_by_site(sites, qa))
+    analysis.summary["qa_excluded_sessions"] = excluded
 
     group_dir = output_dir / "group"
     group_dir.mkdir(parents=True, exist_ok=True)

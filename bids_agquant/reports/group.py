@@ -306,6 +306,37 @@ def _section_sessions(analysis, figures: dict, group_dir: Path) -> tuple[str, st
         "links open the participant reports (sub-&lt;label&gt;.html beside group/)."))
 
 
+def _section_sites(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
+    """The report's ``sites`` section: QA by site and scanner, flagged sessions."""
+    t = analysis.tables
+    site_rows = t["qa_by_site"].rows if "qa_by_site" in t else []
+    flagged = {}
+    for r in t["cohort_lesions"].rows:
+        if r.get("session_qa_flagged") in (True,):
+            flagged[(r["participant_id"], r["session_id"])] = r.get("session_qa_flags")
+    excluded = analysis.summary.get("qa_excluded_sessions") or []
+    body = H.table_html(["site", "manufacturer", "manufacturers_model_name",
+                         "magnetic_field_strength_t", "n_participants", "n_sessions",
+                         "n_sessions_with_qa", "n_sessions_flagged", "flagged_metrics",
+                         "nawm_t1_median_s", "snr_t1w_median", "registration_ncc_median",
+                         "vfa_systematic_residual_median"], site_rows, _HEAD("qa_by_site"),
+                        highlight=lambda r: "flag" if r.get("n_sessions_flagged") else None)
+    if flagged:
+        body += ("<p>Sessions with a QA flag (kept in the statistics unless "
+                 "<code>--exclude-qa-flagged</code>):</p><ul>"
+                 + "".join(f"<li>{H.esc(p)} {H.esc(s)}: {H.esc(f or '')}</li>"
+                           for (p, s), f in flagged.items()) + "</ul>")
+    if excluded:
+        body += ("<p><b>Left out of every statistic</b> (<code>--exclude-qa-flagged</code>): "
+                 + H.esc(", ".join(excluded)) + "</p>")
+    body += ('<p class="note">Site from participants.tsv (<code>site</code>), scanner from the '
+             "T1 map sidecars, QA from the participant QA tables (<code>docs/qa.md</code>); "
+             "every cohort row carries them (<code>cohort_lesions.tsv</code>).</p>")
+    return ("sites", "Sites and QA", H.section(
+        "sites", "Sites and QA", body,
+        "Per site and scanner: sessions, QA-flagged sessions and median QA metrics."))
+
+
 def _section_software(analysis, figures: dict, group_dir: Path) -> tuple[str, str, str]:
     """The report's ``software`` section: (anchor, title, HTML)."""
     files = sorted(p.name for p in Path(group_dir).iterdir() if p.suffix in (".tsv", ".json",
@@ -320,7 +351,7 @@ def _section_software(analysis, figures: dict, group_dir: Path) -> tuple[str, st
 #: The report's sections, in page order.
 _SECTIONS = (_section_overview, _section_dose, _section_groups, _section_dotarem,
              _section_concentration, _section_persistence, _section_controls, _section_sessions,
-             _section_software)
+             _section_sites, _section_software)
 
 
 def build_group_report(analysis, group_dir: Path, figures: dict) -> Path:
