@@ -73,17 +73,6 @@ def run(bids: Path, out: Path, work: Path, nprocs: int, log: Path) -> None:
         raise SystemExit(f"{bids}: pipeline failed (exit {res['code']}), see {log}")
 
 
-def rotation_lps(deg: float, axis: int, centre_lps) -> np.ndarray:
-    a = np.deg2rad(deg)
-    i, j = [k for k in range(3) if k != axis]
-    r = np.eye(4)
-    r[i, i] = r[j, j] = np.cos(a)
-    r[i, j], r[j, i] = -np.sin(a), np.sin(a)
-    t, ti = np.eye(4), np.eye(4)
-    t[:3, 3], ti[:3, 3] = centre_lps, -np.asarray(centre_lps)
-    return t @ r @ ti
-
-
 def registration_scores(work: Path) -> list[dict]:
     """Every registration node of a run: NCC of its result and with the transform 15 deg off."""
     rows = []
@@ -101,7 +90,7 @@ def registration_scores(work: Path) -> list[dict]:
         centre = PG.voxel_to_world(np.argwhere(head).mean(axis=0), f_aff) * [-1, -1, 1]
         ok = registration_quality(fixed, f_aff, moving, m_aff, m)
         wrong = max(registration_quality(fixed, f_aff, moving, m_aff,
-                                         m @ rotation_lps(ROTATION_DEG, ax, centre))
+                                         m @ PG.rotation_about(ROTATION_DEG, ax, centre))
                     for ax in range(3))
         rows.append({"node": "/".join(node.parts[-3:-1]), "ncc": ok, "ncc_15deg": wrong})
     return rows

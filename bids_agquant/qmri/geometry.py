@@ -23,7 +23,8 @@ from scipy import ndimage
 
 __all__ = ["LPS", "voxel_sizes", "voxel_volume_mm3", "voxel_to_world", "centroid_world",
            "ras_to_lps_matrix", "compose", "voxel_map", "resample", "resample_many",
-           "block_average", "downsample_factor", "reindexing", "reindexed", "GRID_TOLERANCE"]
+           "block_average", "downsample_factor", "reindexing", "reindexed", "GRID_TOLERANCE",
+           "rotation_about"]
 
 #: RAS <-> LPS flip (its own inverse).
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -208,3 +209,16 @@ def reindexed(data, how):
     axes, flips = how
     out = np.transpose(np.asarray(data), tuple(axes) + tuple(range(3, np.ndim(data))))
     return np.flip(out, flips) if flips else out
+
+
+def rotation_about(deg: float, axis: int, centre) -> np.ndarray:
+    """4x4 rotation by ``deg`` degrees about coordinate axis ``axis`` (0, 1, 2) through the
+    point ``centre`` (same coordinates as the matrix acts on)."""
+    a = np.deg2rad(deg)
+    i, j = [k for k in range(3) if k != axis]
+    r = np.eye(4)
+    r[i, i] = r[j, j] = np.cos(a)
+    r[i, j], r[j, i] = -np.sin(a), np.sin(a)
+    t, ti = np.eye(4), np.eye(4)
+    t[:3, 3], ti[:3, 3] = centre, -np.asarray(centre, dtype=float)
+    return t @ r @ ti

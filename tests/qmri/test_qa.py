@@ -166,17 +166,6 @@ def test_snr_of_an_image_and_its_halving():
     assert math.isnan(qa.snr(a, bright, 0.0))
 
 
-def _rotation(deg, axis, centre):
-    a = np.deg2rad(deg)
-    i, j = [k for k in range(3) if k != axis]
-    r = np.eye(4)
-    r[i, i] = r[j, j] = np.cos(a)
-    r[i, j], r[j, i] = -np.sin(a), np.sin(a)
-    t, ti = np.eye(4), np.eye(4)
-    t[:3, 3], ti[:3, 3] = centre, -np.asarray(centre)
-    return t @ r @ ti
-
-
 def test_registration_ncc_of_phantom_t1w_images_flags_15_degrees():
     """The sample dataset's post-contrast T1w of ses-D1 against the reference, through the
     transform ANTs finds and through that transform 15 deg off (about each axis)."""
@@ -192,7 +181,7 @@ def test_registration_ncc_of_phantom_t1w_images_flags_15_degrees():
     centre = PG.voxel_to_world(np.argwhere(head).mean(axis=0), r_aff) * [-1, -1, 1]
     for axis in range(3):
         bad = registration_quality(ref, r_aff, mov, m_aff,
-                                   matrix @ _rotation(15.0, axis, centre))
+                                   matrix @ PG.rotation_about(15.0, axis, centre))
         assert qa.flagged(bad, t), (axis, bad)
     identical = qa.registration_ncc(ref, ref)
     assert identical == pytest.approx(1.0)
