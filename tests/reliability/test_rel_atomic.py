@@ -176,6 +176,9 @@ REVIEWED_WRITERS = {
     ("interfaces/geometry.py", "save_like", "nib.save"),
     ("interfaces/lesions.py", "_run_interface", "write_text"),
     ("interfaces/quantify.py", "_run_interface", "write_text"),
+    ("interfaces/qa.py", "_run_interface", "write_text"),            # session_qa's rows
+    ("interfaces/registration.py", "_run_interface", "write_text"),  # registration QA JSON
+    ("interfaces/vfa.py", "_run_interface", "write_text"),           # the fit's QA JSON
     # the per-run log file: created exclusively (mode "x"), appended to while the run goes on
     ("cli/run.py", "_log_file", "open"),
 }
