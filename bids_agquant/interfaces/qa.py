@@ -32,6 +32,12 @@ from .notes import node_warning, warnings_output
 
 __all__ = ["SessionQA", "QATableSink", "qa_rows", "t1w_snr"]
 
+
+def _where(meta: dict) -> dict:
+    """The session and contrast state of an item list entry (what a QA row is about)."""
+    return {k: meta[k] for k in ("session_id", "contrast_state")}
+
+
 def _vfa_item(metric: str) -> str:
     """The item of a metric of a FitVFA QA file (its B1 statistics describe the B1 map)."""
     return "b1_map" if metric.startswith("b1_") else "vfa_fit"
@@ -64,7 +70,7 @@ def _row(pid, where: dict, item: str, metric: str, value, field_strength_t=None)
     return {"participant_id": pid, "session_id": where["session_id"],
             "contrast_state": where["contrast_state"], "item": item, "metric": metric,
             "value": v if math.isfinite(v) else None, "unit": t.unit, "low": t.low,
-            "high": t.high if math.isfinite(t.high) else "inf",
+            "high": qa.high_text(t),
             "qa_flag": qa.flagged(v, t)}
 
 
@@ -123,8 +129,7 @@ class SessionQA(SimpleInterface):
         records = []
         files = list(inp.record_files) if isdefined(inp.record_files) else []
         for f, meta in zip(files, inp.record_items):
-            where = {k: meta[k] for k in ("session_id", "contrast_state")}
-            records.append((where, meta["item"], json.loads(Path(f).read_text())))
+            records.append((_where(meta), meta["item"], json.loads(Path(f).read_text())))
         nawm, spacing, r1_maps = None, (1.0, 1.0, 1.0), []
         r1_files = list(inp.r1_files) if isdefined(inp.r1_files) else []
         if r1_files and isdefined(inp.probseg_files) and isdefined(inp.brain_mask_file):
@@ -136,11 +141,9 @@ class SessionQA(SimpleInterface):
             spacing = pure_geometry.voxel_sizes(aff)
             nawm = qa.nawm_mask(wm, brain > 0, lesions, spacing)
             for f, meta in zip(r1_files, inp.r1_items):
-                where = {k: meta[k] for k in ("session_id", "contrast_state")}
-                r1_maps.append((where, G.load(f)[0], bool(meta["pre"]), bool(meta["baseline"]),
-                                meta.get("field_strength_t")))
-        snrs = [({k: m[k] for k in ("session_id", "contrast_state")}, t1w_snr(m["path"]))
-                for m in inp.t1w_items]
+                r1_maps.append((_where(meta), G.load(f)[0], bool(meta["pre"]),
+                                bool(meta["baseline"]), meta.get("field_strength_t")))
+        snrs = [(_where(m), t1w_snr(m["path"])) for m in inp.t1w_items]
         rows = qa_rows(inp.participant_id, records, r1_maps, snrs, nawm, spacing)
         # the plan's order of sessions and states (the items are listed in it), then metric, item
         order = {}
@@ -194,9 +197,8 @@ class QATableSink(SimpleInterface):
 def qa_sidecar(rows) -> dict:
     """The QA table's JSON: data dictionary, every threshold, and the flagged metrics."""
     return {**C.dictionary(C.QA_TABLE),
-            "Thresholds": {t.metric: {"Low": t.low,
-                                      "High": t.high if math.isfinite(t.high) else "inf",
-                                      "Unit": t.unit, "Why": t.why, "Source": t.source}
+            "Thresholds": {t.metric: {"Low": t.low, "High": qa.high_text(t), "Unit": t.unit,
+                                      "Why": t.why, "Source": t.source}
                            for t in qa.THRESHOLDS.values()},
             "NAWMT1RangesSeconds": {f"{b0:g}T": list(r) for b0, r in qa.NAWM_T1_RANGES_S.items()},
             "FlaggedMetrics": [f"{r['session_id']} {r['contrast_state']} {r['item']} "

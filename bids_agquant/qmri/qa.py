@@ -56,9 +56,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_agquant.qmri.uncertainty import MAD_TO_SD
+
 __all__ = ["Threshold", "THRESHOLDS", "NAWM_T1_RANGES_S", "NAWM_MIN_PROBABILITY",
            "LESION_MARGIN_MM", "PATTERN_TRIM_SD", "METRIC_ORDER", "metric_rank", "threshold_for",
-           "flagged",
+           "high_text", "flagged",
            "thresholds_markdown", "nawm_mask", "nawm_t1_median", "r1_change", "r1_pattern",
            "b1_statistics", "vfa_systematic_residual", "snr", "registration_ncc",
            "head_mask_for_registration"]
@@ -70,7 +72,6 @@ LESION_MARGIN_MM = 5.0
 #: ``nawm_r1_pattern`` refits the quadratic without voxels whose residual exceeds this many
 #: robust SDs.
 PATTERN_TRIM_SD = 3.0
-_MAD_TO_SD = 1.482602218505602
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,11 @@ def threshold_for(metric: str, field_strength_t: float | None = None) -> Thresho
     return THRESHOLDS[metric]
 
 
+def high_text(threshold: Threshold):
+    """The upper limit as written in the QA table and its JSON: the number, or "inf"."""
+    return threshold.high if math.isfinite(threshold.high) else "inf"
+
+
 def flagged(value, threshold: Threshold) -> bool:
     """True when ``value`` is not finite or outside the threshold's range."""
     v = float(value) if value is not None else math.nan
@@ -225,7 +231,7 @@ def r1_pattern(r1, r1_baseline, nawm, spacing_mm) -> float:
     values = ratio[ok]
     coef = np.linalg.lstsq(terms, values, rcond=None)[0]
     residual = values - terms @ coef
-    keep = np.abs(residual) <= PATTERN_TRIM_SD * _MAD_TO_SD * np.median(np.abs(residual))
+    keep = np.abs(residual) <= PATTERN_TRIM_SD * MAD_TO_SD * np.median(np.abs(residual))
     if keep.sum() >= 100:       # once more without the outliers (vessels, edges, misfits)
         coef = np.linalg.lstsq(terms[keep], values[keep], rcond=None)[0]
     fitted = terms @ coef
@@ -245,7 +251,7 @@ def b1_statistics(b1, head) -> dict:
               for a in range(3))
     inner = ndimage.binary_erosion(m, iterations=1)
     lv = lap[inner]
-    rough = (_MAD_TO_SD * float(np.median(np.abs(lv - np.median(lv))))
+    rough = (MAD_TO_SD * float(np.median(np.abs(lv - np.median(lv))))
              / max(float(p90 - p10), 1e-6)) if lv.size else math.nan
     return {"b1_p01": float(p01), "b1_p99": float(p99), "b1_roughness": float(rough)}
 

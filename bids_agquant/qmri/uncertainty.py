@@ -53,6 +53,7 @@ from scipy import ndimage
 from bids_agquant.qmri.spgr import effective_flip_rad
 
 __all__ = ["Z_95", "CRITICAL_Z", "LOD_FACTOR", "LOQ_FACTOR", "NOISE_WINDOW_MM", "NOISE_PLANES",
+           "MAD_TO_SD",
            "N_VFA_PARAMS",
            "r1_variance_factor", "pooled_residual_variance", "vfa_r1_variance",
            "mean_weights", "variance_of_mean", "ResampledNoise", "StateNoise", "image_noise_sd",
@@ -274,7 +275,7 @@ class StateNoise:
 #: Immerkaer's (1996) noise mask: the difference of two discrete Laplacians; it cancels image
 #: structure up to second order, and ``sum(mask**2) = 36``.
 _IMMERKAER = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
-_MAD_TO_SD = 1.482602218505602     # 1 / Phi^-1(3/4): the MAD of a normal sample times this
+MAD_TO_SD = 1.482602218505602     # 1 / Phi^-1(3/4): the MAD of a normal sample times this
 #: Planes of an image read by :func:`image_noise_sd` (evenly spaced; each of them whole).
 NOISE_PLANES = 32
 
@@ -301,7 +302,7 @@ def image_noise_sd(image, mask, spacing_mm=None, max_planes: int | None = NOISE_
     values = filtered[inside]
     if values.size < 100:
         return float("nan")
-    return float(_MAD_TO_SD * np.median(np.abs(values)) / 6.0)
+    return float(MAD_TO_SD * np.median(np.abs(values)) / 6.0)
 
 
 # --------------------------------------------------------------------------- detection
