@@ -14,7 +14,10 @@ from scratch:
 * ``flip_angle_20pc``: the sidecar of the second flip angle image (5 of 2/5/10/15 deg, the error
   the fit absorbs best) of the AGuIX 2 h session states 1.2 times the angle used;
 * ``snr_halved``: Gaussian noise added to the AGuIX residual session's T1w so its noise SD
-  doubles (SD added = sqrt(3) x the phantom's noise SD).
+  doubles (SD added = sqrt(3) x the phantom's noise SD);
+* ``b1_anatomical``: the B1 map of the follow-up session replaced by that session's first VFA
+  image resampled onto the B1 map's grid, scaled to the B1 map's own median and 10-90 %
+  spread (an anatomical image given as the B1 map, in a plausible range).
 
 Registration 15 deg wrong: every registration of every clean run is scored again
 (:func:`bids_agquant.interfaces.registration.registration_quality`, the pipeline's own function
@@ -136,6 +139,24 @@ def plant(clean: Path, fault: str, dst: Path) -> str:
         t1w.unlink()
         nib.save(out, str(t1w))
         return ses
+    if fault == "b1_anatomical":
+        ses = sessions[-1]
+        b1_file = next((sub / ses / "fmap").glob("*_TB1map.nii.gz"))
+        vfa_file = sorted((sub / ses / "anat").glob(f"sub-01_{ses}_flip-1_VFA.nii.gz"))[0]
+        b1_img, vfa_img = nib.load(str(b1_file)), nib.load(str(vfa_file))
+        b1 = np.asarray(b1_img.dataobj, dtype=np.float64)
+        anat = PG.resample(np.asarray(vfa_img.dataobj, dtype=np.float64), vfa_img.affine,
+                           b1.shape, b1_img.affine, None, order=1, fill=0.0)
+        inside = (b1 > 0) & (anat > 0)
+        q_b1 = np.percentile(b1[inside], [10, 50, 90])
+        q_an = np.percentile(anat[inside], [10, 50, 90])
+        wrong = q_b1[1] + (anat - q_an[1]) * (q_b1[2] - q_b1[0]) / (q_an[2] - q_an[0])
+        out = nib.Nifti1Image(np.where(inside, wrong, 0.0).astype(np.float32), b1_img.affine,
+                              b1_img.header)
+        out.set_data_dtype(np.float32)
+        b1_file.unlink()
+        nib.save(out, str(b1_file))
+        return ses
     raise ValueError(fault)
 
 
@@ -173,7 +194,8 @@ def main(argv=None) -> int:
     fault_rows = []
     for fault, metric in (("b1_other_session", "nawm_r1_pattern"),
                           ("flip_angle_20pc", "vfa_systematic_residual"),
-                          ("snr_halved", "snr_t1w_relative")):
+                          ("snr_halved", "snr_t1w_relative"),
+                          ("b1_anatomical", "b1_anatomy_correlation")):
         bids = tmp / f"Q_{fault}_bids"
         ses = plant(qb, fault, bids)
         out = tmp / f"Q_{fault}_out"

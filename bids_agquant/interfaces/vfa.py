@@ -62,7 +62,7 @@ class _FitVFAOutputSpec(TraitedSpec):
     n_failed = traits.Int(desc="voxels whose fit failed (NaN)")
     qa_file = File(exists=True, desc="JSON of the fit's QA metrics (qmri/qa.py): "
                                      "vfa_systematic_residual and, with a B1 map, b1_p01, "
-                                     "b1_p99, b1_roughness")
+                                     "b1_p99, b1_noise_sd, b1_anatomy_correlation")
     warnings = warnings_output()
 
 
@@ -96,7 +96,7 @@ class FitVFA(SimpleInterface):
         metrics = {"vfa_systematic_residual": qa.vfa_systematic_residual(
             signal, fit.predict(), fit.valid & head)}
         if b1 is not None:
-            metrics.update(qa.b1_statistics(b1, head))
+            metrics.update(qa.b1_statistics(b1, head, anatomy=signal.mean(axis=-1)))
         qa_file = Path(runtime.cwd, "vfa_qa.json")
         qa_file.write_text(json.dumps(metrics))
         self._results["qa_file"] = str(qa_file)

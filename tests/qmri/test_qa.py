@@ -100,20 +100,40 @@ def test_r1_change_and_pattern_separate_a_global_shift_from_a_b1_pattern():
     assert math.isnan(qa.r1_pattern(noisy, r0, np.zeros(shape, bool), sp))
 
 
-def test_b1_statistics_smooth_rough_and_out_of_range():
+def test_b1_statistics_smooth_noisy_anatomical_and_out_of_range():
     shape = (40, 40, 24)
     z, y, x = _grid(shape)
     head = (x ** 2 + y ** 2 + z ** 2) < 0.8
     smooth = 1.0 + 0.15 * x - 0.1 * y ** 2
-    m = qa.b1_statistics(smooth, head)
-    assert not any(qa.flagged(m[k], qa.THRESHOLDS[k]) for k in m)
+    rng = np.random.default_rng(8)
+    # an "anatomy": blobs of tissue contrast at the scale of a few voxels
+    anatomy = 1000 * (1 + 0.3 * np.sign(np.sin(9 * x) * np.sin(7 * y) * np.sin(11 * z)))
+    anatomy_seen = anatomy + rng.normal(0, 20, shape)
+    m = qa.b1_statistics(smooth, head, anatomy_seen)
+    assert set(m) == {"b1_p01", "b1_p99", "b1_noise_sd", "b1_anatomy_correlation"}
+    assert not any(qa.flagged(m[k], qa.THRESHOLDS[k]) for k in m), m
     assert m["b1_p01"] == pytest.approx(np.percentile(smooth[head], 1))
-    rough = smooth + np.random.default_rng(8).normal(0, 0.02, shape)
-    assert qa.flagged(qa.b1_statistics(rough, head)["b1_roughness"],
-                      qa.THRESHOLDS["b1_roughness"])
+    assert m["b1_noise_sd"] < 0.005
+    # the noise estimate is the factor's voxel noise SD (white noise of known SD)
+    for sd in (0.01, 0.03, 0.08):
+        got = qa.b1_statistics(smooth + rng.normal(0, sd, shape), head)["b1_noise_sd"]
+        assert got == pytest.approx(sd, rel=0.1), (sd, got)
+    very_noisy = qa.b1_statistics(smooth + rng.normal(0, 0.08, shape), head, anatomy_seen)
+    assert qa.flagged(very_noisy["b1_noise_sd"], qa.THRESHOLDS["b1_noise_sd"])
+    # noise, however strong, does not follow the anatomy
+    assert not qa.flagged(very_noisy["b1_anatomy_correlation"],
+                          qa.THRESHOLDS["b1_anatomy_correlation"])
+    # an anatomical image given as the B1 map (scaled to a plausible range), or a map that
+    # carries the anatomy: flagged by the correlation, whatever its sign
+    for wrong in (1 + 0.2 * (anatomy / 1000 - 1), 1 - 0.2 * (anatomy / 1000 - 1),
+                  smooth + 0.1 * (anatomy / 1000 - 1)):
+        got = qa.b1_statistics(wrong, head, anatomy_seen)
+        assert qa.flagged(got["b1_anatomy_correlation"],
+                          qa.THRESHOLDS["b1_anatomy_correlation"]), got
     percent_by_mistake = qa.b1_statistics(smooth * 100, head)
     assert qa.flagged(percent_by_mistake["b1_p99"], qa.THRESHOLDS["b1_p99"])
     assert qa.flagged(qa.b1_statistics(smooth * 0.5, head)["b1_p01"], qa.THRESHOLDS["b1_p01"])
+    assert "b1_anatomy_correlation" not in qa.b1_statistics(smooth, head)
 
 
 def _vfa(fa, seed, snr=40.0, shape=(20, 20, 10)):

@@ -364,7 +364,8 @@ def test_qa_table_of_a_clean_phantom_is_complete_and_raises_no_flag(phantom_runs
     for ses, state in states:                       # every state has its T1, fit and SNR rows
         got = set(df[(df.session_id == ses) & (df.contrast_state == state)].metric)
         assert {"nawm_t1_s", "vfa_systematic_residual", "snr_t1w", "registration_ncc",
-                "b1_p01", "b1_p99", "b1_roughness"} <= got, (ses, state, got)
+                "b1_p01", "b1_p99", "b1_noise_sd",
+                "b1_anatomy_correlation"} <= got, (ses, state, got)
     base = f"ses-{plan.baseline_session}"
     assert set(df[df.metric == "nawm_r1_change"].session_id) == {
         f"ses-{s.session}" for s in plan.states if not s.is_post} - {base}
