@@ -16,6 +16,7 @@ import time
 
 from .config import ANATOMIES, B1_METHODS, PRESETS
 from .dataset import simulate_dataset
+from .sites import simulate_cohort
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lesion-derivative", choices=["mask", "dseg", "both"])
     g.add_argument("--identifying-fields", action="store_true", default=None,
                    help="plant identifying DICOM fields in the sidecars (privacy tests)")
+    g = p.add_argument_group("multi-site cohort (bids_agquant.simulate.sites)")
+    g.add_argument("--multisite", action="store_true",
+                   help="three sites (3 T, 1.5 T, 3 T; their own scanners, B1 patterns, gains, "
+                        "SNR, VFA protocols and T1 biases) merged into one dataset with "
+                        "participants.tsv site; the options above apply to every site first")
+    g.add_argument("--participants-per-site", type=int, default=1,
+                   help="participants of each site with --multisite (default 1)")
     return p
 
 
@@ -98,7 +106,25 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = vars(build_parser().parse_args(argv))
     out, truth, preset, overwrite = args.pop("out"), args.pop("truth"), args.pop("preset"), args.pop("overwrite")
+    multisite, per_site = args.pop("multisite"), args.pop("participants_per_site")
     t0 = time.perf_counter()
+    if multisite:
+        settings = {k: v for k, v in args.items() if v is not None}
+        if "n_participants" in settings:
+            print("bids-agquant-simulate: error: --participants does not apply with --multisite "
+                  "(use --participants-per-site)", file=sys.stderr)
+            return 64
+        try:
+            record = simulate_cohort(out, truth_dir=truth, preset=preset, overwrite=overwrite,
+                                     participants_per_site=per_site,
+                                     seed=settings.pop("seed", 0), **settings)
+        except (ValueError, FileExistsError) as exc:
+            print(f"bids-agquant-simulate: error: {exc}", file=sys.stderr)
+            return 64
+        n = sum(len(s["participants"]) for s in record["sites"])
+        print(f"wrote {out} ({len(record['sites'])} sites, {n} participants) and truth "
+              f"{truth or str(out).rstrip('/') + '_truth'} in {time.perf_counter() - t0:.1f} s")
+        return 0
     try:
         result = simulate_dataset(out, truth_dir=truth, preset=preset, overwrite=overwrite,
                                   command=shlex.join(["bids-agquant-simulate", *argv]),

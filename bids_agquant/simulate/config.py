@@ -96,7 +96,8 @@ def default_sessions(labels: Sequence[str] = ("D0", "D1", "D8", "D28"),
 
 #: Settings added after datasets were committed: recorded in the truth only when set, so that a
 #: dataset made without them records exactly what it did before.
-_RECORDED_WHEN_SET = ("participant_uptake_sd",)
+_RECORDED_WHEN_SET = ("participant_uptake_sd", "site", "manufacturer", "manufacturers_model_name",
+                      "vfa_flip_scale")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,14 @@ class PhantomConfig:
     dotarem_followup_ratio: tuple[float, float] = (0.85, 1.15)
     lesion_derivative: str = "mask"   # "mask" | "dseg" | "both"
     mask_space: str | None = None     # e.g. "orig" -> ..._space-orig_label-metastasis_mask
+    # site effects (a multi-site cohort merges one dataset per site: bids_agquant.simulate.sites)
+    site: str | None = None           # participants.tsv ``site`` of every participant (None: none)
+    manufacturer: str = "bids_agquant digital phantom"      # sidecar ``Manufacturer``
+    manufacturers_model_name: str = "SPGR simulator"        # sidecar ``ManufacturersModelName``
+    # actual over nominal flip angle of the VFA protocol on top of the B1+ map (slice or slab
+    # profile, transmit calibration of that sequence): the sidecars state the nominal angles and
+    # the B1 map does not show it, so the VFA T1 is biased by about vfa_flip_scale^2 - 1
+    vfa_flip_scale: float = 1.0
     # metadata
     identifying_fields: bool = False  # plant PatientName etc. in sidecars (privacy tests)
     seed: int = 0
@@ -184,6 +193,10 @@ class PhantomConfig:
             raise ValueError(f"lesion_shape must be 'sphere' or 'ellipsoid', got {self.lesion_shape!r}")
         if self.lesion_derivative not in ("mask", "dseg", "both"):
             raise ValueError("lesion_derivative must be 'mask', 'dseg' or 'both'")
+        if not 0.5 <= self.vfa_flip_scale <= 1.5:
+            raise ValueError(f"vfa_flip_scale must lie in 0.5-1.5, got {self.vfa_flip_scale}")
+        if self.site is not None and not str(self.site).isalnum():
+            raise ValueError(f"site must be alphanumeric, got {self.site!r}")
         if len(self.vfa_flip_angles_deg) < 2:
             raise ValueError("vfa_flip_angles_deg: give two or more flip angles")
         if sorted(set(self.axis_codes)) != sorted(self.axis_codes) or len(self.axis_codes) != 3:
@@ -209,7 +222,7 @@ class PhantomConfig:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in _RECORDED_WHEN_SET and not v:
+            if f.name in _RECORDED_WHEN_SET and v == f.default:
                 continue
             if f.name == "sessions":
                 v = [dict(label=s.label, day=s.day, pre=s.pre, agent=s.agent,

@@ -243,8 +243,8 @@ def _sidecar_common(cfg: PhantomConfig, sub: str, date: str) -> dict:
         "Modality": "MR",
         "MagneticFieldStrength": cfg.field_strength_t,
         "ImagingFrequency": round(42.577478 * cfg.field_strength_t, 4),
-        "Manufacturer": "bids_agquant digital phantom",
-        "ManufacturersModelName": "SPGR simulator",
+        "Manufacturer": cfg.manufacturer,
+        "ManufacturersModelName": cfg.manufacturers_model_name,
         "SoftwareVersions": f"phantom model {PHANTOM_MODEL_VERSION}",
         "MRAcquisitionType": "3D",
         "ScanningSequence": "GR",
@@ -359,7 +359,8 @@ def _draw_demographics(cfg: PhantomConfig, pi: int, sub: str, dose: float, tumor
     rng_demo = _rng(cfg, pi, _DEMOGRAPHICS)
     return {"participant_id": f"sub-{sub}", "age": int(rng_demo.integers(38, 78)),
             "sex": str(rng_demo.choice(["F", "M"])), "weight_kg": round(float(rng_demo.uniform(50, 95)), 1),
-            "dose_mg_per_kg": dose, "primary_tumor": tumor}
+            "dose_mg_per_kg": dose, "primary_tumor": tumor,
+            **({"site": cfg.site} if cfg.site is not None else {})}
 
 
 def _kept_sessions(cfg: PhantomConfig, sub: str) -> tuple[SessionSpec, ...]:
@@ -429,7 +430,8 @@ def _write_vfa(cfg, pi, sub, out, head, lesions, acq: _Acq, states, common,
     the images written."""
     spec = acq.spec
     sig, conc = render(head, lesions, acq.pose, acq.b1, acq.vfa_grid, states,
-                       cfg.vfa_flip_angles_deg, cfg.vfa_tr_s, pv_step_mm=cfg.pv_step_mm,
+                       [fa * cfg.vfa_flip_scale for fa in cfg.vfa_flip_angles_deg], cfg.vfa_tr_s,
+                       pv_step_mm=cfg.pv_step_mm,
                        chunk_points=cfg.chunk_points, with_conc=True)
     acq.vfa_conc = conc
     vfa_files = []
@@ -776,8 +778,10 @@ def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -
         "GeneratedBy": [{"Name": GENERATOR_NAME, "Version": PHANTOM_MODEL_VERSION,
                          "Description": f"bids_agquant.simulate, seed {cfg.seed}"}],
     })
-    bidsio.write_tsv(out / "participants.tsv", part_rows,
-                     ["participant_id", "age", "sex", "weight_kg", "dose_mg_per_kg", "primary_tumor"])
+    columns = ["participant_id", "age", "sex", "weight_kg", "dose_mg_per_kg", "primary_tumor"]
+    if any("site" in r for r in part_rows):
+        columns.append("site")
+    bidsio.write_tsv(out / "participants.tsv", part_rows, columns)
     bidsio.write_json(out / "participants.json", {
         "age": {"Description": "age at inclusion", "Units": "year"},
         "sex": {"Description": "sex", "Levels": {"F": "female", "M": "male"}},
@@ -786,6 +790,8 @@ def _write_dataset_files(cfg: PhantomConfig, out: Path, part_rows: list[dict]) -
         "primary_tumor": {"Description": "primary cancer",
                           "Levels": {"NSCLC": "non-small-cell lung cancer", "breast": "breast cancer",
                                      "melanoma": "melanoma", "colon": "colorectal cancer"}},
+        **({"site": {"Description": "imaging site (centre) of the participant's sessions"}}
+           if any("site" in r for r in part_rows) else {}),
     })
     bidsio.write_json(out / "sessions.json", {
         "acq_time": {"Description": "acquisition date and time of the session (date-shifted)"},
