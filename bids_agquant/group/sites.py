@@ -145,4 +145,21 @@ def qa_by_site(sites: pd.DataFrame, qa: pd.DataFrame) -> list[dict]:
             v = v[np.isfinite(v)]
             row[col] = float(np.median(v)) if v.size else None
         out.append(row)
+    _relative_to_field(out)
     return out
+
+
+def _relative_to_field(rows: list[dict]) -> None:
+    """``nawm_t1_relative_to_field``: each row's NAWM T1 median over the median of those of
+    every row at the same field strength. The VFA T1 of one phantom differs between platforms
+    by 11-23 % (Bane et al. 2018, MRM), and healthy white matter is a phantom every session
+    carries: a site far from the others at its field strength reads T1 (and concentration)
+    with a bias of its own."""
+    for row in rows:
+        peers = [r["nawm_t1_median_s"] for r in rows
+                 if r["magnetic_field_strength_t"] == row["magnetic_field_strength_t"]
+                 and r["magnetic_field_strength_t"] is not None
+                 and r["nawm_t1_median_s"] is not None]
+        own = row["nawm_t1_median_s"]
+        row["nawm_t1_relative_to_field"] = (float(own / np.median(peers))
+                                            if own is not None and peers else None)

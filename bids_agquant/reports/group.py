@@ -318,8 +318,8 @@ def _section_sites(analysis, figures: dict, group_dir: Path) -> tuple[str, str, 
     body = H.table_html(["site", "manufacturer", "manufacturers_model_name",
                          "magnetic_field_strength_t", "n_participants", "n_sessions",
                          "n_sessions_with_qa", "n_sessions_flagged", "flagged_metrics",
-                         "nawm_t1_median_s", "snr_t1w_median", "registration_ncc_median",
-                         "vfa_systematic_residual_median"], site_rows, _HEAD("qa_by_site"),
+                         "nawm_t1_median_s", "nawm_t1_relative_to_field", "snr_t1w_median",
+                         "registration_ncc_median", "vfa_systematic_residual_median"], site_rows, _HEAD("qa_by_site"),
                         highlight=lambda r: "flag" if r.get("n_sessions_flagged") else None)
     if flagged:
         body += ("<p>Sessions with a QA flag (kept in the statistics unless "

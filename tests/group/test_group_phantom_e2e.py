@@ -125,8 +125,15 @@ def test_sites_scanners_and_site_effects_in_the_group_tables(cohort):
         # the site's VFA T1 bias is what the NAWM T1 shows (white matter T1 0.85 s)
         expected = 0.85 * _apparent_t1_ratio(cfg)
         assert float(row["nawm_t1_median_s"]) == pytest.approx(expected, rel=0.04), site
-    # the biases differ between the sites: 3 T site C reads white matter > 10 % longer than A
+    # the biases differ between the sites: 3 T site C reads white matter > 10 % longer than A,
+    # which the field-relative column shows against the 3 T median (B is alone at 1.5 T)
     assert float(by_site["C"]["nawm_t1_median_s"]) > 1.1 * float(by_site["A"]["nawm_t1_median_s"])
+    ratio = {s: _apparent_t1_ratio(c) for s, c in truth_cfg.items()}
+    assert float(by_site["B"]["nawm_t1_relative_to_field"]) == 1.0
+    for site in ("A", "C"):
+        expected = ratio[site] / np.median([ratio["A"], ratio["C"]])
+        assert float(by_site[site]["nawm_t1_relative_to_field"]) == pytest.approx(expected,
+                                                                                  rel=0.03)
     cohort_rows = _rows(out / "cohort_lesions.tsv")
     site_of = {f"sub-{p}": s["label"] for s in record["sites"] for p in s["participants"]}
     for r in cohort_rows:
