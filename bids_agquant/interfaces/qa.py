@@ -51,7 +51,11 @@ class _QAInputSpec(BaseInterfaceInputSpec):
     r1_files = InputMultiObject(File(exists=True), desc="R1 maps of the states (reference space)")
     r1_items = traits.List(traits.Dict, desc="per R1 map: session_id, contrast_state, pre "
                                              "(bool), baseline (bool), field_strength_t")
-    t1w_items = traits.List(traits.Dict, desc="session_id, contrast_state, path (native T1w)")
+    t1w_items = traits.List(traits.Dict, desc="session_id, contrast_state, path (native T1w), "
+                                              "transform (index into t1w_transforms, or None "
+                                              "for the reference T1w)")
+    t1w_transforms = InputMultiObject(File(exists=True), desc="T_ref<-T1w of the registered "
+                                                               "T1w images")
     probseg_files = InputMultiObject(File(exists=True), desc="tissue probabilities, "
                                                              "TISSUE_CLASSES order")
     brain_mask_file = File(exists=True)
@@ -74,16 +78,27 @@ def _row(pid, where: dict, item: str, metric: str, value, field_strength_t=None)
             "qa_flag": qa.flagged(v, t)}
 
 
-def t1w_snr(path) -> float:
-    """SNR of a native T1w: the median of its bright tissue (above the Otsu threshold of the
-    head, where white matter lies on a T1w) over :func:`image_noise_sd` in the head."""
+def t1w_snr(path, nawm=None, nawm_affine=None, transform=None) -> float:
+    """SNR of a native T1w: its median over normal-appearing white matter over its noise SD
+    (:func:`image_noise_sd`) in the same voxels, a homogeneous tissue where the second
+    differences see noise and not anatomy (over the whole head, edges inflate the SD: by 50 % on
+    a 3 mm grid). ``nawm``: the NAWM mask on the reference grid (``nawm_affine``), brought onto
+    the T1w's own grid (nearest neighbour) through ``transform`` (T_ref<-T1w, the
+    registration's; None: the T1w is the reference or shares its world). Without a NAWM mask,
+    the bright tissue above the head's Otsu threshold and the head's noise SD stand in."""
     data, aff, _ = G.load(path)
     head = signal_mask(data)
     values = data[head & np.isfinite(data)]
     if values.size < 100:
         return math.nan
-    bright = head & (data > otsu_threshold(values))
-    return qa.snr(data, bright, image_noise_sd(data, head, pure_geometry.voxel_sizes(aff)))
+    spacing = pure_geometry.voxel_sizes(aff)
+    if nawm is None:
+        return qa.snr(data, head & (data > otsu_threshold(values)),
+                      image_noise_sd(data, head, spacing))
+    to_ref = None if transform is None else np.linalg.inv(G.read_transform(transform))
+    region = head & (pure_geometry.resample(nawm.astype(np.uint8), nawm_affine, data.shape, aff,
+                                            to_ref, order=0) > 0)
+    return qa.snr(data, region, image_noise_sd(data, region, spacing))
 
 
 def qa_rows(pid: str, records, r1_maps, t1w_snrs, nawm, spacing_mm) -> list[dict]:
@@ -130,7 +145,7 @@ class SessionQA(SimpleInterface):
         files = list(inp.record_files) if isdefined(inp.record_files) else []
         for f, meta in zip(files, inp.record_items):
             records.append((_where(meta), meta["item"], json.loads(Path(f).read_text())))
-        nawm, spacing, r1_maps = None, (1.0, 1.0, 1.0), []
+        nawm, nawm_aff, spacing, r1_maps = None, None, (1.0, 1.0, 1.0), []
         r1_files = list(inp.r1_files) if isdefined(inp.r1_files) else []
         if r1_files and isdefined(inp.probseg_files) and isdefined(inp.brain_mask_file):
             wm, aff, _ = G.load(list(inp.probseg_files)[TISSUE_CLASSES.index("WM")])
@@ -139,11 +154,14 @@ class SessionQA(SimpleInterface):
             if isdefined(inp.lesion_labels_file):
                 lesions = G.load(inp.lesion_labels_file)[0] > 0
             spacing = pure_geometry.voxel_sizes(aff)
-            nawm = qa.nawm_mask(wm, brain > 0, lesions, spacing)
+            nawm, nawm_aff = qa.nawm_mask(wm, brain > 0, lesions, spacing), aff
             for f, meta in zip(r1_files, inp.r1_items):
                 r1_maps.append((_where(meta), G.load(f)[0], bool(meta["pre"]),
                                 bool(meta["baseline"]), meta.get("field_strength_t")))
-        snrs = [(_where(m), t1w_snr(m["path"])) for m in inp.t1w_items]
+        xfms = list(inp.t1w_transforms) if isdefined(inp.t1w_transforms) else []
+        snrs = [(_where(m), t1w_snr(m["path"], nawm, nawm_aff,
+                                    None if m.get("transform") is None else xfms[m["transform"]]))
+                for m in inp.t1w_items]
         rows = qa_rows(inp.participant_id, records, r1_maps, snrs, nawm, spacing)
         # the plan's order of sessions and states (the items are listed in it), then metric, item
         order = {}

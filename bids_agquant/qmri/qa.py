@@ -43,8 +43,10 @@ Normal-appearing white matter (NAWM), :func:`nawm_mask`
     root mean square over the angles.  Noise averages out over thousands of voxels; a wrong
     nominal flip angle, TR or scaling of one image leaves a misfit of the same sign everywhere.
 ``snr_t1w``, ``snr_t1w_relative``
-    The T1w's NAWM median over its noise SD (:func:`bids_agquant.qmri.uncertainty.image_noise_sd`
-    on its native grid), and that SNR over the median SNR of the participant's T1w images:
+    The T1w's NAWM median over its noise SD, both on its native grid (the NAWM mask brought
+    onto it through the T1w's registration; the SD by
+    :func:`bids_agquant.qmri.uncertainty.image_noise_sd` over the NAWM, a homogeneous tissue),
+    and that SNR over the median SNR of the participant's T1w images:
     a session much noisier than the participant's others (coil element off, wrong protocol).
 ``registration_ncc``
     Every rigid registration: normalised cross-correlation of the fixed image and the moving

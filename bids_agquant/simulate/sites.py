@@ -31,13 +31,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..qmri.spgr import spgr_signal
+from ..qmri.vfa import VFAModel
 from . import bidsio
 from .config import make_config
 from .dataset import simulate_dataset
 
-__all__ = ["SiteSpec", "SITES", "simulate_cohort", "site_of"]
+__all__ = ["SiteSpec", "SITES", "simulate_cohort", "site_of", "apparent_t1_ratio"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,21 @@ def simulate_cohort(out_dir, *, truth_dir=None, sites=SITES, participants_per_si
                   settings=_jsonable(settings), bids_dir=os.path.relpath(out, truth_root))
     bidsio.write_json(truth_root / "cohort.json", record)
     return record
+
+
+def apparent_t1_ratio(config: dict, t1_s: float = 0.85, b1: float = 1.0) -> float:
+    """The VFA T1 bias of a protocol: apparent over true T1 of tissue of T1 ``t1_s`` at B1+
+    factor ``b1`` when the actual flip angles are ``vfa_flip_scale`` times the nominal ones
+    (noiseless SPGR signals fitted with the nominal angles and the B1 map). ``config``: a
+    truth's ``config`` record or a site's settings (``vfa_flip_angles_deg``, ``vfa_tr_s`` and
+    ``vfa_flip_scale``, defaults those of :class:`~bids_agquant.simulate.config.PhantomConfig`)."""
+    default = make_config()
+    flips = np.asarray(config.get("vfa_flip_angles_deg", default.vfa_flip_angles_deg), float)
+    tr = float(config.get("vfa_tr_s", default.vfa_tr_s))
+    k = float(config.get("vfa_flip_scale", default.vfa_flip_scale))
+    signal = spgr_signal(np.ones(1), np.full(1, t1_s), flips * k, tr, np.full(1, b1))
+    fit = VFAModel(flips, tr).fit(signal, b1=np.full(1, b1))
+    return float(fit.t1.ravel()[0]) / t1_s
 
 
 def site_of(cohort: dict, participant: str) -> dict:

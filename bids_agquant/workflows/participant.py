@@ -325,15 +325,17 @@ def _add_qa(b: _Build, reg_wfs, vfa_wfs, lesions) -> None:
                                table_path=str(b.paths["participant"]["qa_table"])),
                    name="ds_qa_table", mem_gb=b.mem["sink"], n_procs=1)
     b.wf.connect(node, "rows_file", sink, "rows_file")
-    records, record_items, r1s, r1_items, t1w_items = [], [], [], [], []
+    records, record_items, r1s, r1_items, t1w_items, t1w_xfms = [], [], [], [], [], []
     for s in plan.states:
         label = state_label(s)
         where = {"session_id": f"ses-{s.session}", "contrast_state": s.agent_label or "pre"}
         if s.t1w is not None:
-            t1w_items.append({**where, "path": str(s.t1w)})
+            t1w_items.append({**where, "path": str(s.t1w), "transform": None})
             if s.t1w != b.ref:
                 records.append((reg_wfs[label], "outputnode.t1w_qa"))
                 record_items.append({**where, "item": "t1w_to_reference"})
+                t1w_items[-1]["transform"] = len(t1w_xfms)
+                t1w_xfms.append((reg_wfs[label], "outputnode.t1w_transform"))
         if label in vfa_wfs:
             records.append((reg_wfs[label], "outputnode.vfa_qa"))
             record_items.append({**where, "item": "vfa_to_t1w"})
@@ -345,7 +347,8 @@ def _add_qa(b: _Build, reg_wfs, vfa_wfs, lesions) -> None:
     node.inputs.record_items = record_items
     node.inputs.r1_items = r1_items
     node.inputs.t1w_items = t1w_items
-    for field, sources in (("record_files", records), ("r1_files", r1s)):
+    for field, sources in (("record_files", records), ("r1_files", r1s),
+                           ("t1w_transforms", t1w_xfms)):
         if not sources:
             continue
         merge = pe.Node(niu.Merge(len(sources)), name=f"merge_qa_{field}",

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from bids_agquant.bids.evidence import SOURCE_SESSIONS_TSV
-from bids_agquant.qmri.spgr import spgr_signal
-from bids_agquant.qmri.vfa import VFAModel
 from bids_agquant.reports.participant import find_maps
+from bids_agquant.simulate.sites import apparent_t1_ratio
 
 pytestmark = pytest.mark.slow
 
@@ -97,17 +96,6 @@ def test_roles_controls_and_reports(cohort):
         assert f'href="../{p}.html"' in html
 
 
-def _apparent_t1_ratio(site_config):
-    """Apparent over true T1 of a VFA protocol whose actual flip angles are ``vfa_flip_scale``
-    times the nominal ones: the noiseless white-matter signals fitted with the nominal angles."""
-    fa = np.asarray(site_config["vfa_flip_angles_deg"], float)
-    t1 = 0.85
-    sig = spgr_signal(np.ones(1), np.full(1, t1), fa * site_config.get("vfa_flip_scale", 1.0),
-                      site_config["vfa_tr_s"])
-    r1 = VFAModel(fa, site_config["vfa_tr_s"]).fit(sig.reshape(1, 1, 1, -1)).r1
-    return float(1.0 / r1.ravel()[0]) / t1
-
-
 def test_sites_scanners_and_site_effects_in_the_group_tables(cohort):
     out, record = cohort / "out" / "group", _cohort_truth(cohort)
     truth_cfg = {s["label"]: json.loads((cohort / "truth" / s["truth_dir"] /
@@ -123,12 +111,12 @@ def test_sites_scanners_and_site_effects_in_the_group_tables(cohort):
         assert float(row["magnetic_field_strength_t"]) == cfg["field_strength_t"]
         assert int(row["n_participants"]) == 1 and int(row["n_sessions"]) == len(SESSIONS)
         # the site's VFA T1 bias is what the NAWM T1 shows (white matter T1 0.85 s)
-        expected = 0.85 * _apparent_t1_ratio(cfg)
+        expected = 0.85 * apparent_t1_ratio(cfg)
         assert float(row["nawm_t1_median_s"]) == pytest.approx(expected, rel=0.04), site
     # the biases differ between the sites: 3 T site C reads white matter > 10 % longer than A,
     # which the field-relative column shows against the 3 T median (B is alone at 1.5 T)
     assert float(by_site["C"]["nawm_t1_median_s"]) > 1.1 * float(by_site["A"]["nawm_t1_median_s"])
-    ratio = {s: _apparent_t1_ratio(c) for s, c in truth_cfg.items()}
+    ratio = {s: apparent_t1_ratio(c) for s, c in truth_cfg.items()}
     assert float(by_site["B"]["nawm_t1_relative_to_field"]) == 1.0
     for site in ("A", "C"):
         expected = ratio[site] / np.median([ratio["A"], ratio["C"]])
@@ -160,6 +148,6 @@ def test_site_vfa_bias_propagates_to_concentration_as_predicted(cohort):
         m = m[m.measurable_true.astype(str).str.lower().eq("true")
               & (m.axial_diameter_mm >= 10)]
         assert len(m) >= 4, site["label"]
-        predicted = 1.0 / _apparent_t1_ratio(truth.meta["config"])
+        predicted = 1.0 / apparent_t1_ratio(truth.meta["config"])
         got = float(np.median(m.conc_mean_mM / m.conc_vfa_mM))
         assert got == pytest.approx(predicted, rel=0.06), (site["label"], got, predicted)
