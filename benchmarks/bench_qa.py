@@ -76,6 +76,16 @@ def run(bids: Path, out: Path, work: Path, nprocs: int, log: Path) -> None:
         raise SystemExit(f"{bids}: pipeline failed (exit {res['code']}), see {log}")
 
 
+def rerun(tmp: Path, name: str, nprocs: int) -> None:
+    """Run phantom ``name`` again on its kept work dir. nipype caches a node by its inputs, not
+    by its code, so the QA nodes (FitVFA's QA comes with the fit, which is kept) are removed
+    first: session_qa is always recomputed."""
+    for node in (tmp / f"{name}_work").rglob("session_qa"):
+        shutil.rmtree(node)
+    run(tmp / f"{name}_bids", tmp / f"{name}_out", tmp / f"{name}_work", nprocs,
+        tmp / f"{name}_rerun.log")
+
+
 def registration_scores(work: Path) -> list[dict]:
     """Every registration node of a run: NCC of its result and with the transform 15 deg off."""
     rows = []
@@ -180,9 +190,8 @@ def main(argv=None) -> int:
     if not args.only_faults:
         for name in PHANTOMS:
             run_phantom(name, tmp, reuse=args.reuse, nprocs=args.nprocs)
-            if args.reuse:             # nipype caches by inputs: refresh what changed
-                run(tmp / f"{name}_bids", tmp / f"{name}_out", tmp / f"{name}_work",
-                    args.nprocs, tmp / f"{name}_rerun.log")
+            if args.reuse:
+                rerun(tmp, name, args.nprocs)
             clean_tables[name] = qa_table(tmp / f"{name}_out")
             reg_rows += [{"phantom": name, **r} for r in registration_scores(tmp / f"{name}_work")]
             print(name, flags(clean_tables[name]), flush=True)
@@ -193,7 +202,9 @@ def main(argv=None) -> int:
         if qb.exists():
             shutil.rmtree(qb)
         simulate_dataset(qb, truth_dir=tmp / "Q_truth", **FAULT_PHANTOM)
-    run(qb, tmp / "Q_out", tmp / "Q_work", args.nprocs, tmp / "Q.log")
+        run(qb, tmp / "Q_out", tmp / "Q_work", args.nprocs, tmp / "Q.log")
+    else:
+        rerun(tmp, "Q", args.nprocs)
     clean_tables["Q"] = qa_table(tmp / "Q_out")
     reg_rows += [{"phantom": "Q", **r} for r in registration_scores(tmp / "Q_work")]
     fault_rows = []

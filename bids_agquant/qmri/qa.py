@@ -18,13 +18,16 @@ Normal-appearing white matter (NAWM), :func:`nawm_mask`
 ``nawm_r1_pattern``
     Every state with a T1 map but the baseline: a full quadratic in x, y, z fitted by least
     squares to the ratio R1 / baseline R1 over NAWM (refitted once without voxels beyond
-    :data:`PATTERN_TRIM_SD` robust SDs), divided by its median; the metric is half the 5-95
-    percentile spread of the fitted quadratic over NAWM.  A B1 map that does not belong to the
-    session (another session's, a misregistered one) leaves a smooth spatial pattern in that
-    ratio, which a quadratic follows (transmit fields are smooth); voxel noise hardly moves ten
-    coefficients fitted to tens of thousands of voxels, and a uniform change (the blood pool
-    after contrast) is divided out.  (A Gaussian-smoothed ratio was tried first: its spread
-    followed the noise level, 0.006 to 0.017 on correct phantoms.)
+    :data:`PATTERN_TRIM_SD` robust SDs), divided by its median; half the 5-95 percentile spread
+    of the fitted quadratic over NAWM, less (in quadrature) the spread the noise alone gives
+    (:data:`PATTERN_NOISE_BLOCK_MM`: the quadratic refitted to the residuals with random signs
+    per block, which keeps the noise's spatial correlation and destroys any smooth pattern).
+    A B1 map that does not belong to the session (another session's, a misregistered one)
+    leaves a smooth spatial pattern in that ratio, which a quadratic follows (transmit fields
+    are smooth); a uniform change (the blood pool after contrast) is divided out.  (A
+    Gaussian-smoothed ratio was tried first: its spread followed the noise level, 0.006 to
+    0.017 on correct phantoms; the quadratic's spread without the noise floor still reached
+    0.012 on a correct 4 x 4 x 5 mm VFA at SNR 30.)
 ``b1_p01``, ``b1_p99``, ``b1_noise_sd``, ``b1_anatomy_correlation``
     The B1+ factor the fit used, over the head voxels of the VFA grid
     (:func:`b1_statistics`): its 1st and 99th percentiles against the plausible range of head
@@ -68,7 +71,8 @@ from scipy import ndimage
 from bids_agquant.qmri.uncertainty import MAD_TO_SD
 
 __all__ = ["Threshold", "THRESHOLDS", "NAWM_T1_RANGES_S", "NAWM_MIN_PROBABILITY",
-           "LESION_MARGIN_MM", "PATTERN_TRIM_SD", "LAPLACIAN_NOISE_GAIN",
+           "LESION_MARGIN_MM", "PATTERN_TRIM_SD", "PATTERN_NOISE_BLOCK_MM",
+           "PATTERN_NOISE_DRAWS", "PATTERN_NOISE_FACTOR", "LAPLACIAN_NOISE_GAIN",
            "FINE_STRUCTURE_SIGMA_VOXELS", "METRIC_ORDER", "metric_rank", "threshold_for",
            "high_text", "flagged",
            "thresholds_markdown", "nawm_mask", "nawm_t1_median", "r1_change", "r1_pattern",
@@ -82,6 +86,14 @@ LESION_MARGIN_MM = 5.0
 #: ``nawm_r1_pattern`` refits the quadratic without voxels whose residual exceeds this many
 #: robust SDs.
 PATTERN_TRIM_SD = 3.0
+#: ``nawm_r1_pattern``'s noise floor: the quadratic refitted to the residuals with a random sign
+#: per block of this size (mm), :data:`PATTERN_NOISE_DRAWS` times (seeded), RMS of the spreads,
+#: times :data:`PATTERN_NOISE_FACTOR`, taken off in quadrature.  The factor: on states whose
+#: true ratio is uniform (a Dotarem state against its own session's pre-contrast state) the
+#: spread was 1.5-2.6 times the sign-flip RMS (VFA 2 x 2 x 3 to 4 x 4 x 5 mm, SNR 30-55).
+PATTERN_NOISE_BLOCK_MM = 6.0
+PATTERN_NOISE_DRAWS = 16
+PATTERN_NOISE_FACTOR = 2.0
 #: Gain of the 7-point Laplacian on white noise: its output SD over the input SD, sqrt(6^2 + 6).
 LAPLACIAN_NOISE_GAIN = math.sqrt(42.0)
 #: ``b1_anatomy_correlation`` compares what is left of each image after a Gaussian smoothing of
@@ -244,22 +256,42 @@ def _quadratic_terms(points_mm) -> np.ndarray:
     return np.stack([np.ones_like(x), x, y, z, x * x, y * y, z * z, x * y, x * z, y * z], axis=1)
 
 
+def _half_spread(fitted, median) -> float:
+    p5, p95 = np.percentile(fitted, [5, 95])
+    return float(0.5 * (p95 - p5) / median)
+
+
 def r1_pattern(r1, r1_baseline, nawm, spacing_mm) -> float:
     """Half the 5-95 % spread over NAWM of the quadratic fitted to the NAWM R1 ratio, relative
-    to its median (see the module docstring; NaN with fewer than 100 common voxels)."""
+    to its median, beyond what the noise alone gives (see the module docstring; NaN with fewer
+    than 100 common voxels)."""
     ratio, ok = _ratio(r1, r1_baseline, nawm)
     if ok.sum() < 100:
         return math.nan
-    terms = _quadratic_terms(np.argwhere(ok) * np.asarray(spacing_mm, np.float64))
+    points = np.argwhere(ok) * np.asarray(spacing_mm, np.float64)
+    terms = _quadratic_terms(points)
     values = ratio[ok]
     coef = np.linalg.lstsq(terms, values, rcond=None)[0]
     residual = values - terms @ coef
     keep = np.abs(residual) <= PATTERN_TRIM_SD * MAD_TO_SD * np.median(np.abs(residual))
-    if keep.sum() >= 100:       # once more without the outliers (vessels, edges, misfits)
-        coef = np.linalg.lstsq(terms[keep], values[keep], rcond=None)[0]
+    if keep.sum() < 100:
+        keep = np.ones_like(keep)
+    coef = np.linalg.lstsq(terms[keep], values[keep], rcond=None)[0]   # without the outliers
     fitted = terms @ coef
-    p5, p50, p95 = np.percentile(fitted, [5, 50, 95])
-    return float(0.5 * (p95 - p5) / p50)
+    median = float(np.median(fitted))
+    spread = _half_spread(fitted, median)
+    # the noise's own spread: the quadratic fitted to the residuals with a random sign per
+    # block (the noise's spatial correlation kept, any smooth pattern destroyed)
+    residual = (values - fitted)[keep]
+    _, block = np.unique(np.floor(points[keep] / PATTERN_NOISE_BLOCK_MM).astype(np.int64),
+                         axis=0, return_inverse=True)
+    block = block.ravel()
+    rng = np.random.default_rng(0)
+    noise = [_half_spread(terms @ np.linalg.lstsq(
+                 terms[keep], rng.choice((-1.0, 1.0), block.max() + 1)[block] * residual,
+                 rcond=None)[0], median) for _ in range(PATTERN_NOISE_DRAWS)]
+    floor = PATTERN_NOISE_FACTOR * float(np.sqrt(np.mean(np.square(noise))))
+    return float(np.sqrt(max(spread * spread - floor * floor, 0.0)))
 
 
 def _gaussian_within(values, mask, sigma_voxels: float) -> np.ndarray:
