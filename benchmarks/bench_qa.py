@@ -78,10 +78,11 @@ def run(bids: Path, out: Path, work: Path, nprocs: int, log: Path) -> None:
 
 def rerun(tmp: Path, name: str, nprocs: int) -> None:
     """Run phantom ``name`` again on its kept work dir. nipype caches a node by its inputs, not
-    by its code, so the QA nodes (FitVFA's QA comes with the fit, which is kept) are removed
-    first: session_qa is always recomputed."""
-    for node in (tmp / f"{name}_work").rglob("session_qa"):
-        shutil.rmtree(node)
+    by its code, so the nodes that compute QA metrics (the VFA fits and session_qa) are removed
+    first and recomputed, with everything downstream of them."""
+    for pattern in ("session_qa", "fit_vfa"):
+        for node in list((tmp / f"{name}_work").rglob(pattern)):
+            shutil.rmtree(node)
     run(tmp / f"{name}_bids", tmp / f"{name}_out", tmp / f"{name}_work", nprocs,
         tmp / f"{name}_rerun.log")
 

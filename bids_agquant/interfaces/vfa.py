@@ -96,7 +96,7 @@ class FitVFA(SimpleInterface):
         metrics = {"vfa_systematic_residual": qa.vfa_systematic_residual(
             signal, fit.predict(), fit.valid & head)}
         if b1 is not None:
-            metrics.update(qa.b1_statistics(b1, head, anatomy=signal.mean(axis=-1)))
+            metrics.update(qa.b1_statistics(b1, head, anatomy=signal))
         qa_file = Path(runtime.cwd, "vfa_qa.json")
         qa_file.write_text(json.dumps(metrics))
         self._results["qa_file"] = str(qa_file)
