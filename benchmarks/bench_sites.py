@@ -82,8 +82,9 @@ def main(argv=None) -> int:
              f"Cohort: preset `{args.preset}`, {args.per_site} participant(s) per site, seed "
              f"{args.seed}. Machine: {machine()}. Code: commit {code_version(REPO)}.", ""]
     if runs:
-        lines += [f"Participant level for all {sum(len(s['participants']) for s in record['sites'])}"
-                  f" participants: {runs['participant']['wall_s']:.0f} s wall; group level "
+        n = sum(len(s["participants"]) for s in record["sites"])
+        lines += [f"Participant level for all {n} participants: "
+                  f"{runs['participant']['wall_s']:.0f} s wall; group level "
                   f"{runs['group']['wall_s']:.1f} s.", ""]
     lines += ["## Sites as simulated", "",
               "| site | scanner | field (T) | B1+ range | gain | SNR | VFA flips (deg) / TR (ms) "

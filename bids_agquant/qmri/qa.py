@@ -40,8 +40,9 @@ Normal-appearing white matter (NAWM), :func:`nawm_mask`
     otherwise gave correct maps -0.2 to -0.3), the largest in magnitude over the images.  A
     transmit field does not follow the anatomy, so a map that does is not a B1 map of this head
     (an anatomical image given as the B1 map, such as the magnitude image a B1 mapping
-    sequence also writes, or a map broken by the tissue it was computed from).  (A roughness relative to the map's spread was tried first: a
-    B1 map computed from AFI images, correct but noisy, scored higher than an anatomical image.)
+    sequence also writes, or a map broken by the tissue it was computed from).  (A roughness
+    relative to the map's spread was tried first: a B1 map computed from AFI images, correct
+    but noisy, scored higher than an anatomical image.)
 ``vfa_systematic_residual``
     The VFA fit's residual that is common to all voxels (:func:`vfa_systematic_residual`): per
     flip angle the median over fitted voxels of (signal - fitted) / mean fitted signal, then the
@@ -328,7 +329,8 @@ def b1_statistics(b1, head, anatomy=None) -> dict:
         images = images[..., None] if images.ndim == 3 else images
         ok = m & np.isfinite(images).all(axis=-1)
         # far enough inside that no smoothed value reaches past the head's edge
-        inner = ndimage.binary_erosion(ok, iterations=int(np.ceil(3 * FINE_STRUCTURE_SIGMA_VOXELS)))
+        inner = ndimage.binary_erosion(
+            ok, iterations=int(np.ceil(3 * FINE_STRUCTURE_SIGMA_VOXELS)))
         fine_b = (b - _gaussian_within(b, ok, FINE_STRUCTURE_SIGMA_VOXELS))[inner]
         best = math.nan
         for i in range(images.shape[-1]):
