@@ -57,6 +57,8 @@ from bids_agquant.reports.figures import STYLE  # noqa: E402
 __all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
 
 LOG = logging.getLogger("bids_agquant.reports")
+#: zlib level of the report's PNG figures (see :func:`_png`).
+PNG_COMPRESS_LEVEL = 1
 
 #: Registry keys (:data:`bids_agquant.bids.derivatives.OUTPUTS`) of the NIfTI outputs the report
 #: reads: the maps per contrast state and the participant's label images.
@@ -144,7 +146,7 @@ def _plane_of(a: np.ndarray, plane: str, index: int) -> np.ndarray:
     """Voxel plane ``index`` of ``plane`` (display.PLANES) of a volume on a canonical grid, as
     ``imshow(origin="lower")`` draws it: the plane's horizontal axis across, vertical up."""
     h, v, cut = V.PLANES[plane]
-    cut2d = np.take(a, index, axis=cut)             # the remaining axes, in order
+    cut2d = a[(slice(None),) * cut + (index,)]      # the remaining axes, in order (a view)
     return cut2d.T if h < v else cut2d
 
 

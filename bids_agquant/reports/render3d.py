@@ -31,7 +31,7 @@ VIEW_EDGES = {"left": ("A", "P", "S", "I"), "right": ("P", "A", "S", "I"),
 #: brain surface: the mask smoothed by a Gaussian of this sigma (mm) before extraction, and
 #: marching cubes' step in voxels (a coarser brain surface draws faster; lesions use step 1)
 BRAIN_SMOOTHING_MM = 2.0
-BRAIN_STEP_MM = 3.0
+BRAIN_STEP_MM = 5.0
 BRAIN_RGBA = (0.55, 0.55, 0.58, 0.10)
 
 
