@@ -76,11 +76,11 @@ def run(bids: Path, out: Path, work: Path, nprocs: int, log: Path) -> None:
         raise SystemExit(f"{bids}: pipeline failed (exit {res['code']}), see {log}")
 
 
-def rerun(tmp: Path, name: str, nprocs: int) -> None:
+def rerun(tmp: Path, name: str, nprocs: int, refresh: bool = True) -> None:
     """Run phantom ``name`` again on its kept work dir. nipype caches a node by its inputs, not
     by its code, so the nodes that compute QA metrics (the VFA fits and session_qa) are removed
     first and recomputed, with everything downstream of them."""
-    for pattern in ("session_qa", "fit_vfa"):
+    for pattern in ("session_qa", "fit_vfa") if refresh else ():
         for node in list((tmp / f"{name}_work").rglob(pattern)):
             shutil.rmtree(node)
     run(tmp / f"{name}_bids", tmp / f"{name}_out", tmp / f"{name}_work", nprocs,
@@ -179,6 +179,9 @@ def main(argv=None) -> int:
                     help="keep the phantoms and work dirs already in --tmp: the pipeline is run "
                          "again on them, recomputing only what the code or inputs changed")
     ap.add_argument("--only-faults", action="store_true")
+    ap.add_argument("--keep-qa", action="store_true",
+                    help="with --reuse, keep the clean phantoms' cached QA nodes (when the QA "
+                         "code has not changed since they ran)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     tmp = args.tmp or Path(tempfile.mkdtemp(prefix="bench_qa_"))
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
         for name in PHANTOMS:
             run_phantom(name, tmp, reuse=args.reuse, nprocs=args.nprocs)
             if args.reuse:
-                rerun(tmp, name, args.nprocs)
+                rerun(tmp, name, args.nprocs, refresh=not args.keep_qa)
             clean_tables[name] = qa_table(tmp / f"{name}_out")
             reg_rows += [{"phantom": name, **r} for r in registration_scores(tmp / f"{name}_work")]
             print(name, flags(clean_tables[name]), flush=True)
@@ -205,7 +208,7 @@ def main(argv=None) -> int:
         simulate_dataset(qb, truth_dir=tmp / "Q_truth", **FAULT_PHANTOM)
         run(qb, tmp / "Q_out", tmp / "Q_work", args.nprocs, tmp / "Q.log")
     else:
-        rerun(tmp, "Q", args.nprocs)
+        rerun(tmp, "Q", args.nprocs, refresh=not args.keep_qa)
     clean_tables["Q"] = qa_table(tmp / "Q_out")
     reg_rows += [{"phantom": "Q", **r} for r in registration_scores(tmp / "Q_work")]
     fault_rows = []
@@ -216,6 +219,9 @@ def main(argv=None) -> int:
         bids = tmp / f"Q_{fault}_bids"
         ses = plant(qb, fault, bids)
         out = tmp / f"Q_{fault}_out"
+        # from scratch: the copy keeps the clean files' times, so a kept work dir would hand
+        # back the clean run's cached QA nodes for the faulty inputs
+        shutil.rmtree(tmp / f"Q_{fault}_work", ignore_errors=True)
         run(bids, out, tmp / f"Q_{fault}_work", args.nprocs, tmp / f"Q_{fault}.log")
         df = qa_table(out)
         hit = df[(df.session_id == ses) & (df.metric == metric)]
