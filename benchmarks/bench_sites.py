@@ -47,11 +47,6 @@ def _cli(args, log: Path) -> dict:
     return res
 
 
-def truths_cfg_scale(truth_root: Path, site: dict) -> float:
-    return float(load_truth(truth_root / site["truth_dir"]).meta["config"].get(
-        "vfa_flip_scale", 1.0))
-
-
 def _fmt(v, spec=".3g"):
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
@@ -91,10 +86,6 @@ def main(argv=None) -> int:
         lines += [f"Participant level for all {n} participants: "
                   f"{runs['participant']['wall_s']:.0f} s wall; group level "
                   f"{runs['group']['wall_s']:.1f} s.", ""]
-    # NAWM read by site A's unbiased protocol: the anatomy's own NAWM T1 (partial volume of a
-    # coarse grid moves it off the white matter value), against which the biases are read
-    unbiased = [s["label"] for s in record["sites"]
-                if truths_cfg_scale(truth_root, s) == 1.0]
     lines += ["## Sites as simulated", "",
               "| site | scanner | field (T) | B1+ range | gain | SNR | VFA flips (deg) / TR (ms) "
               "| flip scale | predicted T1 bias |", "|---|---|---:|---|---|---:|---|---:|---:|"]
@@ -112,6 +103,9 @@ def main(argv=None) -> int:
             f"{1000 * cfg['vfa_tr_s']:g} | {cfg.get('vfa_flip_scale', 1.0):g} | "
             f"{100 * (ratio - 1):+.1f} % |")
 
+    # the NAWM read by the unbiased protocol(s): the anatomy's own NAWM T1 (partial volume of a
+    # coarse grid moves it off the white matter value), against which the biases are read
+    unbiased = [label for label, cfg in cfgs.items() if cfg.get("vfa_flip_scale", 1.0) == 1.0]
     lines += ["", "## The group level's `qa_by_site` table", "",
               "| " + " | ".join(by_site.columns) + " |",
               "|" + "---|" * len(by_site.columns)]
