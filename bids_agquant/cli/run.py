@@ -553,7 +553,8 @@ def _build_report(plan, config: Config, warnings: list[str]) -> None:
     try:
         from bids_agquant.reports.participant import build_participant_report  # lazy: matplotlib
         path = build_participant_report(config.output_dir, plan.participant, plan=plan,
-                                        bids_dir=config.bids_dir, warnings=warnings)
+                                        bids_dir=config.bids_dir, warnings=warnings,
+                                        nprocs=config.nprocs)
     except Exception as exc:  # noqa: BLE001 - the outputs exist; the report is a view of them
         LOGGER.error("sub-%s: the HTML report could not be built (%s: %s); the maps and the "
                      "lesion table are complete", plan.participant, type(exc).__name__, exc)
@@ -728,7 +729,7 @@ def _reports_only(config: Config, plans) -> int:
     for plan in plans:
         t0 = time.time()
         path = build_participant_report(config.output_dir, plan.participant, plan=plan,
-                                        bids_dir=config.bids_dir)
+                                        bids_dir=config.bids_dir, nprocs=config.nprocs)
         LOGGER.info("sub-%s: report %s (%.1f s)", plan.participant, path, time.time() - t0)
     return EX_OK
 

@@ -135,11 +135,19 @@ def residual_on_planes(state: VfaState, plan, m0, t1, b1, grid, planes) -> np.nd
         factor = plan.intensity_factor(f) if hasattr(plan, "intensity_factor") else 1.0
         signals.append(on_planes(data * factor, affine, grid.shape, grid.affine, transform,
                                  planes))
-    observed = np.stack(signals, axis=-1).astype(np.float64)
+    shown = np.zeros(signals[0].shape, dtype=bool)      # the voxels of the planes only: the
+    for axis, index in planes:                          # SPGR signal over a whole 1 mm volume
+        shown[tuple(slice(index, index + 1) if a == axis else slice(None)  # took 2 s a state
+                    for a in range(3))] = True
+    observed = np.stack([s[shown] for s in signals], axis=-1).astype(np.float64)
+    m0_s, t1_s = np.asarray(m0)[shown], np.asarray(t1)[shown]
+    b1_s = None if b1 is None else np.asarray(b1)[shown]
     with np.errstate(invalid="ignore", divide="ignore"):
-        predicted = spgr_signal(m0, t1, vfa.flip_angles_deg, vfa.tr_s, b1)
+        predicted = spgr_signal(m0_s, t1_s, vfa.flip_angles_deg, vfa.tr_s, b1_s)
         rms = np.sqrt(np.mean((observed - predicted) ** 2, axis=-1))
         mean = np.mean(observed, axis=-1)
-        out = 100.0 * rms / mean
-    ok = np.isfinite(out) & (mean > 0) & np.isfinite(m0) & (t1 > 0)
-    return np.where(ok, out, np.nan).astype(np.float32)
+        res = 100.0 * rms / mean
+    ok = np.isfinite(res) & (mean > 0) & np.isfinite(m0_s) & (t1_s > 0)
+    out = np.full(shown.shape, np.nan, dtype=np.float32)
+    out[shown] = np.where(ok, res, np.nan)
+    return out

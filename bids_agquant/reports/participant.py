@@ -57,8 +57,6 @@ from bids_agquant.reports.figures import STYLE  # noqa: E402
 __all__ = ["build_participant_report", "find_maps", "MapFile", "SHOWN_MAPS"]
 
 LOG = logging.getLogger("bids_agquant.reports")
-#: zlib level of the report's PNG figures (see :func:`_png`).
-PNG_COMPRESS_LEVEL = 1
 
 #: Registry keys (:data:`bids_agquant.bids.derivatives.OUTPUTS`) of the NIfTI outputs the report
 #: reads: the maps per contrast state and the participant's label images.
@@ -237,12 +235,15 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
     (yellow) and the white/grey-matter boundary (orange), in the three orthogonal planes of
     :func:`_registration_planes` (the session images need hold only those planes). ``tag`` is
     written in the first panel (the figures of a flicker pair differ only by it)."""
-    smooth = ndimage.gaussian_filter(np.nan_to_num(ref_data), 1.0)
     box = _bbox(region, ref_data.shape, margin=4)
+    # smoothed inside the box only (what the panels show; the margin covers the kernels)
+    smooth = np.zeros(ref_data.shape, dtype=np.float64)
+    smooth[box] = ndimage.gaussian_filter(np.nan_to_num(ref_data[box]).astype(np.float64), 1.0)
     inside = smooth[region] if region.any() else smooth.ravel()
     q25, q75 = np.percentile(inside, [25, 75]) if inside.size else (0.0, 1.0)
     inner_level = float((q25 + q75) / 2)
-    outline = ndimage.gaussian_filter(region.astype(np.float32), 0.8)
+    outline = np.zeros(region.shape, dtype=np.float32)
+    outline[box] = ndimage.gaussian_filter(region[box].astype(np.float32), 0.8)
     cx, cy, cz = _registration_planes(region)
     zooms = ref_img.header.get_zooms()[:3]
     bx, by, bz = box
@@ -250,6 +251,9 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
              ("coronal", lambda a: _plane_of(a[bx, :, bz], "coronal", cy), zooms[2] / zooms[0]),
              ("sagittal", lambda a: _plane_of(a[:, by, bz], "sagittal", cx),
               zooms[2] / zooms[1])]
+    # the reference's contours are the same in every row: cut once (not per panel)
+    outlines = [cut(outline) for _, cut, _ in views]
+    tissue = [np.where(cut(region), cut(smooth), np.nan) for _, cut, _ in views]
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(9.0, 2.5 * len(moving) + 0.3), facecolor="#0b0f17",
                      layout="constrained")
@@ -259,11 +263,11 @@ def _registration_figure(ref_img, ref_data, moving: list[tuple[str, np.ndarray]]
             for col, (vname, cut, asp) in enumerate(views):
                 ax = axes[row, col]
                 ax.set_facecolor("black")
-                ax.imshow(cut(np.nan_to_num(data)), cmap="gray", vmin=vmin, vmax=vmax,
+                ax.imshow(np.nan_to_num(cut(data)), cmap="gray", vmin=vmin, vmax=vmax,
                           origin="lower", aspect=asp, interpolation="bilinear")
-                ax.contour(cut(outline), levels=[0.5], colors=[V.OUTLINES["brain"][1]],
+                ax.contour(outlines[col], levels=[0.5], colors=[V.OUTLINES["brain"][1]],
                            linewidths=0.8, origin="lower")
-                ax.contour(cut(np.where(region, smooth, np.nan)), levels=[inner_level],
+                ax.contour(tissue[col], levels=[inner_level],
                            colors=[V.OUTLINES["tissue"][1]], linewidths=0.6, origin="lower")
                 _orientation(ax, V.plane_labels(ref_img.affine, vname), "#e5e7eb")
                 _blank(ax)
@@ -288,6 +292,7 @@ def _maps_figure(title: str, rows: list[tuple[str, np.ndarray | None, dict]],
     lesions, controls, brain = labels
     avmin, avmax = _robust_range(anat)
     ncol = len(slices)
+    anat_planes = {z: np.nan_to_num(_slice(anat, z)) for z in slices}  # not per panel
     # one colour bar for the figure when every row has the same scale, else one per row
     one_scale = len({(st["vmin"], st["vmax"], st["cmap"]) for _, d, st in rows
                      if d is not None}) == 1
@@ -300,7 +305,7 @@ def _maps_figure(title: str, rows: list[tuple[str, np.ndarray | None, dict]],
             for c, z in enumerate(slices):
                 ax = axes[r, c]
                 ax.set_facecolor("black")
-                ax.imshow(_slice(np.nan_to_num(anat), z), cmap="gray", vmin=avmin, vmax=avmax,
+                ax.imshow(anat_planes[z], cmap="gray", vmin=avmin, vmax=avmax,
                           origin="lower", aspect=aspect)
                 if data is not None:
                     im = ax.imshow(_shown(_slice(data, z), style,
@@ -1040,15 +1045,50 @@ def _resources_section(output_dir: Path, participant: str):
         "Wall time, peak memory and peak CPU of every pipeline node (--resource-monitor)."))
 
 
+#: the figure sections handed to worker processes (fork: they inherit this list, nothing large
+#: is pickled); each entry is (function, arguments, whether it takes the notes list last)
+_FIGURE_TASKS: list = []
+
+
+def _figure_task(index: int) -> tuple:
+    """Run :data:`_FIGURE_TASKS` ``[index]``; (its section, the notes it added)."""
+    func, args, takes_notes = _FIGURE_TASKS[index]
+    notes: list[str] = []
+    return (func(*args, notes) if takes_notes else func(*args)), notes
+
+
+def _figure_sections(tasks: list, nprocs: int) -> list[tuple]:
+    """Each task's (section, notes), in the order given: one after the other with ``nprocs``
+    1, else in up to ``nprocs`` forked processes (the figures are matplotlib drawing, which one
+    process does on one core). Where fork is unavailable or a worker dies, in this process."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    _FIGURE_TASKS[:] = tasks
+    try:
+        workers = min(int(nprocs), len(tasks))
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            try:
+                with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                    return list(pool.map(_figure_task, range(len(tasks))))
+            except Exception as exc:  # noqa: BLE001 - a worker died (memory): draw them here
+                LOG.warning("report figures in parallel failed (%s: %s); drawing them one "
+                            "after the other", type(exc).__name__, exc)
+        return [_figure_task(i) for i in range(len(tasks))]
+    finally:
+        _FIGURE_TASKS.clear()
+
+
 def build_participant_report(output_dir: Path | str, participant: str, plan=None, *,
                              bids_dir: Path | str | None = None,
-                             warnings: Sequence[str] = (), n_slices: int = 3) -> Path:
+                             warnings: Sequence[str] = (), n_slices: int = 3,
+                             nprocs: int = 1) -> Path:
     """Write ``OUTPUT_DIR/sub-<participant>.html`` from the participant's derivatives.
 
     ``participant`` is the label with or without ``sub-``. ``plan`` (a
     :class:`~bids_agquant.bids.plan.ParticipantPlan`) adds the plan section; ``warnings`` are
     shown with the plan's warnings and the WARNING lines of the participant's log files.
-    Returns the path of the report.
+    ``nprocs`` > 1 draws the figure sections in that many processes. Returns the path of the
+    report.
     """
     output_dir = Path(output_dir)
     participant = participant[4:] if participant.startswith("sub-") else participant
@@ -1065,17 +1105,23 @@ def build_participant_report(output_dir: Path | str, participant: str, plan=None
     ref_path, ref_img = _display_grid(plan, bids_dir, maps, notes)
     labels = _label_images(maps, ref_img)
     lesion_tsv = output_dir / D.participant_path("lesion_table", participant)
+    drawn = _figure_sections([
+        (_registration_section, (output_dir, participant, plan, bids_dir, ref_path, ref_img,
+                                 labels[2]), True),
+        (_quantitative_section, (maps, ref_img, labels, plan, n_slices), False),
+        (_three_d_section, (maps, lesion_tsv, plan), False),
+        (_fit_section, (output_dir, participant, plan, maps, ref_img, labels, n_slices), True),
+    ], nprocs)
+    for _, added in drawn:
+        notes.extend(added)
+    registration, quantitative, three_d, fit = (section for section, _ in drawn)
     sections = [
         _summary_section(maps, lesion_tsv, all_errors, all_warnings,
                          _n_qa_flags(output_dir, participant)),
         ("plan", "Plan", H.section("plan", "Plan that was run", _plan_html(plan, bids_dir),
                                    "Which images were used for each session and contrast "
                                    "state.")),
-        _registration_section(output_dir, participant, plan, bids_dir, ref_path, ref_img,
-                              labels[2], notes),
-        _quantitative_section(maps, ref_img, labels, plan, n_slices),
-        _three_d_section(maps, lesion_tsv, plan),
-        _fit_section(output_dir, participant, plan, maps, ref_img, labels, n_slices, notes),
+        registration, quantitative, three_d, fit,
         _qa_section(output_dir, participant),
         ("lesions", "Lesions", H.section("lesions", "Lesion table",
                                          _lesion_table_html(lesion_tsv))),

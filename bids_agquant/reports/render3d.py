@@ -29,9 +29,13 @@ VIEWS = (("left", 0.0, 180.0), ("right", 0.0, 0.0), ("top", 90.0, -90.0))
 VIEW_EDGES = {"left": ("A", "P", "S", "I"), "right": ("P", "A", "S", "I"),
               "top": ("L", "R", "A", "P")}
 #: brain surface: the mask smoothed by a Gaussian of this sigma (mm) before extraction, and
-#: marching cubes' step in voxels (a coarser brain surface draws faster; lesions use step 1)
+#: marching cubes' step in voxels (a coarser brain surface draws faster)
 BRAIN_SMOOTHING_MM = 2.0
 BRAIN_STEP_MM = 5.0
+#: lesions: marching cubes' step is the lesion's largest extent in voxels over this, rounded
+#: (at least 1), so that a large lesion is not drawn with more triangles than its panel has
+#: pixels (a 30 mm lesion at 1 mm: step 2, a quarter of the triangles; small lesions: step 1)
+LESION_CELLS_ACROSS = 12
 BRAIN_RGBA = (0.55, 0.55, 0.58, 0.10)
 
 
@@ -79,8 +83,9 @@ def brain_surface(brain: np.ndarray, affine: np.ndarray) -> Surface | None:
 
 
 def lesion_surfaces(dseg: np.ndarray, affine: np.ndarray) -> dict[int, Surface]:
-    """One surface per label > 0 of a lesion dseg, at the voxels' own resolution (no smoothing,
-    so that each encloses the lesion's own voxels)."""
+    """One surface per label > 0 of a lesion dseg (no smoothing, so that each encloses the
+    lesion's own voxels), at the voxels' own resolution up to :data:`LESION_CELLS_ACROSS`
+    cells across the lesion."""
     dseg = np.asarray(dseg)
     out: dict[int, Surface] = {}
     boxes = ndimage.find_objects(dseg.astype(np.int64))
@@ -91,7 +96,9 @@ def lesion_surfaces(dseg: np.ndarray, affine: np.ndarray) -> dict[int, Surface]:
         origin = np.array([s.start for s in grown], float)
         shifted = affine.copy()
         shifted[:3, 3] = _world(origin[None, :], affine)[0]
-        surface = _extract(dseg[grown] == index, shifted, 0.5, 1)
+        extent = max(s.stop - s.start for s in box)
+        step = max(1, int(round(extent / LESION_CELLS_ACROSS)))
+        surface = _extract(dseg[grown] == index, shifted, 0.5, step)
         if surface is not None:
             out[index] = surface
     return out

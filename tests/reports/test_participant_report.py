@@ -86,6 +86,20 @@ def test_registration_check_applies_the_pipeline_transforms(outputs):
     assert np.abs(d8[sel] - ref[sel]).mean() > 0.05 * ref[sel].mean()
 
 
+def test_report_drawn_in_parallel_is_the_report_drawn_in_one_process(outputs, tmp_path):
+    """--nprocs 2 draws the figure sections in two forked processes: the page is byte for byte
+    the one drawn in one process, the notes the sections add included (a missing B1 map adds a
+    note from the fit section, which runs in a worker)."""
+    out, written = outputs
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    plan = _plan(written["bids"], _vfa_d1(written, b1map=tmp_path / "missing_TB1map.nii.gz"))
+    serial = build_participant_report(copy, "01", plan=plan, nprocs=1).read_text()
+    parallel = build_participant_report(copy, "01", plan=plan, nprocs=2).read_text()
+    assert "fit-quality view of" in serial          # the fit section's note reached the page
+    assert parallel == serial
+
+
 def test_participant_report_sections_images_and_content(outputs):
     out, written = outputs
     path = build_participant_report(out, "sub-01", plan=_plan(written["bids"], _vfa_d1(written)),

@@ -53,6 +53,24 @@ def test_lesion_surfaces_enclose_the_lesions_centroids(flip_x):
         assert volume == pytest.approx(4 / 3 * np.pi * radii[label - 1] ** 3, rel=0.25)
 
 
+def test_a_large_lesion_on_a_coarser_step_still_encloses_its_voxels():
+    """A 36 mm lesion on a 1 mm grid is extracted on step 3 (fewer triangles for display): its
+    surface still encloses the voxels' centroid and the sphere's volume."""
+    affine = oblique_affine(zooms=(1.0, 1.0, 1.0))
+    shape = (60, 60, 60)
+    centre = affine[:3, :3] @ np.array([30, 30, 30]) + affine[:3, 3]
+    dseg = spheres(shape, affine, [centre], [18.0])
+    fine = R._extract(dseg == 1, affine, 0.5, 1)
+    surface = R.lesion_surfaces(dseg, affine)[1]
+    assert len(surface.faces) < len(fine.faces) / 4          # the coarser step was taken
+    voxels = np.argwhere(dseg == 1)
+    voxel_centroid = (affine[:3, :3] @ voxels.mean(axis=0)) + affine[:3, 3]
+    assert np.linalg.norm(surface.enclosed_centroid() - voxel_centroid) < 0.5
+    tri = surface.triangles
+    volume = abs(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()) / 6
+    assert volume == pytest.approx(4 / 3 * np.pi * 18.0 ** 3, rel=0.15)
+
+
 def test_brain_surface_is_in_world_millimetres():
     affine = oblique_affine()
     shape = (70, 60, 60)
