@@ -96,8 +96,7 @@ def t1w_snr(path, nawm=None, nawm_affine=None, transform=None) -> float:
         return qa.snr(data, head & (data > otsu_threshold(values)),
                       image_noise_sd(data, head, spacing))
     to_ref = None if transform is None else np.linalg.inv(G.read_transform(transform))
-    region = head & (pure_geometry.resample(nawm.astype(np.uint8), nawm_affine, data.shape, aff,
-                                            to_ref, order=0) > 0)
+    region = head & pure_geometry.resample_mask(nawm, nawm_affine, data.shape, aff, to_ref)
     return qa.snr(data, region, image_noise_sd(data, region, spacing))
 
 

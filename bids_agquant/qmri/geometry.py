@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["LPS", "voxel_sizes", "voxel_volume_mm3", "voxel_to_world", "centroid_world",
-           "ras_to_lps_matrix", "compose", "voxel_map", "resample", "resample_many",
+           "ras_to_lps_matrix", "compose", "voxel_map", "resample", "resample_mask", "resample_many",
            "block_average", "downsample_factor", "reindexing", "reindexed", "GRID_TOLERANCE",
            "rotation_about"]
 
@@ -119,6 +119,35 @@ def resample(data, source_affine, target_shape, target_affine, transform_lps=Non
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(weights >= 0.5, num / np.maximum(weights, 1e-12), fill)
     return out.astype(dtype)
+
+
+def resample_mask(mask, source_affine, target_shape, target_affine, transform_lps=None):
+    """A boolean mask (on ``source_affine``) onto a target grid, nearest neighbour, as
+    :func:`resample` with ``order=0`` would give, but resampled only over the target voxels
+    that can fall in the mask's bounding box (a small mask onto a 1 mm grid: a fraction of the
+    volume's time). Returns a boolean array of ``target_shape``."""
+    mask = np.asarray(mask, bool)
+    target_shape = tuple(int(s) for s in target_shape)
+    out = np.zeros(target_shape, bool)
+    found = np.argwhere(mask)
+    if not found.size:
+        return out
+    lo, hi = found.min(axis=0) - 1.0, found.max(axis=0) + 1.0     # rounding reaches +-0.5
+    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                        for c in (lo[2], hi[2])])
+    to_target = np.linalg.inv(voxel_map(target_affine, source_affine, transform_lps))
+    where = corners @ to_target.T
+    start = np.clip(np.floor(where[:, :3].min(axis=0)).astype(int) - 1, 0, target_shape)
+    stop = np.clip(np.ceil(where[:, :3].max(axis=0)).astype(int) + 2, 0, target_shape)
+    if np.any(stop <= start):
+        return out
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    out[box] = resample(mask, source_affine, tuple(stop - start),
+                        np.asarray(target_affine, np.float64) @ shift, transform_lps,
+                        order=0) > 0
+    return out
 
 
 def resample_many(arrays, source_affine, target_shape, target_affine, transform_lps=None, *,

@@ -122,6 +122,26 @@ def test_resample_many_is_nan_where_any_map_is_nan():
     np.testing.assert_allclose(ra[~np.isnan(b)], 1.0)
 
 
+@pytest.mark.parametrize("deg", [(0, 0, 0), (12, -7, 20), (-15, 30, 5)])
+def test_resample_mask_within_its_box_is_the_whole_volume_nearest_neighbour(deg):
+    """A small mask of a coarse oblique grid onto a fine grid through a rotation: the boxed
+    resampling equals the whole-volume nearest-neighbour one voxel for voxel."""
+    rng = np.random.default_rng(3)
+    source = oblique_affine((2.0, 2.0, 3.0), deg)
+    target = oblique_affine((1.0, 1.0, 1.0), (0, 0, 0), origin=(-20.0, -5.0, -10.0))
+    mask = np.zeros((30, 30, 20), bool)
+    mask[8:20, 5:17, 6:14] = rng.random((12, 12, 8)) > 0.4
+    rotation = np.eye(4)
+    rotation[:3, :3] = Rotation.from_euler("xyz", (4, -3, 6), degrees=True).as_matrix()
+    rotation[:3, 3] = (2.0, -1.0, 3.0)
+    shape = (90, 80, 70)
+    whole = G.resample(mask.astype(np.uint8), source, shape, target, rotation, order=0) > 0
+    boxed = G.resample_mask(mask, source, shape, target, rotation)
+    assert whole.sum() > 1000                            # the mask lands inside the target
+    np.testing.assert_array_equal(boxed, whole)
+    assert not G.resample_mask(np.zeros_like(mask), source, shape, target, rotation).any()
+
+
 def test_block_average_means_blocks_and_keeps_world_positions():
     aff = oblique_affine((1.0, 1.0, 1.0))
     data = np.random.default_rng(2).random((7, 6, 9)).astype(np.float32)
