@@ -108,35 +108,31 @@ def main(argv=None) -> int:
     out, truth, preset, overwrite = args.pop("out"), args.pop("truth"), args.pop("preset"), args.pop("overwrite")
     multisite, per_site = args.pop("multisite"), args.pop("participants_per_site")
     t0 = time.perf_counter()
-    if multisite:
-        settings = {k: v for k, v in args.items() if v is not None}
-        if "n_participants" in settings:
-            print("bids-agquant-simulate: error: --participants does not apply with --multisite "
-                  "(use --participants-per-site)", file=sys.stderr)
-            return 64
-        try:
+    settings = {k: v for k, v in args.items() if v is not None}
+    try:
+        if multisite:
+            if "n_participants" in settings:
+                raise ValueError("--participants does not apply with --multisite (use "
+                                 "--participants-per-site)")
             record = simulate_cohort(out, truth_dir=truth, preset=preset, overwrite=overwrite,
                                      participants_per_site=per_site,
                                      seed=settings.pop("seed", 0), **settings)
-        except (ValueError, FileExistsError) as exc:
-            print(f"bids-agquant-simulate: error: {exc}", file=sys.stderr)
-            return 64
+        else:
+            result = simulate_dataset(out, truth_dir=truth, preset=preset, overwrite=overwrite,
+                                      command=shlex.join(["bids-agquant-simulate", *argv]),
+                                      **settings)
+    except (ValueError, FileExistsError) as exc:
+        print(f"bids-agquant-simulate: error: {exc}", file=sys.stderr)
+        return 64
+    if multisite:
         n = sum(len(s["participants"]) for s in record["sites"])
         print(f"wrote {out} ({len(record['sites'])} sites, {n} participants) and truth "
               f"{truth or str(out).rstrip('/') + '_truth'} in {time.perf_counter() - t0:.1f} s")
         return 0
-    try:
-        result = simulate_dataset(out, truth_dir=truth, preset=preset, overwrite=overwrite,
-                                  command=shlex.join(["bids-agquant-simulate", *argv]),
-                                  **{k: v for k, v in args.items() if v is not None})
-    except (ValueError, FileExistsError) as exc:
-        print(f"bids-agquant-simulate: error: {exc}", file=sys.stderr)
-        return 64
     n_les = result.lesions["lesion_id"].groupby(result.lesions["participant_id"]).nunique().sum()
     print(f"wrote {out} ({len(result.participants)} participants, {n_les} lesions) and truth "
           f"{result.root} in {time.perf_counter() - t0:.1f} s")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
