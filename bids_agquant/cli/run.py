@@ -516,6 +516,17 @@ def _run_one(plan, config: Config) -> None:
         raise AgquantError("the participant workflow (bids_agquant.workflows.participant) is not "
                            f"available in this installation ({exc})",
                            fix="reinstall bids_agquant") from exc
+    from bids_agquant.cli.workcache import claim_cache
+    from bids_agquant.workflows.participant import workflow_name
+    folder = Path(config.work_dir) / workflow_name(plan.participant)
+    try:        # a cache made by other code is not reused (nipype would reuse it silently)
+        claim_cache(folder, (Path(config.work_dir) / WORKDIR_MARKER).is_file(),
+                    f"sub-{plan.participant}")
+    except OSError as exc:
+        raise OutputError(f"--work-dir: the cache {folder} of other code could not be removed "
+                          f"or moved aside ({exc.strerror or type(exc).__name__})",
+                          fix="delete that folder yourself, or give another work dir with -w"
+                          ) from exc
     wf = init_participant_wf(plan, config)
     progress = execute_workflow(wf, config, f"sub-{plan.participant}")
     if config.resource_monitor and progress.execgraph is not None:

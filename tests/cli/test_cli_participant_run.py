@@ -58,3 +58,18 @@ def test_participant_level_end_to_end_and_resume(small_phantom, run_cli, tmp_pat
     assert registrations and registrations <= cached      # the expensive work is not redone
     assert cached | rerun == {name for _, name in progress}
     assert len(sorted((out / "logs").glob("sub-01_*.log"))) == 2
+
+    # the same work dir after an upgrade: the cache of other code is not reused (nipype hashes
+    # a node's inputs, not the code behind it, so it would copy the old maps silently)
+    import json
+
+    from bids_agquant.cli.workcache import STAMP_FILE, code_fingerprint
+    stamp = work / "sub_01_wf" / STAMP_FILE
+    assert json.loads(stamp.read_text()) == code_fingerprint()
+    stamp.write_text(json.dumps({**code_fingerprint(), "version": "0.0.1"}))
+    res3 = run_cli(ds, out, "participant", "-w", work, "--nprocs", "2")
+    assert res3.code == 0, res3.err
+    assert "made by bids-agquant 0.0.1" in res3.out
+    redone = set(re.findall(r"\] (\S+): done", res3.out))
+    assert registrations <= redone and not re.findall(r"\] \S+: cached", res3.out)
+    assert json.loads(stamp.read_text()) == code_fingerprint()
