@@ -42,6 +42,7 @@ from bids_agquant.bids.atomic import atomic_write_text
 from bids_agquant.bids.derivatives import container_info, remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
+from bids_agquant.cli.workcache import claim_cache
 from bids_agquant.bids import filters as bids_filters
 from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, WORKDIR_MARKER, parse_args
 from bids_agquant.config import (AnalysisLevel, B1Correction, Config, SENormalization,
@@ -516,8 +517,7 @@ def _run_one(plan, config: Config) -> None:
         raise AgquantError("the participant workflow (bids_agquant.workflows.participant) is not "
                            f"available in this installation ({exc})",
                            fix="reinstall bids_agquant") from exc
-    from bids_agquant.cli.workcache import claim_cache
-    from bids_agquant.workflows.participant import workflow_name
+    from bids_agquant.workflows.participant import workflow_name  # lazy: nipype
     folder = Path(config.work_dir) / workflow_name(plan.participant)
     try:        # a cache made by other code is not reused (nipype would reuse it silently)
         claim_cache(folder, (Path(config.work_dir) / WORKDIR_MARKER).is_file(),

@@ -21,7 +21,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing as mp
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -1061,8 +1063,6 @@ def _figure_sections(tasks: list, nprocs: int) -> list[tuple]:
     """Each task's (section, notes), in the order given: one after the other with ``nprocs``
     1, else in up to ``nprocs`` forked processes (the figures are matplotlib drawing, which one
     process does on one core). Where fork is unavailable or a worker dies, in this process."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     _FIGURE_TASKS[:] = tasks
     try:
         workers = min(int(nprocs), len(tasks))
