@@ -74,8 +74,7 @@ def erode(mask, radius_mm, spacing):
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    return depth - 0.5 * float(np.min(spacing)) > radius_mm
+    return G.depth_in_mask_mm(mask, spacing) - 0.5 * float(np.min(spacing)) > radius_mm
 
 
 def dilate(mask, radius_mm, spacing):
@@ -83,8 +82,8 @@ def dilate(mask, radius_mm, spacing):
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
-    return distance - 0.5 * float(np.min(spacing)) <= radius_mm
+    reach = radius_mm + 0.5 * float(np.min(spacing))
+    return G.distance_to_mask_mm(mask, spacing, reach) <= reach
 
 
 def largest_component(mask):

@@ -407,7 +407,7 @@ def healthy_brain(brain_mask, lesion_labels, affine, margin_mm=HEALTHY_MARGIN_MM
                          f"{healthy.shape} differ: resample both into the reference space")
     if lesion.any():
         spacing = np.linalg.norm(_check_affine(affine)[:3, :3], axis=0)
-        healthy &= ndimage.distance_transform_edt(~lesion, sampling=spacing) >= margin_mm
+        healthy &= G.distance_to_mask_mm(lesion, spacing, margin_mm) >= margin_mm
     return healthy
 
 

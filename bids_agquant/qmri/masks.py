@@ -48,14 +48,13 @@ SIGNAL_FRACTION = 0.5
 def _erode(mask, radius_mm, spacing):
     if not mask.any():
         return mask
-    return ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] \
-        > radius_mm
+    return G.depth_in_mask_mm(mask, spacing) > radius_mm
 
 
 def _dilate(mask, radius_mm, spacing):
     if not mask.any():
         return mask
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+    return G.distance_to_mask_mm(mask, spacing, radius_mm) <= radius_mm
 
 
 def _on_work_grid(fraction, affine):

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_agquant.qmri import geometry as G
 from bids_agquant.qmri.uncertainty import MAD_TO_SD
 
 __all__ = ["Threshold", "THRESHOLDS", "NAWM_T1_RANGES_S", "NAWM_MIN_PROBABILITY",
@@ -222,9 +223,7 @@ def nawm_mask(wm_probability, brain_mask, lesion_mask=None, spacing_mm=(1.0, 1.0
           & (np.nan_to_num(np.asarray(wm_probability, np.float64)) >= NAWM_MIN_PROBABILITY))
     wm = ndimage.binary_erosion(wm)
     if lesion_mask is not None and np.any(lesion_mask):
-        dist = ndimage.distance_transform_edt(~np.asarray(lesion_mask, bool),
-                                              sampling=tuple(float(s) for s in spacing_mm))
-        wm &= dist > LESION_MARGIN_MM
+        wm &= G.distance_to_mask_mm(lesion_mask, spacing_mm, LESION_MARGIN_MM) > LESION_MARGIN_MM
     return wm
 
 

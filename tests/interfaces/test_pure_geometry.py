@@ -142,6 +142,54 @@ def test_resample_mask_within_its_box_is_the_whole_volume_nearest_neighbour(deg)
     assert not G.resample_mask(np.zeros_like(mask), source, shape, target, rotation).any()
 
 
+@pytest.mark.parametrize("deg", [(0, 0, 0), (12, -7, 20)])
+def test_resample_many_of_a_map_nan_outside_a_region_equals_the_whole_volume_resampling(deg):
+    """Maps finite only in a region (a brain in a head) through a rotation onto a finer grid:
+    the boxed resampling equals the NaN-aware whole-volume one, NaN for NaN, value for value."""
+    rng = np.random.default_rng(5)
+    source = oblique_affine((2.0, 2.0, 3.0), deg)
+    target = oblique_affine((1.0, 1.0, 1.0), (0, 0, 0), origin=(-20.0, -5.0, -10.0))
+    region = np.zeros((30, 30, 20), bool)
+    region[6:21, 4:18, 5:15] = rng.random((15, 14, 10)) > 0.1
+    a = np.where(region, rng.random(region.shape) + 1.0, np.nan)
+    b = np.where(region, rng.random(region.shape), np.nan)
+    rotation = np.eye(4)
+    rotation[:3, :3] = Rotation.from_euler("xyz", (4, -3, 6), degrees=True).as_matrix()
+    rotation[:3, 3] = (2.0, -1.0, 3.0)
+    shape = (90, 80, 70)
+    ra, rb = G.resample_many([a, b], source, shape, target, rotation, dtype=np.float64)
+    whole_a = G.resample(a, source, shape, target, rotation, nan_aware=True, dtype=np.float64)
+    assert np.isfinite(whole_a).sum() > 5000
+    np.testing.assert_array_equal(np.isnan(ra), np.isnan(whole_a))
+    np.testing.assert_allclose(ra, whole_a, rtol=1e-10, equal_nan=True)
+    assert np.array_equal(np.isnan(rb), np.isnan(ra))
+    empty = G.resample_many([np.full(region.shape, np.nan)], source, shape, target, rotation)
+    assert np.isnan(empty[0]).all() and empty[0].shape == shape
+
+
+@pytest.mark.parametrize("reach_mm", [0.0, 2.5, 7.0])
+def test_boxed_distances_equal_the_whole_volume_transform(reach_mm):
+    """distance_to_mask_mm within its reach and depth_in_mask_mm everywhere equal scipy's
+    whole-volume Euclidean distance transforms, for a mask touching the array's edge too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    mask = np.zeros((40, 36, 30), bool)
+    mask[10:22, 8:20, 0:12] = rng.random((12, 12, 12)) > 0.3      # touches the z = 0 face
+    spacing = (1.0, 1.5, 2.0)
+    whole_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    boxed_out = G.distance_to_mask_mm(mask, spacing, reach_mm)
+    near = whole_out <= reach_mm
+    np.testing.assert_array_equal(boxed_out[near], whole_out[near])
+    assert (boxed_out[~near] > reach_mm).all()
+    assert np.isinf(boxed_out).any()                              # the box is smaller
+    whole_in = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    np.testing.assert_array_equal(G.depth_in_mask_mm(mask, spacing), whole_in)
+    none = np.zeros_like(mask)
+    assert np.isinf(G.distance_to_mask_mm(none, spacing, 3.0)).all()
+    assert not G.depth_in_mask_mm(none, spacing).any()
+
+
 def test_block_average_means_blocks_and_keeps_world_positions():
     aff = oblique_affine((1.0, 1.0, 1.0))
     data = np.random.default_rng(2).random((7, 6, 9)).astype(np.float32)
