@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from bids_agquant.bids.atomic import atomic_write_text
 from bids_agquant.bids.derivatives import container_info, remove_stale_temporaries
 from bids_agquant.bids.layout import build_plans, format_plan
 from bids_agquant.cli import plugin as plugin_mod
-from bids_agquant.cli.workcache import claim_cache
+from bids_agquant.cli.workcache import claim_cache, remove_cache_folder
 from bids_agquant.bids import filters as bids_filters
 from bids_agquant.cli.parser import DEFAULT_WORK_SUBDIR, WORKDIR_MARKER, parse_args
 from bids_agquant.config import (AnalysisLevel, B1Correction, Config, SENormalization,
@@ -213,11 +212,7 @@ def clean_work_dir(config: Config, participants) -> list[Path]:
     removed = []
     for participant in participants:
         folder = work / workflow_name(participant)
-        if folder.is_symlink():
-            folder.unlink()
-        elif folder.is_dir():
-            shutil.rmtree(folder)
-        else:
+        if not remove_cache_folder(folder):
             continue
         removed.append(folder)
         LOGGER.info("--clean-workdir: removed %s", folder)

@@ -73,6 +73,19 @@ def _difference(old: dict | None, new: dict) -> str:
     return f"other bids-agquant {new['version']} source files"
 
 
+def remove_cache_folder(folder: Path) -> bool:
+    """Remove a participant's workflow folder of the work dir (a symlink is unlinked, never
+    followed). Returns False when there was nothing to remove."""
+    folder = Path(folder)
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+    else:
+        return False
+    return True
+
+
 def claim_cache(folder: Path, own_work_dir: bool, label: str) -> Path | None:
     """Make ``folder`` (a participant's workflow folder) a cache of this code: keep it when its
     stamp matches, else remove it (``own_work_dir``: the work dir has bids-agquant's marker) or
@@ -86,10 +99,7 @@ def claim_cache(folder: Path, own_work_dir: bool, label: str) -> Path | None:
             return None
         why = _difference(old, new)
         if own_work_dir:
-            if folder.is_symlink() or not folder.is_dir():
-                folder.unlink()
-            else:
-                shutil.rmtree(folder)
+            remove_cache_folder(folder)
             LOGGER.info("%s: the work dir's cache %s was made by %s; removed, so everything is "
                         "recomputed with this code", label, folder, why)
         else:
