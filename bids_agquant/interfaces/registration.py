@@ -41,7 +41,7 @@ from bids_agquant.qmri.qa import registration_ncc
 
 from . import geometry as G
 
-__all__ = ["register_rigid", "registration_quality", "RigidRegistration", "REGISTRATION_SETTINGS",
+__all__ = ["register_rigid", "registration_quality", "register_rigid_checked", "RigidRegistration", "REGISTRATION_SETTINGS",
            "ants_registration"]
 
 #: Every setting of the rigid registration; the transforms' ``Software`` sidecar text is made
@@ -129,6 +129,29 @@ def _command_line(s, fixed_shape, prefix, seed, verbose):
     return arguments
 
 
+def _register_prepared(fixed, moving, s, seed, verbose):
+    """:func:`register_rigid` on images already :func:`_prepared`: ((data, affine) pairs)."""
+    ants = G.import_ants(seed)
+    f_img = G.to_ants(*fixed, ants)
+    m_img = G.to_ants(*moving, ants)
+    with tempfile.TemporaryDirectory(prefix="bids_agquant_reg_") as tmp:
+        prefix = os.path.join(tmp, "reg_")
+        ants_registration(f_img, m_img, _command_line(s, fixed[0].shape, prefix, seed, verbose))
+        return G.read_transform(prefix + "0GenericAffine.mat")
+
+
+def _quality_prepared(fixed, moving, matrix) -> float:
+    """:func:`registration_quality` on images already :func:`_prepared`."""
+    moved = pure_geometry.resample(moving[0], moving[1], fixed[0].shape, fixed[1], matrix,
+                                   order=1, fill=np.nan)
+    return registration_ncc(fixed[0], moved)
+
+
+def _both_prepared(fixed, fixed_affine, moving, moving_affine, s):
+    return (_prepared(fixed, fixed_affine, "fixed", s["target_spacing_mm"]),
+            _prepared(moving, moving_affine, "moving", s["target_spacing_mm"]))
+
+
 def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42,
                    settings: dict | None = None, verbose: bool = False) -> np.ndarray:
     """Rigid registration of ``moving`` onto ``fixed``: 4x4 LPS matrix ``T_fixed<-moving``.
@@ -137,15 +160,8 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42
     points to moving points (resampling convention), as antsRegistration's output.
     """
     s = {**REGISTRATION_SETTINGS, **(settings or {})}
-    ants = G.import_ants(seed)
-    f_data, f_aff = _prepared(fixed, fixed_affine, "fixed", s["target_spacing_mm"])
-    m_data, m_aff = _prepared(moving, moving_affine, "moving", s["target_spacing_mm"])
-    f_img = G.to_ants(f_data, f_aff, ants)
-    m_img = G.to_ants(m_data, m_aff, ants)
-    with tempfile.TemporaryDirectory(prefix="bids_agquant_reg_") as tmp:
-        prefix = os.path.join(tmp, "reg_")
-        ants_registration(f_img, m_img, _command_line(s, f_data.shape, prefix, seed, verbose))
-        return G.read_transform(prefix + "0GenericAffine.mat")
+    f, m = _both_prepared(fixed, fixed_affine, moving, moving_affine, s)
+    return _register_prepared(f, m, s, seed, verbose)
 
 
 def registration_quality(fixed, fixed_affine, moving, moving_affine, matrix, *,
@@ -154,11 +170,17 @@ def registration_quality(fixed, fixed_affine, moving, moving_affine, matrix, *,
     the registration's own ~2 mm (:func:`_prepared`), the moving one resampled onto the fixed
     grid (linear) through ``matrix`` (T_fixed<-moving, resampling convention)."""
     s = {**REGISTRATION_SETTINGS, **(settings or {})}
-    f_data, f_aff = _prepared(fixed, fixed_affine, "fixed", s["target_spacing_mm"])
-    m_data, m_aff = _prepared(moving, moving_affine, "moving", s["target_spacing_mm"])
-    moved = pure_geometry.resample(m_data, m_aff, f_data.shape, f_aff, matrix, order=1,
-                                   fill=np.nan)
-    return registration_ncc(f_data, moved)
+    return _quality_prepared(*_both_prepared(fixed, fixed_affine, moving, moving_affine, s),
+                             matrix)
+
+
+def register_rigid_checked(fixed, fixed_affine, moving, moving_affine, *, seed: int = 42):
+    """(:func:`register_rigid`, :func:`registration_quality` of its result), the images
+    prepared once for both."""
+    s = REGISTRATION_SETTINGS
+    f, m = _both_prepared(fixed, fixed_affine, moving, moving_affine, s)
+    matrix = _register_prepared(f, m, s, seed, False)
+    return matrix, _quality_prepared(f, m, matrix)
 
 
 # ----------------------------------------------------------------------------------- nipype
@@ -193,12 +215,11 @@ class RigidRegistration(SimpleInterface):
         stack, s_aff = G.load_many(list(self.inputs.source_files))
         source = stack.mean(axis=-1)
         if self.inputs.source_as_fixed:
-            m = register_rigid(source, s_aff, target, t_aff, seed=self.inputs.seed)
+            m, ncc = register_rigid_checked(source, s_aff, target, t_aff, seed=self.inputs.seed)
             matrix = np.linalg.inv(m)
-            ncc = registration_quality(source, s_aff, target, t_aff, m)
         else:
-            matrix = register_rigid(target, t_aff, source, s_aff, seed=self.inputs.seed)
-            ncc = registration_quality(target, t_aff, source, s_aff, matrix)
+            matrix, ncc = register_rigid_checked(target, t_aff, source, s_aff,
+                                                 seed=self.inputs.seed)
         qa = Path(runtime.cwd, "registration_qa.json")
         qa.write_text(json.dumps({"registration_ncc": ncc}))
         self._results["qa_file"] = str(qa)

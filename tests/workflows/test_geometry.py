@@ -134,6 +134,12 @@ def test_rigid_registration_recovers_known_motion_and_is_deterministic(motion):
     assert err.max() < 0.5, err.max()
     again = register_rigid(fixed, aff, moving, aff, seed=7)
     assert np.array_equal(G.ras_to_lps_matrix(again), est)
+    # the node's one-pass version (images prepared once) gives the same matrix and quality
+    from bids_agquant.interfaces.registration import register_rigid_checked, registration_quality
+
+    matrix, ncc = register_rigid_checked(fixed, aff, moving, aff, seed=7)
+    assert np.array_equal(matrix, again)
+    assert ncc == registration_quality(fixed, aff, moving, aff, again) and ncc > 0.9
 
 
 def test_registration_of_small_images_drops_coarse_levels():
