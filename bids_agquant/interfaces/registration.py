@@ -2,8 +2,8 @@
 
 How (documented choice):
 
-* Metric Mattes mutual information (32 bins) on a few thousand fixed-image points
-  (``REGISTRATION_SETTINGS["samples"]``) drawn at random with a fixed seed, intensities winsorised to the 0.5-99.5 percentiles, so different contrasts
+* Metric Mattes mutual information (32 bins) on about 10000 fixed-image points drawn at random
+  with a fixed seed, intensities winsorised to the 0.5-99.5 percentiles, so different contrasts
   (pre/post-contrast T1w, VFA flip images) register. (Random rather than regular sampling: with
   a regular lattice of so few points the result depended erratically on the lattice, up to 2 mm
   off on the clinical phantom; random points were stable.)
@@ -11,14 +11,10 @@ How (documented choice):
 * Images finer than 2 mm are block-averaged to about 2 mm first, then two rigid stages: a coarse
   one (shrink 4, 2; smoothing 2, 1 voxels; at most 500, 250 iterations) and a fine one at the
   (2 mm) full resolution (at most 100 iterations), convergence 1e-6 over 10 iterations. Each
-  stage samples ``samples`` points at its finest level (the cost of the ITK metric grows with
+  stage samples about 10000 points at its finest level (the cost of the ITK metric grows with
   the number of samples, about 5 us per sample and iteration on one thread, not with the image
   size). Rigid accuracy is well below a millimetre (tested against the phantom's known motion)
-  and it is several times faster than antspyx's "Rigid" default. 5000 points rather than 10000
-  (issue 16, halves the registration time): on a clinical phantom with 5 deg / 8 mm motion
-  that was not used to choose it, the RMS error against the true motion over a 70 mm sphere
-  was at most 0.08 mm (0.03 mm with 10000), and 0.12 mm at most between the two settings over
-  its 11 registrations.
+  and it is several times faster than antspyx's "Rigid" default.
 * Deterministic: one ITK thread and ``--random-seed`` (``config.ants_seed``), see
   :func:`bids_agquant.interfaces.geometry.import_ants`; the same inputs give the same numbers.
 * For a coarse image against a fine one (a VFA set against its T1w) the coarse image is taken as
@@ -49,7 +45,7 @@ __all__ = ["register_rigid", "registration_quality", "register_rigid_checked", "
 REGISTRATION_SETTINGS = dict(target_spacing_mm=2.0, coarse_shrink_factors=(4, 2),
                              coarse_smoothing_sigmas_vox=(2, 1), coarse_iterations=(500, 250),
                              fine_iterations=100, convergence=1e-6, convergence_window=10,
-                             samples=5000, sampling_strategy="Random", histogram_bins=32,
+                             samples=10000, sampling_strategy="Random", histogram_bins=32,
                              gradient_step=0.25, winsorize=(0.005, 0.995))
 
 
