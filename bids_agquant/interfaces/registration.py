@@ -37,8 +37,8 @@ from bids_agquant.qmri.qa import registration_ncc
 
 from . import geometry as G
 
-__all__ = ["register_rigid", "registration_quality", "register_rigid_checked", "RigidRegistration", "REGISTRATION_SETTINGS",
-           "ants_registration"]
+__all__ = ["register_rigid", "registration_quality", "register_rigid_checked",
+           "RigidRegistration", "REGISTRATION_SETTINGS", "ants_registration"]
 
 #: Every setting of the rigid registration; the transforms' ``Software`` sidecar text is made
 #: from it (:func:`bids_agquant.methods.registration_software`).

@@ -161,10 +161,13 @@ def resample(data, source_affine, target_shape, target_affine, transform_lps=Non
     return out.astype(dtype)
 
 
-def _target_box(found, source_affine, target_shape, target_affine, transform_lps):
-    """(slices, affine of the box) of the target voxels that can see a source voxel listed in
-    ``found`` (N x 3 indices) through linear or nearest-neighbour interpolation; None if none.
-    """
+def _target_box(mask, source_affine, target_shape, target_affine, transform_lps):
+    """(slices, shape, affine) of the box of target voxels that can see a voxel of the source
+    ``mask`` through linear or nearest-neighbour interpolation; None if none can (or the mask
+    is empty)."""
+    found = np.argwhere(mask)
+    if not found.size:
+        return None
     lo, hi = found.min(axis=0) - 1.0, found.max(axis=0) + 1.0     # interpolation reaches +-1
     corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
                         for c in (lo[2], hi[2])])
@@ -177,7 +180,7 @@ def _target_box(found, source_affine, target_shape, target_affine, transform_lps
     shift = np.eye(4)
     shift[:3, 3] = start
     box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-    return box, np.asarray(target_affine, np.float64) @ shift
+    return box, tuple(int(n) for n in stop - start), np.asarray(target_affine, np.float64) @ shift
 
 
 def resample_mask(mask, source_affine, target_shape, target_affine, transform_lps=None):
@@ -188,14 +191,11 @@ def resample_mask(mask, source_affine, target_shape, target_affine, transform_lp
     mask = np.asarray(mask, bool)
     target_shape = tuple(int(s) for s in target_shape)
     out = np.zeros(target_shape, bool)
-    found = np.argwhere(mask)
-    where = (_target_box(found, source_affine, target_shape, target_affine, transform_lps)
-             if found.size else None)
+    where = _target_box(mask, source_affine, target_shape, target_affine, transform_lps)
     if where is None:
         return out
-    box, box_affine = where
-    out[box] = resample(mask, source_affine, tuple(b.stop - b.start for b in box), box_affine,
-                        transform_lps, order=0) > 0
+    box, box_shape, box_affine = where
+    out[box] = resample(mask, source_affine, box_shape, box_affine, transform_lps, order=0) > 0
     return out
 
 
@@ -212,14 +212,11 @@ def resample_many(arrays, source_affine, target_shape, target_affine, transform_
     values = [np.asarray(a, dtype=np.float64) for a in arrays]
     finite = np.logical_and.reduce([np.isfinite(v) for v in values])
     out = [np.full(target_shape, np.nan, dtype=dtype) for _ in values]
-    found = np.argwhere(finite)
-    where = (_target_box(found, source_affine, target_shape, target_affine, transform_lps)
-             if found.size else None)
+    where = _target_box(finite, source_affine, target_shape, target_affine, transform_lps)
     if where is None:
         return out
-    box, box_affine = where
+    box, box_shape, box_affine = where
     vox = voxel_map(box_affine, source_affine, transform_lps)
-    box_shape = tuple(b.stop - b.start for b in box)
 
     def _one(arr):
         return _affine_transform(vox, box_shape, arr, order=1, cval=0.0, output=np.float64)
